@@ -1,0 +1,26 @@
+# The two commands of the README: `make run` and `make test`. Both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint clean
+
+$(BIN)/portal-gateway: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+## run the gateway on the bundled gateway.yaml (dev certificates, dev secrets, demo data)
+run: $(BIN)/portal-gateway
+	$(BIN)/portal-gateway serve
+
+## set up, lint, type-check and run the whole test suite
+test: $(BIN)/portal-gateway
+	$(BIN)/ruff check gateway routes tests bench
+	$(BIN)/ruff format --check gateway routes tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

@@ -1,0 +1,1 @@
+"""An edge gateway for a help center's customer tickets portal."""

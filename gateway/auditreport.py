@@ -1,0 +1,104 @@
+"""Summarise an audit log: what crossed the edge, by cookie name, status and decision."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+_COOKIE_COLUMNS = ("received", "forwarded", "stripped")
+_SET_COOKIE_COLUMNS = {"upstream_set": "passed", "upstream_dropped": "dropped"}
+
+
+@dataclass
+class Summary:
+    """Counts over an audit log."""
+
+    requests: int = 0
+    unreadable: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    cookies: dict[str, Counter[str]] = field(default_factory=dict)
+    set_cookies: dict[str, Counter[str]] = field(default_factory=dict)
+    identity: Counter[str] = field(default_factory=Counter)
+    access: Counter[str] = field(default_factory=Counter)
+    upstream_errors: Counter[str] = field(default_factory=Counter)
+    aborted: int = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one audit record."""
+        self.requests += 1
+        self.statuses[int(record.get("status") or 0)] += 1
+        self.aborted += bool(record.get("aborted"))
+        cookies = record.get("cookies") or {}
+        for column in _COOKIE_COLUMNS:
+            for name in cookies.get(column) or ():
+                self.cookies.setdefault(name, Counter())[column] += 1
+        for field_name, column in _SET_COOKIE_COLUMNS.items():
+            for name in cookies.get(field_name) or ():
+                self.set_cookies.setdefault(name, Counter())[column] += 1
+        identity = record.get("identity") or {}
+        if identity.get("result") not in (None, "none"):
+            self.identity[f"{identity['result']}" + (f" ({identity['reason']})" if identity.get("reason") else "")] += 1
+        access = record.get("access") or {}
+        if access.get("decision"):
+            self.access[f"{access['decision']}" + (f" by {access['rule']}" if access.get("rule") else "")] += 1
+        error = (record.get("upstream") or {}).get("error")
+        if error:
+            self.upstream_errors[error] += 1
+
+
+def summarise(lines: Iterable[str]) -> Summary:
+    """Count every readable record; lines that are not audit records are counted apart."""
+    summary = Summary()
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            summary.unreadable += 1
+            continue
+        if isinstance(record, dict):
+            summary.add(record)
+        else:
+            summary.unreadable += 1
+    return summary
+
+
+def _table(title: str, columns: tuple[str, ...], rows: dict[str, Counter[str]]) -> list[str]:
+    width = max([len(title), *map(len, rows)])
+    lines = [f"{title:<{width}}  " + "  ".join(f"{column:>10}" for column in columns)]
+    for name in sorted(rows):
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{rows[name][column]:>10}" for column in columns))
+    return lines
+
+
+def render(summary: Summary) -> str:
+    """The summary as a plain-text report."""
+    lines = [f"requests: {summary.requests}"]
+    if summary.unreadable:
+        lines.append(f"unreadable lines: {summary.unreadable}")
+    lines.append(
+        "statuses: " + (", ".join(f"{status}: {n}" for status, n in sorted(summary.statuses.items())) or "none")
+    )
+    if summary.aborted:
+        lines.append(f"aborted: {summary.aborted}")
+    lines += ["", *(_table("cookie", _COOKIE_COLUMNS, summary.cookies) if summary.cookies else ["cookies: none seen"])]
+    lines += [
+        "",
+        *(
+            _table("upstream Set-Cookie", tuple(_SET_COOKIE_COLUMNS.values()), summary.set_cookies)
+            if summary.set_cookies
+            else ["upstream Set-Cookie: none"]
+        ),
+    ]
+    for title, counts in (
+        ("identity", summary.identity),
+        ("access", summary.access),
+        ("upstream errors", summary.upstream_errors),
+    ):
+        if counts:
+            lines += ["", f"{title}:", *(f"  {key}: {n}" for key, n in counts.most_common())]
+    return "\n".join(lines)

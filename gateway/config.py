@@ -1,0 +1,425 @@
+"""Load ``gateway.yaml`` once into typed, frozen, validated objects.
+
+Values come from the YAML file, then from ``PORTAL_GATEWAY__SECTION__KEY``
+environment variables (parsed as YAML scalars, so ``true``, ``30`` and
+``[a, b]`` keep their types). Secrets may be written as ``env:NAME`` or
+``file:PATH`` and are resolved here. This is the only module that reads the
+environment. Relative paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from ipaddress import IPv4Network, IPv6Network
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from aiohttp import web
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from yarl import URL
+
+from gateway.errors import ConfigError
+
+ENV_PREFIX = "PORTAL_GATEWAY__"
+BUNDLED_CONFIG = "gateway.yaml"
+
+_ATTRIBUTE = re.compile(r"^(person|company)\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+
+
+def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
+    """Turn ``env:NAME`` / ``file:PATH`` into the secret they point at."""
+    if not isinstance(value, str):
+        return value
+    environ: Mapping[str, str] = (info.context or {}).get("environ", {})
+    if value.startswith("env:"):
+        name = value[4:]
+        if name not in environ or not environ[name]:
+            raise ValueError(f"environment variable {name} is not set")
+        return environ[name]
+    if value.startswith("file:"):
+        path = Path(value[5:])
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read secret file {path}: {exc.strerror}") from None
+        if not secret:
+            raise ValueError(f"secret file {path} is empty")
+        return secret
+    return value
+
+
+def _parse_http_url(value: Any) -> Any:
+    """Accept an absolute http(s) URL with a host; anything else is refused."""
+    if isinstance(value, URL):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be a URL string")
+    url = URL(value)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"must be an absolute http:// or https:// URL, got {value!r}")
+    return url
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
+HttpURL = Annotated[URL, BeforeValidator(_parse_http_url)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+
+class Address(_Model):
+    """A listening address, written ``host:port`` in YAML."""
+
+    host: str
+    port: int = Field(ge=0, le=65535)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"must be host:port, got {value!r}")
+            return {"host": host.strip("[]"), "port": int(port)}
+        return value
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class ListenConfig(_Model):
+    """Where the gateway listens."""
+
+    https: Address = Field(description="The HTTPS listener that serves everything.")
+    http: Address | None = Field(default=None, description="Plain HTTP listener; only answers 308 to HTTPS.")
+    trusted_proxies: frozenset[IPvAnyNetwork] = Field(
+        default=frozenset(), description="Peers (addresses or networks) whose X-Forwarded-* headers are believed."
+    )
+    shutdown_grace: float = Field(
+        default=10.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
+    )
+    metrics_allow: frozenset[IPvAnyNetwork] = Field(
+        default=frozenset({IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")}),
+        description="Peers that may read /metrics; everyone else gets 404.",
+    )
+
+
+class TLSConfig(_Model):
+    """The certificate for the custom domain."""
+
+    cert: Path = Field(description="PEM certificate chain for the custom domain.")
+    key: Path = Field(description="PEM private key of the certificate.")
+    hsts_max_age: int = Field(default=31536000, ge=0, description="Strict-Transport-Security max-age in seconds.")
+
+
+class UpstreamConfig(_Model):
+    """The hosted help center the gateway proxies to."""
+
+    url: HttpURL = Field(description="Base URL of the hosted help center.")
+    connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to establish an upstream connection.")
+    read_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for each upstream read.")
+
+
+class CookieForwardingConfig(_Model):
+    """The cookie allow-list towards upstream."""
+
+    enabled: bool = Field(default=True, description="Forward the two Intercom cookies; every other cookie is stripped.")
+    cookie_domain: str | None = Field(
+        default=None, description="Domain= written on upstream Set-Cookies; default: the parent of `domain`."
+    )
+
+
+class JWTConfig(_Model):
+    """Identity verification with JSON Web Tokens."""
+
+    secrets: list[Secret] = Field(description="Messenger API secrets; the first signs, all verify (rotation).")
+    cookie: str = Field(default="portal-jwt", description="Cookie carrying the portal JWT.")
+    leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on exp and nbf.")
+    require_exp: bool = Field(default=True, description="Refuse tokens without an expiry.")
+    jwks_url: HttpURL | None = Field(default=None, description="Optional JWKS for RS256/ES256 tokens.")
+
+    @field_validator("secrets")
+    @classmethod
+    def _at_least_one(cls, value: list[SecretStr]) -> list[SecretStr]:
+        if not value:
+            raise ValueError("at least one secret is required")
+        return value
+
+
+class HMACConfig(_Model):
+    """Legacy identity verification: user_hash = hex HMAC-SHA256(secret, user_id)."""
+
+    enabled: bool = Field(default=False, description="Accept the legacy user_hash cookies.")
+    user_id_cookie: str = Field(default="portal-user-id", description="Cookie carrying the user id.")
+    user_hash_cookie: str = Field(default="portal-user-hash", description="Cookie carrying the user hash.")
+
+
+class IdentityConfig(_Model):
+    """Who the visitor is."""
+
+    enforce: bool = Field(default=True, description="No valid identity, no portal.")
+    jwt: JWTConfig
+    hmac: HMACConfig = HMACConfig()
+    login_url: HttpURL | None = Field(default=None, description="Where unauthenticated visitors are sent.")
+
+
+class MessengerConfig(_Model):
+    """The Messenger API proxy."""
+
+    upstream: HttpURL = Field(description="Where Messenger API calls are forwarded.")
+    prevent_company_updates: bool = Field(default=True, description="Block company changes in user_data.")
+    company_update_action: Literal["strip", "reject"] = Field(
+        default="strip", description="strip the field or reject the call."
+    )
+
+
+Operator = Literal[
+    "equals",
+    "not_equals",
+    "contains",
+    "not_contains",
+    "starts_with",
+    "ends_with",
+    "exists",
+    "not_exists",
+    "greater_than",
+    "less_than",
+    "in",
+]
+RuleValue = str | int | float | bool | list[str | int | float] | None
+
+
+class Condition(_Model):
+    """One audience condition: ``attribute op value``."""
+
+    attribute: str = Field(description="person.<field> or company.<field>.")
+    op: Operator
+    value: RuleValue = None
+
+    @field_validator("attribute")
+    @classmethod
+    def _qualified(cls, value: str) -> str:
+        if not _ATTRIBUTE.match(value):
+            raise ValueError(f"must be person.<field> or company.<field>, got {value!r}")
+        return value
+
+
+def _rule_kind(value: Any) -> str:
+    """A mapping with ``rules`` or ``match`` is a group; anything else a condition."""
+    if isinstance(value, dict):
+        return "group" if {"rules", "match"} & value.keys() else "condition"
+    return "group" if isinstance(value, RuleGroup) else "condition"
+
+
+Rule = Annotated[
+    Annotated["Condition", Tag("condition")] | Annotated["RuleGroup", Tag("group")],
+    Discriminator(_rule_kind),
+]
+
+
+class RuleGroup(_Model):
+    """Conditions combined with all/any; groups nest."""
+
+    match: Literal["all", "any"] = "all"
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class VisibilityConfig(_Model):
+    """Who is restricted to the tickets they created."""
+
+    enabled: bool = False
+    conditions: list[Rule] = Field(default_factory=list)
+
+
+class PortalConfig(_Model):
+    """The customer tickets portal."""
+
+    enabled: bool = True
+    mode: Literal["render", "proxy"] = "render"
+    path: str = Field(default="/tickets", pattern=r"^/[A-Za-z0-9/_-]*[A-Za-z0-9_-]$")
+    access: RuleGroup = RuleGroup()
+    visibility: VisibilityConfig = VisibilityConfig()
+    preview_column: bool = True
+    page_size: int = Field(default=25, ge=1, le=200)
+
+
+Section = Literal["tickets_portal", "articles"]
+SECTIONS: tuple[Section, ...] = ("tickets_portal", "articles")
+
+
+class HelpCenterConfig(_Model):
+    """The Help Center home page."""
+
+    sections: tuple[Section, ...] = Field(default=SECTIONS, description="Home page cards, in order.")
+
+    @field_validator("sections")
+    @classmethod
+    def _unique(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("a section is listed twice")
+        return value
+
+
+class StoreConfig(_Model):
+    """Where portal data lives."""
+
+    backend: Literal["sqlite"] = "sqlite"
+    path: Path = Path("data/portal.db")
+
+
+class AdminConfig(_Model):
+    """The admin API."""
+
+    token: Secret | None = Field(default=None, description="Bearer token for /admin/api; unset disables the admin API.")
+
+
+class AuditConfig(_Model):
+    """The audit log."""
+
+    path: Path = Field(default=Path("logs/audit.jsonl"), description="JSON lines file, reopened on SIGHUP.")
+
+
+class GatewayConfig(_Model):
+    """The whole gateway configuration."""
+
+    workspace_id: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="Names the intercom-session-<id> cookies.")
+    domain: str = Field(description="The Help Center custom domain, e.g. help.example.com.")
+    listen: ListenConfig
+    tls: TLSConfig
+    upstream: UpstreamConfig
+    cookie_forwarding: CookieForwardingConfig = CookieForwardingConfig()
+    identity: IdentityConfig
+    messenger: MessengerConfig
+    portal: PortalConfig = PortalConfig()
+    help_center: HelpCenterConfig = HelpCenterConfig()
+    store: StoreConfig = StoreConfig()
+    admin: AdminConfig = AdminConfig()
+    audit: AuditConfig = AuditConfig()
+
+    @field_validator("domain")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        if not _HOSTNAME.match(value):
+            raise ValueError(f"must be a lower-case host name without scheme or port, got {value!r}")
+        return value
+
+    @property
+    def allowed_cookies(self) -> frozenset[str]:
+        """The only cookie names that may reach upstream."""
+        if not self.cookie_forwarding.enabled:
+            return frozenset()
+        return frozenset({f"intercom-session-{self.workspace_id}", f"intercom-device-id-{self.workspace_id}"})
+
+    @property
+    def cookie_domain(self) -> str:
+        """The Domain attribute for cookies set through the gateway."""
+        if self.cookie_forwarding.cookie_domain:
+            return self.cookie_forwarding.cookie_domain
+        labels = self.domain.split(".")
+        return ".".join(labels[1:]) if len(labels) > 2 else self.domain
+
+
+RuleGroup.model_rebuild()
+
+
+CONFIG = web.AppKey("config", GatewayConfig)
+
+
+def bundled_config_path() -> Path:
+    """The ``gateway.yaml`` shipped with the package, used when no file is given."""
+    return Path(str(resources.files("gateway") / BUNDLED_CONFIG))
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    env_defaults: Mapping[str, str] | None = None,
+) -> GatewayConfig:
+    """Read, override and validate the configuration; raise ConfigError naming each bad key."""
+    source = path or bundled_config_path()
+    env = {**(env_defaults or {}), **(os.environ if environ is None else environ)}
+    try:
+        text = source.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(("", f"cannot read config file {source}: {exc.strerror}")) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
+        raise ConfigError(("", f"{where}: not valid YAML ({getattr(exc, 'problem', exc)})")) from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(("", f"{source}: the top level must be a mapping of sections"))
+    overridden = _apply_env_overrides(raw, env)
+    try:
+        return GatewayConfig.model_validate(raw, context={"environ": env})
+    except ValidationError as exc:
+        raise ConfigError(*(_problem(error, overridden) for error in exc.errors())) from None
+
+
+def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
+    """Write PORTAL_GATEWAY__A__B=value into raw[a][b]; return dotted path -> variable name."""
+    overridden: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        keys = [key.lower() for key in name[len(ENV_PREFIX) :].split("__")]
+        if not all(keys):
+            raise ConfigError((name, "empty key in environment override"))
+        node = raw
+        for depth, key in enumerate(keys[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError((".".join(keys[: depth + 1]), f"is not a section, cannot apply {name}"))
+            node = child
+        try:
+            node[keys[-1]] = yaml.safe_load(env[name])
+        except yaml.YAMLError:
+            node[keys[-1]] = env[name]
+        overridden[".".join(keys)] = name
+    return overridden
+
+
+def _problem(error: Mapping[str, Any], overridden: Mapping[str, str]) -> tuple[str, str]:
+    """One pydantic error as (dotted path, reason)."""
+    path = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part in ("condition", "group"):
+            continue  # the rule union's branch tags are not keys of the file
+        else:
+            path += f".{part}" if path else str(part)
+    reason = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        reason = "unknown key"
+    elif error["type"] == "missing":
+        reason = "is required"
+    source = next(
+        (var for key, var in overridden.items() if path == key or path.startswith((key + ".", key + "["))), None
+    )
+    if source:
+        reason += f" (set by {source})"
+    return path, reason

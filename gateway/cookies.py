@@ -1,0 +1,131 @@
+"""The cookie allow-list, both ways, as pure functions.
+
+Towards upstream only the two Intercom cookies of this workspace pass, byte
+for byte as the client sent them. From upstream only ``Set-Cookie`` headers
+for those two names pass, with ``Domain`` rewritten and ``Secure`` added.
+Everything is decided on names; values are never returned for auditing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+NAMELESS = "<nameless>"
+INVALID_NAME = "<invalid-name>"
+
+# RFC 7230 token: what a cookie name may be.
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+# RFC 6265 cookie-value: cookie-octets, optionally inside one pair of double quotes.
+# SECURITY: no space, comma, semicolon, backslash or control character may reach
+# upstream inside an allowed cookie, so no lenient parser upstream can split a
+# forwarded value into a second, stripped cookie.
+_COOKIE_VALUE = re.compile(
+    r'^(?:"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"|[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)$'
+)
+
+
+@dataclass(frozen=True)
+class CookieDecision:
+    """What to send upstream for a request's Cookie headers, and the names for the audit."""
+
+    header: str | None
+    received: tuple[str, ...]
+    forwarded: tuple[str, ...]
+    stripped: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetCookieDecision:
+    """One upstream Set-Cookie: the header to pass back (None: dropped) and its audit name."""
+
+    name: str
+    header: str | None
+
+
+def audit_name(name: str) -> str:
+    """The name as it may appear in the audit log: a valid token, or a placeholder."""
+    if not name:
+        return NAMELESS
+    return name if _TOKEN.match(name) else INVALID_NAME
+
+
+def _unique(names: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(names))
+
+
+def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> CookieDecision:
+    """Keep only allowed, well-formed cookies from every Cookie header, in the order sent.
+
+    Denies by default: a pair is forwarded only when its name is exactly an
+    allowed name and its value is a well-formed cookie value.
+    """
+    forwarded_pairs: list[str] = []
+    received: list[str] = []
+    forwarded: list[str] = []
+    stripped: list[str] = []
+    for header in header_values:
+        for piece in header.split(";"):
+            pair = piece.strip(" \t")
+            if not pair:
+                continue
+            name, sep, value = pair.partition("=")
+            name = name.strip(" \t") if sep else ""
+            value = value.strip(" \t")
+            shown = audit_name(name)
+            received.append(shown)
+            if name in allowed and _COOKIE_VALUE.match(value):
+                forwarded_pairs.append(f"{name}={value}")
+                forwarded.append(shown)
+            else:
+                stripped.append(shown)
+    return CookieDecision(
+        header="; ".join(forwarded_pairs) or None,
+        received=_unique(received),
+        forwarded=_unique(forwarded),
+        stripped=_unique(stripped),
+    )
+
+
+def _within(host: str, domain: str) -> bool:
+    """Whether ``host`` is ``domain`` or one of its subdomains."""
+    return host == domain or host.endswith("." + domain)
+
+
+def rewrite_set_cookie(
+    header: str,
+    allowed: frozenset[str],
+    *,
+    upstream_host: str,
+    custom_domain: str,
+    cookie_domain: str,
+) -> SetCookieDecision:
+    """Pass an upstream Set-Cookie only for an allowed name, made Secure and scoped to our domain.
+
+    ``Domain`` that covers the custom domain without being wider than
+    ``cookie_domain`` stays; one naming the upstream host becomes
+    ``cookie_domain``; any other is removed, which leaves a host-only cookie.
+    """
+    first, *attributes = header.split(";")
+    name, sep, value = first.partition("=")
+    name, value = name.strip(" \t"), value.strip(" \t")
+    shown = audit_name(name if sep else "")
+    if not sep or name not in allowed or not _COOKIE_VALUE.match(value):
+        return SetCookieDecision(shown, None)
+    kept = [f"{name}={value}"]
+    for attribute in attributes:
+        key, _, raw = attribute.strip(" \t").partition("=")
+        lowered = key.strip().lower()
+        if not lowered or lowered == "secure":
+            continue
+        if lowered == "domain":
+            domain = raw.strip().lstrip(".").lower()
+            if _within(custom_domain, domain) and _within(domain, cookie_domain):
+                kept.append(f"Domain={domain}")
+            elif _within(upstream_host.lower(), domain):
+                kept.append(f"Domain={cookie_domain}")
+            continue
+        kept.append(attribute.strip(" \t"))
+    kept.append("Secure")
+    return SetCookieDecision(shown, "; ".join(kept))

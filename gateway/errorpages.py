@@ -1,0 +1,70 @@
+"""The one place errors become answers: an HTML page, or JSON for API clients.
+
+Every page carries the request id, so a visitor can quote it and ops can
+find the audit record; no page shows an exception, an upstream address or
+anything else from inside the gateway.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.audit import AUDIT_ENTRY
+from gateway.errors import UpstreamError
+
+log = logging.getLogger(__name__)
+
+_HINTS = {
+    400: "The request could not be understood.",
+    403: "You are signed in, but this page is not open to you.",
+    404: "There is nothing at this address.",
+    405: "This address does not accept that method.",
+    502: "The help center could not be reached. Please try again in a moment.",
+    504: "The help center did not answer in time. Please try again in a moment.",
+}
+
+
+def wants_json(request: web.Request) -> bool:
+    """API paths and clients that ask for JSON get JSON errors."""
+    if request.path.startswith(("/api/", "/admin/api/", "/messenger/")):
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def error_response(request: web.Request, status: int, title: str, detail: str | None = None) -> web.Response:
+    """The error answer for ``status``: a page or a JSON body, with the request id."""
+    request_id = request[AUDIT_ENTRY].request_id
+    detail = detail or _HINTS.get(status, "Something went wrong on our side.")
+    if wants_json(request):
+        body = {"error": {"status": status, "title": title, "detail": detail, "request_id": request_id}}
+        return web.json_response(body, status=status)
+    return aiohttp_jinja2.render_template(
+        "error.html",
+        request,
+        {"status": status, "title": title, "detail": detail, "request_id": request_id},
+        status=status,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn HTTP errors, upstream failures and bugs into pages; redirects pass through."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = error_response(request, exc.status, exc.reason)
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
+    except UpstreamError as exc:
+        return error_response(request, exc.status, exc.title)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request[AUDIT_ENTRY].request_id})
+        return error_response(request, 500, "Internal error")

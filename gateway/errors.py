@@ -1,0 +1,49 @@
+"""The gateway's own error types, in one tree.
+
+    GatewayError
+    ├── ConfigError            a configuration value is missing or wrong (exit code 2)
+    └── UpstreamError          the upstream could not answer the proxied request
+        ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
+        └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
+
+Handlers raise these (or ``web.HTTPException``); one error middleware turns
+them into a page or a JSON body, so no handler formats its own errors.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """The root of the gateway's own errors."""
+
+
+class ConfigError(GatewayError):
+    """Configuration keys are invalid; ``str()`` is one line per key: its dotted path and why."""
+
+    def __init__(self, *problems: tuple[str, str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {reason}" if path else reason for path, reason in problems))
+
+
+class UpstreamError(GatewayError):
+    """The upstream did not produce a response; carries the HTTP status to answer with."""
+
+    status = 502
+    title = "Bad gateway"
+    kind = "error"
+
+
+class UpstreamUnreachable(UpstreamError):
+    """The upstream refused or dropped the connection before answering."""
+
+    status = 502
+    title = "The help center is unreachable"
+    kind = "unreachable"
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within the configured read timeout."""
+
+    status = 504
+    title = "The help center took too long to answer"
+    kind = "timeout"

@@ -1,0 +1,137 @@
+"""Header rewriting for the proxy, as pure functions: hop-by-hop removal and X-Forwarded-*."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.audit import AUDIT_ENTRY
+
+Network = IPv4Network | IPv6Network
+
+# RFC 9110 section 7.6.1, plus the legacy ones proxies still see.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# SECURITY: headers a client could use to lie about where it is; only a trusted proxy's survive.
+CLIENT_FORWARDING = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"})
+
+
+@dataclass(frozen=True)
+class Forwarding:
+    """Who the client is and the X-Forwarded-* values to send upstream."""
+
+    client_ip: str
+    forwarded_for: str
+    proto: str
+    host: str
+
+
+def without_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
+    """A copy without hop-by-hop headers, including any the Connection header names."""
+    named = {
+        token.strip().lower()
+        for value in headers.getall("Connection", ())
+        for token in value.split(",")
+        if token.strip()
+    }
+    drop = HOP_BY_HOP | named
+    return CIMultiDict((key, value) for key, value in headers.items() if key.lower() not in drop)
+
+
+def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
+    try:
+        return ip_address(text.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
+def _trusted(address: IPv4Address | IPv6Address | None, trusted: Iterable[Network]) -> bool:
+    return address is not None and any(address in network for network in trusted)
+
+
+def forwarding(
+    peer: str,
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    *,
+    host: str,
+    trusted: frozenset[Network],
+) -> Forwarding:
+    """Decide the client address and X-Forwarded-* for one request.
+
+    A client's own X-Forwarded-* values are believed only when the peer is a
+    trusted proxy; then the client is the right-most address in the chain
+    that is not itself a trusted proxy.
+    """
+    peer_ip = _parse_ip(peer)
+    if not _trusted(peer_ip, trusted):
+        return Forwarding(client_ip=peer, forwarded_for=peer, proto="https", host=host)
+    chain = [
+        entry.strip() for value in headers.getall("X-Forwarded-For", ()) for entry in value.split(",") if entry.strip()
+    ]
+    client = peer
+    for entry in reversed(chain):
+        client = entry
+        if not _trusted(_parse_ip(entry), trusted):
+            break
+    return Forwarding(
+        client_ip=client,
+        forwarded_for=", ".join([*chain, peer]),
+        proto=headers.get("X-Forwarded-Proto", "https").strip() or "https",
+        host=headers.get("X-Forwarded-Host", host).strip() or host,
+    )
+
+
+def upstream_request_headers(
+    headers: CIMultiDictProxy[str],
+    *,
+    cookie: str | None,
+    fwd: Forwarding,
+) -> CIMultiDict[str]:
+    """The headers to send upstream: no hop-by-hop, no client Host or forwarding, the filtered Cookie."""
+    out = without_hop_by_hop(headers)
+    for name in (*CLIENT_FORWARDING, "host", "cookie"):
+        out.popall(name, None)
+    if cookie:
+        out["Cookie"] = cookie
+    out["X-Forwarded-For"] = fwd.forwarded_for
+    out["X-Forwarded-Proto"] = fwd.proto
+    out["X-Forwarded-Host"] = fwd.host
+    return out
+
+
+FORWARDING = web.RequestKey("forwarding", Forwarding)
+
+
+def forwarded_middleware(trusted: frozenset[Network]) -> Middleware:
+    """Decide each request's client address and X-Forwarded-* once, for the audit and the proxy."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        fwd = forwarding(request.remote or "", request.headers, host=request.host, trusted=trusted)
+        request[FORWARDING] = fwd
+        request[AUDIT_ENTRY].client_ip = fwd.client_ip
+        return await handler(request)
+
+    return middleware
+
+
+def peer_in(peer: str | None, networks: frozenset[Network]) -> bool:
+    """Whether a TCP peer address lies in one of ``networks``."""
+    return _trusted(_parse_ip(peer or ""), networks)

@@ -1,0 +1,67 @@
+"""Prometheus metrics, one registry per app so that test apps never share counters."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+OTHER = "<other>"
+MAX_COOKIE_LABELS = 64
+
+
+class _CookieCounts(Protocol):
+    stripped: tuple[str, ...]
+    upstream_dropped: tuple[str, ...]
+
+
+class Metrics:
+    """The gateway's counters and histograms."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "gateway_requests", "Requests answered, by route and status.", ["route", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds", "Time to answer a request, by route.", ["route"], registry=self.registry
+        )
+        self.cookies_stripped = Counter(
+            "gateway_cookies_stripped",
+            "Request cookies not forwarded upstream, by name.",
+            ["name"],
+            registry=self.registry,
+        )
+        self.set_cookies_dropped = Counter(
+            "gateway_upstream_set_cookies_dropped",
+            "Upstream Set-Cookies not passed on, by name.",
+            ["name"],
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=self.registry
+        )
+        self._cookie_labels: set[str] = set()
+
+    def _cookie_label(self, name: str) -> str:
+        # SECURITY: cookie names come from clients; a bounded label set keeps
+        # a flood of invented names from growing the registry without end.
+        if name in self._cookie_labels:
+            return name
+        if len(self._cookie_labels) < MAX_COOKIE_LABELS:
+            self._cookie_labels.add(name)
+            return name
+        return OTHER
+
+    def observe_request(self, route: str, status: int, seconds: float, cookies: _CookieCounts) -> None:
+        """Count one finished request."""
+        self.requests.labels(route=route, status=str(status)).inc()
+        self.latency.labels(route=route).observe(seconds)
+        for name in cookies.stripped:
+            self.cookies_stripped.labels(name=self._cookie_label(name)).inc()
+        for name in cookies.upstream_dropped:
+            self.set_cookies_dropped.labels(name=self._cookie_label(name)).inc()
+
+
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,0 +1,219 @@
+"""The reverse proxy: the only code that talks to an upstream.
+
+Bodies stream both ways in chunks (nothing is buffered whole), connections
+are pooled by the app's one ``ClientSession``, and WebSocket upgrades are
+relayed frame by frame. The header and cookie decisions are the pure
+functions of ``headers.py`` and ``cookies.py``; this module only wires them
+to the network and records what happened in the request's audit entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from gateway.audit import AUDIT_ENTRY, AuditEntry
+from gateway.config import GatewayConfig
+from gateway.cookies import filter_cookies, rewrite_set_cookie
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.headers import FORWARDING, upstream_request_headers, without_hop_by_hop
+from gateway.metrics import METRICS
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024
+PROXIED = web.RequestKey("proxied", bool)
+# The client library writes its own handshake; the browser's must not be doubled.
+_WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol")
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """One upstream and the rules for talking to it, parsed once from the config."""
+
+    base: URL
+    allowed_cookies: frozenset[str]
+    custom_domain: str
+    cookie_domain: str
+    timeout: aiohttp.ClientTimeout
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, base: URL) -> Upstream:
+        """The upstream at ``base`` with the config's cookie rules and timeouts."""
+        return cls(
+            base=base,
+            allowed_cookies=config.allowed_cookies,
+            custom_domain=config.domain,
+            cookie_domain=config.cookie_domain,
+            timeout=aiohttp.ClientTimeout(
+                total=None, sock_connect=config.upstream.connect_timeout, sock_read=config.upstream.read_timeout
+            ),
+        )
+
+    def url_for(self, raw_path: str) -> URL:
+        """The upstream URL for a request's raw path and query, under the base path."""
+        return URL(str(self.base).rstrip("/") + raw_path, encoded=True)
+
+
+HELP_CENTER = web.AppKey("help_center", Upstream)
+UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
+
+
+async def upstream_session(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the pooled upstream client, closed when the app stops."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=60),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding"),
+    )
+    app[UPSTREAM_SESSION] = session
+    yield
+    await session.close()
+
+
+def _is_websocket(request: web.Request) -> bool:
+    connection = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
+    return "upgrade" in connection and request.headers.get("Upgrade", "").lower() == "websocket"
+
+
+def _fail(entry: AuditEntry, request: web.Request, error: UpstreamError, exc: BaseException) -> UpstreamError:
+    """Record an upstream failure; the returned error is raised to become a 502/504 page."""
+    entry.upstream.error = error.kind
+    request.app[METRICS].upstream_errors.labels(kind=error.kind).inc()
+    log.warning("upstream %s: %s", error.kind, type(exc).__name__, extra={"request_id": entry.request_id})
+    return error
+
+
+async def forward(request: web.Request, upstream: Upstream) -> web.StreamResponse:
+    """Send the request to ``upstream`` and stream its answer back under the cookie allow-list."""
+    entry = request[AUDIT_ENTRY]
+    cookies = filter_cookies(request.headers.getall("Cookie", ()), upstream.allowed_cookies)
+    entry.cookies.received, entry.cookies.forwarded, entry.cookies.stripped = (
+        cookies.received,
+        cookies.forwarded,
+        cookies.stripped,
+    )
+    headers = upstream_request_headers(request.headers, cookie=cookies.header, fwd=request[FORWARDING])
+    url = upstream.url_for(request.raw_path)
+    entry.upstream.url = str(url.with_query(None).with_fragment(None))
+    session = request.app[UPSTREAM_SESSION]
+    if _is_websocket(request):
+        return await _relay_websocket(request, session, url, headers, upstream)
+    try:
+        response = await session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=request.content if request.body_exists else None,
+            allow_redirects=False,
+            timeout=upstream.timeout,
+        )
+    except TimeoutError as exc:
+        raise _fail(entry, request, UpstreamTimeout(), exc) from None
+    except aiohttp.ClientError as exc:
+        raise _fail(entry, request, UpstreamUnreachable(), exc) from None
+    async with response:
+        entry.upstream.status = response.status
+        return await _stream_back(request, response, upstream, entry)
+
+
+def _response_headers(response: aiohttp.ClientResponse, upstream: Upstream, entry: AuditEntry) -> CIMultiDict[str]:
+    """Upstream's headers without hop-by-hop ones, Set-Cookie through the allow-list."""
+    headers = without_hop_by_hop(response.headers)
+    headers.popall("Set-Cookie", None)
+    passed, dropped = [], []
+    for value in response.headers.getall("Set-Cookie", ()):
+        decision = rewrite_set_cookie(
+            value,
+            upstream.allowed_cookies,
+            upstream_host=upstream.base.host or "",
+            custom_domain=upstream.custom_domain,
+            cookie_domain=upstream.cookie_domain,
+        )
+        if decision.header is None:
+            dropped.append(decision.name)
+        else:
+            passed.append(decision.name)
+            headers.add("Set-Cookie", decision.header)
+    entry.cookies.upstream_set, entry.cookies.upstream_dropped = tuple(passed), tuple(dropped)
+    return headers
+
+
+async def _stream_back(
+    request: web.Request, response: aiohttp.ClientResponse, upstream: Upstream, entry: AuditEntry
+) -> web.StreamResponse:
+    out = web.StreamResponse(
+        status=response.status, reason=response.reason, headers=_response_headers(response, upstream, entry)
+    )
+    request[PROXIED] = True
+    await out.prepare(request)
+    try:
+        async for chunk in response.content.iter_chunked(CHUNK):
+            await out.write(chunk)
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+        # Headers are gone already: the only honest answer left is to cut the
+        # client's connection, so it sees a truncated response, not a whole one.
+        entry.aborted = True
+        _fail(entry, request, UpstreamUnreachable(), exc)
+        if request.transport is not None:
+            request.transport.close()
+        return out
+    await out.write_eof()
+    return out
+
+
+async def _relay_websocket(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    url: URL,
+    headers: CIMultiDict[str] | CIMultiDictProxy[str],
+    upstream: Upstream,
+) -> web.StreamResponse:
+    """Open the upstream WebSocket first (so a refusal is a 502 page), then relay frames both ways."""
+    entry = request[AUDIT_ENTRY]
+    protocols = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",") if p.strip()]
+    for name in _WS_HANDSHAKE:
+        headers.popall(name, None)  # type: ignore[union-attr]
+    try:
+        upstream_ws = await session.ws_connect(
+            url.with_scheme("wss" if url.scheme == "https" else "ws"),
+            headers=headers,
+            protocols=protocols,
+            max_msg_size=0,
+            timeout=aiohttp.ClientWSTimeout(ws_close=upstream.timeout.sock_read or 10.0),
+        )
+    except TimeoutError as exc:
+        raise _fail(entry, request, UpstreamTimeout(), exc) from None
+    except aiohttp.ClientError as exc:
+        raise _fail(entry, request, UpstreamUnreachable(), exc) from None
+    entry.upstream.status = 101
+    client_ws = web.WebSocketResponse(protocols=[upstream_ws.protocol] if upstream_ws.protocol else (), max_msg_size=0)
+    request[PROXIED] = True
+    await client_ws.prepare(request)
+    async with upstream_ws:
+        await asyncio.gather(_pump(client_ws, upstream_ws), _pump(upstream_ws, client_ws))
+    return client_ws
+
+
+async def _pump(
+    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
+) -> None:
+    """Copy frames from source to sink until source closes; then close sink with the same code."""
+    async for message in source:
+        if sink.closed:
+            break
+        if message.type is aiohttp.WSMsgType.TEXT:
+            await sink.send_str(message.data)
+        elif message.type is aiohttp.WSMsgType.BINARY:
+            await sink.send_bytes(message.data)
+    if not sink.closed:
+        await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)

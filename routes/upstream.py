@@ -1,0 +1,17 @@
+"""Everything the gateway does not serve itself goes to the hosted help center."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.proxy import HELP_CENTER, forward
+
+
+async def help_center(request: web.Request) -> web.StreamResponse:
+    """Reverse-proxy the request to ``upstream.url``."""
+    return await forward(request, request.app[HELP_CENTER])
+
+
+def add_routes(app: web.Application) -> None:
+    """The catch-all route; register it last."""
+    app.router.add_route("*", "/{tail:.*}", help_center, name="proxy")
