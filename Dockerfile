@@ -10,7 +10,7 @@ COPY routes ./routes
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /app portal \
     && mkdir -p /app/certs /app/data /app/logs \
-    && chown -R portal /app/data /app/logs
+    && chown -R portal /app /app/certs /app/data /app/logs
 
 USER portal
 EXPOSE 8443 8080

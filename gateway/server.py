@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import ssl
+from dataclasses import dataclass
 
 import uvloop
 from aiohttp import web
@@ -18,10 +19,44 @@ from routes.redirect import create_redirect_app
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Running:
+    """The started listeners, with the ports they really bound (the config may say 0)."""
+
+    app: web.Application
+    runners: list[web.AppRunner]
+    https_port: int
+    http_port: int | None
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish within the grace, then clean up."""
+        for runner in reversed(self.runners):
+            await runner.cleanup()
+
+
 def _bound_port(runner: web.AppRunner) -> int:
-    """The port the runner actually listens on (the config may say 0)."""
-    address = runner.addresses[0]
-    return int(address[1])
+    return int(runner.addresses[0][1])
+
+
+async def start(config: GatewayConfig, context: ssl.SSLContext) -> Running:
+    """Start the HTTPS listener and, when configured, the HTTP redirect listener."""
+    grace = config.listen.shutdown_grace
+    runner = web.AppRunner(create_app(config), shutdown_timeout=grace, access_log=None)
+    await runner.setup()
+    running = Running(app=runner.app, runners=[runner], https_port=0, http_port=None)
+    try:
+        await web.TCPSite(runner, config.listen.https.host, config.listen.https.port, ssl_context=context).start()
+        running.https_port = _bound_port(runner)
+        if config.listen.http is not None:
+            redirect = web.AppRunner(create_redirect_app(config.domain, running.https_port), access_log=None)
+            await redirect.setup()
+            running.runners.append(redirect)
+            await web.TCPSite(redirect, config.listen.http.host, config.listen.http.port).start()
+            running.http_port = _bound_port(redirect)
+    except BaseException:
+        await running.stop()
+        raise
+    return running
 
 
 async def serve(config: GatewayConfig, context: ssl.SSLContext) -> None:
@@ -29,33 +64,18 @@ async def serve(config: GatewayConfig, context: ssl.SSLContext) -> None:
 
     SIGHUP reopens the audit log, for logrotate.
     """
-    grace = config.listen.shutdown_grace
-    runner = web.AppRunner(create_app(config), shutdown_timeout=grace, access_log=None)
-    await runner.setup()
-    runners = [runner]
+    running = await start(config, context)
     try:
-        await web.TCPSite(runner, config.listen.https.host, config.listen.https.port, ssl_context=context).start()
-        https_port = _bound_port(runner)
-        addresses = {"https": f"{config.listen.https.host}:{https_port}"}
-        if config.listen.http is not None:
-            redirect = web.AppRunner(
-                create_redirect_app(config.domain, https_port), shutdown_timeout=grace, access_log=None
-            )
-            await redirect.setup()
-            runners.insert(0, redirect)
-            await web.TCPSite(redirect, config.listen.http.host, config.listen.http.port).start()
-            addresses["http"] = f"{config.listen.http.host}:{_bound_port(redirect)}"
-        log.info("listening", extra=addresses)
+        log.info("listening", extra={"https": running.https_port, "http": running.http_port})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, runner.app[AUDIT_LOG].reopen)
+        loop.add_signal_handler(signal.SIGHUP, running.app[AUDIT_LOG].reopen)
         await stop.wait()
-        log.info("stopping: no new connections; in-flight requests get %.0f s", grace)
+        log.info("stopping: no new connections; in-flight requests get %.0f s", config.listen.shutdown_grace)
     finally:
-        for each in runners:
-            await each.cleanup()
+        await running.stop()
     log.info("stopped")
 
 

@@ -1,0 +1,253 @@
+"""Shared test harness: a trustme CA, a recording upstream, the real gateway over real TLS.
+
+Nothing of the project is mocked: the gateway runs through ``gateway.server.start``
+exactly as ``serve`` runs it; only the hosted help center is faked, by a small
+aiohttp app that records what reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from gateway.config import GatewayConfig
+from gateway.server import Running, start
+from gateway.tls import server_context
+
+DOMAIN = "help.example.com"
+WORKSPACE = "ws1a2b3c"
+SESSION_COOKIE = f"intercom-session-{WORKSPACE}"
+DEVICE_COOKIE = f"intercom-device-id-{WORKSPACE}"
+SECRET = "test-messenger-secret"
+# Planted in cookie values, tokens and secrets; no audit file of the run may contain it.
+CANARY = "CANARYc4n4ry"
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """A certificate for localhost, 127.0.0.1 and the test domain, signed by the test CA."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def audit_logs_hold_no_canary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole run: no audit file written by any test contains a planted value."""
+    yield
+    leaks = [
+        str(path)
+        for path in tmp_path_factory.getbasetemp().rglob("audit*.jsonl*")
+        if CANARY in path.read_text(errors="replace") or SECRET in path.read_text(errors="replace")
+    ]
+    assert not leaks, f"planted cookie/token/secret values found in audit logs: {leaks}"
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def cert_files(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> CertFiles:
+    folder = tmp_path_factory.mktemp("certs")
+    leaf = ca.issue_cert("localhost", "127.0.0.1", DOMAIN)
+    files = CertFiles(cert=folder / "cert.pem", key=folder / "key.pem", ca=folder / "ca.pem")
+    leaf.cert_chain_pems[0].write_to_path(str(files.cert))
+    leaf.private_key_pem.write_to_path(str(files.key))
+    ca.cert_pem.write_to_path(str(files.ca))
+    return files
+
+
+@pytest.fixture(scope="session")
+def client_ssl(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts only the test CA."""
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``overrides`` written into it, section by section."""
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_dict(cert_files: CertFiles, tmp_path: Path, upstream_url: str) -> dict[str, Any]:
+    """A complete, valid configuration as the YAML file would hold it."""
+    return {
+        "workspace_id": WORKSPACE,
+        "domain": DOMAIN,
+        "listen": {"https": "127.0.0.1:0", "http": "127.0.0.1:0", "shutdown_grace": 2},
+        "tls": {"cert": str(cert_files.cert), "key": str(cert_files.key), "hsts_max_age": 31536000},
+        "upstream": {"url": upstream_url, "connect_timeout": 2, "read_timeout": 2},
+        "identity": {"jwt": {"secrets": [SECRET]}},
+        "messenger": {"upstream": "http://127.0.0.1:9"},
+        "audit": {"path": str(tmp_path / "audit.jsonl")},
+        "store": {"path": str(tmp_path / "portal.db")},
+    }
+
+
+@dataclass
+class Recorded:
+    """One request as the upstream saw it."""
+
+    method: str
+    path: str
+    query_string: str
+    headers: CIMultiDictProxy[str]
+    body_size: int
+
+
+UpstreamHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class RecordingUpstream:
+    """A stand-in for the hosted help center that records every request it receives.
+
+    By default it answers 200 with a small JSON body; ``on(path, handler)``
+    replaces the answer for one path. Request bodies are counted, not kept.
+    """
+
+    url: URL = field(default_factory=URL)
+    requests: list[Recorded] = field(default_factory=list)
+    handlers: dict[str, UpstreamHandler] = field(default_factory=dict)
+
+    def on(self, path: str, handler: UpstreamHandler) -> None:
+        self.handlers[path] = handler
+
+    @property
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        handler = self.handlers.get(request.path)
+        if handler is not None and request.headers.get("Upgrade", "").lower() == "websocket":
+            self.requests.append(Recorded(request.method, request.path, request.query_string, request.headers, 0))
+            return await handler(request)
+        size = 0
+        async for chunk in request.content.iter_any():
+            size += len(chunk)
+        self.requests.append(Recorded(request.method, request.path, request.query_string, request.headers, size))
+        if handler is not None:
+            return await handler(request)
+        return web.json_response({"path": request.path, "received": size})
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[RecordingUpstream]:
+    recorder = RecordingUpstream()
+    app = web.Application(client_max_size=0)
+    app.router.add_route("*", "/{tail:.*}", recorder.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    recorder.url = server.make_url("/")
+    yield recorder
+    await server.close()
+
+
+MakeConfig = Callable[..., GatewayConfig]
+
+
+@pytest.fixture
+def make_config(cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream) -> MakeConfig:
+    """Build a validated config pointing at the recording upstream, with overrides merged in."""
+
+    def make(**overrides: Any) -> GatewayConfig:
+        raw = deep_merge(config_dict(cert_files, tmp_path, str(upstream.url)), overrides)
+        return GatewayConfig.model_validate(raw, context={"environ": {}})
+
+    return make
+
+
+@dataclass
+class Gateway:
+    """A running gateway and a client that trusts its certificate."""
+
+    running: Running
+    config: GatewayConfig
+    client: aiohttp.ClientSession
+
+    @property
+    def url(self) -> URL:
+        return URL.build(scheme="https", host="127.0.0.1", port=self.running.https_port)
+
+    @property
+    def http_url(self) -> URL:
+        assert self.running.http_port is not None
+        return URL.build(scheme="http", host="127.0.0.1", port=self.running.http_port)
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """The audit file as written so far."""
+        path = self.config.audit.path
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    async def audit_for(self, request_id: str) -> dict[str, Any]:
+        """The audit record of one request, waiting for the writer thread to write it."""
+        for _ in range(500):
+            found = [record for record in self.audit_records() if record["request_id"] == request_id]
+            if found:
+                return found[0]
+            await asyncio.sleep(0.01)
+        raise AssertionError(f"no audit record for request {request_id}")
+
+
+StartGateway = Callable[..., Awaitable[Gateway]]
+
+
+@pytest.fixture
+async def start_gateway(
+    make_config: MakeConfig, client_ssl: ssl.SSLContext, cert_files: CertFiles
+) -> AsyncIterator[StartGateway]:
+    """Start the real gateway (``gateway.server.start``) with config overrides; stopped after the test."""
+    started: list[Gateway] = []
+
+    async def launch(**overrides: Any) -> Gateway:
+        config = make_config(**overrides)
+        running = await start(config, server_context(config.tls.cert, config.tls.key))
+        client = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=client_ssl), cookie_jar=aiohttp.DummyCookieJar()
+        )
+        gateway = Gateway(running=running, config=config, client=client)
+        started.append(gateway)
+        return gateway
+
+    yield launch
+    for gateway in started:
+        await gateway.client.close()
+        await gateway.running.stop()
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway) -> Gateway:
+    """The gateway on the default test config."""
+    return await start_gateway()
+
+
+@pytest.fixture
+def reference() -> Path:
+    """``../shared/reference``; tests that need it skip, saying why, where it is absent."""
+    if not REFERENCE.is_dir():
+        pytest.skip(f"reference data not found at {REFERENCE} (clone made outside the workspace)")
+    return REFERENCE

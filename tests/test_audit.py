@@ -1,0 +1,95 @@
+"""The audit writer and the summary the ``audit`` command prints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from gateway.audit import AuditEntry, AuditLog
+from gateway.auditreport import render, summarise
+from tests.conftest import Gateway
+
+DESIGN_FIELDS = {
+    "ts",
+    "request_id",
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "status",
+    "duration_ms",
+    "cookies",
+    "identity",
+    "access",
+    "upstream",
+}
+
+
+def test_reopen_after_rotation_writes_to_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "audit.jsonl"
+    log = AuditLog(path)
+    log.write(AuditEntry("before", "127.0.0.1", "GET", "h", "/a").to_record(0))
+    rotated = path.with_suffix(".jsonl.1")
+    path.rename(rotated)  # logrotate moves the file; the writer's open file goes with it
+    log.write(AuditEntry("moved", "127.0.0.1", "GET", "h", "/b").to_record(0))
+    log.reopen()  # what SIGHUP does
+    log.write(AuditEntry("after", "127.0.0.1", "GET", "h", "/c").to_record(0))
+    log.close()
+    assert [json.loads(line)["request_id"] for line in rotated.read_text().splitlines()] == ["before", "moved"]
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["after"]
+
+
+async def test_every_request_writes_one_record_with_the_design_fields(gateway: Gateway) -> None:
+    ids = []
+    for path in ("healthz", "x", "nothing-here"):
+        async with gateway.client.get(gateway.url / path) as response:
+            ids.append(response.headers["X-Request-Id"])
+    records = [await gateway.audit_for(request_id) for request_id in ids]
+    for record in records:
+        assert record.keys() >= DESIGN_FIELDS
+        assert set(record["cookies"]) >= {"received", "forwarded", "stripped"}
+        assert set(record["identity"]) >= {"method", "user_id", "result", "reason"}
+        assert set(record["access"]) >= {"decision", "rule"}
+        assert set(record["upstream"]) >= {"url", "status"}
+    assert [r["path"] for r in records] == ["/healthz", "/x", "/nothing-here"]
+    assert len(gateway.audit_records()) == 3
+
+
+def test_summary_counts_cookies_statuses_and_set_cookies() -> None:
+    lines = [
+        json.dumps(
+            {
+                "status": 200,
+                "cookies": {
+                    "received": ["intercom-session-ws", "tracking"],
+                    "forwarded": ["intercom-session-ws"],
+                    "stripped": ["tracking"],
+                    "upstream_set": ["intercom-session-ws"],
+                    "upstream_dropped": ["ad"],
+                },
+                "upstream": {"error": None},
+            }
+        ),
+        json.dumps(
+            {
+                "status": 502,
+                "cookies": {"received": ["tracking"], "stripped": ["tracking"]},
+                "upstream": {"error": "unreachable"},
+            }
+        ),
+        "not json",
+        "",
+    ]
+    summary = summarise(lines)
+    assert (summary.requests, summary.unreadable) == (2, 1)
+    assert summary.statuses == {200: 1, 502: 1}
+    assert summary.cookies["tracking"] == {"received": 2, "stripped": 2}
+    assert summary.cookies["intercom-session-ws"] == {"received": 1, "forwarded": 1}
+    assert summary.set_cookies == {"intercom-session-ws": {"passed": 1}, "ad": {"dropped": 1}}
+    text = render(summary)
+    assert "requests: 2" in text
+    assert "unreadable lines: 1" in text
+    assert "502: 1" in text
+    tracking = next(line for line in text.splitlines() if line.startswith("tracking"))
+    assert tracking.split()[1:] == ["2", "0", "2"]
+    assert "unreachable: 1" in text
