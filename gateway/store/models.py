@@ -1,0 +1,140 @@
+"""The store's objects, modelled on Intercom's: contacts, companies, tickets and their conversation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+TicketCategory = Literal["Customer", "Back-office", "Tracker"]
+StateCategory = Literal["submitted", "in_progress", "waiting_on_customer", "resolved"]
+TICKET_CATEGORIES: tuple[TicketCategory, ...] = ("Customer", "Back-office", "Tracker")
+STATE_CATEGORIES: tuple[StateCategory, ...] = ("submitted", "in_progress", "waiting_on_customer", "resolved")
+
+
+@dataclass(frozen=True)
+class Company:
+    """A customer company; ``company_id`` is the customer's own id for it."""
+
+    id: int
+    company_id: str
+    name: str
+    plan: str | None = None
+    size: int | None = None
+    monthly_spend: float | None = None
+    custom_attributes: dict[str, Any] = field(default_factory=dict)
+
+    def attributes(self) -> dict[str, Any]:
+        """The facts audience rules see about this company."""
+        return {
+            **self.custom_attributes,
+            "company_id": self.company_id,
+            "name": self.name,
+            "plan": self.plan,
+            "size": self.size,
+            "monthly_spend": self.monthly_spend,
+        }
+
+
+@dataclass(frozen=True)
+class Contact:
+    """A person at a customer company; ``user_id`` is the external id their tokens carry."""
+
+    id: int
+    user_id: str | None
+    email: str | None
+    name: str | None
+    custom_attributes: dict[str, Any] = field(default_factory=dict)
+    companies: tuple[Company, ...] = ()
+
+
+@dataclass(frozen=True)
+class TicketType:
+    """A kind of ticket, e.g. "Bug report"."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
+class TicketState:
+    """A ticket state; customers only ever see ``external_label``."""
+
+    id: int
+    category: StateCategory
+    internal_label: str
+    external_label: str
+
+
+@dataclass(frozen=True)
+class TicketSummary:
+    """One row of the ticket list, already reduced to what a customer may see."""
+
+    ticket_id: str
+    title: str
+    type_name: str
+    state_label: str
+    state_category: StateCategory
+    company_name: str | None
+    creator_name: str | None
+    created_at: int
+    updated_at: int
+    snippet: str | None = None
+    snippet_author: str | None = None
+    snippet_at: int | None = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """A public reply of a ticket's conversation (internal notes never leave the store)."""
+
+    author_name: str
+    body: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class TicketDetail:
+    """A ticket as the detail page shows it."""
+
+    summary: TicketSummary
+    description: str
+    conversation_id: int
+    parts: tuple[Part, ...]
+    participant: bool
+
+
+@dataclass(frozen=True)
+class TicketPage:
+    """One page of the list and the total it was cut from."""
+
+    items: tuple[TicketSummary, ...]
+    total: int
+    page: int
+    page_size: int
+
+    @property
+    def pages(self) -> int:
+        """How many pages the total makes (at least one)."""
+        return max(1, -(-self.total // self.page_size))
+
+
+SortKey = Literal["id", "type", "state", "created", "updated"]
+SORT_KEYS: tuple[SortKey, ...] = ("id", "type", "state", "created", "updated")
+
+
+@dataclass(frozen=True)
+class TicketQuery:
+    """What the visitor asked the list for: filters, sort and page (visibility comes separately)."""
+
+    state_id: int | None = None
+    type_id: int | None = None
+    creator_id: int | None = None
+    created_after: int | None = None
+    created_before: int | None = None
+    updated_after: int | None = None
+    updated_before: int | None = None
+    q: str | None = None
+    sort: SortKey = "updated"
+    descending: bool = True
+    page: int = 1
+    page_size: int = 25

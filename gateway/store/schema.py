@@ -1,0 +1,86 @@
+"""The SQLite schema as numbered migrations; ``PRAGMA user_version`` records the last applied."""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: contacts, companies, memberships, tickets and their conversations
+    """
+    CREATE TABLE companies (
+        id INTEGER PRIMARY KEY,
+        company_id TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        plan TEXT,
+        size INTEGER,
+        monthly_spend REAL,
+        custom_attributes TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE contacts (
+        id INTEGER PRIMARY KEY,
+        user_id TEXT UNIQUE,
+        email TEXT,
+        name TEXT,
+        custom_attributes TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE TABLE memberships (
+        contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+        company_id INTEGER NOT NULL REFERENCES companies(id) ON DELETE CASCADE,
+        PRIMARY KEY (contact_id, company_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX memberships_by_company ON memberships(company_id);
+    CREATE TABLE ticket_types (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    CREATE TABLE ticket_states (
+        id INTEGER PRIMARY KEY,
+        category TEXT NOT NULL CHECK (category IN ('submitted', 'in_progress', 'waiting_on_customer', 'resolved')),
+        internal_label TEXT NOT NULL,
+        external_label TEXT NOT NULL
+    );
+    CREATE TABLE tickets (
+        id INTEGER PRIMARY KEY,
+        ticket_id TEXT NOT NULL UNIQUE,
+        type_id INTEGER NOT NULL REFERENCES ticket_types(id),
+        state_id INTEGER NOT NULL REFERENCES ticket_states(id),
+        category TEXT NOT NULL CHECK (category IN ('Customer', 'Back-office', 'Tracker')),
+        is_shared INTEGER NOT NULL DEFAULT 0,
+        company_id INTEGER REFERENCES companies(id),
+        creator_id INTEGER NOT NULL REFERENCES contacts(id),
+        title TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        conversation_id INTEGER NOT NULL UNIQUE
+    );
+    CREATE INDEX tickets_by_company ON tickets(company_id, updated_at);
+    CREATE INDEX tickets_by_creator ON tickets(creator_id, updated_at);
+    CREATE TABLE conversation_parts (
+        id INTEGER PRIMARY KEY,
+        conversation_id INTEGER NOT NULL,
+        author_contact_id INTEGER REFERENCES contacts(id),
+        author_name TEXT NOT NULL,
+        body TEXT NOT NULL,
+        is_public INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX parts_by_conversation ON conversation_parts(conversation_id, created_at);
+    CREATE TABLE participants (
+        conversation_id INTEGER NOT NULL,
+        contact_id INTEGER NOT NULL REFERENCES contacts(id) ON DELETE CASCADE,
+        PRIMARY KEY (conversation_id, contact_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX participants_by_contact ON participants(contact_id);
+    """,
+)
+
+
+def migrate(connection: sqlite3.Connection) -> int:
+    """Apply the migrations not yet applied, each in its own transaction; return the schema version."""
+    version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"the store's schema version {version} is newer than this gateway ({len(MIGRATIONS)})")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return len(MIGRATIONS)
