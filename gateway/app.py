@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp_jinja2
@@ -12,14 +14,29 @@ import routes
 from gateway.audit import audit_log_context, audit_middleware
 from gateway.config import CONFIG, GatewayConfig
 from gateway.errorpages import error_middleware
+from gateway.guard import GUARD, STORE, Guard, access_middleware, identity_middleware
 from gateway.headers import forwarded_middleware
+from gateway.identity import JWTVerifier
 from gateway.metrics import METRICS, Metrics
 from gateway.proxy import HELP_CENTER, Upstream, upstream_session
 from gateway.secure import security_headers
-from routes import health, upstream
+from gateway.store import SQLiteStore
+from gateway.store.demo import seed_if_empty
+from routes import api, auth, health, upstream
 
 STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
+
+
+async def store_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the store, opened (and seeded for the demo) at start, closed at stop."""
+    config = app[CONFIG]
+    store = await SQLiteStore.open(config.store.path)
+    if config.store.seed_demo:
+        await seed_if_empty(store, int(time.time()))
+    app[STORE] = store
+    yield
+    await store.close()
 
 
 def create_app(config: GatewayConfig) -> web.Application:
@@ -29,16 +46,22 @@ def create_app(config: GatewayConfig) -> web.Application:
             audit_middleware,  # request id, audit record, metrics: sees the final status
             error_middleware,  # exceptions and upstream failures become pages
             forwarded_middleware(config.listen.trusted_proxies),  # client address, X-Forwarded-*
+            identity_middleware,  # who: verified identity, or why not
+            access_middleware,  # whether: portal paths need a visitor who meets the access rules
         ],
-        client_max_size=0,  # bodies are streamed, never read whole
+        # Caps only the bodies the gateway reads itself (forms, admin JSON); proxied bodies stream.
+        client_max_size=1024**2,
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)
-    app.cleanup_ctx.extend([audit_log_context(config.audit.path), upstream_session])
+    app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt))
+    app.cleanup_ctx.extend([audit_log_context(config.audit.path), upstream_session, store_context])
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static")
     health.add_routes(app)
+    auth.add_routes(app)
+    api.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

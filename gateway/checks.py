@@ -79,10 +79,38 @@ def _cookie_forwarding(config: GatewayConfig, now: datetime) -> Iterator[Check]:
         yield Check(name, True, f"on for workspace {config.workspace_id} ({cookies})")
 
 
+def _identity(config: GatewayConfig, now: datetime) -> Iterator[Check]:
+    name = "Identity verification"
+    identity = config.identity
+    if not identity.enforce:
+        yield Check(name, False, "off; set identity.enforce: true so only signed-in visitors reach the portal")
+    else:
+        count = len(identity.jwt.secrets)
+        hmac = ", legacy user_hash accepted" if identity.hmac.enabled else ""
+        yield Check(name, True, f"enforced, JWT with {count} secret{'s' if count > 1 else ''}{hmac}")
+    if identity.dev_login:
+        yield Check("Dev login", False, "on; set identity.dev_login: false: anyone could sign in as anyone")
+    else:
+        yield Check("Dev login", True, "off")
+
+
+def _company_updates(config: GatewayConfig, now: datetime) -> Iterator[Check]:
+    name = "Messenger company updates"
+    messenger = config.messenger
+    if messenger.prevent_company_updates:
+        yield Check(name, True, f"prevented ({messenger.company_update_action} company changes in user_data)")
+    else:
+        yield Check(
+            name, False, "allowed; set messenger.prevent_company_updates: true so visitors cannot join companies"
+        )
+
+
 PREREQUISITES: tuple[Callable[[GatewayConfig, datetime], Iterator[Check]], ...] = (
     _certificate,
     _https_listener,
     _cookie_forwarding,
+    _identity,
+    _company_updates,
 )
 
 

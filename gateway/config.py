@@ -180,6 +180,7 @@ class IdentityConfig(_Model):
     jwt: JWTConfig
     hmac: HMACConfig = HMACConfig()
     login_url: HttpURL | None = Field(default=None, description="Where unauthenticated visitors are sent.")
+    dev_login: bool = Field(default=False, description="Demo only: /dev/login signs a token for any store contact.")
 
 
 class MessengerConfig(_Model):
@@ -284,6 +285,7 @@ class StoreConfig(_Model):
 
     backend: Literal["sqlite"] = "sqlite"
     path: Path = Path("data/portal.db")
+    seed_demo: bool = Field(default=False, description="Fill an empty store with the demo data at start.")
 
 
 class AdminConfig(_Model):

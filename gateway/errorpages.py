@@ -20,12 +20,21 @@ log = logging.getLogger(__name__)
 
 _HINTS = {
     400: "The request could not be understood.",
+    401: "Please sign in through your company's app, then open this page again.",
     403: "You are signed in, but this page is not open to you.",
     404: "There is nothing at this address.",
     405: "This address does not accept that method.",
     502: "The help center could not be reached. Please try again in a moment.",
     504: "The help center did not answer in time. Please try again in a moment.",
 }
+
+
+class BadRequest(web.HTTPBadRequest):
+    """A 400 whose detail (which input, and why) is safe to show the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__()
+        self.detail = detail
 
 
 def wants_json(request: web.Request) -> bool:
@@ -59,9 +68,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = error_response(request, exc.status, exc.reason)
-        if "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
+        detail = exc.detail if isinstance(exc, BadRequest) else None
+        response = error_response(request, exc.status, exc.reason, detail)
+        for name in ("Allow", "WWW-Authenticate"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
         return response
     except UpstreamError as exc:
         return error_response(request, exc.status, exc.title)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
 
@@ -29,6 +29,34 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+# SECURITY: headers through which a client could claim an identity; always dropped,
+# whatever their case and with "_" for "-", so only the gateway's own X-Portal-* reach upstream.
+_IDENTITY_HEADERS = frozenset(
+    {
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-forwarded-preferred-username",
+        "x-forwarded-groups",
+        "x-forwarded-access-token",
+        "x-auth-request-user",
+        "x-auth-request-email",
+        "x-auth-request-groups",
+        "x-auth-request-access-token",
+        "x-remote-user",
+        "remote-user",
+        "x-user",
+        "x-user-id",
+        "x-email",
+    }
+)
+
+
+def is_identity_header(name: str) -> bool:
+    """Whether a header name claims an identity (``X-Portal-*`` and the usual proxy-auth headers)."""
+    normalized = name.lower().replace("_", "-")
+    return normalized.startswith("x-portal-") or normalized in _IDENTITY_HEADERS
+
+
 # SECURITY: headers a client could use to lie about where it is; only a trusted proxy's survive.
 CLIENT_FORWARDING = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"})
 
@@ -103,11 +131,14 @@ def upstream_request_headers(
     *,
     cookie: str | None,
     fwd: Forwarding,
+    identity: Mapping[str, str] | None = None,
 ) -> CIMultiDict[str]:
-    """The headers to send upstream: no hop-by-hop, no client Host or forwarding, the filtered Cookie."""
-    out = without_hop_by_hop(headers)
+    """The headers to send upstream: no hop-by-hop, no client Host, forwarding or identity claims;
+    the filtered Cookie; the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*."""
+    out = CIMultiDict((key, value) for key, value in without_hop_by_hop(headers).items() if not is_identity_header(key))
     for name in (*CLIENT_FORWARDING, "host", "cookie"):
         out.popall(name, None)
+    out.update(identity or {})
     if cookie:
         out["Cookie"] = cookie
     out["X-Forwarded-For"] = fwd.forwarded_for

@@ -42,6 +42,12 @@ class Metrics:
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=self.registry
         )
+        self.identity_results = Counter(
+            "gateway_identity_results",
+            "Identity verification outcomes, by method, result and reason.",
+            ["method", "result", "reason"],
+            registry=self.registry,
+        )
         self._cookie_labels: set[str] = set()
 
     def _cookie_label(self, name: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -92,8 +92,13 @@ def _fail(entry: AuditEntry, request: web.Request, error: UpstreamError, exc: Ba
     return error
 
 
-async def forward(request: web.Request, upstream: Upstream) -> web.StreamResponse:
-    """Send the request to ``upstream`` and stream its answer back under the cookie allow-list."""
+async def forward(
+    request: web.Request, upstream: Upstream, *, identity: Mapping[str, str] | None = None
+) -> web.StreamResponse:
+    """Send the request to ``upstream`` and stream its answer back under the cookie allow-list.
+
+    ``identity`` holds the gateway's own X-Portal-* headers for a verified visitor.
+    """
     entry = request[AUDIT_ENTRY]
     cookies = filter_cookies(request.headers.getall("Cookie", ()), upstream.allowed_cookies)
     entry.cookies.received, entry.cookies.forwarded, entry.cookies.stripped = (
@@ -101,7 +106,9 @@ async def forward(request: web.Request, upstream: Upstream) -> web.StreamRespons
         cookies.forwarded,
         cookies.stripped,
     )
-    headers = upstream_request_headers(request.headers, cookie=cookies.header, fwd=request[FORWARDING])
+    headers = upstream_request_headers(
+        request.headers, cookie=cookies.header, fwd=request[FORWARDING], identity=identity
+    )
     url = upstream.url_for(request.raw_path)
     entry.upstream.url = str(url.with_query(None).with_fragment(None))
     session = request.app[UPSTREAM_SESSION]

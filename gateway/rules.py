@@ -34,9 +34,9 @@ import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, get_args
 
-from gateway.config import Condition, RuleGroup
+from gateway.config import Condition, Operator, RuleGroup
 from gateway.errors import ConfigError
 
 
@@ -60,10 +60,7 @@ Policy = Callable[[Facts], Decision]
 _Test = Callable[[Any], bool]
 _Getter = Callable[[Facts], Any]
 
-_OPERATORS: Final = frozenset(
-    {"equals", "not_equals", "contains", "not_contains", "starts_with", "ends_with"}
-    | {"exists", "not_exists", "greater_than", "less_than", "in"}
-)
+_OPERATORS: Final = frozenset(get_args(Operator))
 # SECURITY: for company rules these need every company to agree (see the module docstring),
 # so a membership in one more company can never make a negative rule start matching.
 _NEGATIVE: Final = frozenset({"not_equals", "not_contains", "not_exists"})
@@ -74,20 +71,9 @@ _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LOCAL_PART = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
-
-
-class _Sentinel:
-    """A marker value that no attribute can equal."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-_MISSING: Final = _Sentinel("<missing>")
-_INVALID: Final = _Sentinel("<invalid>")
+# Markers no attribute value can be: "no value" and "an email that is not a valid address".
+_MISSING: Final = object()
+_INVALID: Final = object()
 
 
 def email_domain(email: str) -> str | None:
@@ -119,7 +105,8 @@ def _number(value: Any) -> float | int | None:
     """The value if it is a finite int or float (bool is not a number), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value if math.isfinite(value) else None
+    # ints are exact at any size (math.isfinite would overflow converting a huge one to float)
+    return value if isinstance(value, int) or math.isfinite(value) else None
 
 
 def _key(value: Any) -> tuple[str, Any] | None:
@@ -162,7 +149,7 @@ def _operand_problem(op: str, value: Any, domain: bool) -> str | None:
     if isinstance(value, str):
         return None if value.strip() else f"{op} needs a non-empty value"
     if isinstance(value, int | float):
-        return None if math.isfinite(value) else f"{op} needs a finite number"
+        return None if _number(value) is not None else f"{op} needs a finite number"
     return f"{op} needs a string or a number"
 
 
@@ -212,7 +199,7 @@ def _compile_test(cond: Condition, path: str, problems: list[tuple[str, str]]) -
         # SECURITY: an incomparable attribute (another kind) is not "different": it denies.
         return lambda a: (k := _key(a)) is not None and key is not None and k[0] == key[0] and k != key
     needle = str(value).casefold()
-    if domain:  # ends_with on a domain is label-aware: example.com matches a.example.com, not notexample.com
+    if domain:  # SECURITY: label-aware, so example.com (or .example.com) matches a.example.com, not notexample.com
         suffix = "." + needle.removeprefix(".")
         return lambda a: (t := _text(a)) is not None and ("." + t).endswith(suffix)
     return _string_test(op, needle)
@@ -249,10 +236,10 @@ def _holds(value: Any, op: str, test: _Test) -> bool:
 def _compile_condition(cond: Condition, path: str, problems: list[tuple[str, str]]) -> Policy:
     """One condition as a policy whose decisions name ``path``."""
     scope, _, field = cond.attribute.partition(".")
-    test = _compile_test(cond, path, problems)
     if scope not in ("person", "company") or not field:
         problems.append((f"{path}.attribute", f"must be person.<field> or company.<field>, got {cond.attribute!r}"))
         return _never(path)
+    test = _compile_test(cond, path, problems)
     if test is None:
         return _never(path)
     yes, no, op = Decision(True, path), Decision(False, path), cond.op

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import CONFIG
+from gateway.guard import STORE
 from gateway.headers import peer_in
 from gateway.metrics import METRICS
 from gateway.proxy import HELP_CENTER, UPSTREAM_SESSION
@@ -20,14 +24,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the help-center upstream answers at all (any HTTP status counts)."""
+    """Ready when the store answers a query and the help-center upstream answers at all (any status)."""
+    checks = {"store": "ok", "upstream": "ok"}
+    try:
+        await asyncio.wait_for(request.app[STORE].ping(), READY_TIMEOUT.total)
+    except (sqlite3.Error, TimeoutError):
+        checks["store"] = "unavailable"
     upstream = request.app[HELP_CENTER]
     try:
         async with request.app[UPSTREAM_SESSION].head(upstream.base, timeout=READY_TIMEOUT, allow_redirects=False):
             pass
     except (aiohttp.ClientError, TimeoutError):
-        return web.json_response({"status": "unavailable", "checks": {"upstream": "unreachable"}}, status=503)
-    return web.json_response({"status": "ok", "checks": {"upstream": "ok"}})
+        checks["upstream"] = "unreachable"
+    ready = all(value == "ok" for value in checks.values())
+    return web.json_response(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
 
 
 async def metrics(request: web.Request) -> web.Response:

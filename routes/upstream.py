@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.guard import upstream_identity
 from gateway.proxy import HELP_CENTER, forward
 
 
 async def help_center(request: web.Request) -> web.StreamResponse:
-    """Reverse-proxy the request to ``upstream.url``."""
-    return await forward(request, request.app[HELP_CENTER])
+    """Reverse-proxy the request to ``upstream.url``, telling it who a verified visitor is."""
+    return await forward(request, request.app[HELP_CENTER], identity=await upstream_identity(request))
 
 
 def add_routes(app: web.Application) -> None:

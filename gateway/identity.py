@@ -1,0 +1,354 @@
+"""Who is this visitor: a verified :class:`Identity`, or a :class:`Rejection` saying why not.
+
+Identity says who; ``rules.py`` says whether. All of it is pure and synchronous
+except :meth:`JWKSKeys.refresh`: the clock (``now``, unix seconds) and the key
+material are passed in. A JWT is judged in this order, each step its own reason:
+
+    shape      ASCII, bounded, three canonical base64url segments       -> malformed
+    algorithm  HS256 with the secrets; RS256/ES256 with the kid's key   -> alg_not_allowed, unknown_kid
+    signature  every configured secret (rotation), or the kid's key     -> bad_signature
+    claims     exp, then nbf and iat (with leeway), then user_id        -> expired, not_yet_valid, missing_user_id
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import math
+import re
+import warnings
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+import aiohttp
+import jwt
+from cachetools import TTLCache
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
+from yarl import URL
+
+from gateway.config import JWTConfig
+
+log = logging.getLogger(__name__)
+
+Reason = Literal[
+    "missing",
+    "expired",
+    "bad_signature",
+    "alg_not_allowed",
+    "missing_user_id",
+    "not_yet_valid",
+    "malformed",
+    "unknown_kid",
+]
+Method = Literal["jwt", "hmac"]
+
+# SECURITY: the algorithm follows the key, never the token (RFC 8725 §2.1): secrets verify HS256 only and JWKS
+# keys RS256/ES256 only, so no header can make a public key act as an HMAC secret, or skip the signature.
+_HMAC_ALG = "HS256"
+_KTY_ALG = {"RSA": "RS256", "EC": "ES256"}
+# SECURITY: one canonical encoding per segment (no stray trailing bits), so a token has exactly one spelling
+# and a cache key; at most 8 KiB, which bounds the work an unauthenticated token can cause.
+_SEGMENT = r"(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?"
+_SHAPE = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
+_MAX_TOKEN = 8192
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CACHE_TTL = 300.0  # a cached success is re-verified at least this often, whatever its exp (JWKS keys get withdrawn)
+# Time claims are checked here against the injected clock; PyJWT does the signature, header, aud, sub and jti.
+_DECODE_OPTIONS: jwt.types.Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+_MAX_JWKS_BYTES = 1 << 20
+_TTL = re.compile(r"([0-9]+)([smhd]?)")
+_TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A verified visitor; ``claims`` are all the signed claims (the JWT's signed attributes), read-only."""
+
+    user_id: str
+    method: Method
+    email: str | None = None
+    name: str | None = None
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why there is no identity: for the audit record and metrics, never for the page."""
+
+    method: Method
+    reason: Reason
+
+
+def _freeze(value: Any) -> Any:
+    """A read-only deep copy of JSON data: objects become MappingProxyType, arrays tuples."""
+    # SECURITY: one cached Identity serves many requests; no consumer can change what the next request sees.
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _freeze(item) for key, item in value.items()})
+    return tuple(_freeze(item) for item in value) if isinstance(value, list | tuple) else value
+
+
+def _timestamp(value: object) -> float | None:
+    """A NumericDate as a float; None for bools, strings, NaN, infinities and absurd numbers."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) < 1e15:
+        return None
+    return float(value)
+
+
+def _text(value: object) -> str | None:
+    """A non-blank string without control characters, else None."""
+    # SECURITY: even a signed value must not split the X-Portal-* header or the log line it is written to.
+    return value if isinstance(value, str) and value.strip() and not _CONTROL.search(value) else None
+
+
+def _reject(reason: Reason) -> Rejection:
+    return Rejection("jwt", reason)
+
+
+_Entry = tuple[Identity, float, float]  # a verified identity and the [start, deadline) window it holds in
+
+
+class JWTVerifier:
+    """Verifies portal JWTs with the configured secrets (and optional JWKS keys), caching successes.
+
+    ``cache`` (a TTLCache keyed by sha256 of the token), ``hits`` and ``misses`` are public for tests and metrics.
+    """
+
+    def __init__(
+        self,
+        secrets: Sequence[str],
+        *,
+        leeway: int,
+        require_exp: bool,
+        jwks: JWKSKeys | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        if leeway < 0 or cache_size < 0:
+            raise ValueError("leeway and cache_size must not be negative")
+        hs256 = HMACAlgorithm(HMACAlgorithm.SHA256)
+        for number, secret in enumerate(secrets, 1):
+            try:  # SECURITY: an empty secret would let anyone sign; a PEM/SSH/DER one mixes key families
+                short = hs256.check_key_length(hs256.prepare_key(secret))
+            except jwt.InvalidKeyError as exc:
+                raise ValueError(f"JWT secret #{number} cannot be used: {exc}") from None
+            if short:
+                log.warning("JWT secret #%d: %s", number, short)
+        self._secrets = tuple(secrets)
+        self._leeway = float(leeway)
+        self._require_exp = require_exp
+        self.jwks = jwks
+        self._now = 0.0
+        # SECURITY: keyed by sha256(token), so the cache never holds a usable token; its clock is the injected
+        # `now`, and every hit is re-checked against the token's own window, so none outlives exp + leeway.
+        self.cache: TTLCache[bytes, _Entry] = TTLCache(cache_size, _CACHE_TTL, timer=lambda: self._now)
+        self.hits = self.misses = 0
+
+    @classmethod
+    def from_config(cls, config: JWTConfig, jwks: JWKSKeys | None = None) -> JWTVerifier:
+        """The verifier of ``identity.jwt``; without ``jwks``, one for ``jwks_url`` (the caller refreshes it)."""
+        if jwks is None and config.jwks_url is not None:
+            jwks = JWKSKeys(config.jwks_url)
+        secrets = [secret.get_secret_value() for secret in config.secrets]
+        return cls(secrets, leeway=config.leeway_seconds, require_exp=config.require_exp, jwks=jwks)
+
+    def verify(self, token: str, now: float) -> Identity | Rejection:
+        """The identity a token proves at ``now``, or why it proves none."""
+        if len(token) > _MAX_TOKEN or not token.isascii() or not _SHAPE.fullmatch(token):
+            return _reject("malformed")
+        key = hashlib.sha256(token.encode()).digest()
+        self._now = now
+        entry = self.cache.get(key)
+        if entry is not None:
+            if entry[1] <= now < entry[2]:
+                self.hits += 1
+                return entry[0]
+            del self.cache[key]  # outside its window: verify afresh, for the exact reason
+        self.misses += 1
+        result = self._verify(token, now)
+        # Rejections are not cached: forged tokens are free to vary, so caching them would only let junk evict
+        # valid entries, and a not_yet_valid or unknown_kid token may verify on a later call.
+        if isinstance(result, Rejection):
+            return result
+        if self.cache.maxsize:
+            self.cache[key] = result
+        return result[0]
+
+    def _verify(self, token: str, now: float) -> _Entry | Rejection:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            return _reject("malformed")
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or (kid is not None and not isinstance(kid, str)):
+            return _reject("malformed")
+        pinned = self.jwks.key_for(kid) if self.jwks is not None and kid else None
+        if alg == _HMAC_ALG:
+            if pinned is not None:  # SECURITY: HS256 naming an RS256/ES256 kid is key confusion
+                return _reject("alg_not_allowed")
+            candidates: Sequence[Any] = self._secrets
+        elif alg in _KTY_ALG.values() and self.jwks is not None:
+            if pinned is None:  # a token without kid names no key either
+                if kid:
+                    self.jwks.mark_unknown(kid, now)
+                return _reject("unknown_kid")
+            if pinned[0] != alg:  # SECURITY: the kid's pinned algorithm decides, never the header
+                return _reject("alg_not_allowed")
+            candidates = [pinned[1]]
+        else:  # SECURITY: none, None, NONE, HS512, PS256, RS256 without a JWKS, ...
+            return _reject("alg_not_allowed")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # short secrets: logged once, at start
+            for candidate in candidates:
+                try:
+                    payload = jwt.decode(token, candidate, algorithms=[alg], options=_DECODE_OPTIONS)
+                except jwt.InvalidSignatureError:
+                    continue
+                except jwt.InvalidTokenError:
+                    # Signed but unusable: payload not a JSON object, sub/jti not strings, or an `aud` claim
+                    # (SECURITY: no audience is configured, so a token issued for some audience is refused).
+                    return _reject("malformed")
+                return self._claims(payload, now)
+        return _reject("bad_signature")
+
+    def _claims(self, payload: dict[str, Any], now: float) -> _Entry | Rejection:
+        raw = {name: _timestamp(payload[name]) for name in ("exp", "nbf", "iat") if name in payload}
+        times = {name: value for name, value in raw.items() if value is not None}
+        # SECURITY: a time claim that is not a number, or (with require_exp) no exp at all, is refused as malformed.
+        if len(times) < len(raw) or ("exp" not in times and self._require_exp):
+            return _reject("malformed")
+        exp = times.get("exp")
+        deadline = math.inf if exp is None else exp + self._leeway
+        start = max(times.get("nbf", -math.inf), times.get("iat", -math.inf)) - self._leeway
+        if now >= deadline:
+            return _reject("expired")
+        if now < start:
+            return _reject("not_yet_valid")
+        user_id = payload.get("user_id")
+        user_id = _text(str(user_id) if isinstance(user_id, int) and not isinstance(user_id, bool) else user_id)
+        if user_id is None:
+            return _reject("missing_user_id")
+        email, name = _text(payload.get("email")), _text(payload.get("name"))
+        return Identity(user_id, "jwt", email, name, _freeze(payload), exp), start, deadline
+
+
+def verify_hmac(user_id: str, user_hash: str, secrets: Sequence[str]) -> Identity | Rejection:
+    """Legacy identity: ``user_hash`` is the hex HMAC-SHA256 of ``user_id`` under one of ``secrets``."""
+    if not user_id or not user_hash:
+        return Rejection("hmac", "missing")
+    message, provided = user_id.encode("utf-8", "surrogatepass"), user_hash.lower().encode("utf-8", "surrogatepass")
+    expected = [hmac.new(secret.encode(), message, hashlib.sha256).hexdigest().encode() for secret in secrets if secret]
+    # SECURITY: constant-time comparison with every secret (a list, not a short-circuit); empty secrets never match.
+    if any([hmac.compare_digest(digest, provided) for digest in expected]) and _text(user_id):
+        return Identity(user_id, "hmac")
+    return Rejection("hmac", "bad_signature")
+
+
+def sign_token(
+    secret: str,
+    *,
+    user_id: str,
+    now: float,
+    ttl: float,
+    email: str | None = None,
+    name: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """An HS256 token for ``user_id``, issued at ``now``, valid ``ttl`` seconds; named claims win over ``extra``."""
+    if not user_id or not (math.isfinite(ttl) and ttl > 0):
+        raise ValueError("sign_token needs a user_id and a positive ttl")
+    payload = {**(extra or {}), "user_id": user_id, "iat": int(now), "exp": int(now + ttl)}
+    payload.update({key: value for key, value in (("email", email), ("name", name)) if value is not None})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # short secrets: the verifier logs them
+        return jwt.encode(payload, secret, algorithm=_HMAC_ALG)
+
+
+def parse_ttl(text: str) -> float:
+    """Seconds in a TTL written ``90``, ``45s``, ``30m``, ``1h`` or ``2d``."""
+    match = _TTL.fullmatch(text.strip())
+    if not match or int(match[1]) == 0:
+        raise ValueError(f"invalid TTL {text!r}: a positive whole number, optionally with s, m, h or d (90, 30m, 1h)")
+    return float(int(match[1]) * _TTL_UNITS[match[2]])
+
+
+def _pin(jwk: dict[str, Any]) -> tuple[str, Any]:
+    """The (algorithm, public key) a JWK pins its kid to; raises when the key is not usable."""
+    # SECURITY: the key type fixes the one algorithm, which the JWK's own "alg" may confirm but not change;
+    # public signing keys only (private ones fail the isinstance checks), RSA of 2048+ bits, EC on P-256.
+    alg = _KTY_ALG.get(jwk.get("kty"))  # type: ignore[arg-type]
+    if alg is None or jwk.get("alg", alg) != alg or jwk.get("use", "sig") != "sig":
+        raise ValueError(f"not an RS256/ES256 signing key (kty {jwk.get('kty')!r}, alg {jwk.get('alg')!r})")
+    key = (RSAAlgorithm if alg == "RS256" else ECAlgorithm).from_jwk(jwk)
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
+        return alg, key
+    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
+        return alg, key
+    raise ValueError("not a public key, an RSA key under 2048 bits, or an EC key off P-256")
+
+
+def _parse_jwks(document: Any) -> dict[str, tuple[str, Any]]:
+    """kid -> (algorithm, key) for the usable keys of a JWK set; the others are logged and left out."""
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ValueError("not a JWK set (no 'keys' list)")
+    jwks = [jwk for jwk in document["keys"] if isinstance(jwk, dict)]
+    counts = Counter(jwk.get("kid") for jwk in jwks if isinstance(jwk.get("kid"), str))
+    keys: dict[str, tuple[str, Any]] = {}
+    for jwk in jwks:
+        kid = jwk.get("kid")
+        try:  # SECURITY: a key without kid cannot be pinned; a kid listed twice is ambiguous, so no copy counts
+            if not isinstance(kid, str) or not kid or counts[kid] > 1:
+                raise ValueError("missing or duplicate kid")
+            keys[kid] = _pin(jwk)
+        except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+            log.warning("JWKS key %r skipped: %s", kid, exc)
+    return keys
+
+
+class JWKSKeys:
+    """The RS256/ES256 public keys published at a JWKS URL, each key id pinned to one algorithm."""
+
+    def __init__(self, url: URL, *, min_refetch_interval: float = 30.0) -> None:
+        self.url = url
+        self._interval = min_refetch_interval
+        self._keys: dict[str, tuple[str, Any]] = {}
+        self._unknown_seen = False
+        self._last_refetch = -math.inf
+
+    async def refresh(self, session: aiohttp.ClientSession) -> None:
+        """Fetch the key set and replace the keys; on any failure, log it and keep the old keys."""
+        try:  # SECURITY: no redirects (never bounced from https to http) and at most 1 MiB of body
+            async with session.get(self.url, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                resp.raise_for_status()
+                body = bytearray()
+                async for chunk in resp.content.iter_chunked(65536):
+                    body += chunk
+                    if len(body) > _MAX_JWKS_BYTES:
+                        raise ValueError("JWKS larger than 1 MiB")
+            keys = _parse_jwks(json.loads(body))
+        except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:
+            log.warning("JWKS %s not refreshed, keeping %d keys: %s", self.url, len(self._keys), exc)
+            return
+        self._keys, self._unknown_seen = keys, False
+        log.info("JWKS %s: %d keys", self.url, len(keys))
+
+    def key_for(self, kid: str) -> tuple[str, Any] | None:
+        """The (algorithm, public key) pinned to ``kid``, or None."""
+        return self._keys.get(kid)
+
+    def mark_unknown(self, kid: str, now: float) -> None:
+        """Note that a token named a kid not held (the verifier calls this); see :meth:`needs_refetch`."""
+        self._unknown_seen = True
+
+    def needs_refetch(self, now: float) -> bool:
+        """True when an unknown kid was seen and the interval has passed; claims the fetch, so True once per interval."""
+        # SECURITY: however many made-up kids arrive, the JWKS URL is fetched at most once per interval.
+        if not self._unknown_seen or now - self._last_refetch < self._interval:
+            return False
+        self._last_refetch = now
+        return True
