@@ -42,11 +42,11 @@ def _certificate(config: GatewayConfig, now: datetime) -> Iterator[Check]:
         return
     problems = []
     if not info.key_matches:
-        problems.append(f"{tls.key} is not the key of {tls.cert}")
+        problems.append(f"{tls.key} is not the key of {tls.cert}; install the key the certificate was issued for")
     if info.not_after <= now:
         problems.append(f"expired on {info.not_after:%Y-%m-%d}; renew it")
     elif info.not_before > now:
-        problems.append(f"not valid before {info.not_before:%Y-%m-%d}")
+        problems.append(f"not valid before {info.not_before:%Y-%m-%d}; check the clock or install the current one")
     if not info.names_host(config.domain):
         problems.append(
             f"does not name {config.domain} (names: {', '.join(info.names) or 'none'}); issue one that does"
@@ -59,7 +59,7 @@ def _certificate(config: GatewayConfig, now: datetime) -> Iterator[Check]:
 
 def _https_listener(config: GatewayConfig, now: datetime) -> Iterator[Check]:
     listen = config.listen
-    if listen.http is not None and listen.http.port == listen.https.port and listen.http.host == listen.https.host:
+    if listen.http is not None and listen.http.port == listen.https.port != 0 and listen.http.host == listen.https.host:
         yield Check(
             "HTTPS listener", False, f"listen.http and listen.https are both {listen.https}; give HTTP its own port"
         )

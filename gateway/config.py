@@ -83,7 +83,7 @@ HttpURL = Annotated[URL, BeforeValidator(_parse_http_url)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True, coerce_numbers_to_str=True)
 
 
 class Address(_Model):
@@ -396,12 +396,26 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[st
             if not isinstance(child, dict):
                 raise ConfigError((".".join(keys[: depth + 1]), f"is not a section, cannot apply {name}"))
             node = child
-        try:
-            node[keys[-1]] = yaml.safe_load(env[name])
-        except yaml.YAMLError:
-            node[keys[-1]] = env[name]
+        node[keys[-1]] = _env_value(env[name])
         overridden[".".join(keys)] = name
     return overridden
+
+
+def _env_value(text: str) -> Any:
+    """An override's value: YAML scalars and lists keep their types; anything YAML reads as
+    nothing (a comment, say) or cannot read stays the literal string."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if value is None and text.strip() not in ("", "~", "null", "Null", "NULL"):
+        return text
+    return value
+
+
+def _related(path: str, key: str) -> bool:
+    """Whether an error at ``path`` may come from an override of ``key`` (the same key, above or below it)."""
+    return any(a == b or a.startswith((b + ".", b + "[")) for a, b in ((path, key), (key, path)))
 
 
 def _problem(error: Mapping[str, Any], overridden: Mapping[str, str]) -> tuple[str, str]:
@@ -419,9 +433,7 @@ def _problem(error: Mapping[str, Any], overridden: Mapping[str, str]) -> tuple[s
         reason = "unknown key"
     elif error["type"] == "missing":
         reason = "is required"
-    source = next(
-        (var for key, var in overridden.items() if path == key or path.startswith((key + ".", key + "["))), None
-    )
+    source = next((var for key, var in overridden.items() if _related(path, key)), None)
     if source:
         reason += f" (set by {source})"
     return path, reason

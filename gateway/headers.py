@@ -85,9 +85,11 @@ def without_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIM
 
 def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
     try:
-        return ip_address(text.strip().strip("[]"))
+        address = ip_address(text.strip().strip("[]"))
     except ValueError:
         return None
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; match them against IPv4 networks.
+    return address.ipv4_mapped if isinstance(address, IPv6Address) and address.ipv4_mapped else address
 
 
 def _trusted(address: IPv4Address | IPv6Address | None, trusted: Iterable[Network]) -> bool:

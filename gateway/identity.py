@@ -1,13 +1,8 @@
-"""Who is this visitor: a verified :class:`Identity`, or a :class:`Rejection` saying why not.
+"""Who is this visitor: a verified :class:`Identity`, or a :class:`Rejection` saying why not (never whether).
 
-Identity says who; ``rules.py`` says whether. All of it is pure and synchronous
-except :meth:`JWKSKeys.refresh`: the clock (``now``, unix seconds) and the key
-material are passed in. A JWT is judged in this order, each step its own reason:
-
-    shape      ASCII, bounded, three canonical base64url segments       -> malformed
-    algorithm  HS256 with the secrets; RS256/ES256 with the kid's key   -> alg_not_allowed, unknown_kid
-    signature  every configured secret (rotation), or the kid's key     -> bad_signature
-    claims     exp, then nbf and iat (with leeway), then user_id        -> expired, not_yet_valid, missing_user_id
+Pure and synchronous but for :meth:`JWKSKeys.refresh`; the clock (``now``, unix seconds) and keys are passed in.
+A JWT is judged in order: shape (malformed), algorithm and key (alg_not_allowed, unknown_kid), signature with
+every secret or the kid's key (bad_signature), exp (expired), nbf/iat (not_yet_valid), user_id (missing_user_id).
 """
 
 from __future__ import annotations
@@ -48,20 +43,17 @@ Reason = Literal[
 ]
 Method = Literal["jwt", "hmac"]
 
-# SECURITY: the algorithm follows the key, never the token (RFC 8725 §2.1): secrets verify HS256 only and JWKS
-# keys RS256/ES256 only, so no header can make a public key act as an HMAC secret, or skip the signature.
+# SECURITY: the key decides the algorithm, never the token (RFC 8725 §2.1): secrets HS256, JWKS keys RS256/ES256.
 _HMAC_ALG = "HS256"
 _KTY_ALG = {"RSA": "RS256", "EC": "ES256"}
-# SECURITY: one canonical encoding per segment (no stray trailing bits), so a token has exactly one spelling
-# and a cache key; at most 8 KiB, which bounds the work an unauthenticated token can cause.
+# SECURITY: canonical base64url only (no stray trailing bits: one spelling per token), at most 8 KiB of work.
 _SEGMENT = r"(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}[AEIMQUYcgkosw048]|[A-Za-z0-9_-][AQgw])?"
 _SHAPE = re.compile(rf"{_SEGMENT}\.{_SEGMENT}\.{_SEGMENT}")
 _MAX_TOKEN = 8192
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_CACHE_TTL = 300.0  # a cached success is re-verified at least this often, whatever its exp (JWKS keys get withdrawn)
-# Time claims are checked here against the injected clock; PyJWT does the signature, header, aud, sub and jti.
+_CACHE_TTL = 300.0  # a cached success is re-verified at least this often (JWKS keys get withdrawn)
+# PyJWT checks signature, header, aud, sub, jti; the time claims are checked here, against the injected clock.
 _DECODE_OPTIONS: jwt.types.Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
-_MAX_JWKS_BYTES = 1 << 20
 _TTL = re.compile(r"([0-9]+)([smhd]?)")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -94,11 +86,9 @@ def _freeze(value: Any) -> Any:
     return tuple(_freeze(item) for item in value) if isinstance(value, list | tuple) else value
 
 
-def _timestamp(value: object) -> float | None:
-    """A NumericDate as a float; None for bools, strings, NaN, infinities and absurd numbers."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not abs(value) < 1e15:
-        return None
-    return float(value)
+def _is_time(value: object) -> bool:
+    """True for a NumericDate: a number, neither bool, NaN, infinite nor absurdly large."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15
 
 
 def _text(value: object) -> str | None:
@@ -107,18 +97,11 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() and not _CONTROL.search(value) else None
 
 
-def _reject(reason: Reason) -> Rejection:
-    return Rejection("jwt", reason)
-
-
 _Entry = tuple[Identity, float, float]  # a verified identity and the [start, deadline) window it holds in
 
 
 class JWTVerifier:
-    """Verifies portal JWTs with the configured secrets (and optional JWKS keys), caching successes.
-
-    ``cache`` (a TTLCache keyed by sha256 of the token), ``hits`` and ``misses`` are public for tests and metrics.
-    """
+    """Verifies JWTs with the secrets (and JWKS keys); ``cache``, ``hits`` and ``misses`` are there to observe."""
 
     def __init__(
         self,
@@ -129,8 +112,6 @@ class JWTVerifier:
         jwks: JWKSKeys | None = None,
         cache_size: int = 10_000,
     ) -> None:
-        if leeway < 0 or cache_size < 0:
-            raise ValueError("leeway and cache_size must not be negative")
         hs256 = HMACAlgorithm(HMACAlgorithm.SHA256)
         for number, secret in enumerate(secrets, 1):
             try:  # SECURITY: an empty secret would let anyone sign; a PEM/SSH/DER one mixes key families
@@ -144,8 +125,7 @@ class JWTVerifier:
         self._require_exp = require_exp
         self.jwks = jwks
         self._now = 0.0
-        # SECURITY: keyed by sha256(token), so the cache never holds a usable token; its clock is the injected
-        # `now`, and every hit is re-checked against the token's own window, so none outlives exp + leeway.
+        # SECURITY: keyed by sha256(token), never the token; timed by the injected `now`; each hit re-checked below.
         self.cache: TTLCache[bytes, _Entry] = TTLCache(cache_size, _CACHE_TTL, timer=lambda: self._now)
         self.hits = self.misses = 0
 
@@ -160,22 +140,19 @@ class JWTVerifier:
     def verify(self, token: str, now: float) -> Identity | Rejection:
         """The identity a token proves at ``now``, or why it proves none."""
         if len(token) > _MAX_TOKEN or not token.isascii() or not _SHAPE.fullmatch(token):
-            return _reject("malformed")
+            return Rejection("jwt", "malformed")
         key = hashlib.sha256(token.encode()).digest()
         self._now = now
         entry = self.cache.get(key)
-        if entry is not None:
-            if entry[1] <= now < entry[2]:
-                self.hits += 1
-                return entry[0]
-            del self.cache[key]  # outside its window: verify afresh, for the exact reason
-        self.misses += 1
+        if entry is not None and entry[1] <= now < entry[2]:
+            self.hits += 1
+            return entry[0]
+        self.misses += 1  # a miss, or a cached token outside its window: verify afresh, for the exact reason
         result = self._verify(token, now)
-        # Rejections are not cached: forged tokens are free to vary, so caching them would only let junk evict
-        # valid entries, and a not_yet_valid or unknown_kid token may verify on a later call.
-        if isinstance(result, Rejection):
+        if isinstance(result, Rejection):  # not cached: junk would evict good entries; not_yet_valid may pass later
+            self.cache.pop(key, None)
             return result
-        if self.cache.maxsize:
+        if self.cache.maxsize > 0:
             self.cache[key] = result
         return result[0]
 
@@ -183,25 +160,25 @@ class JWTVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
-            return _reject("malformed")
+            return Rejection("jwt", "malformed")
         alg, kid = header.get("alg"), header.get("kid")
         if not isinstance(alg, str) or (kid is not None and not isinstance(kid, str)):
-            return _reject("malformed")
+            return Rejection("jwt", "malformed")
         pinned = self.jwks.key_for(kid) if self.jwks is not None and kid else None
         if alg == _HMAC_ALG:
             if pinned is not None:  # SECURITY: HS256 naming an RS256/ES256 kid is key confusion
-                return _reject("alg_not_allowed")
+                return Rejection("jwt", "alg_not_allowed")
             candidates: Sequence[Any] = self._secrets
         elif alg in _KTY_ALG.values() and self.jwks is not None:
             if pinned is None:  # a token without kid names no key either
                 if kid:
                     self.jwks.mark_unknown(kid, now)
-                return _reject("unknown_kid")
+                return Rejection("jwt", "unknown_kid")
             if pinned[0] != alg:  # SECURITY: the kid's pinned algorithm decides, never the header
-                return _reject("alg_not_allowed")
+                return Rejection("jwt", "alg_not_allowed")
             candidates = [pinned[1]]
         else:  # SECURITY: none, None, NONE, HS512, PS256, RS256 without a JWKS, ...
-            return _reject("alg_not_allowed")
+            return Rejection("jwt", "alg_not_allowed")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # short secrets: logged once, at start
             for candidate in candidates:
@@ -209,30 +186,27 @@ class JWTVerifier:
                     payload = jwt.decode(token, candidate, algorithms=[alg], options=_DECODE_OPTIONS)
                 except jwt.InvalidSignatureError:
                     continue
-                except jwt.InvalidTokenError:
-                    # Signed but unusable: payload not a JSON object, sub/jti not strings, or an `aud` claim
-                    # (SECURITY: no audience is configured, so a token issued for some audience is refused).
-                    return _reject("malformed")
+                except jwt.InvalidTokenError:  # SECURITY: signed but payload not an object, or `aud` (none is ours)
+                    return Rejection("jwt", "malformed")
                 return self._claims(payload, now)
-        return _reject("bad_signature")
+        return Rejection("jwt", "bad_signature")
 
     def _claims(self, payload: dict[str, Any], now: float) -> _Entry | Rejection:
-        raw = {name: _timestamp(payload[name]) for name in ("exp", "nbf", "iat") if name in payload}
-        times = {name: value for name, value in raw.items() if value is not None}
-        # SECURITY: a time claim that is not a number, or (with require_exp) no exp at all, is refused as malformed.
-        if len(times) < len(raw) or ("exp" not in times and self._require_exp):
-            return _reject("malformed")
-        exp = times.get("exp")
+        times = {name: payload[name] for name in ("exp", "nbf", "iat") if name in payload}
+        # SECURITY: a time claim that is not a number, or no exp under require_exp, is malformed.
+        if not all(map(_is_time, times.values())) or ("exp" not in times and self._require_exp):
+            return Rejection("jwt", "malformed")
+        exp = float(times["exp"]) if "exp" in times else None
         deadline = math.inf if exp is None else exp + self._leeway
         start = max(times.get("nbf", -math.inf), times.get("iat", -math.inf)) - self._leeway
         if now >= deadline:
-            return _reject("expired")
+            return Rejection("jwt", "expired")
         if now < start:
-            return _reject("not_yet_valid")
+            return Rejection("jwt", "not_yet_valid")
         user_id = payload.get("user_id")
         user_id = _text(str(user_id) if isinstance(user_id, int) and not isinstance(user_id, bool) else user_id)
         if user_id is None:
-            return _reject("missing_user_id")
+            return Rejection("jwt", "missing_user_id")
         email, name = _text(payload.get("email")), _text(payload.get("name"))
         return Identity(user_id, "jwt", email, name, _freeze(payload), exp), start, deadline
 
@@ -277,34 +251,27 @@ def parse_ttl(text: str) -> float:
     return float(int(match[1]) * _TTL_UNITS[match[2]])
 
 
-def _pin(jwk: dict[str, Any]) -> tuple[str, Any]:
-    """The (algorithm, public key) a JWK pins its kid to; raises when the key is not usable."""
-    # SECURITY: the key type fixes the one algorithm, which the JWK's own "alg" may confirm but not change;
-    # public signing keys only (private ones fail the isinstance checks), RSA of 2048+ bits, EC on P-256.
-    alg = _KTY_ALG.get(jwk.get("kty"))  # type: ignore[arg-type]
-    if alg is None or jwk.get("alg", alg) != alg or jwk.get("use", "sig") != "sig":
-        raise ValueError(f"not an RS256/ES256 signing key (kty {jwk.get('kty')!r}, alg {jwk.get('alg')!r})")
-    key = (RSAAlgorithm if alg == "RS256" else ECAlgorithm).from_jwk(jwk)
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048:
-        return alg, key
-    if isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1):
-        return alg, key
-    raise ValueError("not a public key, an RSA key under 2048 bits, or an EC key off P-256")
-
-
 def _parse_jwks(document: Any) -> dict[str, tuple[str, Any]]:
-    """kid -> (algorithm, key) for the usable keys of a JWK set; the others are logged and left out."""
+    """kid -> (algorithm, public key) for the usable keys of a JWK set; the others are logged and left out."""
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
         raise ValueError("not a JWK set (no 'keys' list)")
     jwks = [jwk for jwk in document["keys"] if isinstance(jwk, dict)]
     counts = Counter(jwk.get("kid") for jwk in jwks if isinstance(jwk.get("kid"), str))
     keys: dict[str, tuple[str, Any]] = {}
     for jwk in jwks:
-        kid = jwk.get("kid")
-        try:  # SECURITY: a key without kid cannot be pinned; a kid listed twice is ambiguous, so no copy counts
+        kid, alg = jwk.get("kid"), _KTY_ALG.get(jwk.get("kty"))  # type: ignore[arg-type]
+        # SECURITY: a kid names one key (none, or listed twice: unusable); kty fixes its algorithm, which "alg" may
+        # only confirm; public signing keys only (private ones fail isinstance), RSA of 2048+ bits, EC on P-256.
+        try:
             if not isinstance(kid, str) or not kid or counts[kid] > 1:
                 raise ValueError("missing or duplicate kid")
-            keys[kid] = _pin(jwk)
+            if alg is None or jwk.get("alg", alg) != alg or jwk.get("use", "sig") != "sig":
+                raise ValueError(f"not an RS256/ES256 signing key (kty {jwk.get('kty')!r}, alg {jwk.get('alg')!r})")
+            key = (RSAAlgorithm if alg == "RS256" else ECAlgorithm).from_jwk(jwk)
+            rsa_ok = isinstance(key, rsa.RSAPublicKey) and key.key_size >= 2048
+            if not rsa_ok and not (isinstance(key, ec.EllipticCurvePublicKey) and isinstance(key.curve, ec.SECP256R1)):
+                raise ValueError("not a public key, an RSA key under 2048 bits, or an EC key off P-256")
+            keys[kid] = (alg, key)
         except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
             log.warning("JWKS key %r skipped: %s", kid, exc)
     return keys
@@ -328,7 +295,7 @@ class JWKSKeys:
                 body = bytearray()
                 async for chunk in resp.content.iter_chunked(65536):
                     body += chunk
-                    if len(body) > _MAX_JWKS_BYTES:
+                    if len(body) > 1 << 20:
                         raise ValueError("JWKS larger than 1 MiB")
             keys = _parse_jwks(json.loads(body))
         except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:
@@ -346,7 +313,7 @@ class JWKSKeys:
         self._unknown_seen = True
 
     def needs_refetch(self, now: float) -> bool:
-        """True when an unknown kid was seen and the interval has passed; claims the fetch, so True once per interval."""
+        """True once per interval while unknown kids are seen: the caller that gets True runs :meth:`refresh`."""
         # SECURITY: however many made-up kids arrive, the JWKS URL is fetched at most once per interval.
         if not self._unknown_seen or now - self._last_refetch < self._interval:
             return False

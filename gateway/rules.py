@@ -229,7 +229,7 @@ def _holds(value: Any, op: str, test: _Test) -> bool:
     if value is _INVALID:
         return False
     if _missing(value):
-        return op == "not_exists"
+        return op in ("not_exists", "not_equals", "not_contains")
     return op != "not_exists" and test(value)
 
 

@@ -31,7 +31,7 @@ DOMAIN = "help.example.com"
 WORKSPACE = "ws1a2b3c"
 SESSION_COOKIE = f"intercom-session-{WORKSPACE}"
 DEVICE_COOKIE = f"intercom-device-id-{WORKSPACE}"
-SECRET = "test-messenger-secret"
+SECRET = "test-messenger-secret-0123456789abcdef"
 # Planted in cookie values, tokens and secrets; no audit file of the run may contain it.
 CANARY = "CANARYc4n4ry"
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"

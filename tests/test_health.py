@@ -27,11 +27,11 @@ async def test_healthz_answers_without_upstream(start_gateway: StartGateway) -> 
 async def test_readyz_follows_the_upstream(start_gateway: StartGateway, gateway: Gateway) -> None:
     async with gateway.client.get(gateway.url / "readyz") as response:
         assert response.status == 200
-        assert (await response.json())["checks"] == {"upstream": "ok"}
+        assert (await response.json())["checks"] == {"store": "ok", "upstream": "ok"}
     down = await start_gateway(upstream={"url": f"http://127.0.0.1:{free_port()}"})
     async with down.client.get(down.url / "readyz") as response:
         assert response.status == 503
-        assert (await response.json())["checks"] == {"upstream": "unreachable"}
+        assert (await response.json())["checks"] == {"store": "ok", "upstream": "unreachable"}
 
 
 async def test_metrics_count_requests_cookies_and_upstream_errors(start_gateway: StartGateway) -> None:

@@ -174,7 +174,7 @@ async def test_unreachable_upstream_is_a_502_page_without_internal_address(start
     record = await gateway.audit_for(request_id)
     assert (record["status"], record["upstream"]["error"]) == (502, "unreachable")
 
-    async with gateway.client.get(gateway.url / "api" / "v1" / "x") as response:
+    async with gateway.client.get(gateway.url / "x", headers={"Accept": "application/json"}) as response:
         assert response.status == 502
         error = (await response.json())["error"]
         assert error["request_id"] == response.headers["X-Request-Id"]

@@ -1,0 +1,608 @@
+"""The gateway as a real OS process: ``python -m gateway serve`` with signals, pipes and files.
+
+Everything in-process tests cannot see is checked here: memory stays bounded
+while large bodies stream both ways, SIGTERM drains in-flight requests and
+exits 0, SIGHUP reopens the audit log, stderr carries only JSON log lines,
+the ``audit`` command reads what ``serve`` wrote, and the bundled config
+bootstraps dev secrets and a dev certificate authority on first run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import ssl
+import stat
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil  # no types-psutil in the test extras
+import pytest
+import yaml
+from aiohttp import web
+from yarl import URL
+
+from tests.conftest import (
+    DEVICE_COOKIE,
+    DOMAIN,
+    SESSION_COOKIE,
+    CertFiles,
+    RecordingUpstream,
+    config_dict,
+)
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+STARTUP_TIMEOUT = 20.0
+EXIT_TIMEOUT = 5.0
+MiB = 1024 * 1024
+STREAM_MIB = 200  # 200 MiB = 209.7 MB each way
+RSS_BUDGET = 64 * MiB
+RSS_SAMPLE_SECONDS = 0.05
+CLI_PREFIX = "portal-gateway:"
+
+
+@dataclass
+class GatewayProcess:
+    """One ``python -m gateway serve`` process and everything it wrote to stderr."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str] = field(default_factory=list)
+    listening: dict[str, Any] | None = None
+    drain: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def https_port(self) -> int:
+        assert self.listening is not None
+        return int(self.listening["https"])
+
+    @property
+    def http_port(self) -> int:
+        assert self.listening is not None
+        return int(self.listening["http"])
+
+    @property
+    def url(self) -> URL:
+        return URL.build(scheme="https", host="127.0.0.1", port=self.https_port)
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_exit(self, seconds: float = EXIT_TIMEOUT) -> int:
+        """The exit code, failing the test when the process outlives ``seconds``."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), seconds)
+        except TimeoutError:
+            raise AssertionError(f"gateway still running {seconds} s later; stderr:\n{self.stderr}") from None
+        if self.drain is not None:
+            await self.drain
+        return code
+
+
+Launch = Callable[..., Awaitable[GatewayProcess]]
+
+
+async def _drain_stderr(gateway: GatewayProcess, started: asyncio.Event) -> None:
+    """Keep reading stderr so the pipe never fills; note the ``listening`` line when it comes."""
+    stream = gateway.proc.stderr
+    assert stream is not None
+    async for raw in stream:
+        line = raw.decode("utf-8", errors="replace").rstrip("\n")
+        gateway.lines.append(line)
+        if gateway.listening is None and line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and record.get("msg") == "listening":
+                    gateway.listening = record
+                    started.set()
+    started.set()  # EOF: the process is gone; the waiter reports why
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """The test's environment without secrets or gateway overrides of its own, plus ``overrides``."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PORTAL_GATEWAY__") and name not in ("MESSENGER_API_SECRET", "PORTAL_ADMIN_TOKEN")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture
+async def launch() -> AsyncIterator[Launch]:
+    """Start gateway processes and wait for them to listen; every one is killed after the test."""
+    started: list[GatewayProcess] = []
+
+    async def run(args: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> GatewayProcess:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            *args,
+            cwd=cwd,
+            env=dict(env) if env is not None else base_env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        gateway = GatewayProcess(proc)
+        started.append(gateway)
+        ready = asyncio.Event()
+        gateway.drain = asyncio.create_task(_drain_stderr(gateway, ready))
+        try:
+            await asyncio.wait_for(ready.wait(), STARTUP_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError(f"no 'listening' line within {STARTUP_TIMEOUT} s; stderr:\n{gateway.stderr}") from None
+        if gateway.listening is None:
+            raise AssertionError(f"gateway exited before listening ({proc.returncode}); stderr:\n{gateway.stderr}")
+        return gateway
+
+    yield run
+    for gateway in started:
+        if gateway.proc.returncode is None:
+            gateway.proc.kill()
+        await gateway.proc.wait()
+        if gateway.drain is not None:
+            await gateway.drain
+
+
+def write_config(cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream) -> Path:
+    """The test config as a YAML file in ``tmp_path``."""
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config_dict(cert_files, tmp_path, str(upstream.url))), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+async def served(launch: Launch, cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream) -> GatewayProcess:
+    """``serve -c config.yaml`` in ``tmp_path``, proxying to the recording upstream."""
+    return await launch(["serve", "-c", str(write_config(cert_files, tmp_path, upstream))], cwd=tmp_path)
+
+
+@pytest.fixture
+async def client(client_ssl: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
+    """A client that trusts the test CA and keeps no cookies."""
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=client_ssl),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        timeout=aiohttp.ClientTimeout(total=60),
+    ) as session:
+        yield session
+
+
+def audit_records(path: Path) -> list[dict[str, Any]]:
+    """The records written to an audit file so far (none when it does not exist)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+async def wait_for_audit(path: Path, request_ids: set[str], seconds: float = 5.0) -> list[dict[str, Any]]:
+    """The file's records once every one of ``request_ids`` is there (the writer is a thread)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        records = audit_records(path)
+        if request_ids <= {record["request_id"] for record in records}:
+            return records
+        if time.monotonic() > deadline:
+            raise AssertionError(f"audit records {request_ids} not in {path} after {seconds} s: {records}")
+        await asyncio.sleep(0.02)
+
+
+async def connection_refused(port: int) -> bool:
+    """Whether a new TCP connection to 127.0.0.1:``port`` is refused."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except ConnectionRefusedError:
+        return True
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return False
+
+
+# --- streaming, bounded memory -------------------------------------------------------------
+
+
+class PeakRSS:
+    """The peak resident set size of a process, sampled in the background every 50 ms."""
+
+    def __init__(self, pid: int) -> None:
+        self.process = psutil.Process(pid)
+        self.baseline = self.rss()
+        self.peak = self.baseline
+        self.samples = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.rss())
+            self.samples += 1
+            await asyncio.sleep(RSS_SAMPLE_SECONDS)
+
+    async def __aenter__(self) -> PeakRSS:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self.peak = max(self.peak, self.rss())
+
+    def rss(self) -> int:
+        return int(self.process.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.baseline
+
+    def report(self, direction: str, size: int, seconds: float) -> str:
+        return (
+            f"{direction}: {size / 1e6:.1f} MB in {seconds:.2f} s; gateway RSS before {self.baseline / MiB:.1f} MiB, "
+            f"peak {self.peak / MiB:.1f} MiB, growth {self.growth / MiB:.1f} MiB ({self.samples} samples)"
+        )
+
+
+async def _chunks(count: int) -> AsyncIterator[bytes]:
+    """``count`` MiB, made one chunk at a time, never held whole."""
+    for index in range(count):
+        yield bytes([index % 251]) * MiB
+
+
+async def _download(request: web.Request) -> web.StreamResponse:
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    response.content_length = STREAM_MIB * MiB
+    await response.prepare(request)
+    async for chunk in _chunks(STREAM_MIB):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def test_large_bodies_stream_both_ways_in_bounded_memory(
+    served: GatewayProcess, upstream: RecordingUpstream, client: aiohttp.ClientSession
+) -> None:
+    upstream.on("/download", _download)
+    # Warm up first (TLS, the upstream pool, lazy imports), so the baseline is the gateway at work, not cold.
+    async with client.post(served.url / "warmup", data=b"x" * MiB) as warm:
+        assert warm.status == 200
+        await warm.read()
+    total = STREAM_MIB * MiB
+
+    started = time.monotonic()
+    async with (
+        PeakRSS(served.pid) as upload,
+        client.post(served.url / "upload", data=_chunks(STREAM_MIB)) as response,
+    ):
+        assert response.status == 200
+        assert (await response.json())["received"] == total
+    upload_seconds = time.monotonic() - started
+    assert upstream.last.path == "/upload"
+    assert upstream.last.body_size == total
+    print(upload.report("upload", total, upload_seconds))
+
+    started = time.monotonic()
+    received = 0
+    async with PeakRSS(served.pid) as download, client.get(served.url / "download") as response:
+        assert response.status == 200
+        async for chunk in response.content.iter_chunked(MiB):
+            received += len(chunk)
+    download_seconds = time.monotonic() - started
+    print(download.report("download", received, download_seconds))
+
+    assert received == total
+    assert upload.growth < RSS_BUDGET, upload.report("upload", total, upload_seconds)
+    assert download.growth < RSS_BUDGET, download.report("download", received, download_seconds)
+
+
+# --- signals ---------------------------------------------------------------------------------
+
+SLOW_BODY = b"slow answer " * 20_000
+
+
+async def _slow(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(1.0)
+    return web.Response(body=SLOW_BODY, content_type="application/octet-stream")
+
+
+async def test_sigterm_drains_in_flight_request_refuses_new_ones_and_exits_0(
+    served: GatewayProcess, upstream: RecordingUpstream, client: aiohttp.ClientSession
+) -> None:
+    upstream.on("/slow", _slow)
+
+    async def fetch() -> tuple[int, bytes]:
+        async with client.get(served.url / "slow") as response:
+            return response.status, await response.read()
+
+    in_flight = asyncio.create_task(fetch())
+    deadline = time.monotonic() + 5
+    while not any(recorded.path == "/slow" for recorded in upstream.requests):
+        assert time.monotonic() < deadline, "the request never reached upstream"
+        assert not in_flight.done(), in_flight
+        await asyncio.sleep(0.01)
+
+    served.proc.send_signal(signal.SIGTERM)
+    refused_at = None
+    deadline = time.monotonic() + 0.8  # well inside the upstream's 1 s sleep
+    while time.monotonic() < deadline:
+        if await connection_refused(served.https_port):
+            refused_at = time.monotonic()
+            break
+        await asyncio.sleep(0.02)
+    assert refused_at is not None, "new HTTPS connections still accepted after SIGTERM"
+    assert not in_flight.done(), "the in-flight request ended before the listener closed: nothing was drained"
+    assert await connection_refused(served.http_port), "the HTTP redirect listener still accepts after SIGTERM"
+
+    status, body = await asyncio.wait_for(in_flight, 5)
+    assert status == 200
+    assert body == SLOW_BODY
+    assert await served.wait_exit() == 0, served.stderr
+    assert await connection_refused(served.https_port)
+    messages = [json.loads(line)["msg"] for line in served.lines if line.startswith("{")]
+    assert "stopped" in messages, served.stderr
+
+
+async def _request_id(client: aiohttp.ClientSession, url: URL) -> str:
+    async with client.get(url) as response:
+        assert response.status == 200
+        await response.read()
+        return response.headers["X-Request-Id"]
+
+
+async def test_sighup_reopens_the_audit_log(
+    served: GatewayProcess, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    audit = tmp_path / "audit.jsonl"
+    rotated = tmp_path / "audit.jsonl.1"
+    first = await _request_id(client, served.url / "before-rotation")
+    await wait_for_audit(audit, {first})
+
+    audit.rename(rotated)
+    served.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while not audit.exists():  # the writer thread reopens after the signal reaches the loop
+        assert time.monotonic() < deadline, f"SIGHUP did not recreate {audit}; stderr:\n{served.stderr}"
+        assert served.proc.returncode is None, f"SIGHUP ended the gateway; stderr:\n{served.stderr}"
+        await asyncio.sleep(0.02)
+
+    second = await _request_id(client, served.url / "after-rotation")
+    new_records = await wait_for_audit(audit, {second})
+    old_records = audit_records(rotated)
+    assert [(r["request_id"], r["path"]) for r in new_records] == [(second, "/after-rotation")]
+    assert [(r["request_id"], r["path"]) for r in old_records] == [(first, "/before-rotation")]
+    assert served.proc.returncode is None
+
+
+# --- the audit command -------------------------------------------------------------------------
+
+SESSION_VALUE = "sess-VALUE-5f1e"
+TRACKING_VALUE = "track-VALUE-9c2d"
+DROPPED_SET_COOKIE = "upstream-tracker"
+
+
+async def _sets_cookies(request: web.Request) -> web.StreamResponse:
+    response = web.Response(text="cookies set")
+    response.headers.add("Set-Cookie", f"{DEVICE_COOKIE}=device-VALUE-77; Path=/")
+    response.headers.add("Set-Cookie", f"{DROPPED_SET_COOKIE}=tracker-VALUE-88; Path=/")
+    return response
+
+
+async def _not_found(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=404, text="no such article")
+
+
+async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
+    """``python -m gateway ARGS``: exit code, stdout, stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=cwd,
+        env=base_env(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, stdout.decode(), stderr.decode()
+
+
+def report_table(output: str, title: str) -> dict[str, list[int]]:
+    """The rows of one table of the ``audit`` report: name -> its counts, left to right."""
+    blocks = output.split("\n\n")
+    table = next((block for block in blocks if block.startswith(title + " ")), None)
+    assert table is not None, f"no {title!r} table in:\n{output}"
+    rows: dict[str, list[int]] = {}
+    for line in table.splitlines()[1:]:
+        name, *counts = line.split()
+        rows[name] = [int(count) for count in counts]
+    return rows
+
+
+async def test_audit_command_summarises_what_serve_wrote(
+    served: GatewayProcess, upstream: RecordingUpstream, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    upstream.on("/sets-cookies", _sets_cookies)
+    upstream.on("/missing", _not_found)
+    both = {"Cookie": f"{SESSION_COOKIE}={SESSION_VALUE}; tracking={TRACKING_VALUE}"}
+    session_only = {"Cookie": f"{SESSION_COOKIE}={SESSION_VALUE}"}
+    ids: set[str] = set()
+    for path, headers, expected in (
+        ("/articles/1", both, 200),
+        ("/articles/2", both, 200),
+        ("/missing", both, 404),
+        ("/sets-cookies", session_only, 200),
+    ):
+        async with client.get(served.url / path.lstrip("/"), headers=headers) as response:
+            assert response.status == expected
+            await response.read()
+            ids.add(response.headers["X-Request-Id"])
+            if path == "/sets-cookies":
+                passed = [value.partition("=")[0] for value in response.headers.getall("Set-Cookie", ())]
+                assert passed == [DEVICE_COOKIE]
+    audit = tmp_path / "audit.jsonl"
+    await wait_for_audit(audit, ids)
+
+    text = audit.read_text(encoding="utf-8")
+    for value in (SESSION_VALUE, TRACKING_VALUE, "device-VALUE-77", "tracker-VALUE-88"):
+        assert value not in text, f"cookie value {value} written to the audit log"
+
+    code, output, errors = await run_cli("audit", str(audit), cwd=tmp_path)
+    assert code == 0, errors
+    lines = output.splitlines()
+    assert "requests: 4" in lines, output
+    assert "statuses: 200: 3, 404: 1" in lines, output
+    cookies = report_table(output, "cookie")
+    # columns: received, forwarded, stripped
+    assert cookies == {SESSION_COOKIE: [4, 4, 0], "tracking": [3, 0, 3]}, output
+    set_cookies = report_table(output, "upstream Set-Cookie")
+    # columns: passed, dropped
+    assert set_cookies == {DEVICE_COOKIE: [1, 0], DROPPED_SET_COOKIE: [0, 1]}, output
+    for value in (SESSION_VALUE, TRACKING_VALUE):
+        assert value not in output
+
+
+async def test_audit_command_on_a_missing_file_fails_clearly(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "audit.jsonl"
+    code, output, errors = await run_cli("audit", str(missing), cwd=tmp_path)
+    assert code == 1
+    assert output == ""
+    assert errors.startswith(CLI_PREFIX), errors
+    assert str(missing) in errors
+    assert "No such file or directory" in errors
+    assert "Traceback" not in errors
+
+
+# --- logs ---------------------------------------------------------------------------------------
+
+
+async def _cut_short(request: web.Request) -> web.StreamResponse:
+    """Promise 1 MiB, send a little, then drop the connection: the gateway logs an upstream error."""
+    response = web.StreamResponse()
+    response.content_length = MiB
+    await response.prepare(request)
+    await response.write(b"partial")
+    assert request.transport is not None
+    request.transport.close()
+    return response
+
+
+async def test_stderr_is_json_lines_after_start_up(
+    served: GatewayProcess, upstream: RecordingUpstream, client: aiohttp.ClientSession
+) -> None:
+    upstream.on("/cut", _cut_short)
+    async with client.get(served.url / "fine") as response:
+        assert response.status == 200
+        await response.read()
+    with contextlib.suppress(aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+        async with client.get(served.url / "cut") as response:
+            await response.read()
+    async with client.get(served.url / "healthz") as response:
+        assert response.status == 200
+    served.proc.send_signal(signal.SIGTERM)
+    assert await served.wait_exit() == 0, served.stderr
+
+    assert served.lines, "nothing on stderr"
+    first_json = next((i for i, line in enumerate(served.lines) if not line.startswith(CLI_PREFIX)), len(served.lines))
+    records = []
+    for line in served.lines[first_json:]:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise AssertionError(f"stderr line is not JSON: {line!r}\nstderr:\n{served.stderr}") from None
+        assert isinstance(record, dict), line
+        assert {"ts", "level", "msg"} <= record.keys(), line
+        datetime.fromisoformat(record["ts"])
+        assert record["level"] in {"debug", "info", "warning", "error", "critical"}, line
+        records.append(record)
+    messages = [record["msg"] for record in records]
+    assert messages[0] == "listening", messages
+    assert messages[-1] == "stopped", messages
+    assert any(record["level"] == "warning" and "upstream" in record["msg"] for record in records), messages
+
+
+# --- the bundled config ------------------------------------------------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: its bytes and modification time."""
+    return {
+        str(path.relative_to(folder)): (path.read_bytes(), path.stat().st_mtime_ns)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
+
+
+async def _healthz(port: int, ca: Path, host: str, server_hostname: str | None = None) -> int:
+    context = ssl.create_default_context(cafile=str(ca))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        url = URL.build(scheme="https", host=host, port=port, path="/healthz")
+        async with session.get(url, ssl=context, server_hostname=server_hostname) as response:
+            assert (await response.json()) == {"status": "ok"}
+            return int(response.status)
+
+
+async def test_bundled_config_bootstraps_dev_secrets_and_certificates(launch: Launch, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    audit = tmp_path / "logs" / "audit.jsonl"
+    env = base_env(
+        PORTAL_GATEWAY__LISTEN__HTTPS="127.0.0.1:0",
+        PORTAL_GATEWAY__LISTEN__HTTP="127.0.0.1:0",
+        PORTAL_GATEWAY__AUDIT__PATH=str(audit),
+    )
+
+    first = await launch(["serve"], cwd=run, env=env)
+    secrets, certs = run / "dev-secrets", run / "certs"
+    assert _mode(secrets) == 0o700
+    assert sorted(path.name for path in secrets.iterdir()) == ["MESSENGER_API_SECRET", "PORTAL_ADMIN_TOKEN"]
+    for path in secrets.iterdir():
+        assert _mode(path) == 0o600, path
+        assert len(path.read_text(encoding="utf-8").strip()) >= 32, path
+    for name in ("dev-ca.pem", "dev-cert.pem", "dev-key.pem"):
+        assert (certs / name).is_file(), name
+    assert _mode(certs / "dev-key.pem") == 0o600
+    ca = certs / "dev-ca.pem"
+    ca_lines = [line for line in first.lines if line.startswith(CLI_PREFIX) and "dev CA" in line]
+    assert ca_lines, first.stderr
+    assert "certs/dev-ca.pem" in ca_lines[0], ca_lines
+    assert any("generated dev secrets" in line for line in first.lines), first.stderr
+
+    assert await _healthz(first.https_port, ca, "localhost") == 200
+    assert await _healthz(first.https_port, ca, "127.0.0.1", server_hostname=DOMAIN) == 200
+    with pytest.raises(aiohttp.ClientConnectorCertificateError):
+        await _healthz(first.https_port, ca, "127.0.0.1", server_hostname="other.example.com")
+
+    before = {**_snapshot(secrets), **_snapshot(certs)}
+    first.proc.send_signal(signal.SIGTERM)
+    assert await first.wait_exit() == 0, first.stderr
+
+    second = await launch(["serve"], cwd=run, env=env)
+    assert {**_snapshot(secrets), **_snapshot(certs)} == before
+    assert not any("generated" in line for line in second.lines), second.stderr
+    assert await _healthz(second.https_port, ca, "localhost") == 200
