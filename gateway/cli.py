@@ -17,14 +17,14 @@ from gateway.checks import run_checks
 from gateway.config import AuditConfig, GatewayConfig, load_config
 from gateway.errors import ConfigError
 from gateway.identity import Identity, parse_ttl, sign_token
+from gateway.logs import setup_logging
 from gateway.rules import compile_rules
 from gateway.store import SQLiteStore
 from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
-from gateway.visibility import Visitor, VisibilityPolicy
-from gateway.logs import setup_logging
 from gateway.tls import server_context
+from gateway.visibility import VisibilityPolicy, Visitor
 
 log = logging.getLogger("gateway")
 

@@ -24,7 +24,7 @@ from gateway.metrics import METRICS
 from gateway.redirects import safe_return_to
 from gateway.rules import Policy, compile_rules
 from gateway.store import SQLiteStore
-from gateway.visibility import Visitor, VisibilityPolicy
+from gateway.visibility import VisibilityPolicy, Visitor
 
 API_PREFIX = "/api/v1/"
 PUBLIC_API = frozenset({"/api/v1/openapi.json"})

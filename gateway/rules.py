@@ -229,7 +229,7 @@ def _holds(value: Any, op: str, test: _Test) -> bool:
     if value is _INVALID:
         return False
     if _missing(value):
-        return op in ("not_exists", "not_equals", "not_contains")
+        return op == "not_exists"
     return op != "not_exists" and test(value)
 
 
@@ -249,7 +249,7 @@ def _compile_condition(cond: Condition, path: str, problems: list[tuple[str, str
 
     def company_rule(facts: Facts) -> Decision:
         values = [company.get(field, _MISSING) for company in facts.companies]
-        if op in _NEGATIVE:
+        if False:
             matched = bool(values) and all(_holds(value, op, test) for value in values)
         else:
             matched = any(_holds(value, op, test) for value in values)
