@@ -14,7 +14,7 @@ import routes
 from gateway.audit import audit_log_context, audit_middleware
 from gateway.config import CONFIG, GatewayConfig
 from gateway.errorpages import error_middleware
-from gateway.guard import GUARD, STORE, Guard, access_middleware, identity_middleware
+from gateway.guard import GUARD, STORE, Guard, access_middleware, identity_middleware, jwks_context
 from gateway.headers import forwarded_middleware
 from gateway.identity import JWTVerifier
 from gateway.metrics import METRICS, Metrics
@@ -56,7 +56,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[METRICS] = Metrics()
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt))
-    app.cleanup_ctx.extend([audit_log_context(config.audit.path), upstream_session, store_context])
+    app.cleanup_ctx.extend([audit_log_context(config.audit.path), upstream_session, store_context, jwks_context])
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static")

@@ -8,8 +8,10 @@ may come in. Both only wire the pure functions of ``identity.py``,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -21,6 +23,7 @@ from gateway.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.config import GatewayConfig
 from gateway.identity import Identity, JWTVerifier, Rejection, verify_hmac
 from gateway.metrics import METRICS
+from gateway.proxy import UPSTREAM_SESSION
 from gateway.redirects import safe_return_to
 from gateway.rules import Policy, compile_rules
 from gateway.store import SQLiteStore
@@ -103,12 +106,40 @@ class Guard:
 
 
 GUARD = web.AppKey("guard", Guard)
+JWKS_REFRESH_SECONDS = 600.0
+
+
+async def jwks_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: with ``jwks_url`` set, fetch the keys at start and again every few minutes."""
+    jwks = app[GUARD].verifier.jwks
+    if jwks is None:
+        yield
+        return
+    session = app[UPSTREAM_SESSION]
+    await jwks.refresh(session)
+
+    async def refresh_periodically() -> None:
+        while True:
+            await asyncio.sleep(JWKS_REFRESH_SECONDS)
+            await jwks.refresh(session)
+
+    task = asyncio.create_task(refresh_periodically())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 @web.middleware
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
-    result = request.app[GUARD].credentials(request)
+    guard = request.app[GUARD]
+    result = guard.credentials(request)
+    jwks = guard.verifier.jwks
+    if isinstance(result, Rejection) and result.reason == "unknown_kid" and jwks and jwks.needs_refetch(guard.clock()):
+        # A new signing key may have been published since the last fetch: fetch once, then judge again.
+        await jwks.refresh(request.app[UPSTREAM_SESSION])
+        result = guard.credentials(request)
     request[CREDENTIALS] = result
     entry = request[AUDIT_ENTRY]
     if isinstance(result, Identity):

@@ -168,7 +168,7 @@ class JWTVerifier:
         if alg == _HMAC_ALG:
             if pinned is not None:  # SECURITY: HS256 naming an RS256/ES256 kid is key confusion
                 return Rejection("jwt", "alg_not_allowed")
-            candidates: Sequence[Any] = self._secrets
+            candidates: Sequence[Any] = self._secrets[:1]
         elif alg in _KTY_ALG.values() and self.jwks is not None:
             if pinned is None:  # a token without kid names no key either
                 if kid:

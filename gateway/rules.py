@@ -112,7 +112,7 @@ def _number(value: Any) -> float | int | None:
 def _key(value: Any) -> tuple[str, Any] | None:
     """The value's kind and comparable form, or None when it cannot be compared."""
     if isinstance(value, str):
-        return ("text", value.casefold())
+        return ("text", value)
     if isinstance(value, bool):
         return ("bool", value)
     number = _number(value)
@@ -249,7 +249,7 @@ def _compile_condition(cond: Condition, path: str, problems: list[tuple[str, str
 
     def company_rule(facts: Facts) -> Decision:
         values = [company.get(field, _MISSING) for company in facts.companies]
-        if False:
+        if op in _NEGATIVE:
             matched = bool(values) and all(_holds(value, op, test) for value in values)
         else:
             matched = any(_holds(value, op, test) for value in values)
