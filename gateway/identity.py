@@ -120,9 +120,7 @@ class JWTVerifier:
                 raise ValueError(f"JWT secret #{number} cannot be used: {exc}") from None
             if short:
                 log.warning("JWT secret #%d: %s", number, short)
-        self._secrets = tuple(secrets)
-        self._leeway = float(leeway)
-        self._require_exp = require_exp
+        self._secrets, self._leeway, self._require_exp = tuple(secrets), float(leeway), require_exp
         self.jwks = jwks
         self._now = 0.0
         # SECURITY: keyed by sha256(token), never the token; timed by the injected `now`; each hit re-checked below.
@@ -168,7 +166,7 @@ class JWTVerifier:
         if alg == _HMAC_ALG:
             if pinned is not None:  # SECURITY: HS256 naming an RS256/ES256 kid is key confusion
                 return Rejection("jwt", "alg_not_allowed")
-            candidates: Sequence[Any] = self._secrets[:1]
+            candidates: Sequence[Any] = self._secrets
         elif alg in _KTY_ALG.values() and self.jwks is not None:
             if pinned is None:  # a token without kid names no key either
                 if kid:
@@ -284,8 +282,7 @@ class JWKSKeys:
         self.url = url
         self._interval = min_refetch_interval
         self._keys: dict[str, tuple[str, Any]] = {}
-        self._unknown_seen = False
-        self._last_refetch = -math.inf
+        self._unknown_seen, self._last_refetch = False, -math.inf
 
     async def refresh(self, session: aiohttp.ClientSession) -> None:
         """Fetch the key set and replace the keys; on any failure, log it and keep the old keys."""
