@@ -112,7 +112,7 @@ def _number(value: Any) -> float | int | None:
 def _key(value: Any) -> tuple[str, Any] | None:
     """The value's kind and comparable form, or None when it cannot be compared."""
     if isinstance(value, str):
-        return ("text", value)
+        return ("text", value.casefold())
     if isinstance(value, bool):
         return ("bool", value)
     number = _number(value)
