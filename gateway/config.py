@@ -206,7 +206,7 @@ Operator = Literal[
     "less_than",
     "in",
 ]
-RuleValue = str | int | float | bool | list[str | int | float] | None
+RuleValue = str | int | float | bool | list[str | int | float | bool] | None
 
 
 class Condition(_Model):
