@@ -64,14 +64,15 @@ async def serve(config: GatewayConfig, context: ssl.SSLContext) -> None:
 
     SIGHUP reopens the audit log, for logrotate.
     """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    # Handlers first: a SIGTERM that arrives while (or right after) the listeners start still drains.
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     running = await start(config, context)
     try:
-        log.info("listening", extra={"https": running.https_port, "http": running.http_port})
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, running.app[AUDIT_LOG].reopen)
+        log.info("listening", extra={"https": running.https_port, "http": running.http_port})
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %.0f s", config.listen.shutdown_grace)
     finally:

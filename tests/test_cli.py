@@ -1,0 +1,321 @@
+"""The identity and portal commands as real subprocesses: ``token``, ``check``, ``serve`` refusing, ``preview``.
+
+Each test writes the conftest configuration (secret inline, the trustme
+certificate, a store in ``tmp_path``) as YAML and runs
+``python -m gateway ...`` in ``tmp_path`` with an environment that holds no
+gateway overrides or secrets of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jwt
+import pytest
+import yaml
+
+from gateway.identity import Identity, JWTVerifier, Rejection
+from tests.conftest import CANARY, DOMAIN, SECRET, CertFiles, config_dict, deep_merge
+
+REPO = Path(__file__).resolve().parents[1]
+SECOND_SECRET = f"rotated-in-secret-{CANARY}-fedcba9876543210"
+RUN_TIMEOUT = 30.0
+PREREQUISITES = [
+    "TLS certificate",
+    "HTTPS listener",
+    "Cookie forwarding",
+    "Identity verification",
+    "Dev login",
+    "Messenger company updates",
+]
+DEMO_ACCESS: dict[str, Any] = {
+    "portal": {"access": {"rules": [{"attribute": "person.email", "op": "contains", "value": "example.com"}]}},
+    "store": {"seed_demo": True},
+}
+
+
+def cli_env() -> dict[str, str]:
+    """This process's environment without gateway overrides or secrets, with the repository importable."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if not name.startswith("PORTAL_GATEWAY__") and name not in ("MESSENGER_API_SECRET", "PORTAL_ADMIN_TOKEN")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
+def write_config(cert_files: CertFiles, tmp_path: Path, **overrides: Any) -> Path:
+    """The conftest configuration with ``overrides`` merged in, as ``tmp_path/gateway.yaml``."""
+    raw = deep_merge(config_dict(cert_files, tmp_path, "http://127.0.0.1:9"), overrides)
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def gateway_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway *args`` in ``tmp_path``, run to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+
+
+# --- token -------------------------------------------------------------------------------------------
+
+
+def test_token_is_verified_by_the_gateway_with_the_requested_lifetime(cert_files: CertFiles, tmp_path: Path) -> None:
+    config = write_config(cert_files, tmp_path)
+    before = time.time()
+    run = gateway_cli(tmp_path, "token", "-c", str(config), "--user-id", "u1", "--email", "e", "--ttl", "30m")
+    after = time.time()
+    assert run.returncode == 0, run.stderr
+    token = run.stdout.strip()
+    assert run.stdout.count("\n") == 1
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    identity = JWTVerifier([SECRET], leeway=0, require_exp=True).verify(token, time.time())
+    assert isinstance(identity, Identity), identity
+    assert (identity.user_id, identity.email, identity.method) == ("u1", "e", "jwt")
+    assert identity.expires_at is not None
+    assert int(before) + 1800 <= identity.expires_at <= after + 1800
+    # Past its lifetime (and the leeway) the same token is refused.
+    late = JWTVerifier([SECRET], leeway=30, require_exp=True).verify(token, after + 1800 + 31)
+    assert late == Rejection("jwt", "expired")
+
+
+@pytest.mark.parametrize("ttl", ["30x", "0", "1.5h", "-5m", "h"])
+def test_token_with_a_bad_ttl_exits_2_saying_why(cert_files: CertFiles, tmp_path: Path, ttl: str) -> None:
+    config = write_config(cert_files, tmp_path)
+    run = gateway_cli(tmp_path, "token", "-c", str(config), "--user-id", "u1", f"--ttl={ttl}")
+    assert run.returncode == 2
+    assert run.stdout == ""
+    assert "--ttl" in run.stderr
+    assert "invalid TTL" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_token_is_signed_with_the_first_of_two_secrets(cert_files: CertFiles, tmp_path: Path) -> None:
+    config = write_config(cert_files, tmp_path, identity={"jwt": {"secrets": [SECOND_SECRET, SECRET]}})
+    run = gateway_cli(tmp_path, "token", "-c", str(config), "--user-id", "u-rotated")
+    assert run.returncode == 0, run.stderr
+    token = run.stdout.strip()
+    now = time.time()
+    first = JWTVerifier([SECOND_SECRET], leeway=30, require_exp=True).verify(token, now)
+    assert isinstance(first, Identity)
+    assert first.user_id == "u-rotated"
+    assert first.expires_at is not None
+    assert abs(first.expires_at - (now + 3600)) < 60  # the default lifetime: 1h
+    assert JWTVerifier([SECRET], leeway=30, require_exp=True).verify(token, now) == Rejection("jwt", "bad_signature")
+    assert SECOND_SECRET not in run.stdout + run.stderr
+
+
+# --- check -------------------------------------------------------------------------------------------
+
+
+def check_lines(output: str) -> dict[str, str]:
+    """Prerequisite name -> its line, for every PASS/FAIL line printed."""
+    lines: dict[str, str] = {}
+    for line in output.splitlines():
+        verdict, _, rest = line.partition("  ")
+        assert verdict in ("PASS", "FAIL"), f"not a prerequisite line: {line!r}"
+        name, _, detail = rest.partition(": ")
+        assert detail, f"no detail on {line!r}"
+        assert name not in lines, f"{name} printed twice"
+        lines[name] = line
+    return lines
+
+
+def test_check_passes_on_a_complete_configuration(cert_files: CertFiles, tmp_path: Path) -> None:
+    config = write_config(cert_files, tmp_path, listen={"https": "127.0.0.1:8443", "http": "127.0.0.1:8080"})
+    run = gateway_cli(tmp_path, "check", "-c", str(config))
+    assert run.returncode == 0, run.stdout + run.stderr
+    lines = check_lines(run.stdout)
+    assert list(lines) == PREREQUISITES
+    assert all(line.startswith("PASS") for line in lines.values()), run.stdout
+    assert DOMAIN in lines["TLS certificate"]
+    assert SECRET not in run.stdout + run.stderr
+
+
+@pytest.mark.parametrize(
+    ("overrides", "failing", "advice"),
+    [
+        ({"identity": {"enforce": False}}, "Identity verification", "set identity.enforce: true"),
+        (
+            {"messenger": {"prevent_company_updates": False}},
+            "Messenger company updates",
+            "set messenger.prevent_company_updates: true",
+        ),
+        ({"identity": {"dev_login": True}}, "Dev login", "set identity.dev_login: false"),
+    ],
+)
+def test_check_fails_a_missing_prerequisite_saying_what_to_do(
+    cert_files: CertFiles, tmp_path: Path, overrides: dict[str, Any], failing: str, advice: str
+) -> None:
+    config = write_config(cert_files, tmp_path, **overrides)
+    run = gateway_cli(tmp_path, "check", "-c", str(config))
+    assert run.returncode == 1, run.stdout + run.stderr
+    lines = check_lines(run.stdout)
+    assert list(lines) == PREREQUISITES  # every prerequisite is listed, not only the failing one
+    assert [name for name, line in lines.items() if line.startswith("FAIL")] == [failing]
+    assert advice in lines[failing]
+
+
+# --- serve refuses with the portal on ------------------------------------------------------------------
+
+
+def test_serve_refuses_to_start_the_portal_while_prerequisites_fail(cert_files: CertFiles, tmp_path: Path) -> None:
+    config = write_config(
+        cert_files, tmp_path, messenger={"prevent_company_updates": False}, identity={"dev_login": True}
+    )
+    run = gateway_cli(tmp_path, "serve", "-c", str(config))
+    assert run.returncode == 1, run.stderr
+    assert "listening" not in run.stderr
+    failing = [line for line in run.stderr.splitlines() if line.startswith("FAIL")]
+    assert len(failing) == 2, run.stderr
+    assert any(line.startswith("FAIL  Messenger company updates:") for line in failing)
+    assert any(line.startswith("FAIL  Dev login:") for line in failing)
+    assert "set messenger.prevent_company_updates: true" in run.stderr
+    assert "portal.enabled" in run.stderr
+    assert not any(line.startswith("PASS") for line in run.stderr.splitlines())
+
+
+@dataclass
+class Served:
+    """A ``serve`` process that has logged its ``listening`` line."""
+
+    proc: asyncio.subprocess.Process
+    lines: list[str]
+    https_port: int
+
+    async def stop(self) -> tuple[int, list[str]]:
+        """SIGTERM, then the exit code and every stderr line."""
+        assert self.proc.stderr is not None
+        self.proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(RUN_TIMEOUT):
+            rest = await self.proc.stderr.read()
+            code = await self.proc.wait()
+        return code, self.lines + rest.decode(errors="replace").splitlines()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Path, Path], Awaitable[Served]]]:
+    """Start ``serve -c config`` and wait for its ``listening`` line; killed after the test if still running."""
+    procs: list[asyncio.subprocess.Process] = []
+
+    async def start(config: Path, cwd: Path) -> Served:
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "gateway", "serve", "-c", str(config)),
+            cwd=cwd,
+            env=cli_env(),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        procs.append(proc)
+        assert proc.stderr is not None
+        lines: list[str] = []
+        async with asyncio.timeout(RUN_TIMEOUT):
+            while raw := await proc.stderr.readline():
+                lines.append(raw.decode(errors="replace").rstrip("\n"))
+                with contextlib.suppress(ValueError):
+                    record = json.loads(lines[-1])
+                    if isinstance(record, dict) and record.get("msg") == "listening":
+                        return Served(proc, lines, int(record["https"]))
+        raise AssertionError("serve exited without listening:\n" + "\n".join(lines))
+
+    yield start
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+async def test_serve_starts_with_the_portal_off_despite_a_failing_prerequisite(
+    cert_files: CertFiles, tmp_path: Path, client_ssl: ssl.SSLContext, serve: Callable[[Path, Path], Awaitable[Served]]
+) -> None:
+    config = write_config(cert_files, tmp_path, messenger={"prevent_company_updates": False}, portal={"enabled": False})
+    served = await serve(config, tmp_path)
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as client,
+        client.get(f"https://127.0.0.1:{served.https_port}/healthz") as response,
+    ):
+        assert response.status == 200
+    code, lines = await served.stop()
+    assert code == 0, "\n".join(lines)
+    assert not any(line.startswith("FAIL") for line in lines)
+    assert '"msg": "stopped"' in "\n".join(lines)
+
+
+async def test_serve_exits_0_on_sigterm_sent_as_soon_as_it_says_listening(
+    cert_files: CertFiles, tmp_path: Path, serve: Callable[[Path, Path], Awaitable[Served]]
+) -> None:
+    config = write_config(cert_files, tmp_path, portal={"enabled": False})
+    served = await serve(config, tmp_path)
+    code, lines = await served.stop()
+    assert code == 0, "\n".join(lines)
+
+
+# --- preview -------------------------------------------------------------------------------------------
+
+
+def test_preview_access_counts_the_demo_contacts_the_rules_let_in(cert_files: CertFiles, tmp_path: Path) -> None:
+    config = write_config(cert_files, tmp_path, **DEMO_ACCESS)
+    run = gateway_cli(tmp_path, "preview", "-c", str(config), "--rules", "access")
+    assert run.returncode == 0, run.stderr
+    header, *listed = run.stdout.splitlines()
+    assert header.startswith("11 of 12 contacts may open the portal")
+    assert listed[0] == "  Ann Archer <ann@acme.example.com> user_id=u-ann (Acme Corp)"
+    assert listed[1] == "  Ben Baxter <ben@acme.example.com> user_id=u-ben (Acme Corp, Globex)"
+    assert len(listed) == 11  # the first ten, then how many more
+    assert listed[-1] == "  ... and 1 more"
+
+    everyone = gateway_cli(tmp_path, "preview", "-c", str(config), "--rules", "access", "--limit", "20")
+    assert everyone.returncode == 0, everyone.stderr
+    user_ids = [line.split("user_id=")[1].split()[0] for line in everyone.stdout.splitlines()[1:]]
+    assert len(user_ids) == 11
+    assert "u-kim" not in user_ids  # kim@freelance.example.net
+    assert "u-lee" in user_ids
+
+
+@pytest.mark.parametrize(
+    ("enabled", "expected"),
+    [
+        (True, "4 of 12 contacts see only the tickets they created (portal.visibility on)"),
+        (False, "0 of 12 contacts see only the tickets they created (portal.visibility off"),
+    ],
+)
+def test_preview_visibility_counts_the_restricted_contacts(
+    cert_files: CertFiles, tmp_path: Path, enabled: bool, expected: str
+) -> None:
+    visibility = {
+        "enabled": enabled,
+        "conditions": [{"attribute": "company.company_id", "op": "equals", "value": "globex"}],
+    }
+    config = write_config(cert_files, tmp_path, store={"seed_demo": True}, portal={"visibility": visibility})
+    run = gateway_cli(tmp_path, "preview", "-c", str(config), "--rules", "visibility")
+    assert run.returncode == 0, run.stderr
+    header, *listed = run.stdout.splitlines()
+    assert header.startswith(expected), header
+    if enabled:
+        user_ids = [line.split("user_id=")[1].split()[0] for line in listed]
+        assert user_ids == ["u-ben", "u-cho", "u-dev", "u-jon"]  # the globex members, by name
+    else:
+        assert listed == []
