@@ -85,8 +85,15 @@ async def get_ticket(request: web.Request) -> web.Response:
     return web.json_response(detail_json(detail))
 
 
+async def not_found(request: web.Request) -> web.Response:
+    """Anything else under /api/v1/, whatever the method: the API's own 404, never the upstream."""
+    raise web.HTTPNotFound()
+
+
 def add_routes(app: web.Application) -> None:
-    """Register the JSON API."""
+    """Register the JSON API; the rest of its namespace answers 404 instead of falling through to the proxy."""
     app.router.add_get("/api/v1/me", me, name="api_me")
     app.router.add_get("/api/v1/tickets", list_tickets, name="api_tickets")
     app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket, name="api_ticket")
+    # SECURITY: another method or sub-path of a ticket must not reach upstream with the visitor's X-Portal-*.
+    app.router.add_route("*", "/api/v1/{tail:.*}", not_found, name="api_not_found")
