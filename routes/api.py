@@ -7,14 +7,23 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
+from gateway.errorpages import BadRequest
 from gateway.guard import GUARD, STORE, VISITOR
-from gateway.store.models import TicketDetail, TicketSummary
+from gateway.store.models import TicketDetail, TicketPage, TicketSummary
+from routes.highlight import highlight
 from routes.listing import parse_list
+from routes.openapi import openapi
 
 
 def ticket_json(ticket: TicketSummary) -> dict[str, Any]:
-    """A ticket as the list shows it: customer-facing state label only."""
+    """A ticket as the list shows it: customer-facing state label only; while searching, its snippet."""
+    snippet = (
+        {"html": str(highlight(ticket.snippet)), "author": ticket.snippet_author, "created_at": ticket.snippet_at}
+        if ticket.snippet
+        else None
+    )
     return {
+        "snippet": snippet,
         "type": "ticket",
         "ticket_id": ticket.ticket_id,
         "title": ticket.title,
@@ -62,15 +71,47 @@ async def list_tickets(request: web.Request) -> web.Response:
     visibility = request.app[GUARD].visibility
     wanted = parse_list(request.query, visibility.decide(visitor), request.app[CONFIG].portal.page_size)
     page = await request.app[STORE].list_tickets(visibility.ticket_filter(visitor, wanted.scope), wanted.query)
+    return _list_response(wanted.scope, page)
+
+
+def _list_response(scope: str, page: TicketPage) -> web.Response:
     return web.json_response(
         {
             "type": "ticket.list",
-            "scope": wanted.scope,
+            "scope": scope,
             "tickets": [ticket_json(ticket) for ticket in page.items],
             "total_count": page.total,
             "pages": {"page": page.page, "per_page": page.page_size, "total_pages": page.pages},
         }
     )
+
+
+async def tickets_space(request: web.Request) -> web.Response:
+    """The tickets whose conversations the visitor takes part in (still only those they may see)."""
+    visitor = request[VISITOR]
+    visibility = request.app[GUARD].visibility
+    page_size = request.app[CONFIG].portal.page_size
+    wanted = parse_list({"page": request.query.get("page", "")}, visibility.decide(visitor), page_size)
+    page = await request.app[STORE].tickets_space(visibility.ticket_filter(visitor, "all"), wanted.query)
+    return _list_response("all", page)
+
+
+async def join_ticket(request: web.Request) -> web.Response:
+    """Join a ticket's conversation (idempotent); answers the ticket as it now stands."""
+    # SECURITY: with cookie credentials a cross-site page could post here; a form cannot send JSON or a
+    # bearer token without a CORS preflight, which the gateway never grants.
+    if "Authorization" not in request.headers and request.content_type != "application/json":
+        raise BadRequest("send Content-Type: application/json or an Authorization header")
+    visitor = request[VISITOR]
+    visible = request.app[GUARD].visibility.ticket_filter(visitor, "all")
+    ticket_id = request.match_info["ticket_id"]
+    store = request.app[STORE]
+    if visitor.contact is None or not await store.join(visible, ticket_id, visitor.contact.id):
+        raise web.HTTPNotFound()
+    detail = await store.get_ticket(visible, ticket_id)
+    if detail is None:
+        raise web.HTTPNotFound()
+    return web.json_response(detail_json(detail))
 
 
 async def get_ticket(request: web.Request) -> web.Response:
@@ -92,8 +133,11 @@ async def not_found(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the JSON API; the rest of its namespace answers 404 instead of falling through to the proxy."""
+    app.router.add_get("/api/v1/openapi.json", openapi, name="api_openapi")
     app.router.add_get("/api/v1/me", me, name="api_me")
+    app.router.add_get("/api/v1/me/tickets-space", tickets_space, name="api_tickets_space")
     app.router.add_get("/api/v1/tickets", list_tickets, name="api_tickets")
     app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket, name="api_ticket")
+    app.router.add_post("/api/v1/tickets/{ticket_id}/join", join_ticket, name="api_join")
     # SECURITY: another method or sub-path of a ticket must not reach upstream with the visitor's X-Portal-*.
     app.router.add_route("*", "/api/v1/{tail:.*}", not_found, name="api_not_found")

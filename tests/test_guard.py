@@ -261,10 +261,10 @@ async def test_verified_visitor_in_the_audience_is_let_in(
 ) -> None:
     gateway = await start_gateway(**WITH_LOGIN)
     answer = await fetch(
-        gateway, "/tickets?state=resolved", headers=DELIVERIES[delivery](token("u-zed", email="z@x.example.com"))
+        gateway, "/tickets?page=1", headers=DELIVERIES[delivery](token("u-zed", email="z@x.example.com"))
     )
     assert answer.status == 200
-    assert upstream.last.path == "/tickets"
+    assert upstream.requests == []  # the portal page is the gateway's own
     record = await gateway.audit_for(answer.request_id)
     assert record["identity"] == {"method": "jwt", "user_id": "u-zed", "result": "verified", "reason": None}
     assert record["access"]["decision"] == "allow"

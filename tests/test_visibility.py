@@ -510,7 +510,14 @@ async def test_other_company_tickets_are_never_listed(start_gateway: StartGatewa
         for order in ("asc", "desc")
     ]
     attempts += [{"state": str(state_id)} for state_id in portal.state_ids.values()]
-    attempts += [{"company": "A"}, {"company_id": "1"}, {"creator": "a"}, {"ticket_id": "101"}, {"q": "101"}]
+    attempts += [
+        {"company": "A"},
+        {"company_id": "1"},
+        {"creator": "1"},
+        {"creator": "2"},
+        {"ticket_id": "101"},
+        {"q": "101"},
+    ]
     listed_any: set[str] = set()
     for params in attempts:
         first = await portal.call(b, "GET", "/api/v1/tickets", params)

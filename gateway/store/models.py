@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from gateway.store.search import search_terms
+
 TicketCategory = Literal["Customer", "Back-office", "Tracker"]
 StateCategory = Literal["submitted", "in_progress", "waiting_on_customer", "resolved"]
 TICKET_CATEGORIES: tuple[TicketCategory, ...] = ("Customer", "Back-office", "Tracker")
@@ -79,8 +81,11 @@ class TicketSummary:
     created_at: int
     updated_at: int
     snippet: str | None = None
+    """While searching: the best-matching text, each matched term between ``search.MARK_START`` and ``MARK_END``."""
     snippet_author: str | None = None
+    """Who wrote the snippet's text: the reply's author, or the ticket's creator for its title or description."""
     snippet_at: int | None = None
+    """When the snippet's text was written (the reply's time, or the ticket's ``created_at``)."""
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,8 @@ class TicketPage:
         return max(1, -(-self.total // self.page_size))
 
 
-SortKey = Literal["id", "type", "state", "created", "updated"]
-SORT_KEYS: tuple[SortKey, ...] = ("id", "type", "state", "created", "updated")
+SortKey = Literal["id", "type", "state", "created", "updated", "relevance"]
+SORT_KEYS: tuple[SortKey, ...] = ("id", "type", "state", "created", "updated", "relevance")
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,22 @@ class TicketQuery:
     updated_after: int | None = None
     updated_before: int | None = None
     q: str | None = None
-    sort: SortKey = "updated"
+    """Search words: only tickets holding all of them (a query with no words in it filters nothing)."""
+    sort: SortKey | None = None
+    """None: by relevance while searching, else by last update. "relevance" without a search is by last update."""
     descending: bool = True
+    """Largest first; for relevance, the best match first."""
     page: int = 1
     page_size: int = 25
+
+    @property
+    def searching(self) -> bool:
+        """Whether ``q`` holds at least one word to search for."""
+        return bool(search_terms(self.q))
+
+    @property
+    def order(self) -> SortKey:
+        """The sort the list is actually in (``sort`` with its defaults resolved)."""
+        if self.sort == "relevance" or self.sort is None:
+            return "relevance" if self.searching else "updated"
+        return self.sort

@@ -73,6 +73,73 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX participants_by_contact ON participants(contact_id);
     """,
+    # 2: ticket search. One FTS5 row per ticket (rowid = tickets.id): title, description, ticket id and its
+    # public replies joined by char(30), oldest first. SECURITY: only parts with is_public = 1 (exactly what
+    # the detail page shows) are ever indexed; internal notes never reach the index, and a part made internal
+    # leaves it. Every stored text has chars 2, 3, 4 and 30 blanked: they are the snippet markers, the cut
+    # mark and the reply separator (gateway/store/search.py), so no text can forge them.
+    """
+    CREATE VIRTUAL TABLE ticket_search USING fts5(
+        title, description, ticket_id, replies,
+        tokenize = 'unicode61 remove_diacritics 2',
+        prefix = '2 3'
+    );
+    CREATE VIEW ticket_search_source (id, title, description, ticket_id, replies) AS
+    SELECT
+        t.id,
+        replace(replace(replace(replace(t.title, char(2), ' '), char(3), ' '), char(4), ' '), char(30), ' '),
+        replace(replace(replace(replace(t.description, char(2), ' '), char(3), ' '), char(4), ' '), char(30), ' '),
+        replace(replace(replace(replace(t.ticket_id, char(2), ' '), char(3), ' '), char(4), ' '), char(30), ' '),
+        (
+            SELECT group_concat(body, char(30)) FROM (
+                SELECT replace(replace(replace(replace(p.body, char(2), ' '), char(3), ' '), char(4), ' '),
+                    char(30), ' ') AS body
+                FROM conversation_parts p
+                WHERE p.conversation_id = t.conversation_id AND p.is_public = 1
+                ORDER BY p.created_at, p.id
+            )
+        )
+    FROM tickets t;
+
+    INSERT INTO ticket_search (rowid, title, description, ticket_id, replies)
+    SELECT id, title, description, ticket_id, replies FROM ticket_search_source;
+
+    CREATE TRIGGER ticket_search_after_ticket_insert AFTER INSERT ON tickets BEGIN
+        INSERT INTO ticket_search (rowid, title, description, ticket_id, replies)
+        SELECT id, title, description, ticket_id, replies FROM ticket_search_source WHERE id = new.id;
+    END;
+    CREATE TRIGGER ticket_search_after_ticket_update
+    AFTER UPDATE OF id, ticket_id, title, description, conversation_id ON tickets BEGIN
+        DELETE FROM ticket_search WHERE rowid = old.id;
+        INSERT INTO ticket_search (rowid, title, description, ticket_id, replies)
+        SELECT id, title, description, ticket_id, replies FROM ticket_search_source WHERE id = new.id;
+    END;
+    CREATE TRIGGER ticket_search_after_ticket_delete AFTER DELETE ON tickets BEGIN
+        DELETE FROM ticket_search WHERE rowid = old.id;
+    END;
+
+    CREATE TRIGGER ticket_search_after_part_insert AFTER INSERT ON conversation_parts
+    WHEN new.is_public = 1 BEGIN
+        UPDATE ticket_search SET replies = (
+            SELECT replies FROM ticket_search_source WHERE id = ticket_search.rowid
+        ) WHERE rowid = (SELECT id FROM tickets WHERE conversation_id = new.conversation_id);
+    END;
+    CREATE TRIGGER ticket_search_after_part_update
+    AFTER UPDATE OF conversation_id, body, is_public, created_at ON conversation_parts
+    WHEN old.is_public = 1 OR new.is_public = 1 BEGIN
+        UPDATE ticket_search SET replies = (
+            SELECT replies FROM ticket_search_source WHERE id = ticket_search.rowid
+        ) WHERE rowid IN (
+            SELECT id FROM tickets WHERE conversation_id IN (old.conversation_id, new.conversation_id)
+        );
+    END;
+    CREATE TRIGGER ticket_search_after_part_delete AFTER DELETE ON conversation_parts
+    WHEN old.is_public = 1 BEGIN
+        UPDATE ticket_search SET replies = (
+            SELECT replies FROM ticket_search_source WHERE id = ticket_search.rowid
+        ) WHERE rowid = (SELECT id FROM tickets WHERE conversation_id = old.conversation_id);
+    END;
+    """,
 )
 
 

@@ -11,6 +11,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +27,8 @@ from gateway.store.models import (
     TicketType,
 )
 from gateway.store.schema import migrate
+from gateway.store.search import PART_SEPARATOR, clean, finish, fts_query, locate_reply
+from gateway.store.writes import add_participant
 from gateway.visibility import TicketFilter
 
 T = TypeVar("T")
@@ -40,6 +43,23 @@ _SORT_COLUMNS = {
     "created": "t.created_at {dir}",
     "updated": "t.updated_at {dir}",
 }
+# bm25() column weights (title, description, ticket_id, replies): within a tier, a word in the title or the
+# ticket id counts most, then one in the description, then one in a reply.
+_RANK = "bm25(ticket_search, 10.0, 4.0, 10.0, 1.0)"
+# The best field a ticket matched in: 0 title or ticket id, 1 description, 2 replies. bm25() with only one
+# column weighted is below zero exactly when that column holds a match, and bm25 alone cannot promise the
+# order (it scores the row as one document, so a long reply thread dilutes a title match).
+_TIER = (
+    "CASE WHEN bm25(ticket_search, 1, 0, 1, 0) < 0 THEN 0 WHEN bm25(ticket_search, 0, 1, 0, 0) < 0 THEN 1 ELSE 2 END"
+)
+# The column a snippet is cut from: the title, else the ticket id, else the description, else the replies.
+_TITLE, _DESCRIPTION, _TICKET_ID, _REPLIES = range(4)
+_SNIPPET_COLUMN = (
+    f"CASE WHEN bm25(ticket_search, 1, 0, 0, 0) < 0 THEN {_TITLE}"
+    f" WHEN bm25(ticket_search, 0, 0, 1, 0) < 0 THEN {_TICKET_ID}"
+    f" WHEN bm25(ticket_search, 0, 1, 0, 0) < 0 THEN {_DESCRIPTION} ELSE {_REPLIES} END"
+)
+_SNIPPET_TOKENS = 16
 _SUMMARY_COLUMNS = """
     t.ticket_id, t.title, ty.name, s.external_label, s.category, c.name, p.name, t.created_at, t.updated_at
 """
@@ -76,7 +96,12 @@ def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
 def _query_clause(query: TicketQuery) -> tuple[str, list[Any]]:
     conditions, params = [], []
     for column, value in (
-        ("t.state_id = ?", query.state_id),
+        # Customers see external labels only: a state stands for every state that shares its label.
+        (
+            "t.state_id IN (SELECT id FROM ticket_states WHERE external_label ="
+            " (SELECT external_label FROM ticket_states WHERE id = ?))",
+            query.state_id,
+        ),
         ("t.type_id = ?", query.type_id),
         ("t.creator_id = ?", query.creator_id),
         ("t.created_at >= ?", query.created_after),
@@ -92,6 +117,12 @@ def _query_clause(query: TicketQuery) -> tuple[str, list[Any]]:
 
 def _summary(row: Sequence[Any]) -> TicketSummary:
     return TicketSummary(*row[:9])
+
+
+def _relevance(descending: bool) -> str:
+    """ORDER BY for relevance: an exact ticket id first, then by tier, then by weighted bm25 (lower is better)."""
+    best, worst = ("DESC", "ASC") if descending else ("ASC", "DESC")
+    return f"t.ticket_id = ? {best}, {_TIER} {worst}, {_RANK} {worst}, t.updated_at {best}, t.id {best}"
 
 
 def _company(row: Sequence[Any]) -> Company:
@@ -199,26 +230,85 @@ class SQLiteStore:
         return [TicketType(*row) for row in rows]
 
     async def list_tickets(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
-        """One page of the tickets the filter lets the visitor see, and their total."""
+        """One page of the tickets the filter lets the visitor see, and their total.
+
+        With search words in ``query.q``, only the tickets matching all of them
+        (in the title, description, ticket id or a public reply), each with a snippet.
+        """
         where, params = visible_clause(visible)
         extra, extra_params = _query_clause(query)
+        match = fts_query(query.q)
         direction = "DESC" if query.descending else "ASC"
-        order = _SORT_COLUMNS[query.sort].format(dir=direction)
+        order_params: list[Any] = []
+        if query.order == "relevance":
+            order = _relevance(query.descending)
+            order_params.append((query.q or "").strip().lstrip("#"))
+        else:
+            order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
         offset = (query.page - 1) * query.page_size
+        search = ""
+        if match is not None:
+            search = " JOIN ticket_search ON ticket_search.rowid = t.id"
+            where = f"ticket_search MATCH ? AND {where}"
+            params = [match, *params]
+        filters = [*params, *extra_params]
 
         def read() -> TicketPage:
             total = self._connection.execute(
-                f"SELECT count(*) FROM tickets t WHERE {where}{extra}",  # noqa: S608 (placeholders only)
-                [*params, *extra_params],
+                f"SELECT count(*) FROM tickets t{search} WHERE {where}{extra}",  # noqa: S608 (placeholders only)
+                filters,
             ).fetchone()[0]
             rows = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{extra}"
-                f" ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?",
-                [*params, *extra_params, query.page_size, offset],
+                f"SELECT {_SUMMARY_COLUMNS}, t.id {_SUMMARY_JOINS}{search} WHERE {where}{extra}"
+                f" ORDER BY {order} LIMIT ? OFFSET ?",
+                [*filters, *order_params, query.page_size, offset],
             ).fetchall()
-            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
+            items = [_summary(row) for row in rows]
+            if match is not None and rows:
+                items = self._with_snippets(match, items, [row[9] for row in rows])
+            return TicketPage(tuple(items), int(total), query.page, query.page_size)
 
         return await self._run(read)
+
+    def _with_snippets(self, match: str, items: list[TicketSummary], ids: list[int]) -> list[TicketSummary]:
+        """The page's summaries with the snippet of the best field each matched in, its author and time."""
+        cut = f"snippet(ticket_search, {_SNIPPET_COLUMN}, char(2), char(3), char(4), {_SNIPPET_TOKENS})"
+        sql = (
+            f"SELECT t.id, {_SNIPPET_COLUMN}, {cut}, ticket_search.replies, t.conversation_id"  # noqa: S608
+            " FROM tickets t JOIN ticket_search ON ticket_search.rowid = t.id"
+            f" WHERE ticket_search MATCH ? AND t.id IN ({','.join('?' * len(ids))})"
+        )
+        found = {row[0]: row[1:] for row in self._connection.execute(sql, [match, *ids])}
+        result = []
+        for item, ticket in zip(items, ids, strict=True):
+            if ticket not in found:  # written between the two reads: keep the row, without a snippet
+                result.append(item)
+                continue
+            column, snippet, replies, conversation = found[ticket]
+            author: str | None = item.creator_name
+            at: int | None = item.created_at
+            if column == _REPLIES:
+                snippet, author, at = self._reply_snippet(snippet, replies or "", conversation)
+            result.append(replace(item, snippet=finish(snippet), snippet_author=author, snippet_at=at))
+        return result
+
+    def _reply_snippet(self, snippet: str, replies: str, conversation: int) -> tuple[str, str | None, int | None]:
+        """A snippet of the replies column cut to one reply, with that reply's author and time."""
+        located = locate_reply(snippet, replies)
+        if located is None:
+            return snippet, None, None
+        index, snippet = located
+        text = replies.split(PART_SEPARATOR)[index]
+        parts = self._connection.execute(
+            "SELECT author_name, created_at, body FROM conversation_parts"
+            " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id",
+            (conversation,),
+        ).fetchall()
+        # SECURITY: only public parts are candidates, so a note never lends its author or time to a snippet.
+        for author, at, body in parts:
+            if clean(body) == text:
+                return snippet, author, at
+        return snippet, None, None
 
     async def get_ticket(self, visible: TicketFilter, ticket_id: str) -> TicketDetail | None:
         """The ticket with that customer-facing id, if the filter lets the visitor see it."""
@@ -248,5 +338,54 @@ class SQLiteStore:
                 parts=tuple(Part(*part) for part in parts),
                 participant=participant is not None,
             )
+
+        return await self._run(read)
+
+    async def creators(self, visible: TicketFilter) -> list[tuple[int, str]]:
+        """(contact id, name) of everyone who created a ticket the filter lets the visitor see, by name."""
+        where, params = visible_clause(visible)
+        rows = await self._run(
+            lambda: self._connection.execute(
+                "SELECT DISTINCT p.id, coalesce(p.name, p.email, p.user_id) AS shown FROM tickets t"  # noqa: S608
+                f" JOIN contacts p ON p.id = t.creator_id WHERE {where} ORDER BY shown COLLATE NOCASE",
+                params,
+            ).fetchall()
+        )
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    async def join(self, visible: TicketFilter, ticket_id: str, contact_id: int) -> bool:
+        """Make the contact a participant of the ticket's conversation, if the filter lets them see it (idempotent)."""
+        where, params = visible_clause(visible)
+
+        def write(connection: sqlite3.Connection) -> bool:
+            row = connection.execute(
+                f"SELECT t.conversation_id FROM tickets t WHERE {where} AND t.ticket_id = ?",  # noqa: S608
+                [*params, ticket_id],
+            ).fetchone()
+            if row is None:
+                return False
+            add_participant(connection, int(row[0]), contact_id)
+            return True
+
+        return await self.transaction(write)
+
+    async def tickets_space(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
+        """The visible tickets whose conversations the filter's contact takes part in, most recently updated first."""
+        where, params = visible_clause(visible)
+        participating = " AND t.conversation_id IN (SELECT conversation_id FROM participants WHERE contact_id = ?)"
+        offset = (query.page - 1) * query.page_size
+
+        def read() -> TicketPage:
+            arguments = [*params, visible.contact_id]
+            total = self._connection.execute(
+                f"SELECT count(*) FROM tickets t WHERE {where}{participating}",  # noqa: S608 (placeholders only)
+                arguments,
+            ).fetchone()[0]
+            rows = self._connection.execute(
+                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{participating}"
+                " ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
+                [*arguments, query.page_size, offset],
+            ).fetchall()
+            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
         return await self._run(read)

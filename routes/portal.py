@@ -1,0 +1,137 @@
+"""The Help Center home and the tickets portal pages, rendered by the gateway (``portal.mode: render``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+
+from gateway.config import CONFIG
+from gateway.csrf import csrf_token, csrf_valid, derive_key
+from gateway.guard import GUARD, STORE, VISITOR
+from gateway.timefmt import iso, relative
+from gateway.visibility import Visitor
+from routes.api import not_found
+from routes.highlight import highlight
+from routes.listing import FILTER_NAMES, parse_list
+
+COLUMNS = (
+    ("id", "ID"),
+    ("", "Title"),
+    ("type", "Type"),
+    ("state", "State"),
+    ("", "Company"),
+    ("", "Created by"),
+    ("updated", "Updated"),
+)
+SORT_LABELS = {"id": "ID", "type": "type", "state": "state", "created": "creation date", "updated": "last update"}
+TABS = {"all": "All", "mine": "Created by me"}
+CSRF_KEY = web.AppKey("csrf_key", bytes)
+
+
+def _visitor_name(visitor: Visitor) -> str:
+    contact = visitor.contact
+    return visitor.identity.name or (contact.name if contact else None) or visitor.identity.user_id
+
+
+@aiohttp_jinja2.template("home.html")
+async def home(request: web.Request) -> dict[str, Any]:
+    """The Help Center home: the configured sections, in order."""
+    config = request.app[CONFIG]
+    return {
+        "sections": config.help_center.sections,
+        "portal_enabled": config.portal.enabled,
+        "portal_path": config.portal.path,
+    }
+
+
+@aiohttp_jinja2.template("tickets.html")
+async def ticket_list(request: web.Request) -> dict[str, Any]:
+    """The visitor's tickets: tabs the visibility rules allow, filters, sort, search and pages."""
+    visitor = request[VISITOR]
+    guard, config, store = request.app[GUARD], request.app[CONFIG], request.app[STORE]
+    decision = guard.visibility.decide(visitor)
+    wanted = parse_list(request.query, decision, config.portal.page_size)
+    visible = guard.visibility.ticket_filter(visitor, wanted.scope)
+    page = await store.list_tickets(visible, wanted.query)
+    states = {state.external_label: state for state in reversed(await store.ticket_states())}
+    kept = {name: request.query[name] for name in ("scope", "sort", "order", *FILTER_NAMES) if request.query.get(name)}
+
+    def link(**changes: object) -> str:
+        query = {**kept, **{name: str(value) for name, value in changes.items() if value is not None}}
+        for name, value in changes.items():
+            if value is None:
+                query.pop(name, None)
+        return str(request.rel_url.with_query(query))
+
+    return {
+        "visitor_name": _visitor_name(visitor),
+        "portal_path": config.portal.path,
+        "tabs": [(scope, TABS[scope]) for scope in decision.scopes],
+        "current_scope": wanted.scope,
+        "params": {name: request.query.get(name) for name in FILTER_NAMES},
+        "filtered": any(request.query.get(name) for name in FILTER_NAMES),
+        "states": sorted(states.values(), key=lambda state: state.id),
+        "types": await store.ticket_types(),
+        "creators": await store.creators(visible),
+        "page": page,
+        "columns": COLUMNS,
+        "current_sort": wanted.query.order,
+        "descending": wanted.query.descending,
+        "sort_label": SORT_LABELS.get(wanted.query.order, "relevance"),
+        "show_preview": bool(wanted.query.q) and config.portal.preview_column,
+        "link": link,
+        "ago": lambda timestamp: relative(timestamp, guard.clock()),
+        "iso": iso,
+        "highlight": highlight,
+    }
+
+
+async def ticket_detail(request: web.Request) -> web.Response:
+    """One ticket; one the visitor may not see is a 404 like one that does not exist."""
+    visitor = request[VISITOR]
+    guard, config = request.app[GUARD], request.app[CONFIG]
+    ticket_id = request.match_info["ticket_id"]
+    detail = await request.app[STORE].get_ticket(guard.visibility.ticket_filter(visitor, "all"), ticket_id)
+    if detail is None:
+        raise web.HTTPNotFound()
+    context = {
+        "visitor_name": _visitor_name(visitor),
+        "portal_path": config.portal.path,
+        "ticket": detail,
+        "csrf": csrf_token(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}"),
+        "ago": lambda timestamp: relative(timestamp, guard.clock()),
+        "iso": iso,
+    }
+    return aiohttp_jinja2.render_template("ticket.html", request, context)
+
+
+async def join(request: web.Request) -> web.StreamResponse:
+    """Join the ticket's conversation (idempotent); needs the form's CSRF token."""
+    visitor = request[VISITOR]
+    guard, config = request.app[GUARD], request.app[CONFIG]
+    ticket_id = request.match_info["ticket_id"]
+    form = await request.post()
+    token = str(form.get("csrf_token", ""))
+    if not csrf_valid(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}", token):
+        raise web.HTTPForbidden()
+    visible = guard.visibility.ticket_filter(visitor, "all")
+    if visitor.contact is None or not await request.app[STORE].join(visible, ticket_id, visitor.contact.id):
+        raise web.HTTPNotFound()
+    raise web.HTTPSeeOther(f"{config.portal.path}/{ticket_id}")
+
+
+def add_routes(app: web.Application) -> None:
+    """The home page always; the portal pages in render mode (in proxy mode upstream renders them)."""
+    config = app[CONFIG]
+    app[CSRF_KEY] = derive_key(config.identity.jwt.secrets[0].get_secret_value())
+    app.router.add_get("/", home, name="home")
+    if config.portal.enabled and config.portal.mode == "render":
+        path = config.portal.path
+        app.router.add_get(path, ticket_list, name="portal_list")
+        app.router.add_get(path + "/{ticket_id}", ticket_detail, name="portal_ticket")
+        app.router.add_post(path + "/{ticket_id}/join", join, name="portal_join")
+        # SECURITY: other methods and sub-paths of the portal never fall through to the proxy.
+        app.router.add_route("*", path, not_found, name="portal_other")
+        app.router.add_route("*", path + "/{tail:.*}", not_found, name="portal_not_found")
