@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# apt-get through sudo only when not root and sudo is there
+SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
 
 .PHONY: run test lint clean
 
@@ -16,10 +18,12 @@ run: $(BIN)/portal-gateway
 	$(BIN)/portal-gateway serve
 
 ## set up, lint, type-check and run the whole test suite
+# (the browser tests drive Debian's chromium, installed here when missing: Playwright never downloads a browser)
 test: $(BIN)/portal-gateway
 	$(BIN)/ruff check gateway routes tests bench
 	$(BIN)/ruff format --check gateway routes tests bench
 	$(BIN)/mypy
+	[ -x /usr/bin/chromium ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 	$(BIN)/pytest
 
 clean:

@@ -17,6 +17,7 @@ from gateway.config import GatewayConfig
 from routes.redirect import create_redirect_app
 
 log = logging.getLogger(__name__)
+MAX_LINE = 32 * 1024
 
 
 @dataclass
@@ -41,7 +42,8 @@ def _bound_port(runner: web.AppRunner) -> int:
 async def start(config: GatewayConfig, context: ssl.SSLContext) -> Running:
     """Start the HTTPS listener and, when configured, the HTTP redirect listener."""
     grace = config.listen.shutdown_grace
-    runner = web.AppRunner(create_app(config), shutdown_timeout=grace, access_log=None)
+    # A 10 KB search, percent-encoded, must reach the handler (aiohttp's default request line is 8190 bytes).
+    runner = web.AppRunner(create_app(config), shutdown_timeout=grace, access_log=None, max_line_size=MAX_LINE)
     await runner.setup()
     running = Running(app=runner.app, runners=[runner], https_port=0, http_port=None)
     try:

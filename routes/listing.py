@@ -35,7 +35,7 @@ def _int(params: Mapping[str, str], name: str, *, minimum: int = 0, maximum: int
     raw = params.get(name, "").strip()
     if not raw:
         return None
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise BadParameter(name, "must be a whole number")
     value = int(raw)
     if value < minimum or (maximum is not None and value > maximum):

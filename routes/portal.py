@@ -55,7 +55,10 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
     wanted = parse_list(request.query, decision, config.portal.page_size)
     visible = guard.visibility.ticket_filter(visitor, wanted.scope)
     page = await store.list_tickets(visible, wanted.query)
-    states = {state.external_label: state for state in reversed(await store.ticket_states())}
+    all_states = await store.ticket_states()
+    states = {state.external_label: state for state in reversed(all_states)}
+    # A shared link may name any state behind a label; the dropdown shows the label it stands for.
+    chosen = next((state.external_label for state in all_states if state.id == wanted.query.state_id), None)
     kept = {name: request.query[name] for name in ("scope", "sort", "order", *FILTER_NAMES) if request.query.get(name)}
 
     def link(**changes: object) -> str:
@@ -73,7 +76,8 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
         "params": {name: request.query.get(name) for name in FILTER_NAMES},
         "filtered": any(request.query.get(name) for name in FILTER_NAMES),
         "states": sorted(states.values(), key=lambda state: state.id),
-        "types": await store.ticket_types(),
+        "chosen_state": chosen,
+        "types": await store.visible_types(visible),
         "creators": await store.creators(visible),
         "page": page,
         "columns": COLUMNS,

@@ -79,6 +79,10 @@ MIGRATIONS: tuple[str, ...] = (
     # leaves it. Every stored text has chars 2, 3, 4 and 30 blanked: they are the snippet markers, the cut
     # mark and the reply separator (gateway/store/search.py), so no text can forge them.
     """
+    -- What visible_clause() reads, so the visible set of a search (or a count) comes from an index alone.
+    CREATE INDEX tickets_by_visibility ON tickets(company_id, category, is_shared, creator_id);
+
+    -- Prefix indexes for 2- and 3-character prefixes: the search matches every word as a prefix.
     CREATE VIRTUAL TABLE ticket_search USING fts5(
         title, description, ticket_id, replies,
         tokenize = 'unicode61 remove_diacritics 2',

@@ -63,13 +63,13 @@ _SNIPPET_TOKENS = 16
 _SUMMARY_COLUMNS = """
     t.ticket_id, t.title, ty.name, s.external_label, s.category, c.name, p.name, t.created_at, t.updated_at
 """
-_SUMMARY_JOINS = """
-    FROM tickets t
+_SUMMARY_LOOKUPS = """
     JOIN ticket_types ty ON ty.id = t.type_id
     JOIN ticket_states s ON s.id = t.state_id
     LEFT JOIN companies c ON c.id = t.company_id
     LEFT JOIN contacts p ON p.id = t.creator_id
 """
+_SUMMARY_JOINS = f"FROM tickets t {_SUMMARY_LOOKUPS}"
 
 
 def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
@@ -120,9 +120,9 @@ def _summary(row: Sequence[Any]) -> TicketSummary:
 
 
 def _relevance(descending: bool) -> str:
-    """ORDER BY for relevance: an exact ticket id first, then by tier, then by weighted bm25 (lower is better)."""
+    """ORDER BY for relevance: the exact ticket id first, then by tier, then by weighted bm25 (lower is better)."""
     best, worst = ("DESC", "ASC") if descending else ("ASC", "DESC")
-    return f"t.ticket_id = ? {best}, {_TIER} {worst}, {_RANK} {worst}, t.updated_at {best}, t.id {best}"
+    return f"hits.exact {best}, hits.tier {worst}, hits.score {worst}, hits.id {best}"
 
 
 def _company(row: Sequence[Any]) -> Company:
@@ -232,63 +232,98 @@ class SQLiteStore:
     async def list_tickets(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
         """One page of the tickets the filter lets the visitor see, and their total.
 
-        With search words in ``query.q``, only the tickets matching all of them
-        (in the title, description, ticket id or a public reply), each with a snippet.
+        With search words in ``query.q``: only the tickets holding all of them (in the
+        title, description, ticket id or a public reply), each with a snippet.
         """
         where, params = visible_clause(visible)
         extra, extra_params = _query_clause(query)
         match = fts_query(query.q)
-        direction = "DESC" if query.descending else "ASC"
-        order_params: list[Any] = []
-        if query.order == "relevance":
-            order = _relevance(query.descending)
-            order_params.append((query.q or "").strip().lstrip("#"))
-        else:
-            order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
-        offset = (query.page - 1) * query.page_size
-        search = ""
         if match is not None:
-            search = " JOIN ticket_search ON ticket_search.rowid = t.id"
-            where = f"ticket_search MATCH ? AND {where}"
-            params = [match, *params]
-        filters = [*params, *extra_params]
+            return await self._run(lambda: self._search(match, f"{where}{extra}", [*params, *extra_params], query))
+        direction = "DESC" if query.descending else "ASC"
+        order = _SORT_COLUMNS[query.order].format(dir=direction)
+        offset = (query.page - 1) * query.page_size
 
         def read() -> TicketPage:
             total = self._connection.execute(
-                f"SELECT count(*) FROM tickets t{search} WHERE {where}{extra}",  # noqa: S608 (placeholders only)
-                filters,
+                f"SELECT count(*) FROM tickets t WHERE {where}{extra}",  # noqa: S608 (placeholders only)
+                [*params, *extra_params],
             ).fetchone()[0]
             rows = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS}, t.id {_SUMMARY_JOINS}{search} WHERE {where}{extra}"
-                f" ORDER BY {order} LIMIT ? OFFSET ?",
-                [*filters, *order_params, query.page_size, offset],
+                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{extra}"
+                f" ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?",
+                [*params, *extra_params, query.page_size, offset],
             ).fetchall()
-            items = [_summary(row) for row in rows]
-            if match is not None and rows:
-                items = self._with_snippets(match, items, [row[9] for row in rows])
-            return TicketPage(tuple(items), int(total), query.page, query.page_size)
+            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
         return await self._run(read)
 
-    def _with_snippets(self, match: str, items: list[TicketSummary], ids: list[int]) -> list[TicketSummary]:
-        """The page's summaries with the snippet of the best field each matched in, its author and time."""
-        cut = f"snippet(ticket_search, {_SNIPPET_COLUMN}, char(2), char(3), char(4), {_SNIPPET_TOKENS})"
-        sql = (
-            f"SELECT t.id, {_SNIPPET_COLUMN}, {cut}, ticket_search.replies, t.conversation_id"  # noqa: S608
-            " FROM tickets t JOIN ticket_search ON ticket_search.rowid = t.id"
-            f" WHERE ticket_search MATCH ? AND t.id IN ({','.join('?' * len(ids))})"
+    def _search(self, match: str, where: str, params: list[Any], query: TicketQuery) -> TicketPage:
+        """A page of the visible tickets matching ``match``, their total, and each one's snippet.
+
+        The visible set is read first (from an index) and the full-text matches are
+        checked against it, so the cost is that of the two sets, however they overlap.
+        Total and ranks come from one pass over the matches.
+        """
+        relevance = query.order == "relevance"
+        exact = (query.q or "").strip().lstrip("#")
+        if relevance:  # cut the page from the hits alone, then read the page's tickets
+            order = _relevance(query.descending)
+            source = f"(SELECT * FROM hits ORDER BY {order} LIMIT ? OFFSET ?) AS hits"  # noqa: S608
+            limit = ""
+        else:
+            direction = "DESC" if query.descending else "ASC"
+            source = "hits"
+            order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
+            limit = " LIMIT ? OFFSET ?"
+        # SECURITY: the full-text match is only ever checked against the visible set, never returned past it.
+        # The unary + keeps FTS5 from taking the rowid test as a lookup, which re-runs the query per ticket.
+        hits = (
+            "WITH hits (id, exact, tier, score) AS MATERIALIZED ("  # noqa: S608 (placeholders only)
+            " SELECT ticket_search.rowid, ticket_search.rowid IS (SELECT id FROM tickets WHERE ticket_id = ?),"
+            f" {_TIER if relevance else 0}, {_RANK if relevance else 0}"
+            " FROM ticket_search WHERE ticket_search MATCH ?"
+            f" AND +ticket_search.rowid IN (SELECT t.id FROM tickets t WHERE {where}))"
         )
-        found = {row[0]: row[1:] for row in self._connection.execute(sql, [match, *ids])}
+        page = (
+            f"{hits} SELECT {_SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits)"  # noqa: S608
+            f" FROM {source} CROSS JOIN tickets t ON t.id = hits.id {_SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
+        )
+        offset = (query.page - 1) * query.page_size
+        rows = self._connection.execute(page, [exact, match, *params, query.page_size, offset]).fetchall()
+        total = int(rows[0][11]) if rows else 0
+        if not rows and offset:  # past the last page: the total still counts
+            count = f"{hits} SELECT count(*) FROM hits"  # noqa: S608 (placeholders only)
+            total = int(self._connection.execute(count, [exact, match, *params]).fetchone()[0])
+        items = self._with_snippets(match, [_summary(row) for row in rows], {row[9]: row[10] for row in rows})
+        return TicketPage(tuple(items), total, query.page, query.page_size)
+
+    def _with_snippets(
+        self, match: str, items: list[TicketSummary], conversations: dict[int, int]
+    ) -> list[TicketSummary]:
+        """The page's summaries with the snippet of the best field each matched in, its author and time."""
+        if not items:
+            return items
+        ids = list(conversations)
+        cut = f"snippet(ticket_search, {_SNIPPET_COLUMN}, char(2), char(3), char(4), {_SNIPPET_TOKENS})"
+        # The unary + keeps the rowid test out of FTS5's hands: one pass over the matches, instead of
+        # re-running the query (and its prefix expansions) once for every ticket of the page.
+        sql = (
+            f"SELECT ticket_search.rowid, {_SNIPPET_COLUMN}, {cut}, ticket_search.replies"  # noqa: S608
+            " FROM ticket_search WHERE ticket_search MATCH ? AND ticket_search.rowid BETWEEN ? AND ?"
+            f" AND +ticket_search.rowid IN ({','.join('?' * len(ids))})"
+        )
+        found = {row[0]: row[1:] for row in self._connection.execute(sql, [match, min(ids), max(ids), *ids])}
         result = []
         for item, ticket in zip(items, ids, strict=True):
-            if ticket not in found:  # written between the two reads: keep the row, without a snippet
+            if ticket not in found:  # cannot happen within one connection; keep the row, without a snippet
                 result.append(item)
                 continue
-            column, snippet, replies, conversation = found[ticket]
+            column, snippet, replies = found[ticket]
             author: str | None = item.creator_name
             at: int | None = item.created_at
             if column == _REPLIES:
-                snippet, author, at = self._reply_snippet(snippet, replies or "", conversation)
+                snippet, author, at = self._reply_snippet(snippet, replies or "", conversations[ticket])
             result.append(replace(item, snippet=finish(snippet), snippet_author=author, snippet_at=at))
         return result
 
@@ -352,6 +387,18 @@ class SQLiteStore:
             ).fetchall()
         )
         return [(int(row[0]), str(row[1])) for row in rows]
+
+    async def visible_types(self, visible: TicketFilter) -> list[TicketType]:
+        """The ticket types of the tickets the filter lets the visitor see (never a type they cannot see), by name."""
+        where, params = visible_clause(visible)
+        rows = await self._run(
+            lambda: self._connection.execute(
+                "SELECT ty.id, ty.name FROM ticket_types ty WHERE EXISTS"  # noqa: S608 (placeholders only)
+                f" (SELECT 1 FROM tickets t WHERE t.type_id = ty.id AND {where}) ORDER BY ty.name",
+                params,
+            ).fetchall()
+        )
+        return [TicketType(*row) for row in rows]
 
     async def join(self, visible: TicketFilter, ticket_id: str, contact_id: int) -> bool:
         """Make the contact a participant of the ticket's conversation, if the filter lets them see it (idempotent)."""
