@@ -79,17 +79,17 @@ def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
     Back-office tickets never match; a visitor with no company and no contact
     matches nothing (deny by default).
     """
-    me = visible.contact_id if visible.contact_id is not None else -1
-    companies = sorted(visible.company_ids)
-    in_companies = f"t.company_id IN ({','.join('?' * len(companies))})" if companies else "0"
-    clause = (
-        "(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1))"
-        f" AND ({in_companies} OR (t.company_id IS NULL AND t.creator_id = ?))"
-    )
-    params: list[Any] = [*companies, me]
+    # A ticket's scope key is its company, or minus its creator when it has no company (company ids are
+    # positive, so the two never meet); one IN over that key, served by the tickets_by_scope index.
+    keys: list[Any] = sorted(visible.company_ids)
+    if visible.contact_id is not None:
+        keys.append(-visible.contact_id)
+    in_scope = f"coalesce(t.company_id, -t.creator_id) IN ({','.join('?' * len(keys))})" if keys else "0"
+    clause = f"(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1)) AND {in_scope}"
+    params = keys
     if visible.own_only:
         clause += " AND t.creator_id = ?"
-        params.append(me)
+        params.append(visible.contact_id if visible.contact_id is not None else -1)
     return clause, params
 
 
@@ -249,9 +249,13 @@ class SQLiteStore:
                 f"SELECT count(*) FROM tickets t WHERE {where}{extra}",  # noqa: S608 (placeholders only)
                 [*params, *extra_params],
             ).fetchone()[0]
+            # The page is chosen from the tickets_by_scope index alone (the small type and state tables
+            # give the sort keys); only its rows are then read and joined to companies and creators.
             rows = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{extra}"
-                f" ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?",
+                f"SELECT {_SUMMARY_COLUMNS} FROM (SELECT t.id AS page_id FROM tickets t"  # noqa: S608
+                " JOIN ticket_types ty ON ty.id = t.type_id JOIN ticket_states s ON s.id = t.state_id"
+                f" WHERE {where}{extra} ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?) AS page"
+                f" JOIN tickets t ON t.id = page.page_id {_SUMMARY_LOOKUPS} ORDER BY {order}, t.id {direction}",
                 [*params, *extra_params, query.page_size, offset],
             ).fetchall()
             return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
