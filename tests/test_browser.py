@@ -64,7 +64,12 @@ pytestmark = pytest.mark.skipif(
 
 DESKTOP = ViewportSize(width=1280, height=800)
 PHONE = ViewportSize(width=375, height=667)
-VIEWPORTS = [pytest.param(DESKTOP, id="desktop"), pytest.param(PHONE, id="phone-375x667")]
+NARROWEST = ViewportSize(width=360, height=640)  # the narrowest screen the portal promises to fit
+VIEWPORTS = [
+    pytest.param(DESKTOP, id="desktop"),
+    pytest.param(PHONE, id="phone-375x667"),
+    pytest.param(NARROWEST, id="phone-360x640"),
+]
 
 # Every check that holds on every page; returns a list of problems, empty when the page is fine.
 PAGE_PROBLEMS_JS = """
