@@ -18,11 +18,11 @@ from gateway.guard import GUARD, STORE, Guard, access_middleware, identity_middl
 from gateway.headers import forwarded_middleware
 from gateway.identity import JWTVerifier
 from gateway.metrics import METRICS, Metrics
-from gateway.proxy import HELP_CENTER, Upstream, upstream_session
+from gateway.proxy import HELP_CENTER, MESSENGER, Upstream, upstream_session
 from gateway.secure import security_headers
 from gateway.store import SQLiteStore
 from gateway.store.demo import seed_if_empty
-from routes import api, auth, health, portal, upstream
+from routes import api, auth, health, messenger, portal, upstream
 
 STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
@@ -55,6 +55,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[CONFIG] = config
     app[METRICS] = Metrics()
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)
+    app[MESSENGER] = Upstream.from_config(config, config.messenger.upstream)
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt))
     app.cleanup_ctx.extend([audit_log_context(config.audit.path), upstream_session, store_context, jwks_context])
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
@@ -64,5 +65,6 @@ def create_app(config: GatewayConfig) -> web.Application:
     auth.add_routes(app)
     api.add_routes(app)
     portal.add_routes(app)
+    messenger.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

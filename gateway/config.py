@@ -38,6 +38,7 @@ from yarl import URL
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "PORTAL_GATEWAY__"
+ADMIN_TOKEN_MIN = 16
 BUNDLED_CONFIG = "gateway.yaml"
 
 _ATTRIBUTE = re.compile(r"^(person|company)\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -191,6 +192,12 @@ class MessengerConfig(_Model):
     company_update_action: Literal["strip", "reject"] = Field(
         default="strip", description="strip the field or reject the call."
     )
+    max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Largest Messenger request body read for the policy; a bigger one gets a 400.",
+    )
 
 
 Operator = Literal[
@@ -292,6 +299,14 @@ class AdminConfig(_Model):
     """The admin API."""
 
     token: Secret | None = Field(default=None, description="Bearer token for /admin/api; unset disables the admin API.")
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # SECURITY: a short bearer token could be guessed; the admin API changes who sees which tickets.
+        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN:
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN} characters")
+        return value
 
 
 class AuditConfig(_Model):

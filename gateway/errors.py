@@ -2,9 +2,13 @@
 
     GatewayError
     ├── ConfigError            a configuration value is missing or wrong (exit code 2)
-    └── UpstreamError          the upstream could not answer the proxied request
-        ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
-        └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
+    ├── UpstreamError          the upstream could not answer the proxied request
+    │   ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
+    │   └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
+    └── ChangeRefused          an admin API change the store will not make; ``str()`` says why
+        ├── Missing                something it names does not exist (404)
+        ├── Conflict               it would duplicate something or lose data (409)
+        └── RuleBroken             a rule refuses the value of an input field (422)
 
 Handlers raise these (or ``web.HTTPException``); one error middleware turns
 them into a page or a JSON body, so no handler formats its own errors.
@@ -47,3 +51,38 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     title = "The help center took too long to answer"
     kind = "timeout"
+
+
+class ChangeRefused(GatewayError):
+    """An admin API change the store will not make; carries the status, and bad fields as (path, reason)."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, reason: str, fields: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(reason)
+        self.fields = fields
+
+
+class Missing(ChangeRefused):
+    """Something the change names does not exist."""
+
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ChangeRefused):
+    """The change would duplicate something, or lose data that refers to what it deletes."""
+
+    status = 409
+    title = "Conflict"
+
+
+class RuleBroken(ChangeRefused):
+    """A rule refuses an input field's value; the field is named, so clients can show it."""
+
+    status = 422
+    title = "Unprocessable content"
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}", ((path, reason),))

@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -130,17 +131,23 @@ async def jwks_context(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-@web.middleware
-async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
+Judgement = TypeVar("Judgement", Identity | Rejection, Identity | Rejection | None)
+
+
+async def judged(request: web.Request, judge: Callable[[], Judgement]) -> Judgement:
+    """``judge()``; judged again once after fetching the JWKS anew, when it names a key not fetched yet."""
     guard = request.app[GUARD]
-    result = guard.credentials(request)
+    result = judge()
     jwks = guard.verifier.jwks
     if isinstance(result, Rejection) and result.reason == "unknown_kid" and jwks and jwks.needs_refetch(guard.clock()):
         # A new signing key may have been published since the last fetch: fetch once, then judge again.
         await jwks.refresh(request.app[UPSTREAM_SESSION])
-        result = guard.credentials(request)
-    request[CREDENTIALS] = result
+        result = judge()
+    return result
+
+
+def record_identity(request: web.Request, result: Identity | Rejection | None) -> None:
+    """Write an identity outcome into the request's audit entry and the metrics."""
     entry = request[AUDIT_ENTRY]
     if isinstance(result, Identity):
         entry.identity = IdentityResult(method=result.method, user_id=result.user_id, result="verified")
@@ -150,6 +157,15 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         request.app[METRICS].identity_results.labels(
             method=result.method, result=entry.identity.result, reason=entry.identity.reason or ""
         ).inc()
+
+
+@web.middleware
+async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
+    guard = request.app[GUARD]
+    result = await judged(request, lambda: guard.credentials(request))
+    request[CREDENTIALS] = result
+    record_identity(request, result)
     return await handler(request)
 
 

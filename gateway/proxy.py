@@ -63,6 +63,7 @@ class Upstream:
 
 
 HELP_CENTER = web.AppKey("help_center", Upstream)
+MESSENGER = web.AppKey("messenger", Upstream)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 
 
@@ -93,11 +94,18 @@ def _fail(entry: AuditEntry, request: web.Request, error: UpstreamError, exc: Ba
 
 
 async def forward(
-    request: web.Request, upstream: Upstream, *, identity: Mapping[str, str] | None = None
+    request: web.Request,
+    upstream: Upstream,
+    *,
+    identity: Mapping[str, str] | None = None,
+    query: str | None = None,
+    body: bytes | None = None,
 ) -> web.StreamResponse:
     """Send the request to ``upstream`` and stream its answer back under the cookie allow-list.
 
     ``identity`` holds the gateway's own X-Portal-* headers for a verified visitor.
+    ``query`` (raw, without "?") and ``body`` replace the client's, for a caller
+    that read and rewrote them; otherwise the client's body streams through.
     """
     entry = request[AUDIT_ENTRY]
     cookies = filter_cookies(request.headers.getall("Cookie", ()), upstream.allowed_cookies)
@@ -109,17 +117,19 @@ async def forward(
     headers = upstream_request_headers(
         request.headers, cookie=cookies.header, fwd=request[FORWARDING], identity=identity
     )
-    url = upstream.url_for(request.raw_path)
+    url = upstream.url_for(request.raw_path if query is None else request.rel_url.raw_path + _query(query))
     entry.upstream.url = str(url.with_query(None).with_fragment(None))
     session = request.app[UPSTREAM_SESSION]
     if _is_websocket(request):
         return await _relay_websocket(request, session, url, headers, upstream)
+    if body is not None:
+        headers.popall("Content-Length", None)  # the client's length is for the client's body
     try:
         response = await session.request(
             request.method,
             url,
             headers=headers,
-            data=request.content if request.body_exists else None,
+            data=body if body is not None else request.content if request.body_exists else None,
             allow_redirects=False,
             timeout=upstream.timeout,
         )
@@ -130,6 +140,10 @@ async def forward(
     async with response:
         entry.upstream.status = response.status
         return await _stream_back(request, response, upstream, entry)
+
+
+def _query(query: str) -> str:
+    return f"?{query}" if query else ""
 
 
 def _response_headers(response: aiohttp.ClientResponse, upstream: Upstream, entry: AuditEntry) -> CIMultiDict[str]:
