@@ -22,7 +22,7 @@ from gateway.proxy import HELP_CENTER, MESSENGER, Upstream, upstream_session
 from gateway.secure import security_headers
 from gateway.store import SQLiteStore
 from gateway.store.demo import seed_if_empty
-from routes import api, auth, health, messenger, portal, upstream
+from routes import admin, api, auth, health, messenger, portal, upstream
 
 STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
@@ -66,5 +66,6 @@ def create_app(config: GatewayConfig) -> web.Application:
     api.add_routes(app)
     portal.add_routes(app)
     messenger.add_routes(app)
+    admin.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

@@ -8,7 +8,7 @@
     └── ChangeRefused          an admin API change the store will not make; ``str()`` says why
         ├── Missing                something it names does not exist (404)
         ├── Conflict               it would duplicate something or lose data (409)
-        └── RuleBroken             a rule refuses the value of an input field (422)
+        └── Invalid                input fields whose values are refused, by path (422)
 
 Handlers raise these (or ``web.HTTPException``); one error middleware turns
 them into a page or a JSON body, so no handler formats its own errors.
@@ -78,11 +78,11 @@ class Conflict(ChangeRefused):
     title = "Conflict"
 
 
-class RuleBroken(ChangeRefused):
-    """A rule refuses an input field's value; the field is named, so clients can show it."""
+class Invalid(ChangeRefused):
+    """Input fields whose values are refused, each as (path, reason), so clients can show them."""
 
     status = 422
     title = "Unprocessable content"
 
-    def __init__(self, path: str, reason: str) -> None:
-        super().__init__(f"{path}: {reason}", ((path, reason),))
+    def __init__(self, *fields: tuple[str, str]) -> None:
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in fields), fields)

@@ -34,6 +34,7 @@ DEVICE_COOKIE = f"intercom-device-id-{WORKSPACE}"
 SECRET = "test-messenger-secret-0123456789abcdef"
 # Planted in cookie values, tokens and secrets; no audit file of the run may contain it.
 CANARY = "CANARYc4n4ry"
+KEPT_BODY = 1024**2
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
@@ -117,6 +118,10 @@ class Recorded:
     query_string: str
     headers: CIMultiDictProxy[str]
     body_size: int
+    body: bytes = b""
+    """The first ``KEPT_BODY`` bytes of the body (big streaming bodies are only counted)."""
+    raw_query: str = ""
+    """The query string as sent, still percent-encoded."""
 
 
 UpstreamHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,7 +132,8 @@ class RecordingUpstream:
     """A stand-in for the hosted help center that records every request it receives.
 
     By default it answers 200 with a small JSON body; ``on(path, handler)``
-    replaces the answer for one path. Request bodies are counted, not kept.
+    replaces the answer for one path. Request bodies are counted; only their
+    first ``KEPT_BODY`` bytes are kept.
     """
 
     url: URL = field(default_factory=URL)
@@ -146,10 +152,22 @@ class RecordingUpstream:
         if handler is not None and request.headers.get("Upgrade", "").lower() == "websocket":
             self.requests.append(Recorded(request.method, request.path, request.query_string, request.headers, 0))
             return await handler(request)
-        size = 0
+        size, kept = 0, bytearray()
         async for chunk in request.content.iter_any():
             size += len(chunk)
-        self.requests.append(Recorded(request.method, request.path, request.query_string, request.headers, size))
+            if len(kept) < KEPT_BODY:
+                kept += chunk[: KEPT_BODY - len(kept)]
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                request.query_string,
+                request.headers,
+                size,
+                bytes(kept),
+                request.rel_url.raw_query_string,
+            )
+        )
         if handler is not None:
             return await handler(request)
         return web.json_response({"path": request.path, "received": size})

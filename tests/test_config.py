@@ -162,7 +162,10 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
             {"admin": {"token": "short-token"}}, "admin.token", "at least 16 characters", id="admin-token-short"
         ),
         pytest.param(
-            {"messenger": {"max_body_bytes": 10}}, "messenger.max_body_bytes", "greater than or equal to 1024", id="body"
+            {"messenger": {"max_body_bytes": 10}},
+            "messenger.max_body_bytes",
+            "greater than or equal to 1024",
+            id="body-limit",
         ),
         pytest.param({"portal": {"mode": "static"}}, "portal.mode", "'render' or 'proxy'", id="portal-mode"),
         pytest.param(
