@@ -174,9 +174,9 @@ def police(parts: Sequence[Form], sender: Sender) -> Verdict:
     user_data = user_data_of(fields)
     if sum(1 for name, _ in fields if name == ACTIVE_COMPANY) > 1:
         raise BodyError("user_active_company_id appears more than once")
-    claimed = user_data.get("user_id") if user_data is not None else None
-    # SECURITY: a token speaks only for its own user; a call about somebody else is unverified.
-    same_user = sender.user_id is not None and (claimed is None or claimed == sender.user_id)
+    # SECURITY: a token speaks only for its own user; a call naming anybody else (or null) is unverified.
+    names_user = user_data is not None and "user_id" in user_data
+    same_user = sender.user_id is not None and (not names_user or (user_data or {})["user_id"] == sender.user_id)
     signed = sender.signed if same_user and sender.signed is not None else {}
     removals: list[Removal] = []
     cleaned = _clean_user_data(user_data, signed, removals) if user_data is not None else None
