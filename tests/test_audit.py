@@ -77,19 +77,34 @@ def test_summary_counts_cookies_statuses_and_set_cookies() -> None:
                 "upstream": {"error": "unreachable"},
             }
         ),
+        json.dumps(
+            {
+                "status": 200,
+                "company_policy": {
+                    "action": "strip",
+                    "removed": [{"field": "user_data.companies", "reason": "not signed in the JWT"}],
+                },
+            }
+        ),
+        json.dumps({"status": 201, "admin_change": {"action": "add", "resource": "membership", "id": "u-1/acme"}}),
+        json.dumps({"status": 404, "admin_change": {"action": "remove", "resource": "membership", "id": "u-1/x"}}),
         "not json",
         "",
     ]
     summary = summarise(lines)
-    assert (summary.requests, summary.unreadable) == (2, 1)
-    assert summary.statuses == {200: 1, 502: 1}
+    assert (summary.requests, summary.unreadable) == (5, 1)
+    assert summary.statuses == {200: 2, 201: 1, 404: 1, 502: 1}
     assert summary.cookies["tracking"] == {"received": 2, "stripped": 2}
     assert summary.cookies["intercom-session-ws"] == {"received": 1, "forwarded": 1}
     assert summary.set_cookies == {"intercom-session-ws": {"passed": 1}, "ad": {"dropped": 1}}
     text = render(summary)
-    assert "requests: 2" in text
+    assert "requests: 5" in text
     assert "unreadable lines: 1" in text
     assert "502: 1" in text
     tracking = next(line for line in text.splitlines() if line.startswith("tracking"))
     assert tracking.split()[1:] == ["2", "0", "2"]
     assert "unreachable: 1" in text
+    assert "messenger company updates:\n  strip: 1\n    removed user_data.companies (not signed in the JWT): 1" in text
+    assert "admin changes:" in text
+    assert "  add membership: 1" in text
+    assert "  remove membership (refused): 1" in text
