@@ -53,7 +53,7 @@ class Forbidden(Explained, web.HTTPForbidden):
 
 def wants_json(request: web.Request) -> bool:
     """API paths and clients that ask for JSON get JSON errors."""
-    if request.path.startswith(("/api/", "/admin/api/", "/messenger/")):
+    if request.path.startswith(("/api/", "/admin/api", "/messenger/")):
         return True
     accept = request.headers.get("Accept", "")
     return "application/json" in accept and "text/html" not in accept

@@ -17,33 +17,49 @@ namespace answers 404 and nothing of it reaches the upstream.
 from __future__ import annotations
 
 import hmac
+import math
 import sqlite3
 from collections.abc import Awaitable, Callable
 from functools import partial, wraps
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from gateway.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.config import CONFIG
-from gateway.errorpages import BadRequest
+from gateway.errorpages import BadRequest, Unauthorized
 from gateway.errors import Invalid
-from gateway.guard import GUARD, STORE
+from gateway.guard import ADMIN_PREFIX, GUARD, STORE
 from gateway.metrics import METRICS
 from gateway.store import support
 from gateway.store.models import TicketCategory
 
-ADMIN_PREFIX = "/admin/api"
 MAX_PAGE_SIZE = 100
+MAX_PAGE = 1_000_000  # far past any store, and (page - 1) * per_page stays an SQLite integer
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: a bigger one is a 422 here, not an OverflowError (500) there
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: the portal still shows it as a date
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Model = TypeVar("Model", bound=BaseModel)
-Scalar = str | int | float | bool | None
+
+
+def _scalar(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise ValueError("must be a string, a number, a boolean or null")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")  # json.dumps would answer Infinity, which is not JSON
+    return value
+
+
+# A custom attribute value. Not a plain union: pydantic would name each member type in the error's path
+# (custom_attributes.tier.str, .int, ...), where the client needs the one path it sent.
+Scalar = Annotated[Any, AfterValidator(_scalar)]
 
 
 class _Body(BaseModel):
     # Strict: "true" is not a boolean and "5" not a number; an internal note is never published by coercion.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    # No 1e400 or NaN: answered back, they would not be JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class CompanyIn(_Body):
@@ -52,7 +68,7 @@ class CompanyIn(_Body):
     company_id: str = Field(min_length=1, max_length=255)
     name: str = Field(min_length=1, max_length=255)
     plan: str | None = None
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
     monthly_spend: float | None = Field(default=None, ge=0)
     custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
 
@@ -62,7 +78,7 @@ class CompanyPatch(_Body):
 
     name: str = Field(default="", min_length=1, max_length=255)
     plan: str | None = None
-    size: int | None = Field(default=None, ge=0)
+    size: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
     monthly_spend: float | None = Field(default=None, ge=0)
     custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
 
@@ -96,7 +112,7 @@ class TicketIn(_Body):
     creator: str = Field(min_length=1, description="user_id of the contact the ticket is for")
     title: str = Field(min_length=1, max_length=500)
     description: str = ""
-    created_at: int | None = Field(default=None, ge=0)
+    created_at: int | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
 
 
 class TicketPatch(_Body):
@@ -118,7 +134,7 @@ class PartIn(_Body):
     public: bool
     author: str | None = Field(default=None, description="user_id of a contact author")
     author_name: str | None = Field(default=None, max_length=255, description="a teammate's display name")
-    created_at: int | None = Field(default=None, ge=0)
+    created_at: int | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
 
 
 class ListQuery(BaseModel):
@@ -128,7 +144,7 @@ class ListQuery(BaseModel):
 
     company_id: str | None = None
     q: str | None = None
-    page: int = Field(default=1, ge=1)
+    page: int = Field(default=1, ge=1, le=MAX_PAGE)
     per_page: int = Field(default=25, ge=1, le=MAX_PAGE_SIZE)
 
 
@@ -198,7 +214,10 @@ def _authorize(request: web.Request) -> None:
         method="admin_token", result="verified" if valid else "rejected", reason=reason or ""
     ).inc()
     if not valid:
-        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="admin"'})
+        # Not the portal's "sign in through your company's app": an admin client needs to know what to send.
+        refusal = Unauthorized("send the admin token as Authorization: Bearer <admin.token>")
+        refusal.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
+        raise refusal
 
 
 def _admin(handler: Handler) -> Handler:
@@ -244,6 +263,8 @@ async def delete_company(request: web.Request) -> web.Response:
 async def company_tickets(request: web.Request) -> web.Response:
     """The company's Tickets tab."""
     query = _list_query(request)
+    if query.company_id is not None:
+        raise Invalid(("query.company_id", "the company is the one in the path"))
     company_id = request.match_info["company_id"]
     find = partial(support.find_tickets, company_id=company_id, q=query.q, page=query.page, page_size=query.per_page)
     return _json(await _run(request, find))

@@ -33,6 +33,13 @@ _TICKET_SELECT = """
     JOIN contacts p ON p.id = t.creator_id
 """
 
+# Only plain numbers short enough for CAST and + 1 to stay exact integers: a given id like "T-42" or
+# "9223372036854775807" must not make the next one "9.223372036854776e+18", and then the same again (409).
+_NEXT_TICKET_ID = (
+    "SELECT coalesce(max(CAST(ticket_id AS INTEGER)), 0) + 1 FROM tickets"
+    " WHERE ticket_id NOT GLOB '*[^0-9]*' AND length(ticket_id) <= 18"
+)
+
 
 def _one(connection: sqlite3.Connection, sql: str, key: object, what: str) -> Sequence[Any]:
     row = connection.execute(sql, (key,)).fetchone()
@@ -205,11 +212,26 @@ def get_ticket(connection: sqlite3.Connection, ticket_id: str) -> JSON:
     }
 
 
-def _state_id(connection: sqlite3.Connection, internal_label: str) -> int:
-    row = connection.execute("SELECT id FROM ticket_states WHERE internal_label = ?", (internal_label,)).fetchone()
-    if row is None:
-        raise Invalid(("state", f"no ticket state is labelled {internal_label!r}"))
-    return int(row[0])
+_NAMED_COLUMNS = (("state", "state_id"), ("ticket_type", "type_id"))
+
+
+def _named_ids(connection: sqlite3.Connection, fields: Mapping[str, Any]) -> dict[str, int]:
+    """The row ids of the ``state`` (internal label) and ``ticket_type`` named in ``fields``; one 422 for all
+    that name nothing. A misspelt type must not become a new one: types, like states, come from ``import``."""
+    ids, problems = {}, []
+    for field, sql, what in (
+        ("state", "SELECT id FROM ticket_states WHERE internal_label = ?", "no ticket state is labelled"),
+        ("ticket_type", "SELECT id FROM ticket_types WHERE name = ?", "no ticket type is named"),
+    ):
+        if field in fields:
+            row = connection.execute(sql, (fields[field],)).fetchone()
+            if row is None:
+                problems.append((field, f"{what} {fields[field]!r}"))
+            else:
+                ids[field] = int(row[0])
+    if problems:
+        raise Invalid(*problems)
+    return ids
 
 
 def _company_row_id(connection: sqlite3.Connection, company_id: str | None) -> int | None:
@@ -223,18 +245,17 @@ def create_ticket(connection: sqlite3.Connection, fields: Mapping[str, Any], now
     creator = connection.execute("SELECT id FROM contacts WHERE user_id = ?", (fields["creator"],)).fetchone()
     if creator is None:
         raise Invalid(("creator", f"no contact has user_id {fields['creator']!r}"))
+    named = _named_ids(connection, fields)
     company = company_for_new_ticket(_member_of(connection, creator[0]), fields.get("company"))
-    ticket_id = fields.get("ticket_id") or str(
-        connection.execute("SELECT coalesce(max(CAST(ticket_id AS INTEGER)), 0) + 1 FROM tickets").fetchone()[0]
-    )
+    ticket_id = fields.get("ticket_id") or str(connection.execute(_NEXT_TICKET_ID).fetchone()[0])
     if connection.execute("SELECT 1 FROM tickets WHERE ticket_id = ?", (ticket_id,)).fetchone():
         raise Conflict(f"ticket {ticket_id!r} already exists")
-    created = fields.get("created_at") or now
+    created = now if fields.get("created_at") is None else fields["created_at"]
     writes.add_ticket(
         connection,
         ticket_id=ticket_id,
-        type_id=writes.ticket_type_id(connection, fields["ticket_type"]),
-        state_id=_state_id(connection, fields["state"]),
+        type_id=named["ticket_type"],
+        state_id=named["state"],
         category=fields["category"],
         is_shared=fields["is_shared"],
         company_id=_company_row_id(connection, company),
@@ -250,11 +271,8 @@ def create_ticket(connection: sqlite3.Connection, fields: Mapping[str, Any], now
 def update_ticket(connection: sqlite3.Connection, ticket_id: str, fields: Mapping[str, Any], now: int) -> JSON:
     """Change a ticket's state, type, sharing, text or company; its company must be one its creator is in."""
     row_id, creator = _one(connection, "SELECT id, creator_id FROM tickets WHERE ticket_id = ?", ticket_id, "ticket")
-    columns: dict[str, Any] = {}
-    if "state" in fields:
-        columns["state_id"] = _state_id(connection, fields["state"])
-    if "ticket_type" in fields:
-        columns["type_id"] = writes.ticket_type_id(connection, fields["ticket_type"])
+    named = _named_ids(connection, fields)
+    columns: dict[str, Any] = {column: named[field] for field, column in _NAMED_COLUMNS if field in named}
     if "company" in fields:
         company = company_for_ticket(_member_of(connection, creator), fields["company"])
         columns["company_id"] = _company_row_id(connection, company)
@@ -281,7 +299,7 @@ def add_ticket_part(connection: sqlite3.Connection, ticket_id: str, fields: Mapp
         if author is None:
             raise Invalid(("author", f"no contact has user_id {fields['author']!r}"))
         author_id, name = author[0], name or author[1]
-    at = fields.get("created_at") or now
+    at = now if fields.get("created_at") is None else fields["created_at"]
     writes.add_part(connection, conversation, author_id, name or "Support", fields["body"], fields["public"], at)
     connection.execute("UPDATE tickets SET updated_at = max(updated_at, ?) WHERE id = ?", (at, row_id))
     return get_ticket(connection, ticket_id)
