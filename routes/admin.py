@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hmac
 import math
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import partial, wraps
 from typing import Annotated, Any, TypeVar
 
@@ -229,35 +231,56 @@ def _admin(handler: Handler) -> Handler:
     return authorized
 
 
-# --- companies -------------------------------------------------------------------------------------------
+# --- companies and contacts ------------------------------------------------------------------------------
 
 
-async def get_company(request: web.Request) -> web.Response:
-    """One company."""
-    return _json(await _run(request, partial(support.get_company, company_id=request.match_info["company_id"])))
+@dataclass(frozen=True)
+class Records:
+    """Companies or contacts through the admin API: their body models and the store's kind of record."""
+
+    new: type[_Body]
+    patch: type[_Body]
+    kind: support.Kind
+
+    async def read(self, request: web.Request) -> web.Response:
+        """One record."""
+        key = request.match_info[self.kind.key]
+        return _json(await _run(request, lambda connection: self.kind.get(connection, key)))
+
+    async def add(self, request: web.Request) -> web.Response:
+        """A new record (409 when its key is taken)."""
+        record, fields = await _body(request, self.new)
+        values = record.model_dump()
+        _audit(request, "create", self.kind.what, values[self.kind.key], fields)
+        return _json(await _run(request, lambda connection: self.kind.create(connection, values)), 201)
+
+    async def change(self, request: web.Request) -> web.Response:
+        """Change the fields the body sets."""
+        key = request.match_info[self.kind.key]
+        _, fields = await _body(request, self.patch)
+        _audit(request, "update", self.kind.what, key, fields)
+        return _json(await _run(request, lambda connection: self.kind.update(connection, key, fields)))
+
+    async def remove(self, request: web.Request) -> web.Response:
+        """Delete a record nothing else depends on (409 otherwise: nothing is lost)."""
+        key = request.match_info[self.kind.key]
+        _audit(request, "delete", self.kind.what, key)
+        await _run(request, lambda connection: self.kind.delete(connection, key))
+        return _json({"type": self.kind.what, self.kind.key: key, "deleted": True})
+
+    def routes(self, collection: str) -> tuple[tuple[str, str, Handler], ...]:
+        """POST to the collection; GET, PATCH and DELETE on one record."""
+        record = f"{collection}/{{{self.kind.key}}}"
+        return (
+            ("POST", collection, self.add),
+            ("GET", record, self.read),
+            ("PATCH", record, self.change),
+            ("DELETE", record, self.remove),
+        )
 
 
-async def create_company(request: web.Request) -> web.Response:
-    """Add a company."""
-    company, fields = await _body(request, CompanyIn)
-    _audit(request, "create", "company", company.company_id, fields)
-    return _json(await _run(request, partial(support.create_company, fields=company.model_dump())), 201)
-
-
-async def update_company(request: web.Request) -> web.Response:
-    """Change a company's fields."""
-    company_id = request.match_info["company_id"]
-    _, fields = await _body(request, CompanyPatch)
-    _audit(request, "update", "company", company_id, fields)
-    return _json(await _run(request, partial(support.update_company, company_id=company_id, fields=fields)))
-
-
-async def delete_company(request: web.Request) -> web.Response:
-    """Delete a company that no ticket belongs to."""
-    company_id = request.match_info["company_id"]
-    _audit(request, "delete", "company", company_id)
-    await _run(request, partial(support.delete_company, company_id=company_id))
-    return _json({"type": "company", "company_id": company_id, "deleted": True})
+COMPANIES = Records(CompanyIn, CompanyPatch, support.COMPANIES)
+CONTACTS = Records(ContactIn, ContactPatch, support.CONTACTS)
 
 
 async def company_tickets(request: web.Request) -> web.Response:
@@ -270,35 +293,7 @@ async def company_tickets(request: web.Request) -> web.Response:
     return _json(await _run(request, find))
 
 
-# --- contacts and memberships ----------------------------------------------------------------------------
-
-
-async def get_contact(request: web.Request) -> web.Response:
-    """One contact and their companies."""
-    return _json(await _run(request, partial(support.get_contact, user_id=request.match_info["user_id"])))
-
-
-async def create_contact(request: web.Request) -> web.Response:
-    """Add a contact (with no company)."""
-    contact, fields = await _body(request, ContactIn)
-    _audit(request, "create", "contact", contact.user_id, fields)
-    return _json(await _run(request, partial(support.create_contact, fields=contact.model_dump())), 201)
-
-
-async def update_contact(request: web.Request) -> web.Response:
-    """Change a contact's fields."""
-    user_id = request.match_info["user_id"]
-    _, fields = await _body(request, ContactPatch)
-    _audit(request, "update", "contact", user_id, fields)
-    return _json(await _run(request, partial(support.update_contact, user_id=user_id, fields=fields)))
-
-
-async def delete_contact(request: web.Request) -> web.Response:
-    """Delete a contact who created no ticket and wrote no reply."""
-    user_id = request.match_info["user_id"]
-    _audit(request, "delete", "contact", user_id)
-    await _run(request, partial(support.delete_contact, user_id=user_id))
-    return _json({"type": "contact", "user_id": user_id, "deleted": True})
+# --- memberships -----------------------------------------------------------------------------------------
 
 
 async def put_membership(request: web.Request) -> web.Response:
@@ -365,15 +360,9 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
-    ("POST", "/companies", create_company),
-    ("GET", "/companies/{company_id}", get_company),
-    ("PATCH", "/companies/{company_id}", update_company),
-    ("DELETE", "/companies/{company_id}", delete_company),
+    *COMPANIES.routes("/companies"),
     ("GET", "/companies/{company_id}/tickets", company_tickets),
-    ("POST", "/contacts", create_contact),
-    ("GET", "/contacts/{user_id}", get_contact),
-    ("PATCH", "/contacts/{user_id}", update_contact),
-    ("DELETE", "/contacts/{user_id}", delete_contact),
+    *CONTACTS.routes("/contacts"),
     ("PUT", "/contacts/{user_id}/companies/{company_id}", put_membership),
     ("DELETE", "/contacts/{user_id}/companies/{company_id}", delete_membership),
     ("GET", "/tickets", find_tickets),
@@ -382,6 +371,11 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("PATCH", "/tickets/{ticket_id}", update_ticket),
     ("POST", "/tickets/{ticket_id}/parts", add_part),
 )
+
+
+def _route_name(method: str, path: str) -> str:
+    """A metrics label for one admin route: admin_get_companies_company_id, for example."""
+    return "admin_" + "_".join([method.lower(), *re.findall(r"[a-z]+", path)])
 
 
 def add_routes(app: web.Application) -> None:
@@ -393,5 +387,5 @@ def add_routes(app: web.Application) -> None:
         return
     app[ADMIN_TOKEN] = token.get_secret_value().encode("utf-8", "surrogateescape")
     for method, path, handler in ROUTES:
-        app.router.add_route(method, ADMIN_PREFIX + path, _admin(handler), name=f"admin_{handler.__name__}")
+        app.router.add_route(method, ADMIN_PREFIX + path, _admin(handler), name=_route_name(method, path))
     app.router.add_route("*", ADMIN_PREFIX + "{tail:(/.*)?}", _admin(not_found), name="admin_not_found")

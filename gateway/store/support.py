@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.associations import company_for_new_ticket, company_for_ticket
@@ -71,22 +72,6 @@ def get_company(connection: sqlite3.Connection, company_id: str) -> JSON:
     }
 
 
-def create_company(connection: sqlite3.Connection, fields: Mapping[str, Any]) -> JSON:
-    """Add a company; 409 when its ``company_id`` is taken."""
-    if connection.execute("SELECT 1 FROM companies WHERE company_id = ?", (fields["company_id"],)).fetchone():
-        raise Conflict(f"company {fields['company_id']!r} already exists")
-    writes.upsert_company(connection, **fields)
-    return get_company(connection, fields["company_id"])
-
-
-def update_company(connection: sqlite3.Connection, company_id: str, fields: Mapping[str, Any]) -> JSON:
-    """Change the given fields of a company (its ``company_id`` stays)."""
-    current = get_company(connection, company_id)
-    merged = {name: current[name] for name in _COMPANY_FIELDS} | dict(fields)
-    writes.upsert_company(connection, **merged)
-    return get_company(connection, company_id)
-
-
 def delete_company(connection: sqlite3.Connection, company_id: str) -> None:
     """Delete a company and its memberships; 409 while tickets belong to it (they would lose their company)."""
     row_id = _company_row(connection, company_id)[0]
@@ -129,22 +114,6 @@ def get_contact(connection: sqlite3.Connection, user_id: str) -> JSON:
     }
 
 
-def create_contact(connection: sqlite3.Connection, fields: Mapping[str, Any]) -> JSON:
-    """Add a contact with no company; 409 when its ``user_id`` is taken."""
-    if connection.execute("SELECT 1 FROM contacts WHERE user_id = ?", (fields["user_id"],)).fetchone():
-        raise Conflict(f"contact {fields['user_id']!r} already exists")
-    writes.upsert_contact(connection, **fields)
-    return get_contact(connection, fields["user_id"])
-
-
-def update_contact(connection: sqlite3.Connection, user_id: str, fields: Mapping[str, Any]) -> JSON:
-    """Change the given fields of a contact (never their companies: see ``add_membership``)."""
-    current = get_contact(connection, user_id)
-    merged = {name: current[name] for name in _CONTACT_FIELDS} | dict(fields)
-    writes.upsert_contact(connection, **merged)
-    return get_contact(connection, user_id)
-
-
 def delete_contact(connection: sqlite3.Connection, user_id: str) -> None:
     """Delete a contact and their memberships; 409 while tickets or replies are theirs (they would be lost)."""
     row_id = _contact_row(connection, user_id)[0]
@@ -155,6 +124,38 @@ def delete_contact(connection: sqlite3.Connection, user_id: str) -> None:
     if created or written:
         raise Conflict(f"contact {user_id!r} created {created} tickets and wrote {written} replies; they are kept")
     connection.execute("DELETE FROM contacts WHERE id = ?", (row_id,))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Companies or contacts: their external id, their fields, and how one is written, read and deleted."""
+
+    what: str
+    key: str
+    fields: tuple[str, ...]
+    upsert: Callable[..., int]
+    get: Callable[[sqlite3.Connection, str], JSON]
+    delete: Callable[[sqlite3.Connection, str], None]
+
+    def create(self, connection: sqlite3.Connection, fields: Mapping[str, Any]) -> JSON:
+        """Add one (a contact with no company); 409 when its external id is taken."""
+        key = fields[self.key]
+        try:
+            self.get(connection, key)
+        except Missing:
+            self.upsert(connection, **fields)
+            return self.get(connection, key)
+        raise Conflict(f"{self.what} {key!r} already exists")
+
+    def update(self, connection: sqlite3.Connection, key: str, fields: Mapping[str, Any]) -> JSON:
+        """Write ``fields`` over one's current values; its external id stays (and a contact's companies too)."""
+        current = self.get(connection, key)
+        self.upsert(connection, **({name: current[name] for name in self.fields} | dict(fields)))
+        return self.get(connection, key)
+
+
+COMPANIES = Kind("company", "company_id", _COMPANY_FIELDS, writes.upsert_company, get_company, delete_company)
+CONTACTS = Kind("contact", "user_id", _CONTACT_FIELDS, writes.upsert_contact, get_contact, delete_contact)
 
 
 def add_membership(connection: sqlite3.Connection, user_id: str, company_id: str) -> JSON:
