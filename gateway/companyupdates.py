@@ -21,6 +21,8 @@ Everything else is denied by default. A body the Messenger would never send
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -33,6 +35,9 @@ COMPANY_KEYS = ("company", "companies")
 # of a workspace that signs with JWTs.
 TOKEN_KEYS = ("intercom_user_jwt", "user_hash")
 MAX_FIELDS = 1000
+MAX_SHOWN = 64
+# A field name: a plain name, then any number of [index] groups (Rack-style nesting, read as its base name).
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_-]+(\[[A-Za-z0-9_-]*\])*")
 
 Form = tuple[tuple[str, str], ...]
 
@@ -62,6 +67,8 @@ class Sender:
     user_id: str | None = None
     signed: Mapping[str, Any] | None = None
     companies: frozenset[str] = frozenset()
+    emails: frozenset[str] = frozenset()
+    """The verified user's email addresses, case-folded (the token's claim, the store's contact)."""
 
 
 @dataclass(frozen=True)
@@ -117,17 +124,34 @@ def _no_constant(name: str) -> NoReturn:
     raise BodyError(f"user_data holds {name}, which is not JSON")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        # Rewritten, it would go upstream as Infinity, which is not JSON.
+        raise BodyError("user_data holds a number too large for a float")
+    return value
+
+
 def parse_user_data(text: str) -> dict[str, Any]:
     """``user_data`` as a JSON object; anything else is a BodyError."""
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant, parse_float=_finite)
     except json.JSONDecodeError as exc:
         raise BodyError(f"user_data is not JSON ({exc.msg} at column {exc.colno})") from None
     except RecursionError:
         raise BodyError("user_data is nested too deeply") from None
+    except BodyError:
+        raise
+    except ValueError:  # an integer longer than Python's limit on digits
+        raise BodyError("user_data holds a number with too many digits") from None
     if not isinstance(value, dict):
         raise BodyError("user_data is not a JSON object")
     return value
+
+
+def _shown(name: str) -> str:
+    """A client's field name as a reason may quote it: bounded."""
+    return repr(name if len(name) <= MAX_SHOWN else name[:MAX_SHOWN] + "…")
 
 
 def _base_name(name: str) -> str:
@@ -165,18 +189,20 @@ def police(parts: Sequence[Form], sender: Sender) -> Verdict:
     company change the sender did not sign, and every active company that is not theirs."""
     fields = tuple(pair for part in parts for pair in part)
     for name, _ in fields:
+        if not _FIELD_NAME.fullmatch(name):
+            # SECURITY: parsers disagree on odd names (Rack 2 reads "]user_data" and "[user_data]" as
+            # user_data, PHP reads "user.data" as user_data): only names every parser reads alike pass.
+            raise BodyError(f"field {_shown(name)} is not accepted: names are letters, digits, _ and -")
         base = _base_name(name)
         if base in (USER_DATA, ACTIVE_COMPANY) and name != base:
             # SECURITY: user_data[companies][]=... is a nested hash to Rack-style parsers: a second, unchecked
             # channel. The Messenger sends user_data as one JSON string and nothing else.
-            raise BodyError(f"field {name!r} is not accepted: {base} must be one plain field")
+            raise BodyError(f"field {_shown(name)} is not accepted: {base} must be one plain field")
     # SECURITY: one user_data and one active company across query and body, so the one checked is the one read.
     user_data = user_data_of(fields)
     if sum(1 for name, _ in fields if name == ACTIVE_COMPANY) > 1:
         raise BodyError("user_active_company_id appears more than once")
-    # SECURITY: a token speaks only for its own user; a call naming anybody else (or null) is unverified.
-    names_user = user_data is not None and "user_id" in user_data
-    same_user = sender.user_id is not None and (not names_user or (user_data or {})["user_id"] == sender.user_id)
+    same_user = _about_sender(user_data or {}, sender)
     signed = sender.signed if same_user and sender.signed is not None else {}
     removals: list[Removal] = []
     cleaned = _clean_user_data(user_data, signed, removals) if user_data is not None else None
@@ -199,6 +225,22 @@ def police(parts: Sequence[Form], sender: Sender) -> Verdict:
                 changed = True
         kept_parts.append(tuple(kept) if changed else part)
     return Verdict(parts=tuple(kept_parts), removals=tuple(removals), verified=same_user)
+
+
+def _about_sender(user_data: Mapping[str, Any], sender: Sender) -> bool:
+    """Whether the call is about the verified sender: every identifier it names is theirs.
+
+    SECURITY: a token speaks only for its own user. A call naming another user id, or an email that
+    is not the user's (an upstream may look people up by email), or null for either, is unverified.
+    """
+    if sender.user_id is None:
+        return False
+    if "user_id" in user_data and user_data["user_id"] != sender.user_id:
+        return False
+    if "email" not in user_data:
+        return True
+    email = user_data["email"]
+    return isinstance(email, str) and email.strip().casefold() in sender.emails
 
 
 def _clean_user_data(

@@ -178,8 +178,13 @@ def _list_query(request: web.Request) -> ListQuery:
         raise Invalid(*_problems(exc, "query.")) from None
 
 
-def _audit(request: web.Request, action: str, resource: str, key: str, fields: dict[str, Any] | None = None) -> None:
-    request[AUDIT_ENTRY].admin_change = AdminChange(action, resource, key, sorted(fields or {}))
+def _audit(
+    request: web.Request, action: str, resource: str, key: str, fields: dict[str, Any] | None = None
+) -> AdminChange:
+    """Record the change asked for (the record's status says whether it was made)."""
+    change = AdminChange(action, resource, key, sorted(fields or {}))
+    request[AUDIT_ENTRY].admin_change = change
+    return change
 
 
 T = TypeVar("T")
@@ -330,9 +335,9 @@ async def get_ticket(request: web.Request) -> web.Response:
 async def create_ticket(request: web.Request) -> web.Response:
     """Raise a ticket for a contact."""
     ticket, fields = await _body(request, TicketIn)
-    _audit(request, "create", "ticket", ticket.ticket_id or "(next free id)", fields)
+    change = _audit(request, "create", "ticket", ticket.ticket_id or "(next free id)", fields)
     created = await _run(request, partial(support.create_ticket, fields=ticket.model_dump(), now=_now(request)))
-    request[AUDIT_ENTRY].admin_change.id = created["ticket_id"]  # type: ignore[union-attr]
+    change.id = created["ticket_id"]
     return _json(created, 201)
 
 

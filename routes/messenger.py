@@ -31,6 +31,9 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         return b""
     if request.content_type != FORM:
         raise BodyError(f"the body is not {FORM}")
+    if request.charset not in (None, "utf-8"):
+        # SECURITY: the body is read as UTF-8; an upstream honouring another charset would read other fields.
+        raise BodyError("the body's charset is not utf-8")
     if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
         raise BodyError("a compressed body is not accepted")
     if request.content_length is not None and request.content_length > limit:
@@ -68,10 +71,12 @@ async def _sender(request: web.Request, user_data: dict[str, Any] | None) -> Sen
         refusal.headers["WWW-Authenticate"] = 'Bearer realm="messenger"'
         raise refusal
     contact = await request.app[STORE].contact_by_user_id(result.user_id)
+    emails = (result.email, contact.email if contact else None)
     return Sender(
         user_id=result.user_id,
         signed=result.claims if result.method == "jwt" else None,
         companies=frozenset(company.company_id for company in contact.companies) if contact else frozenset(),
+        emails=frozenset(email.strip().casefold() for email in emails if email),
     )
 
 
@@ -81,8 +86,9 @@ def _audited_user(user_data: dict[str, Any] | None, sender: Sender) -> str | Non
     return user_id[:MAX_AUDITED_USER_ID] if user_id is not None else None
 
 
-def _rewritten(original: Form, kept: Form, raw: bytes) -> bytes:
-    return raw if kept is original else encode(kept).encode("ascii")
+def _rewritten(original: Form, kept: Form) -> str | None:
+    """The encoded form when the policy changed it; None when the original may go as it came."""
+    return None if kept is original else encode(kept)
 
 
 async def messenger(request: web.Request) -> web.StreamResponse:
@@ -94,6 +100,9 @@ async def messenger(request: web.Request) -> web.StreamResponse:
     entry = request[AUDIT_ENTRY]
     counter = request.app[METRICS].company_policy
     try:
+        if "Upgrade" in request.headers:
+            # SECURITY: frames of an upgraded connection would cross unread by the policy.
+            raise BodyError("the Messenger API is not upgraded to another protocol here")
         raw_query = request.rel_url.raw_query_string
         raw_body = await _read_body(request, config.max_body_bytes)
         query, body = parse_form(raw_query), parse_form(raw_body)
@@ -114,11 +123,12 @@ async def messenger(request: web.Request) -> web.StreamResponse:
         fields = ", ".join(f"{item.field} ({item.reason})" for item in removed)
         raise Forbidden(f"company data may change only through the admin API: {fields}")
     kept_query, kept_body = verdict.parts
+    new_body = _rewritten(body, kept_body)
     return await forward(
         request,
         upstream,
-        query=None if kept_query is query else encode(kept_query),
-        body=_rewritten(body, kept_body, raw_body) if request.body_exists else None,
+        query=_rewritten(query, kept_query),
+        body=(raw_body if new_body is None else new_body.encode("ascii")) if request.body_exists else None,
     )
 
 

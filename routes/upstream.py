@@ -5,11 +5,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.guard import upstream_identity
+from gateway.namespaces import reserved
 from gateway.proxy import HELP_CENTER, forward
 
 
 async def help_center(request: web.Request) -> web.StreamResponse:
     """Reverse-proxy the request to ``upstream.url``, telling it who a verified visitor is."""
+    if reserved(request.raw_path):
+        # SECURITY: another spelling of /messenger/web or /admin/api never reaches upstream past their checks.
+        raise web.HTTPNotFound()
     return await forward(request, request.app[HELP_CENTER], identity=await upstream_identity(request))
 
 

@@ -341,7 +341,13 @@ async def test_company_create_read_update_delete(start_gateway: StartGateway) ->
 
     renamed = await ok(gateway, "PATCH", "/admin/api/companies/hooli", {"name": "Hooli XYZ"})
     assert renamed == {**created, "name": "Hooli XYZ"}
-    cleared = await ok(gateway, "PATCH", "/admin/api/companies/hooli", {"plan": None, "custom_attributes": {}})
+    # Custom attributes merge, as in Intercom's API: a value replaces, null removes, the rest stay.
+    merged = await ok(gateway, "PATCH", "/admin/api/companies/hooli", {"custom_attributes": {"seats": 13, "tier": "a"}})
+    attributes = {"region": "us", "seats": 12, "beta": True, "ratio": 0.5, "none": None}
+    assert fields["custom_attributes"] == attributes
+    assert merged["custom_attributes"] == {**attributes, "seats": 13, "tier": "a"}
+    gone = dict.fromkeys([*attributes, "tier"])
+    cleared = await ok(gateway, "PATCH", "/admin/api/companies/hooli", {"plan": None, "custom_attributes": gone})
     assert cleared == {**renamed, "plan": None, "custom_attributes": {}}
     assert await ok(gateway, "GET", "/admin/api/companies/hooli") == cleared
 

@@ -26,7 +26,10 @@ from gateway.companyupdates import (
 
 ACME = {"company_id": "acme", "name": "Acme"}
 GLOBEX = {"company_id": "globex", "name": "Globex"}
-ANN = Sender(user_id="u-ann", signed=MappingProxyType({"user_id": "u-ann"}), companies=frozenset({"acme"}))
+ANN_EMAILS = frozenset({"ann@acme.example"})
+ANN = Sender(
+    user_id="u-ann", signed=MappingProxyType({"user_id": "u-ann"}), companies=frozenset({"acme"}), emails=ANN_EMAILS
+)
 
 
 def body(user_data: dict[str, Any] | None = None, **fields: str) -> Form:
@@ -37,7 +40,12 @@ def body(user_data: dict[str, Any] | None = None, **fields: str) -> Form:
 
 def signed(**claims: Any) -> Sender:
     """Ann, with a JWT that signs ``claims`` (frozen, as the verifier hands them over)."""
-    return Sender(user_id="u-ann", signed=MappingProxyType({"user_id": "u-ann", **claims}), companies=ANN.companies)
+    return Sender(
+        user_id="u-ann",
+        signed=MappingProxyType({"user_id": "u-ann", **claims}),
+        companies=ANN.companies,
+        emails=ANN_EMAILS,
+    )
 
 
 def forwarded(parts: tuple[Form, ...]) -> dict[str, Any]:
@@ -241,11 +249,43 @@ def test_company_fields_outside_user_data_never_pass(name: str) -> None:
             (((ACTIVE_COMPANY, "acme"),), ((ACTIVE_COMPANY, "acme"),)), "more than once", id="active-query-and-body"
         ),
         pytest.param(((), (("user_data", "not json"),)), "user_data is not JSON", id="not-json"),
+        pytest.param(((), (("]user_data", "{}"),)), "names are letters", id="rack2-leading-bracket"),
+        pytest.param(((), (("[user_data]", "{}"),)), "names are letters", id="rack2-bracketed"),
+        pytest.param(((), (("user_data]", "{}"),)), "names are letters", id="rack2-trailing-bracket"),
+        pytest.param(((), (("user.data", "{}"),)), "names are letters", id="php-dot"),
+        pytest.param(((), (("user data", "{}"),)), "names are letters", id="php-space"),
+        pytest.param(((), (("user_data\x00", "{}"),)), "names are letters", id="nul"),
+        pytest.param(((), (("[company]", "x"),)), "names are letters", id="bracketed-company"),
+        pytest.param(((), (("user_data", '{"n": 1e400}'),)), "too large", id="infinite-float"),
+        pytest.param(((), (("user_data", '{"n": ' + "1" * 5000 + "}"),)), "too many digits", id="huge-int"),
     ],
 )
 def test_ambiguous_calls_are_refused_whole(parts: tuple[Form, ...], reason: str) -> None:
     with pytest.raises(BodyError, match=reason):
         police(parts, ANN)
+
+
+def test_a_long_odd_field_name_is_quoted_only_in_part() -> None:
+    with pytest.raises(BodyError) as caught:
+        police(((), (("]" + "x" * 10_000, "1"),)), ANN)
+    assert len(str(caught.value)) < 200
+
+
+@pytest.mark.parametrize(
+    ("email", "verified"),
+    [
+        pytest.param("ann@acme.example", True, id="hers"),
+        pytest.param(" ANN@acme.example ", True, id="case-and-space"),
+        pytest.param("bob@globex.example", False, id="somebody-else"),
+        pytest.param(None, False, id="null"),
+        pytest.param(7, False, id="not-a-string"),
+    ],
+)
+def test_a_call_naming_an_email_is_about_the_sender_only_if_it_is_theirs(email: object, verified: bool) -> None:
+    form = body({"email": email, "companies": [ACME]}, **{ACTIVE_COMPANY: "acme"})
+    verdict = police(((), form), signed(companies=[ACME]))
+    assert verdict.verified is verified
+    assert (verdict.removals == ()) is verified
 
 
 def test_query_and_body_are_policed_as_one_call() -> None:

@@ -314,6 +314,54 @@ async def test_a_body_that_is_not_a_messenger_call_gets_400_and_nothing_is_forwa
     assert reason in audit["company_policy"]["reason"]
 
 
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        pytest.param({"Content-Type": f"{FORM}; charset=utf-16"}, "charset is not utf-8", id="charset"),
+        pytest.param({"Connection": "Upgrade", "Upgrade": "websocket"}, "not upgraded", id="websocket"),
+        pytest.param({"Connection": "Upgrade", "Upgrade": "h2c"}, "not upgraded", id="h2c"),
+    ],
+)
+async def test_calls_an_upstream_could_read_differently_are_refused(
+    messenger: Gateway, upstream: RecordingUpstream, headers: dict[str, str], reason: str
+) -> None:
+    answer = await call(messenger, form({"email": "a@b.example"}), headers=headers)
+    assert answer.status == 400
+    assert reason in answer.json()["error"]["detail"]
+    assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "//messenger/web/ping",
+        "/messenger//web/ping",
+        "/./messenger/web/ping",
+        "/x/../messenger/web/ping",
+        "/Messenger/Web/ping",
+        "/messenger/web/",
+        "/messenger%2Fweb/ping",
+        "/messenger/web%2Fping",
+        "/%256dessenger/web/ping",
+        "/messenger;x=1/web/ping",
+        "/messenger\\web/ping",
+        "//admin/api/companies",
+        "/Admin/API/contacts/u-ann/companies/globex",
+        "/admin%2fapi",
+    ],
+)
+async def test_other_spellings_of_the_messenger_and_admin_paths_never_reach_upstream(
+    messenger: Gateway, upstream: RecordingUpstream, path: str
+) -> None:
+    url = URL(f"{messenger.url}{path}", encoded=True)
+    body = form({"companies": [GLOBEX]})
+    async with messenger.client.post(url, data=body, headers={"Content-Type": FORM}) as response:
+        assert response.status in (400, 404)
+    assert upstream.requests == []
+    plain = await call(messenger, method="GET", endpoint="ping")  # the real path still works
+    assert plain.status == 200
+
+
 async def test_a_compressed_body_is_refused(messenger: Gateway, upstream: RecordingUpstream) -> None:
     answer = await call(messenger, b"\x1f\x8b\x08\x00", headers={"Content-Encoding": "gzip"})
     assert answer.status == 400

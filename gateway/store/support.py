@@ -148,9 +148,15 @@ class Kind:
         raise Conflict(f"{self.what} {key!r} already exists")
 
     def update(self, connection: sqlite3.Connection, key: str, fields: Mapping[str, Any]) -> JSON:
-        """Write ``fields`` over one's current values; its external id stays (and a contact's companies too)."""
+        """Write ``fields`` over one's current values, custom attributes merged; its external id stays (and a
+        contact's companies too)."""
         current = self.get(connection, key)
-        self.upsert(connection, **({name: current[name] for name in self.fields} | dict(fields)))
+        values = {name: current[name] for name in self.fields} | dict(fields)
+        if "custom_attributes" in fields:  # merged, as Intercom's API does: null removes one attribute
+            patch = fields["custom_attributes"]
+            kept = {name: value for name, value in current["custom_attributes"].items() if name not in patch}
+            values["custom_attributes"] = kept | {name: value for name, value in patch.items() if value is not None}
+        self.upsert(connection, **values)
         return self.get(connection, key)
 
 
