@@ -82,11 +82,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging()
     try:
-        server.run(config, context)
+        server.run(config, context, _reloader(args))
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return EXIT_FAILED
     return 0
+
+
+def _reloader(args: argparse.Namespace) -> server.Reload:
+    """What SIGHUP serves: the configuration read again and held to the bar ``serve`` sets; else ConfigError."""
+
+    def reload() -> GatewayConfig:
+        config = _load(args.config)
+        failing = [check for check in run_checks(config) if not check.ok]
+        if failing and config.portal.enabled and args.config is not None:
+            raise ConfigError(*(("prerequisite", str(check)) for check in failing))
+        try:
+            server_context(config.tls.cert, config.tls.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                ("tls.cert / tls.key", f"cannot load {config.tls.cert} and {config.tls.key}: {exc}")
+            ) from None
+        return config
+
+    return reload
 
 
 def cmd_check(args: argparse.Namespace) -> int:

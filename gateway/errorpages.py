@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.audit import AUDIT_ENTRY
-from gateway.errors import ChangeRefused, UpstreamError
+from gateway.errors import ChangeRefused, ClientTimeout, StoreUnavailable, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,12 @@ _HINTS = {
     403: "You are signed in, but this page is not open to you.",
     404: "There is nothing at this address.",
     405: "This address does not accept that method.",
+    408: "The request took too long to arrive.",
     409: "That change conflicts with what is stored.",
+    413: "The request is too large.",
+    421: "This server does not serve that host name.",
     502: "The help center could not be reached. Please try again in a moment.",
+    503: "Please try again in a moment.",
     504: "The help center did not answer in time. Please try again in a moment.",
 }
 
@@ -96,11 +100,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         for name in ("Allow", "WWW-Authenticate"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
-        return response
-    except UpstreamError as exc:
-        return error_response(request, exc.status, exc.title)
+    except (UpstreamError, ClientTimeout, StoreUnavailable) as exc:
+        response = error_response(request, exc.status, exc.title)
     except ChangeRefused as exc:
-        return error_response(request, exc.status, exc.title, str(exc), exc.fields)
+        response = error_response(request, exc.status, exc.title, str(exc), exc.fields)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request[AUDIT_ENTRY].request_id})
-        return error_response(request, 500, "Internal error")
+        response = error_response(request, 500, "Internal error")
+    # SECURITY: a body left half-read (too big, too slow, refused early) is not drained for
+    # seconds more, nor parsed as the next request: the connection closes after the page.
+    if not request.content.is_eof():
+        response.force_close()
+    return response

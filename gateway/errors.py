@@ -2,6 +2,8 @@
 
     GatewayError
     ├── ConfigError            a configuration value is missing or wrong (exit code 2)
+    ├── ClientTimeout          the client stopped sending its request body (408)
+    ├── StoreUnavailable       the store is locked, missing or failing (503)
     ├── UpstreamError          the upstream could not answer the proxied request
     │   ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
     │   └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
@@ -27,6 +29,20 @@ class ConfigError(GatewayError):
     def __init__(self, *problems: tuple[str, str]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{path}: {reason}" if path else reason for path, reason in problems))
+
+
+class ClientTimeout(GatewayError):
+    """The client's request body stopped arriving for longer than ``requests.body_timeout``."""
+
+    status = 408
+    title = "Request timeout"
+
+
+class StoreUnavailable(GatewayError):
+    """The store cannot answer now: locked by another process, its file gone, or a disk error."""
+
+    status = 503
+    title = "The help center is not available right now"
 
 
 class UpstreamError(GatewayError):

@@ -24,6 +24,7 @@ from gateway.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.config import GatewayConfig
 from gateway.identity import Identity, JWTVerifier, Rejection, verify_hmac
 from gateway.metrics import METRICS
+from gateway.paths import decision_path
 from gateway.proxy import UPSTREAM_SESSION
 from gateway.redirects import safe_return_to
 from gateway.rules import Policy, compile_rules
@@ -79,9 +80,13 @@ class Guard:
 
     def protects(self, path: str) -> bool:
         """Whether ``path`` belongs to the portal (pages or JSON API) and needs a visitor."""
-        if path.startswith(API_PREFIX):
+        # SECURITY: decided on the broadest reading of the path (paths.py), so that ``/TICKETS``,
+        # ``/tickets;x`` or ``//tickets.`` cannot pass here as "not the portal" and be served upstream as it.
+        path = decision_path(path)
+        if path == API_PREFIX.rstrip("/") or path.startswith(API_PREFIX):
             return path not in PUBLIC_API
-        return path == self.portal_path or path.startswith(self.portal_path + "/")
+        portal = decision_path(self.portal_path)
+        return path == portal or path.startswith(portal + "/")
 
     def credentials(self, request: web.Request) -> Identity | Rejection | None:
         """The visitor's identity from the bearer token, the JWT cookie or (if enabled) the legacy HMAC cookies."""

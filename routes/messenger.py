@@ -19,14 +19,14 @@ from gateway.errorpages import BadRequest, Forbidden, Unauthorized
 from gateway.guard import CREDENTIALS, GUARD, STORE, judged, record_identity
 from gateway.identity import Identity, Rejection, verify_hmac
 from gateway.metrics import METRICS
-from gateway.proxy import CHUNK, MESSENGER, forward
+from gateway.proxy import MESSENGER, forward
 
 FORM = "application/x-www-form-urlencoded"
 MAX_AUDITED_USER_ID = 200
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refused when it is not an uncompressed form or is longer than ``limit``."""
+    """The whole body, refused when it is not an uncompressed UTF-8 form or is longer than ``limit``."""
     if not request.body_exists:
         return b""
     if request.content_type != FORM:
@@ -38,12 +38,10 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
         raise BodyError("a compressed body is not accepted")
     if request.content_length is not None and request.content_length > limit:
         raise BodyError(f"the body is over {limit} bytes")
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise BodyError(f"the body is over {limit} bytes")
-    return bytes(body)
+    body = await request.read()  # already read by the body stage, under its deadline and size cap
+    if len(body) > limit:
+        raise BodyError(f"the body is over {limit} bytes")
+    return body
 
 
 async def _sender(request: web.Request, user_data: dict[str, Any] | None) -> Sender:
@@ -96,7 +94,7 @@ async def messenger(request: web.Request) -> web.StreamResponse:
     config = request.app[CONFIG].messenger
     upstream = request.app[MESSENGER]
     if not config.prevent_company_updates:
-        return await forward(request, upstream)
+        return await forward(request, upstream, body=await request.read() if request.body_exists else None)
     entry = request[AUDIT_ENTRY]
     counter = request.app[METRICS].company_policy
     try:

@@ -8,6 +8,8 @@ from gateway.guard import upstream_identity
 from gateway.namespaces import reserved
 from gateway.proxy import HELP_CENTER, forward
 
+ROUTE_NAME = "proxy"
+
 
 async def help_center(request: web.Request) -> web.StreamResponse:
     """Reverse-proxy the request to ``upstream.url``, telling it who a verified visitor is."""
@@ -19,4 +21,4 @@ async def help_center(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """The catch-all route; register it last."""
-    app.router.add_route("*", "/{tail:.*}", help_center, name="proxy")
+    app.router.add_route("*", "/{tail:.*}", help_center, name=ROUTE_NAME)

@@ -644,3 +644,19 @@ async def test_identity_results_are_counted_by_method_result_and_reason(start_ga
         ("hmac", "rejected", "bad_signature"): 1.0,
         ("hmac", "verified", ""): 1.0,
     }
+
+
+async def test_connection_header_cannot_strip_the_gateways_identity_headers(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    """Class 3, hop-by-hop abuse: naming X-Portal-* in Connection must not remove the gateway's own values."""
+    gateway = await start_gateway(**WITH_LOGIN, **DEMO)
+    hop = "X-Portal-User-Id, X-Portal-Company-Ids, X-Portal-Email, X-Forwarded-For"
+    answer = await fetch(gateway, "/anything", headers={**bearer(token("u-ben")), "Connection": hop})
+    assert answer.status == 200
+    assert sorted(identity_headers(upstream.last.headers)) == [
+        ("X-Portal-Company-Ids", "acme,globex"),
+        ("X-Portal-Email", "ben@acme.example.com"),
+        ("X-Portal-User-Id", "u-ben"),
+    ]
+    assert upstream.last.headers["X-Forwarded-For"] == "127.0.0.1"
