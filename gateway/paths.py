@@ -12,6 +12,7 @@ path that some upstream could read as a portal path is decided as one.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from urllib.parse import unquote
 
@@ -52,6 +53,25 @@ def decision_path(path: str) -> str:
     lower case, ``;`` parameters and trailing dots and spaces dropped, empty segments merged."""
     segments = (segment.split(";")[0].rstrip(". ").lower() for segment in path.split("/"))
     return "/" + "/".join(segment for segment in segments if segment)
+
+
+# The namespaces the gateway answers itself: /messenger/web under the company-update policy, /admin/api
+# behind the admin token. No other spelling of them may reach the help center through the catch-all proxy.
+RESERVED = ("/messenger/web", "/admin/api")
+_DECODE_ROUNDS = 4
+
+
+def reserved(raw_path: str) -> bool:
+    """Whether ``raw_path`` names a reserved namespace as the most lenient server would read it:
+    percent-decoded again and again, backslashes as slashes, dot segments resolved, then ``decision_path``."""
+    path = raw_path.partition("?")[0]
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    path = decision_path(posixpath.normpath("/" + path.replace("\\", "/").lstrip("/")))
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in RESERVED)
 
 
 def path_middleware(allow_encoded_slashes: bool) -> Middleware:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.guard import upstream_identity
-from gateway.namespaces import reserved
+from gateway.paths import reserved
 from gateway.proxy import HELP_CENTER, forward
 
 ROUTE_NAME = "proxy"
