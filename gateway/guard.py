@@ -12,27 +12,34 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from cachetools import LRUCache
 from yarl import URL
 
 from gateway.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.config import GatewayConfig
+from gateway.cookies import cookie_value
 from gateway.identity import Identity, JWTVerifier, Rejection, verify_hmac
 from gateway.metrics import METRICS
 from gateway.proxy import UPSTREAM_SESSION
 from gateway.redirects import safe_return_to
 from gateway.rules import Policy, compile_rules
 from gateway.store import SQLiteStore
+from gateway.store.models import Contact
 from gateway.visibility import VisibilityPolicy, Visitor
 
 API_PREFIX = "/api/v1/"
 PUBLIC_API = frozenset({"/api/v1/openapi.json"})
 DEV_LOGIN_PATH = "/dev/login"
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+# SECURITY: a contact (companies, attributes) is read from the store at most this often per user; a change
+# reaches the access rules and X-Portal-Company-Ids of every worker within that time. The token is still
+# verified on every request, so this delays membership changes only, never lets an unverified visitor in.
+CONTACT_TTL = 2.0
 
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
 VISITOR = web.RequestKey("visitor", Visitor)
@@ -55,6 +62,9 @@ class Guard:
     login_url: URL | None
     dev_login: bool
     clock: Callable[[], float] = time.time
+    contacts: LRUCache[str, tuple[float, Contact | None]] = field(
+        default_factory=lambda: LRUCache(10_000), repr=False, compare=False
+    )
 
     @classmethod
     def from_config(cls, config: GatewayConfig, verifier: JWTVerifier) -> Guard:
@@ -89,14 +99,25 @@ class Guard:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return self.verifier.verify(token.strip(), self.clock())
-        token = request.cookies.get(self.jwt_cookie, "")
-        if token:
-            return self.verifier.verify(token, self.clock())
+        cookies = request.headers.getall("Cookie", ())
+        from_cookie = cookie_value(cookies, self.jwt_cookie)
+        if from_cookie:
+            return self.verifier.verify(from_cookie, self.clock())
         if self.hmac_secrets is not None:
-            user_id, user_hash = (request.cookies.get(name, "") for name in self.hmac_cookies)
+            user_id, user_hash = (cookie_value(cookies, name) or "" for name in self.hmac_cookies)
             if user_id and user_hash:
                 return verify_hmac(user_id, user_hash, self.hmac_secrets)
         return None
+
+    async def contact(self, store: SQLiteStore, user_id: str) -> Contact | None:
+        """The store's contact for a verified ``user_id`` (None when unknown), read at most every CONTACT_TTL s."""
+        now = self.clock()
+        cached = self.contacts.get(user_id)
+        if cached is not None and now < cached[0]:
+            return cached[1]
+        contact = await store.contact_by_user_id(user_id)
+        self.contacts[user_id] = (now + CONTACT_TTL, contact)
+        return contact
 
     def sign_in_url(self, return_to: str | None) -> URL | None:
         """The login page with an absolute same-origin ``return_to``; None when there is no login page."""
@@ -147,9 +168,8 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
     elif isinstance(result, Rejection):
         entry.identity = IdentityResult(method=result.method, result="rejected", reason=result.reason)
     if result is not None:
-        request.app[METRICS].identity_results.labels(
-            method=result.method, result=entry.identity.result, reason=entry.identity.reason or ""
-        ).inc()
+        metrics = request.app[METRICS]
+        metrics.child(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "").inc()
     return await handler(request)
 
 
@@ -158,7 +178,8 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     result = request[CREDENTIALS]
     if not isinstance(result, Identity):
         return {}
-    visitor = request.get(VISITOR) or Visitor(result, await request.app[STORE].contact_by_user_id(result.user_id))
+    app = request.app
+    visitor = request.get(VISITOR) or Visitor(result, await app[GUARD].contact(app[STORE], result.user_id))
     email = visitor.identity.email or (visitor.contact.email if visitor.contact else None)
     headers = {
         "X-Portal-User-Id": result.user_id,
@@ -188,7 +209,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if login is not None:
             raise web.HTTPFound(login)
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="portal"'})
-    visitor = Visitor(identity=result, contact=await request.app[STORE].contact_by_user_id(result.user_id))
+    visitor = Visitor(identity=result, contact=await guard.contact(request.app[STORE], result.user_id))
     decision = guard.access(visitor.facts())
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)
     if not decision.allowed:

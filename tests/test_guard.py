@@ -14,9 +14,10 @@ import base64
 import hashlib
 import hmac
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookies import Morsel, SimpleCookie
@@ -29,9 +30,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from gateway.identity import sign_token
+from gateway.guard import CONTACT_TTL, Guard
+from gateway.identity import JWTVerifier, sign_token
+from gateway.store import SQLiteStore, writes
 from gateway.store.demo import PEOPLE
-from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway
+from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, MakeConfig, RecordingUpstream, StartGateway
 
 LOGIN_URL = "https://app.example.com/login"
 ORIGIN = f"https://{DOMAIN}"
@@ -644,3 +647,36 @@ async def test_identity_results_are_counted_by_method_result_and_reason(start_ga
         ("hmac", "rejected", "bad_signature"): 1.0,
         ("hmac", "verified", ""): 1.0,
     }
+
+
+async def test_a_contact_is_read_from_the_store_at_most_once_per_ttl(make_config: MakeConfig, tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "contacts.db")
+    config = make_config()
+    now = [1_000.0]
+    guard = replace(Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt)), clock=lambda: now[0])
+
+    def add(connection: sqlite3.Connection) -> int:
+        contact = writes.upsert_contact(connection, "u-cached", "cached@example.com", "Cached")
+        writes.set_memberships(connection, contact, [writes.upsert_company(connection, "c-1", "Acme")])
+        return contact
+
+    try:
+        assert await guard.contact(store, "u-cached") is None  # not in the store yet; that answer is kept too
+        contact_id = await store.transaction(add)
+        now[0] += CONTACT_TTL - 0.001
+        assert await guard.contact(store, "u-cached") is None
+        now[0] += 0.001
+        found = await guard.contact(store, "u-cached")
+        assert found is not None
+        assert [company.company_id for company in found.companies] == ["c-1"]
+
+        await store.transaction(lambda connection: writes.set_memberships(connection, contact_id, []))
+        cached = await guard.contact(store, "u-cached")
+        assert cached is not None
+        assert len(cached.companies) == 1  # a membership change waits for the TTL ...
+        now[0] += CONTACT_TTL
+        changed = await guard.contact(store, "u-cached")
+        assert changed is not None
+        assert changed.companies == ()  # ... and no longer
+    finally:
+        await store.close()
