@@ -42,7 +42,7 @@ import trustme
 import yaml
 
 from bench import nginx
-from bench.load import MiB, PeakRSS, WrkResult, rss_with_idle_connections, tree_rss, wrk
+from bench.load import PeakRSS, WrkResult, rss_with_idle_connections, tree_rss, wrk
 from bench.profile import profile_gateway
 from gateway.identity import sign_token
 
@@ -225,7 +225,7 @@ def gateway_config(folder: Path, port: int, upstream_port: int) -> Path:
 
 
 def _mb(size: float) -> str:
-    return f"{size / MiB:,.0f}"
+    return f"{size / 1e6:,.0f}"
 
 
 def print_table(rows: list[Row], seconds: float) -> None:
@@ -301,6 +301,7 @@ def run(seconds: float, *, portal: bool, profile: bool) -> None:
     env = {**os.environ, "BENCH_JWT_SECRET": SECRET, "PYTHONPATH": str(REPO)}
     python = sys.executable
     processes = Processes(folder)
+    profiled = ""
     try:
         (folder / "upstream.conf").write_text(nginx.upstream_conf(folder, ports["upstream"]))
         (folder / "edge.conf").write_text(
@@ -314,76 +315,58 @@ def run(seconds: float, *, portal: bool, profile: bool) -> None:
             )
         )
         nginx_binary = shutil.which("nginx") or "/usr/sbin/nginx"
-        upstream = processes.start("upstream", [nginx_binary, "-p", str(folder), "-c", str(folder / "upstream.conf")])
-        upstream_url = f"http://{HOST}:{ports['upstream']}"
-        wait_ready(upstream_url + PATH, upstream, folder / "upstream.log", {})
-        verifier = processes.start("verifier", [python, "-m", "bench.verifier", str(ports["verifier"])], env)
-        edge = processes.start("edge", [nginx_binary, "-p", str(folder), "-c", str(folder / "edge.conf")])
-        wait_ready(f"https://{HOST}:{ports['b']}{PATH}", edge, folder / "edge.log", headers)
-        wait_ready(f"https://{HOST}:{ports['c']}{PATH}", verifier, folder / "verifier.log", headers)
-
-        rows: list[Row] = []
-        targets = [
-            Target("a", "upstream directly (nginx static, HTTP)", upstream_url + PATH, [upstream.pid], auth=False),
-            Target("b", "nginx TLS proxy, cookie map", f"https://{HOST}:{ports['b']}{PATH}", [edge.pid], auth=False),
-            Target(
-                "c",
-                "nginx + auth_request -> aiohttp JWT verifier",
-                f"https://{HOST}:{ports['c']}{PATH}",
-                [edge.pid, verifier.pid],
-                auth=True,
-            ),
-        ]
         forwarded = f"{session}; {device}"
-        for target in targets:
+        rows: list[Row] = []
+
+        def serve(name: str, command: list[str], ready: str) -> subprocess.Popen[bytes]:
+            process = processes.start(name, command, env)
+            wait_ready(ready, process, folder / f"{name}.log", headers)
+            return process
+
+        def row(target: Target) -> None:
             check(target, headers, forwarded if target.key != "a" else cookie, jwt_cookie)
             print(f"measuring {target.key}: {target.label} ...", flush=True)
             rows.append(measure(target, headers, seconds, request))
-        processes.stop(verifier)
+
+        upstream_url = f"http://{HOST}:{ports['upstream']}"
+        upstream_command = [nginx_binary, "-p", str(folder), "-c", str(folder / "upstream.conf")]
+        upstream = serve("upstream", upstream_command, upstream_url + PATH)
+        row(Target("a", "upstream directly (nginx static, HTTP)", upstream_url + PATH, [upstream.pid], auth=False))
+
+        edge_command = [nginx_binary, "-p", str(folder), "-c", str(folder / "edge.conf")]
+        url = f"https://{HOST}:{ports['b']}{PATH}"
+        edge = serve("edge", edge_command, url)
+        row(Target("b", "nginx TLS proxy, cookie map", url, [edge.pid], auth=False))
+        processes.stop(edge)  # a fresh nginx for c: b's 5,000 connections leave its memory grown
+
+        verifier = processes.start("verifier", [python, "-m", "bench.verifier", str(ports["verifier"])], env)
+        url = f"https://{HOST}:{ports['c']}{PATH}"
+        edge = serve("edge-auth", edge_command, url)
+        row(Target("c", "nginx + auth_request -> aiohttp JWT verifier", url, [edge.pid, verifier.pid], auth=True))
         processes.stop(edge)
+        processes.stop(verifier)
 
         config = gateway_config(folder, ports["d"], ports["upstream"])
-        gateway_url = f"https://{HOST}:{ports['d']}{PATH}"
+        url = f"https://{HOST}:{ports['d']}{PATH}"
         for workers in sorted({1, CORES}):
+            command = [python, "-m", "gateway", "serve", "-c", str(config), "--workers", str(workers)]
+            gateway = serve(f"gateway-{workers}", command, url)
             label = "gateway, full path, 1 process" if workers == 1 else f"gateway, full path, {workers} workers"
-            gateway = processes.start(
-                f"gateway-{workers}",
-                [python, "-m", "gateway", "serve", "-c", str(config), "--workers", str(workers)],
-                env,
-            )
-            wait_ready(gateway_url, gateway, folder / f"gateway-{workers}.log", headers)
-            target = Target(f"d{workers}", label, gateway_url, [gateway.pid], auth=True)
-            check(target, headers, forwarded, jwt_cookie)
-            print(f"measuring {target.key}: {label} ...", flush=True)
-            rows.append(measure(target, headers, seconds, request))
+            row(Target(f"d{workers}", label, url, [gateway.pid], auth=True))
             if profile and workers == 1:
-                profile_gateway(gateway.pid, gateway_url, headers, seconds, folder)
+                print("profiling d1 ...", flush=True)
+                profiled = profile_gateway(gateway.pid, url, headers, seconds, folder)
             processes.stop(gateway)
 
-        proxy = processes.start(
-            "minimal-proxy",
-            [
-                python,
-                "-m",
-                "bench.minimal_proxy",
-                str(ports["e"]),
-                upstream_url,
-                str(folder / "cert.pem"),
-                str(folder / "key.pem"),
-                WORKSPACE,
-            ],
-            env,
-        )
-        target = Target(
-            "e", "minimal aiohttp proxy, cookie filter only", f"https://{HOST}:{ports['e']}{PATH}", [proxy.pid], False
-        )
-        wait_ready(target.url, proxy, folder / "minimal-proxy.log", headers)
-        check(target, headers, forwarded, jwt_cookie)
-        print(f"measuring e: {target.label} ...", flush=True)
-        rows.append(measure(target, headers, seconds, request))
+        url = f"https://{HOST}:{ports['e']}{PATH}"
+        proxy_args = [str(ports["e"]), upstream_url, str(folder / "cert.pem"), str(folder / "key.pem"), WORKSPACE]
+        proxy = serve("minimal-proxy", [python, "-m", "bench.minimal_proxy", *proxy_args], url)
+        row(Target("e", "minimal aiohttp proxy, cookie filter only", url, [proxy.pid], auth=False))
     finally:
         processes.stop_all()
     print_table(rows, seconds)
+    if profiled:
+        print(profiled)
     if portal:
         print("\nportal figures (bench/bench_portal.py):", flush=True)
         subprocess.run([python, str(REPO / "bench" / "bench_portal.py")], check=True, env=env)

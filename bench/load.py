@@ -16,7 +16,6 @@ _LATENCY = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([0-9.]+)(us|ms|s)\s*$", re.MULT
 _RATE = re.compile(r"^Requests/sec:\s+([0-9.]+)", re.MULTILINE)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+([0-9]+)")
 _ERRORS = re.compile(r"Socket errors:\s+connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)")
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
