@@ -83,6 +83,51 @@ class UpstreamResult:
 
 
 @dataclass
+class RemovedField:
+    """A field the company-update policy kept from upstream, and why."""
+
+    field: str
+    reason: str
+
+
+@dataclass
+class CompanyPolicyResult:
+    """What the prevent-company-update policy did to a Messenger call: field names and reasons, never values."""
+
+    action: str
+    """pass, strip, reject, or invalid (a body that is not a Messenger call)."""
+    user_id: str | None = None
+    """The user the call is about: the one in ``user_data``, else the verified sender."""
+    verified: bool = False
+    removed: list[RemovedField] = field(default_factory=list)
+    reason: str | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """What ``dataclasses.asdict`` would give, for :meth:`AuditEntry.to_record`."""
+        return {
+            "action": self.action,
+            "user_id": self.user_id,
+            "verified": self.verified,
+            "removed": [dict(vars(removed)) for removed in self.removed],
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class AdminChange:
+    """One write through the admin API: what changed, and the names of the fields it set."""
+
+    action: str
+    resource: str
+    id: str
+    fields: list[str] = field(default_factory=list)
+
+    def to_record(self) -> dict[str, Any]:
+        """What ``dataclasses.asdict`` would give, for :meth:`AuditEntry.to_record`."""
+        return {"action": self.action, "resource": self.resource, "id": self.id, "fields": list(self.fields)}
+
+
+@dataclass
 class AuditEntry:
     """The audit record of one request, filled in as it crosses the pipeline."""
 
@@ -98,6 +143,8 @@ class AuditEntry:
     identity: IdentityResult = field(default_factory=IdentityResult)
     access: AccessResult = field(default_factory=AccessResult)
     upstream: UpstreamResult = field(default_factory=UpstreamResult)
+    company_policy: CompanyPolicyResult | None = None
+    admin_change: AdminChange | None = None
 
     def to_record(self, ts: float) -> dict[str, Any]:
         """The JSON object written to the log."""
@@ -116,6 +163,8 @@ class AuditEntry:
             "identity": dict(vars(self.identity)),
             "access": dict(vars(self.access)),
             "upstream": dict(vars(self.upstream)),
+            "company_policy": None if self.company_policy is None else self.company_policy.to_record(),
+            "admin_change": None if self.admin_change is None else self.admin_change.to_record(),
         }
 
 

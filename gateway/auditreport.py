@@ -24,6 +24,8 @@ class Summary:
     identity: Counter[str] = field(default_factory=Counter)
     access: Counter[str] = field(default_factory=Counter)
     upstream_errors: Counter[str] = field(default_factory=Counter)
+    company_policy: Counter[str] = field(default_factory=Counter)
+    admin_changes: Counter[str] = field(default_factory=Counter)
     aborted: int = 0
 
     def add(self, record: dict[str, Any]) -> None:
@@ -47,6 +49,15 @@ class Summary:
         error = (record.get("upstream") or {}).get("error")
         if error:
             self.upstream_errors[error] += 1
+        policy = record.get("company_policy") or {}
+        if policy.get("action"):
+            self.company_policy[policy["action"]] += 1
+            for removed in policy.get("removed") or ():
+                self.company_policy[f"  removed {removed['field']} ({removed['reason']})"] += 1
+        change = record.get("admin_change") or {}
+        if change.get("action"):
+            refused = " (refused)" if int(record.get("status") or 0) >= 400 else ""
+            self.admin_changes[f"{change['action']} {change['resource']}{refused}"] += 1
 
 
 def summarise(lines: Iterable[str]) -> Summary:
@@ -98,6 +109,8 @@ def render(summary: Summary) -> str:
         ("identity", summary.identity),
         ("access", summary.access),
         ("upstream errors", summary.upstream_errors),
+        ("messenger company updates", summary.company_policy),
+        ("admin changes", summary.admin_changes),
     ):
         if counts:
             lines += ["", f"{title}:", *(f"  {key}: {n}" for key, n in counts.most_common())]

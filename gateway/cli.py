@@ -60,14 +60,20 @@ async def _prepare_store(config: GatewayConfig) -> None:
     await (await _open_store(config)).close()
 
 
+def _with_workers(config: GatewayConfig, args: argparse.Namespace) -> GatewayConfig:
+    """``config`` under ``serve --workers``, which outranks listen.workers (at start and on every reload)."""
+    if args.workers is None:
+        return config
+    return config.model_copy(update={"listen": config.listen.model_copy(update={"workers": args.workers})})
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway until SIGTERM."""
     config = _load(args.config)
-    if args.workers is not None:
-        if args.workers < 1:
-            _say("--workers: must be at least 1")
-            return EXIT_CONFIG
-        config = config.model_copy(update={"listen": config.listen.model_copy(update={"workers": args.workers})})
+    if args.workers is not None and args.workers < 1:
+        _say("--workers: must be at least 1")
+        return EXIT_CONFIG
+    config = _with_workers(config, args)
     if args.config is None:
         tls = config.tls
         if devsetup.ensure_dev_certificate(tls.cert, tls.key, config.domain):
@@ -94,12 +100,31 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if config.listen.workers > 1:
             # Workers opening a new (or older) store at once would race to create and migrate it: do it here.
             asyncio.run(_prepare_store(config))
-            return workers.run(config, context)
-        server.run(config, context)
+            return workers.run(config, context, _reloader(args))
+        server.run(config, context, _reloader(args))
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return EXIT_FAILED
     return 0
+
+
+def _reloader(args: argparse.Namespace) -> server.Reload:
+    """What SIGHUP serves: the configuration read again and held to the bar ``serve`` sets; else ConfigError."""
+
+    def reload() -> GatewayConfig:
+        config = _with_workers(_load(args.config), args)
+        failing = [check for check in run_checks(config) if not check.ok]
+        if failing and config.portal.enabled and args.config is not None:
+            raise ConfigError(*(("prerequisite", str(check)) for check in failing))
+        try:
+            server_context(config.tls.cert, config.tls.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                ("tls.cert / tls.key", f"cannot load {config.tls.cert} and {config.tls.key}: {exc}")
+            ) from None
+        return config
+
+    return reload
 
 
 def cmd_check(args: argparse.Namespace) -> int:

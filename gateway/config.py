@@ -38,6 +38,7 @@ from yarl import URL
 from gateway.errors import ConfigError
 
 ENV_PREFIX = "PORTAL_GATEWAY__"
+ADMIN_TOKEN_MIN = 16
 BUNDLED_CONFIG = "gateway.yaml"
 
 _ATTRIBUTE = re.compile(r"^(person|company)\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -127,6 +128,31 @@ class ListenConfig(_Model):
         default=frozenset({IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")}),
         description="Peers that may read /metrics; everyone else gets 404.",
     )
+    allowed_hosts: frozenset[str] = Field(
+        default=frozenset(),
+        description="Host names served besides `domain` (loopback names too when dev_login is on); others get 421.",
+    )
+
+
+class RequestsConfig(_Model):
+    """What a client's request may be: how slow, how big, which paths."""
+
+    header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client gets for the TLS handshake and each request's headers."
+    )
+    body_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds for a body the gateway reads; a proxied body's longest pause."
+    )
+    max_field_size: int = Field(default=8190, ge=1024, description="Bytes in one header line.")
+    max_headers: int = Field(default=100, ge=16, description="Header lines in one request.")
+    max_body_size: int = Field(
+        default=1024**2,
+        ge=0,
+        description="Bytes of a body the gateway reads itself (forms, JSON); proxied bodies stream.",
+    )
+    allow_encoded_slashes: bool = Field(
+        default=False, description="Forward paths with %2F or %5C; refused by default (an upstream may decode them)."
+    )
 
 
 class TLSConfig(_Model):
@@ -142,7 +168,9 @@ class UpstreamConfig(_Model):
 
     url: HttpURL = Field(description="Base URL of the hosted help center.")
     connect_timeout: float = Field(default=5.0, gt=0, description="Seconds to establish an upstream connection.")
-    read_timeout: float = Field(default=30.0, gt=0, description="Seconds to wait for each upstream read.")
+    read_timeout: float = Field(
+        default=30.0, gt=0, description="Seconds to wait for each upstream read, and for the whole response head."
+    )
 
 
 class CookieForwardingConfig(_Model):
@@ -196,6 +224,12 @@ class MessengerConfig(_Model):
     prevent_company_updates: bool = Field(default=True, description="Block company changes in user_data.")
     company_update_action: Literal["strip", "reject"] = Field(
         default="strip", description="strip the field or reject the call."
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        le=16 * 1024**2,
+        description="Largest Messenger request body read for the policy; a bigger one gets a 400.",
     )
 
 
@@ -292,12 +326,23 @@ class StoreConfig(_Model):
     backend: Literal["sqlite"] = "sqlite"
     path: Path = Path("data/portal.db")
     seed_demo: bool = Field(default=False, description="Fill an empty store with the demo data at start.")
+    busy_timeout: float = Field(
+        default=5.0, gt=0, description="Seconds to wait for another process's lock before answering 503."
+    )
 
 
 class AdminConfig(_Model):
     """The admin API."""
 
     token: Secret | None = Field(default=None, description="Bearer token for /admin/api; unset disables the admin API.")
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # SECURITY: a short bearer token could be guessed; the admin API changes who sees which tickets.
+        if value is not None and len(value.get_secret_value()) < ADMIN_TOKEN_MIN:
+            raise ValueError(f"must be at least {ADMIN_TOKEN_MIN} characters")
+        return value
 
 
 class AuditConfig(_Model):
@@ -312,6 +357,7 @@ class GatewayConfig(_Model):
     workspace_id: str = Field(pattern=r"^[A-Za-z0-9_]+$", description="Names the intercom-session-<id> cookies.")
     domain: str = Field(description="The Help Center custom domain, e.g. help.example.com.")
     listen: ListenConfig
+    requests: RequestsConfig = RequestsConfig()
     tls: TLSConfig
     upstream: UpstreamConfig
     cookie_forwarding: CookieForwardingConfig = CookieForwardingConfig()

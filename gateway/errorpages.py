@@ -8,13 +8,14 @@ anything else from inside the gateway.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import aiohttp_jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway.audit import AUDIT_ENTRY
-from gateway.errors import UpstreamError
+from gateway.errors import ChangeRefused, ClientTimeout, StoreUnavailable, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -24,34 +25,60 @@ _HINTS = {
     403: "You are signed in, but this page is not open to you.",
     404: "There is nothing at this address.",
     405: "This address does not accept that method.",
+    408: "The request took too long to arrive.",
+    409: "That change conflicts with what is stored.",
+    413: "The request is too large.",
+    421: "This server does not serve that host name.",
     502: "The help center could not be reached. Please try again in a moment.",
+    503: "Please try again in a moment.",
     504: "The help center did not answer in time. Please try again in a moment.",
 }
 
 
-class BadRequest(web.HTTPBadRequest):
-    """A 400 whose detail (which input, and why) is safe to show the client."""
+class Explained:
+    """An HTTP error whose detail (which input, and why) is safe to show the client; mixed into one below."""
 
     def __init__(self, detail: str) -> None:
         super().__init__()
         self.detail = detail
 
 
+class BadRequest(Explained, web.HTTPBadRequest):
+    """400, with the reason."""
+
+
+class Unauthorized(Explained, web.HTTPUnauthorized):
+    """401, with the reason (never the credential)."""
+
+
+class Forbidden(Explained, web.HTTPForbidden):
+    """403, with the reason."""
+
+
 def wants_json(request: web.Request) -> bool:
     """API paths and clients that ask for JSON get JSON errors."""
-    if request.path.startswith(("/api/", "/admin/api/", "/messenger/")):
+    if request.path.startswith(("/api/", "/admin/api", "/messenger/")):
         return True
     accept = request.headers.get("Accept", "")
     return "application/json" in accept and "text/html" not in accept
 
 
-def error_response(request: web.Request, status: int, title: str, detail: str | None = None) -> web.Response:
-    """The error answer for ``status``: a page or a JSON body, with the request id."""
+def error_response(
+    request: web.Request,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    fields: Sequence[tuple[str, str]] = (),
+) -> web.Response:
+    """The error answer for ``status``: a page or a JSON body, with the request id (and, for JSON, the
+    path and reason of each bad input field)."""
     request_id = request[AUDIT_ENTRY].request_id
     detail = detail or _HINTS.get(status, "Something went wrong on our side.")
     if wants_json(request):
-        body = {"error": {"status": status, "title": title, "detail": detail, "request_id": request_id}}
-        return web.json_response(body, status=status)
+        error: dict[str, object] = {"status": status, "title": title, "detail": detail, "request_id": request_id}
+        if fields:
+            error["fields"] = [{"path": path, "reason": reason} for path, reason in fields]
+        return web.json_response({"error": error}, status=status)
     return aiohttp_jinja2.render_template(
         "error.html",
         request,
@@ -68,14 +95,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        detail = exc.detail if isinstance(exc, BadRequest) else None
+        detail = exc.detail if isinstance(exc, Explained) else None
         response = error_response(request, exc.status, exc.reason, detail)
         for name in ("Allow", "WWW-Authenticate"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
-        return response
-    except UpstreamError as exc:
-        return error_response(request, exc.status, exc.title)
+    except (UpstreamError, ClientTimeout, StoreUnavailable) as exc:
+        response = error_response(request, exc.status, exc.title)
+    except ChangeRefused as exc:
+        response = error_response(request, exc.status, exc.title, str(exc), exc.fields)
     except Exception:
         log.exception("unhandled error", extra={"request_id": request[AUDIT_ENTRY].request_id})
-        return error_response(request, 500, "Internal error")
+        response = error_response(request, 500, "Internal error")
+    # SECURITY: a body left half-read (too big, too slow, refused early) is not drained for
+    # seconds more, nor parsed as the next request: the connection closes after the page.
+    if not request.content.is_eof():
+        response.force_close()
+    return response

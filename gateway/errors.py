@@ -2,9 +2,15 @@
 
     GatewayError
     ├── ConfigError            a configuration value is missing or wrong (exit code 2)
-    └── UpstreamError          the upstream could not answer the proxied request
-        ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
-        └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
+    ├── ClientTimeout          the client stopped sending its request body (408)
+    ├── StoreUnavailable       the store is locked, missing or failing (503)
+    ├── UpstreamError          the upstream could not answer the proxied request
+    │   ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
+    │   └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
+    └── ChangeRefused          an admin API change the store will not make; ``str()`` says why
+        ├── Missing                something it names does not exist (404)
+        ├── Conflict               it would duplicate something or lose data (409)
+        └── Invalid                input fields whose values are refused, by path (422)
 
 Handlers raise these (or ``web.HTTPException``); one error middleware turns
 them into a page or a JSON body, so no handler formats its own errors.
@@ -23,6 +29,20 @@ class ConfigError(GatewayError):
     def __init__(self, *problems: tuple[str, str]) -> None:
         self.problems = problems
         super().__init__("\n".join(f"{path}: {reason}" if path else reason for path, reason in problems))
+
+
+class ClientTimeout(GatewayError):
+    """The client's request body stopped arriving for longer than ``requests.body_timeout``."""
+
+    status = 408
+    title = "Request timeout"
+
+
+class StoreUnavailable(GatewayError):
+    """The store cannot answer now: locked by another process, its file gone, or a disk error."""
+
+    status = 503
+    title = "The help center is not available right now"
 
 
 class UpstreamError(GatewayError):
@@ -47,3 +67,38 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     title = "The help center took too long to answer"
     kind = "timeout"
+
+
+class ChangeRefused(GatewayError):
+    """An admin API change the store will not make; carries the status, and bad fields as (path, reason)."""
+
+    status = 400
+    title = "Bad request"
+
+    def __init__(self, reason: str, fields: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(reason)
+        self.fields = fields
+
+
+class Missing(ChangeRefused):
+    """Something the change names does not exist."""
+
+    status = 404
+    title = "Not found"
+
+
+class Conflict(ChangeRefused):
+    """The change would duplicate something, or lose data that refers to what it deletes."""
+
+    status = 409
+    title = "Conflict"
+
+
+class Invalid(ChangeRefused):
+    """Input fields whose values are refused, each as (path, reason), so clients can show them."""
+
+    status = 422
+    title = "Unprocessable content"
+
+    def __init__(self, *fields: tuple[str, str]) -> None:
+        super().__init__("; ".join(f"{path}: {reason}" for path, reason in fields), fields)

@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from cachetools import LRUCache
 from yarl import URL
 
 from gateway.audit import AUDIT_ENTRY, AccessResult, IdentityResult
@@ -25,21 +25,18 @@ from gateway.config import GatewayConfig
 from gateway.cookies import cookie_value
 from gateway.identity import Identity, JWTVerifier, Rejection, verify_hmac
 from gateway.metrics import METRICS
+from gateway.paths import decision_path
 from gateway.proxy import UPSTREAM_SESSION
 from gateway.redirects import safe_return_to
 from gateway.rules import Policy, compile_rules
 from gateway.store import SQLiteStore
-from gateway.store.models import Contact
 from gateway.visibility import VisibilityPolicy, Visitor
 
 API_PREFIX = "/api/v1/"
+ADMIN_PREFIX = "/admin/api"
 PUBLIC_API = frozenset({"/api/v1/openapi.json"})
 DEV_LOGIN_PATH = "/dev/login"
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
-# SECURITY: a contact (companies, attributes) is read from the store at most this often per user; a change
-# reaches the access rules and X-Portal-Company-Ids of every worker within that time. The token is still
-# verified on every request, so this delays membership changes only, never lets an unverified visitor in.
-CONTACT_TTL = 2.0
 
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
 VISITOR = web.RequestKey("visitor", Visitor)
@@ -62,9 +59,6 @@ class Guard:
     login_url: URL | None
     dev_login: bool
     clock: Callable[[], float] = time.time
-    contacts: LRUCache[str, tuple[float, Contact | None]] = field(
-        default_factory=lambda: LRUCache(10_000), repr=False, compare=False
-    )
 
     @classmethod
     def from_config(cls, config: GatewayConfig, verifier: JWTVerifier) -> Guard:
@@ -87,9 +81,13 @@ class Guard:
 
     def protects(self, path: str) -> bool:
         """Whether ``path`` belongs to the portal (pages or JSON API) and needs a visitor."""
-        if path.startswith(API_PREFIX):
+        # SECURITY: decided on the broadest reading of the path (paths.py), so that ``/TICKETS``,
+        # ``/tickets;x`` or ``//tickets.`` cannot pass here as "not the portal" and be served upstream as it.
+        path = decision_path(path)
+        if path == API_PREFIX.rstrip("/") or path.startswith(API_PREFIX):
             return path not in PUBLIC_API
-        return path == self.portal_path or path.startswith(self.portal_path + "/")
+        portal = decision_path(self.portal_path)
+        return path == portal or path.startswith(portal + "/")
 
     def credentials(self, request: web.Request) -> Identity | Rejection | None:
         """The visitor's identity from the bearer token, the JWT cookie or (if enabled) the legacy HMAC cookies."""
@@ -108,16 +106,6 @@ class Guard:
             if user_id and user_hash:
                 return verify_hmac(user_id, user_hash, self.hmac_secrets)
         return None
-
-    async def contact(self, store: SQLiteStore, user_id: str) -> Contact | None:
-        """The store's contact for a verified ``user_id`` (None when unknown), read at most every CONTACT_TTL s."""
-        now = self.clock()
-        cached = self.contacts.get(user_id)
-        if cached is not None and now < cached[0]:
-            return cached[1]
-        contact = await store.contact_by_user_id(user_id)
-        self.contacts[user_id] = (now + CONTACT_TTL, contact)
-        return contact
 
     def sign_in_url(self, return_to: str | None) -> URL | None:
         """The login page with an absolute same-origin ``return_to``; None when there is no login page."""
@@ -151,17 +139,23 @@ async def jwks_context(app: web.Application) -> AsyncIterator[None]:
         await task
 
 
-@web.middleware
-async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
+Judgement = TypeVar("Judgement", Identity | Rejection, Identity | Rejection | None)
+
+
+async def judged(request: web.Request, judge: Callable[[], Judgement]) -> Judgement:
+    """``judge()``; judged again once after fetching the JWKS anew, when it names a key not fetched yet."""
     guard = request.app[GUARD]
-    result = guard.credentials(request)
+    result = judge()
     jwks = guard.verifier.jwks
     if isinstance(result, Rejection) and result.reason == "unknown_kid" and jwks and jwks.needs_refetch(guard.clock()):
         # A new signing key may have been published since the last fetch: fetch once, then judge again.
         await jwks.refresh(request.app[UPSTREAM_SESSION])
-        result = guard.credentials(request)
-    request[CREDENTIALS] = result
+        result = judge()
+    return result
+
+
+def record_identity(request: web.Request, result: Identity | Rejection | None) -> None:
+    """Write an identity outcome into the request's audit entry and the metrics."""
     entry = request[AUDIT_ENTRY]
     if isinstance(result, Identity):
         entry.identity = IdentityResult(method=result.method, user_id=result.user_id, result="verified")
@@ -170,6 +164,19 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
     if result is not None:
         metrics = request.app[METRICS]
         metrics.child(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "").inc()
+
+
+@web.middleware
+async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
+    guard = request.app[GUARD]
+    if request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/"):
+        # The admin API has its own bearer token: it is not a visitor's JWT, nor a failed one.
+        request[CREDENTIALS] = None
+        return await handler(request)
+    result = await judged(request, lambda: guard.credentials(request))
+    request[CREDENTIALS] = result
+    record_identity(request, result)
     return await handler(request)
 
 
@@ -178,8 +185,7 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     result = request[CREDENTIALS]
     if not isinstance(result, Identity):
         return {}
-    app = request.app
-    visitor = request.get(VISITOR) or Visitor(result, await app[GUARD].contact(app[STORE], result.user_id))
+    visitor = request.get(VISITOR) or Visitor(result, await request.app[STORE].contact_by_user_id(result.user_id))
     email = visitor.identity.email or (visitor.contact.email if visitor.contact else None)
     headers = {
         "X-Portal-User-Id": result.user_id,
@@ -209,7 +215,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if login is not None:
             raise web.HTTPFound(login)
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="portal"'})
-    visitor = Visitor(identity=result, contact=await guard.contact(request.app[STORE], result.user_id))
+    # SECURITY: read on every request, never cached: a membership the admin API removes (or a company's
+    # attributes it changes) is out of the very next request's access decision, visibility and headers.
+    visitor = Visitor(identity=result, contact=await request.app[STORE].contact_by_user_id(result.user_id))
     decision = guard.access(visitor.facts())
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)
     if not decision.allowed:

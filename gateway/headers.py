@@ -51,14 +51,43 @@ _IDENTITY_HEADERS = frozenset(
 )
 
 
+def _normalized(name: str) -> str:
+    """A header name as lenient upstream servers read it: any case, "_" for "-" (CGI, WSGI, PHP)."""
+    return name.lower().replace("_", "-")
+
+
 def is_identity_header(name: str) -> bool:
     """Whether a header name claims an identity (``X-Portal-*`` and the usual proxy-auth headers)."""
-    normalized = name.lower().replace("_", "-")
+    normalized = _normalized(name)
     return normalized.startswith("x-portal-") or normalized in _IDENTITY_HEADERS
 
 
-# SECURITY: headers a client could use to lie about where it is; only a trusted proxy's survive.
-CLIENT_FORWARDING = frozenset({"forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-real-ip"})
+# SECURITY: headers through which a client could lie about where it is, or which URL it asked for
+# (X-Original-URL re-routes some frameworks past the path the access decision saw). Every
+# X-Forwarded-* and these are dropped in any spelling; the gateway sends its own X-Forwarded-For,
+# -Proto and -Host, believing a client's values only when the peer is a trusted proxy.
+_CLIENT_FORWARDING = frozenset(
+    {
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "client-ip",
+        "x-original-url",
+        "x-rewrite-url",
+        "x-original-host",
+        "x-host",
+        "front-end-https",
+        "x-url-scheme",
+    }
+)
+
+
+def is_forwarding_header(name: str) -> bool:
+    """Whether a header name claims where the client is or what it asked for (``X-Forwarded-*`` and the like)."""
+    normalized = _normalized(name)
+    return normalized.startswith("x-forwarded-") or normalized in _CLIENT_FORWARDING
 
 
 @dataclass(frozen=True)
@@ -136,8 +165,12 @@ def upstream_request_headers(
 ) -> CIMultiDict[str]:
     """The headers to send upstream: no hop-by-hop, no client Host, forwarding or identity claims;
     the filtered Cookie; the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*."""
-    out = CIMultiDict((key, value) for key, value in without_hop_by_hop(headers).items() if not is_identity_header(key))
-    for name in (*CLIENT_FORWARDING, "host", "cookie"):
+    out = CIMultiDict(
+        (key, value)
+        for key, value in without_hop_by_hop(headers).items()
+        if not (is_identity_header(key) or is_forwarding_header(key))
+    )
+    for name in ("host", "cookie"):
         out.popall(name, None)
     out.update(identity or {})
     if cookie:

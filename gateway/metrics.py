@@ -50,6 +50,12 @@ class Metrics:
             ["method", "result", "reason"],
             registry=self.registry,
         )
+        self.company_policy = Counter(
+            "gateway_messenger_company_policy",
+            "Messenger calls by what the prevent-company-update policy did (pass, strip, reject, invalid).",
+            ["action"],
+            registry=self.registry,
+        )
         self._cookie_labels: set[str] = set()
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 

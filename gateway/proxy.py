@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,9 +22,10 @@ from yarl import URL
 from gateway.audit import AUDIT_ENTRY, AuditEntry
 from gateway.config import GatewayConfig
 from gateway.cookies import filter_cookies, rewrite_set_cookie
-from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import ClientTimeout, UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.headers import FORWARDING, upstream_request_headers, without_hop_by_hop
 from gateway.metrics import METRICS
+from gateway.slowclients import timed_body
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Upstream:
     custom_domain: str
     cookie_domain: str
     timeout: aiohttp.ClientTimeout
+    head_timeout: float
+    body_timeout: float
 
     @classmethod
     def from_config(cls, config: GatewayConfig, base: URL) -> Upstream:
@@ -55,6 +58,8 @@ class Upstream:
             timeout=aiohttp.ClientTimeout(
                 total=None, sock_connect=config.upstream.connect_timeout, sock_read=config.upstream.read_timeout
             ),
+            head_timeout=config.upstream.read_timeout,
+            body_timeout=config.requests.body_timeout,
         )
 
     def url_for(self, raw_path: str) -> URL:
@@ -69,6 +74,7 @@ class _ProxiedResponse(web.StreamResponse):
 
 
 HELP_CENTER = web.AppKey("help_center", Upstream)
+MESSENGER = web.AppKey("messenger", Upstream)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
 
 
@@ -85,6 +91,13 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def _then(chunks: AsyncIterator[bytes], done: Callable[[], None]) -> AsyncIterator[bytes]:
+    """``chunks`` as they come, then ``done()`` once the last has been taken."""
+    async for chunk in chunks:
+        yield chunk
+    done()
+
+
 def _is_websocket(request: web.Request) -> bool:
     connection = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
     return "upgrade" in connection and request.headers.get("Upgrade", "").lower() == "websocket"
@@ -99,11 +112,18 @@ def _fail(entry: AuditEntry, request: web.Request, error: UpstreamError, exc: Ba
 
 
 async def forward(
-    request: web.Request, upstream: Upstream, *, identity: Mapping[str, str] | None = None
+    request: web.Request,
+    upstream: Upstream,
+    *,
+    identity: Mapping[str, str] | None = None,
+    query: str | None = None,
+    body: bytes | None = None,
 ) -> web.StreamResponse:
     """Send the request to ``upstream`` and stream its answer back under the cookie allow-list.
 
     ``identity`` holds the gateway's own X-Portal-* headers for a verified visitor.
+    ``query`` (raw, without "?") and ``body`` replace the client's, for a caller
+    that read and rewrote them; otherwise the client's body streams through.
     """
     entry = request[AUDIT_ENTRY]
     cookies = filter_cookies(request.headers.getall("Cookie", ()), upstream.allowed_cookies)
@@ -115,27 +135,41 @@ async def forward(
     headers = upstream_request_headers(
         request.headers, cookie=cookies.header, fwd=request[FORWARDING], identity=identity
     )
-    url = upstream.url_for(request.raw_path)
+    url = upstream.url_for(request.raw_path if query is None else request.rel_url.raw_path + _query(query))
     entry.upstream.url = str(url.with_query(None).with_fragment(None))
     session = request.app[UPSTREAM_SESSION]
     if _is_websocket(request):
         return await _relay_websocket(request, session, url, headers, upstream)
+    if body is not None:
+        headers.popall("Content-Length", None)  # the client's length is for the client's body
     try:
-        response = await session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=request.content if request.body_exists else None,
-            allow_redirects=False,
-            timeout=upstream.timeout,
-        )
+        async with asyncio.timeout(None) as head_deadline:
+
+            def sent() -> None:
+                # SECURITY: an upstream dripping its head a byte at a time never trips the per-read
+                # timeout; the whole head must arrive within read_timeout once the request is sent.
+                head_deadline.reschedule(asyncio.get_running_loop().time() + upstream.head_timeout)
+
+            streamed = body is None and request.body_exists
+            data = _then(timed_body(request.content, upstream.body_timeout), sent) if streamed else body
+            if not streamed:
+                sent()
+            response = await session.request(
+                request.method, url, headers=headers, data=data, allow_redirects=False, timeout=upstream.timeout
+            )
     except TimeoutError as exc:
         raise _fail(entry, request, UpstreamTimeout(), exc) from None
     except aiohttp.ClientError as exc:
+        if isinstance(exc.__cause__, ClientTimeout):
+            raise exc.__cause__ from None  # the client stalled, not the upstream
         raise _fail(entry, request, UpstreamUnreachable(), exc) from None
     async with response:
         entry.upstream.status = response.status
         return await _stream_back(request, response, upstream, entry)
+
+
+def _query(query: str) -> str:
+    return f"?{query}" if query else ""
 
 
 def _response_headers(response: aiohttp.ClientResponse, upstream: Upstream, entry: AuditEntry) -> CIMultiDict[str]:

@@ -6,7 +6,8 @@
       reserves the ports               store connection, audit writer, metrics), bound to the
       forks N workers ──────────────▶  same addresses with SO_REUSEPORT; the kernel spreads
       SIGTERM/SIGINT ──── relayed ──▶  new connections across them, each drains on SIGTERM
-      SIGHUP ──────────── relayed ──▶  each reopens the audit log (appends are whole lines)
+      SIGHUP ──────────── relayed ──▶  each reloads (configuration, certificate, new app; the old
+                                       one drains) and reopens the audit log (appends are whole lines)
 
 The parent binds (never listens on) each address first, so that a port of 0
 becomes one real port that every worker then joins. Workers start with the
@@ -14,6 +15,11 @@ stop signals blocked and unblock them once their own handlers are in place,
 so a SIGTERM that comes during start-up still drains instead of killing. A
 worker that dies on its own stops the others and the parent exits 1:
 restarting is left to the supervisor (systemd, Kubernetes), which sees it.
+
+On SIGHUP every worker reads the configuration itself, as a single gateway
+does; a file that still names the addresses the parent reserved is served on
+the ports it really bound (a port of 0 stays the port the workers share).
+The addresses and the number of workers change only with a restart.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from multiprocessing.connection import Connection, wait
 from types import FrameType
 
 from gateway import server
-from gateway.config import Address, GatewayConfig
+from gateway.config import Address, GatewayConfig, ListenConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +63,24 @@ def _bound(address: Address, sock: socket.socket) -> Address:
     return Address(host=address.host, port=int(sock.getsockname()[1]))
 
 
-def _worker(config: GatewayConfig, context: ssl.SSLContext, number: int, parent: Connection) -> None:
+def _on_bound(reload: server.Reload, configured: ListenConfig, bound: ListenConfig) -> server.Reload:
+    """``reload``, with the addresses the parent reserved replaced by the ports really bound while the
+    file still names them; other addresses are left for :meth:`server.Running.reload` to refuse."""
+
+    def reload_bound() -> GatewayConfig:
+        config = reload()
+        listen = config.listen
+        if (listen.https, listen.http) != (configured.https, configured.http):
+            return config
+        ports = {"https": bound.https, "http": bound.http}
+        return config.model_copy(update={"listen": listen.model_copy(update=ports)})
+
+    return reload_bound
+
+
+def _worker(
+    config: GatewayConfig, context: ssl.SSLContext, reload: server.Reload, number: int, parent: Connection
+) -> None:
     """One worker: serve like a single gateway; tell the parent when listening."""
     for signum in _SIGNALS:  # the parent's relaying handlers came along with the fork
         signal.signal(signum, signal.SIG_DFL)
@@ -69,7 +92,7 @@ def _worker(config: GatewayConfig, context: ssl.SSLContext, number: int, parent:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # the loop's handlers are in place: deliver
 
     try:
-        server.run(config, context, ready)
+        server.run(config, context, reload, ready)
     except OSError as exc:
         log.error("worker %d cannot listen: %s", number, exc)
         sys.exit(EXIT_FAILED)
@@ -78,9 +101,10 @@ def _worker(config: GatewayConfig, context: ssl.SSLContext, number: int, parent:
 class Supervisor:
     """The parent: starts the workers, relays signals to them, and waits for them all."""
 
-    def __init__(self, config: GatewayConfig, context: ssl.SSLContext) -> None:
+    def __init__(self, config: GatewayConfig, context: ssl.SSLContext, reload: server.Reload) -> None:
         self.config = config
         self.context = context
+        self.reload = reload
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.stopping = False
         self.failed = False
@@ -113,6 +137,7 @@ class Supervisor:
 
     def _supervise(self, config: GatewayConfig) -> int:
         fork = multiprocessing.get_context("fork")
+        reload = _on_bound(self.reload, self.config.listen, config.listen)
         announcements: list[Connection] = []
         signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)  # until the handlers below exist; workers inherit it
         try:
@@ -121,7 +146,9 @@ class Supervisor:
             for number in range(1, config.listen.workers + 1):
                 reader, writer = fork.Pipe(duplex=False)
                 process = fork.Process(
-                    target=_worker, args=(config, self.context, number, writer), name=f"gateway-worker-{number}"
+                    target=_worker,
+                    args=(config, self.context, reload, number, writer),
+                    name=f"gateway-worker-{number}",
                 )
                 process.start()
                 writer.close()
@@ -164,6 +191,8 @@ class Supervisor:
         log.info("listening", extra={**ports, "workers": len(self.processes)})
 
 
-def run(config: GatewayConfig, context: ssl.SSLContext) -> int:
-    """Serve with ``listen.workers`` processes; the exit code (0 after a clean stop)."""
-    return Supervisor(config, context).run()
+def run(config: GatewayConfig, context: ssl.SSLContext, reload: server.Reload) -> int:
+    """Serve with ``listen.workers`` processes; the exit code (0 after a clean stop).
+
+    ``reload`` is what each worker serves on SIGHUP (see :func:`server.serve`)."""
+    return Supervisor(config, context, reload).run()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.config import CONFIG
+from gateway.errors import StoreUnavailable
 from gateway.guard import STORE
 from gateway.headers import peer_in
 from gateway.metrics import METRICS
@@ -28,7 +28,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {"store": "ok", "upstream": "ok"}
     try:
         await asyncio.wait_for(request.app[STORE].ping(), READY_TIMEOUT.total)
-    except (sqlite3.Error, TimeoutError):
+    except (StoreUnavailable, TimeoutError):
         checks["store"] = "unavailable"
     upstream = request.app[HELP_CENTER]
     try:

@@ -8,11 +8,15 @@ aiohttp app that records what reached it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -21,9 +25,12 @@ import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from multidict import CIMultiDictProxy
+from prometheus_client import generate_latest
 from yarl import URL
 
 from gateway.config import GatewayConfig
+from gateway.logs import JSONFormatter
+from gateway.metrics import METRICS
 from gateway.server import Running, start
 from gateway.tls import server_context
 
@@ -34,6 +41,7 @@ DEVICE_COOKIE = f"intercom-device-id-{WORKSPACE}"
 SECRET = "test-messenger-secret-0123456789abcdef"
 # Planted in cookie values, tokens and secrets; no audit file of the run may contain it.
 CANARY = "CANARYc4n4ry"
+KEPT_BODY = 1024**2
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 
 
@@ -46,16 +54,55 @@ class CertFiles:
     ca: Path
 
 
+# A signed token in any shape (header.payload.): never written anywhere the gateway writes.
+JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.")
+
+
+def planted(text: str) -> list[str]:
+    """Which planted values (canary, secret, a token) ``text`` holds."""
+    found = [value for value in (CANARY, SECRET) if value in text]
+    return found + [match[0] for match in JWT_SHAPE.finditer(text)]
+
+
+@dataclass
+class Leaks:
+    """Where planted values were seen during the run: log lines, audit files, metrics, error pages."""
+
+    found: list[str] = field(default_factory=list)
+
+    def check(self, where: str, text: str) -> None:
+        if values := planted(text):
+            self.found.append(f"{where}: {values[0]!r} in {text[:300]!r}")
+
+
+class _LogLeaks(logging.Handler):
+    """Formats every log record of the run as the gateway writes it, and checks the line."""
+
+    def __init__(self, leaks: Leaks) -> None:
+        super().__init__(logging.DEBUG)
+        self.leaks = leaks
+        self.setFormatter(JSONFormatter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.leaks.check(f"log line of {record.name}", self.format(record))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def audit_logs_hold_no_canary(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """After the whole run: no audit file written by any test contains a planted value."""
-    yield
-    leaks = [
-        str(path)
-        for path in tmp_path_factory.getbasetemp().rglob("audit*.jsonl*")
-        if CANARY in path.read_text(errors="replace") or SECRET in path.read_text(errors="replace")
-    ]
-    assert not leaks, f"planted cookie/token/secret values found in audit logs: {leaks}"
+def leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Leaks]:
+    """Class 8, secret hygiene, over the whole run: no planted cookie value, token or secret in any log
+    line, audit file, metrics exposition or error page (the last two are checked as each gateway stops)."""
+    found = Leaks()
+    handler = _LogLeaks(found)
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield found
+    root.removeHandler(handler)
+    root.setLevel(level)
+    for path in tmp_path_factory.getbasetemp().rglob("audit*.jsonl*"):
+        found.check(f"audit file {path}", path.read_text(errors="replace"))
+    assert not found.found, "planted values leaked:\n" + "\n".join(found.found)
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +145,7 @@ def config_dict(cert_files: CertFiles, tmp_path: Path, upstream_url: str) -> dic
     return {
         "workspace_id": WORKSPACE,
         "domain": DOMAIN,
-        "listen": {"https": "127.0.0.1:0", "http": "127.0.0.1:0", "shutdown_grace": 2},
+        "listen": {"https": "127.0.0.1:0", "http": "127.0.0.1:0", "shutdown_grace": 2, "allowed_hosts": ["127.0.0.1"]},
         "tls": {"cert": str(cert_files.cert), "key": str(cert_files.key), "hsts_max_age": 31536000},
         "upstream": {"url": upstream_url, "connect_timeout": 2, "read_timeout": 2},
         "identity": {"jwt": {"secrets": [SECRET]}},
@@ -117,6 +164,11 @@ class Recorded:
     query_string: str
     headers: CIMultiDictProxy[str]
     body_size: int
+    raw_path: str
+    body: bytes = b""
+    """The first ``KEPT_BODY`` bytes of the body (big streaming bodies are only counted)."""
+    raw_query: str = ""
+    """The query string as sent, still percent-encoded."""
 
 
 UpstreamHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -127,7 +179,8 @@ class RecordingUpstream:
     """A stand-in for the hosted help center that records every request it receives.
 
     By default it answers 200 with a small JSON body; ``on(path, handler)``
-    replaces the answer for one path. Request bodies are counted, not kept.
+    replaces the answer for one path. Request bodies are counted; only their
+    first ``KEPT_BODY`` bytes are kept.
     """
 
     url: URL = field(default_factory=URL)
@@ -144,12 +197,27 @@ class RecordingUpstream:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         handler = self.handlers.get(request.path)
         if handler is not None and request.headers.get("Upgrade", "").lower() == "websocket":
-            self.requests.append(Recorded(request.method, request.path, request.query_string, request.headers, 0))
+            self.requests.append(
+                Recorded(request.method, request.path, request.query_string, request.headers, 0, request.raw_path)
+            )
             return await handler(request)
-        size = 0
+        size, kept = 0, bytearray()
         async for chunk in request.content.iter_any():
             size += len(chunk)
-        self.requests.append(Recorded(request.method, request.path, request.query_string, request.headers, size))
+            if len(kept) < KEPT_BODY:
+                kept += chunk[: KEPT_BODY - len(kept)]
+        self.requests.append(
+            Recorded(
+                request.method,
+                request.path,
+                request.query_string,
+                request.headers,
+                size,
+                request.raw_path,
+                bytes(kept),
+                request.rel_url.raw_query_string,
+            )
+        )
         if handler is not None:
             return await handler(request)
         return web.json_response({"path": request.path, "received": size})
@@ -218,7 +286,7 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 
 @pytest.fixture
 async def start_gateway(
-    make_config: MakeConfig, client_ssl: ssl.SSLContext, cert_files: CertFiles
+    make_config: MakeConfig, client_ssl: ssl.SSLContext, cert_files: CertFiles, leaks: Leaks
 ) -> AsyncIterator[StartGateway]:
     """Start the real gateway (``gateway.server.start``) with config overrides; stopped after the test."""
     started: list[Gateway] = []
@@ -227,7 +295,9 @@ async def start_gateway(
         config = make_config(**overrides)
         running = await start(config, server_context(config.tls.cert, config.tls.key))
         client = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=client_ssl), cookie_jar=aiohttp.DummyCookieJar()
+            connector=aiohttp.TCPConnector(ssl=client_ssl),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trace_configs=[error_page_check(leaks)],
         )
         gateway = Gateway(running=running, config=config, client=client)
         started.append(gateway)
@@ -236,7 +306,30 @@ async def start_gateway(
     yield launch
     for gateway in started:
         await gateway.client.close()
+        leaks.check("metrics", generate_latest(gateway.running.app[METRICS].registry).decode())
         await gateway.running.stop()
+
+
+def error_page_check(leaks: Leaks) -> aiohttp.TraceConfig:
+    """A client trace that checks the headers and body of every error answer (status 400 and up)."""
+    trace = aiohttp.TraceConfig()
+
+    async def on_end(session: object, context: SimpleNamespace, params: aiohttp.TraceRequestEndParams) -> None:
+        context.error = params.response.status >= 400
+        context.body = b""
+        if context.error:
+            leaks.check(f"error headers of {params.url}", str(params.response.headers))
+
+    async def on_chunk(
+        session: object, context: SimpleNamespace, params: aiohttp.TraceResponseChunkReceivedParams
+    ) -> None:
+        if getattr(context, "error", False):
+            context.body += params.chunk
+            leaks.check(f"error page of {params.url}", context.body.decode(errors="replace"))
+
+    trace.on_request_end.append(on_end)
+    trace.on_response_chunk_received.append(on_chunk)
+    return trace
 
 
 @pytest.fixture
@@ -251,3 +344,38 @@ def reference() -> Path:
     if not REFERENCE.is_dir():
         pytest.skip(f"reference data not found at {REFERENCE} (clone made outside the workspace)")
     return REFERENCE
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """What came back on one raw connection, and whether the gateway closed it."""
+
+    data: bytes
+    closed: bool
+
+    @property
+    def statuses(self) -> list[int]:
+        """The status codes of every response in the answer, in order."""
+        return [int(status) for status in re.findall(rb"HTTP/1\.[01] (\d{3}) ", self.data)]
+
+
+async def raw_exchange(gateway: Gateway, data: bytes, context: ssl.SSLContext, *, seconds: float = 3.0) -> RawAnswer:
+    """Send ``data`` as is over one TLS connection; read until the gateway closes it or goes quiet
+    for ``seconds``: for requests no HTTP client library would write."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", gateway.running.https_port, ssl=context, server_hostname=DOMAIN
+    )
+    writer.write(data)
+    answer, closed = b"", False
+    try:
+        while chunk := await asyncio.wait_for(reader.read(65536), seconds):
+            answer += chunk
+        closed = True
+    except (ConnectionResetError, ssl.SSLError):
+        closed = True
+    except TimeoutError:
+        pass
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    return RawAnswer(answer, closed)

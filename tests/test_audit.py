@@ -8,7 +8,16 @@ import json
 import time
 from pathlib import Path
 
-from gateway.audit import LINGER, AccessResult, AuditEntry, AuditLog, IdentityResult
+from gateway.audit import (
+    LINGER,
+    AccessResult,
+    AdminChange,
+    AuditEntry,
+    AuditLog,
+    CompanyPolicyResult,
+    IdentityResult,
+    RemovedField,
+)
 from gateway.auditreport import render, summarise
 from tests.conftest import Gateway
 
@@ -50,6 +59,27 @@ def test_record_holds_every_field_of_the_entry() -> None:
     record = entry.to_record(0)
     assert record == {"ts": "1970-01-01T00:00:00.000+00:00", **dataclasses.asdict(entry)}
     assert list(record) == ["ts", *(field.name for field in dataclasses.fields(AuditEntry))]
+
+
+def test_record_holds_the_company_policy_and_the_admin_change_like_asdict() -> None:
+    entry = AuditEntry("id", "127.0.0.1", "POST", "h", "/messenger/web/ping", status=200)
+    removed = [RemovedField("company.name", "not_member"), RemovedField("companies", "not_member")]
+    entry.company_policy = CompanyPolicyResult("strip", user_id="u1", verified=True, removed=removed)
+    entry.admin_change = AdminChange("update", "company", "acme", ["name", "plan"])
+    record = entry.to_record(0)
+    assert record == {"ts": "1970-01-01T00:00:00.000+00:00", **dataclasses.asdict(entry)}
+    assert record["company_policy"]["removed"] == [
+        {"field": "company.name", "reason": "not_member"},
+        {"field": "companies", "reason": "not_member"},
+    ]
+    assert record["admin_change"] == {
+        "action": "update",
+        "resource": "company",
+        "id": "acme",
+        "fields": ["name", "plan"],
+    }
+    record["admin_change"]["fields"].append("x")  # a copy, as asdict makes: the entry is not changed through it
+    assert entry.admin_change.fields == ["name", "plan"]
 
 
 async def test_records_written_on_a_loop_reach_the_file_together_after_the_linger(tmp_path: Path) -> None:
@@ -106,19 +136,34 @@ def test_summary_counts_cookies_statuses_and_set_cookies() -> None:
                 "upstream": {"error": "unreachable"},
             }
         ),
+        json.dumps(
+            {
+                "status": 200,
+                "company_policy": {
+                    "action": "strip",
+                    "removed": [{"field": "user_data.companies", "reason": "not signed in the JWT"}],
+                },
+            }
+        ),
+        json.dumps({"status": 201, "admin_change": {"action": "add", "resource": "membership", "id": "u-1/acme"}}),
+        json.dumps({"status": 404, "admin_change": {"action": "remove", "resource": "membership", "id": "u-1/x"}}),
         "not json",
         "",
     ]
     summary = summarise(lines)
-    assert (summary.requests, summary.unreadable) == (2, 1)
-    assert summary.statuses == {200: 1, 502: 1}
+    assert (summary.requests, summary.unreadable) == (5, 1)
+    assert summary.statuses == {200: 2, 201: 1, 404: 1, 502: 1}
     assert summary.cookies["tracking"] == {"received": 2, "stripped": 2}
     assert summary.cookies["intercom-session-ws"] == {"received": 1, "forwarded": 1}
     assert summary.set_cookies == {"intercom-session-ws": {"passed": 1}, "ad": {"dropped": 1}}
     text = render(summary)
-    assert "requests: 2" in text
+    assert "requests: 5" in text
     assert "unreadable lines: 1" in text
     assert "502: 1" in text
     tracking = next(line for line in text.splitlines() if line.startswith("tracking"))
     assert tracking.split()[1:] == ["2", "0", "2"]
     assert "unreachable: 1" in text
+    assert "messenger company updates:\n  strip: 1\n    removed user_data.companies (not signed in the JWT): 1" in text
+    assert "admin changes:" in text
+    assert "  add membership: 1" in text
+    assert "  remove membership (refused): 1" in text

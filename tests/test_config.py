@@ -23,7 +23,7 @@ from gateway.errors import ConfigError
 from tests.conftest import DOMAIN, CertFiles, config_dict, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED_ENV = {"MESSENGER_API_SECRET": "x", "PORTAL_ADMIN_TOKEN": "y"}
+BUNDLED_ENV = {"MESSENGER_API_SECRET": "x", "PORTAL_ADMIN_TOKEN": "admin-token-0123456789"}
 SECRET_CANARY = "s3cr3t-CANARY-9f2c"
 
 # A complete, valid configuration that refers to no file.
@@ -77,7 +77,7 @@ def test_bundled_gateway_yaml_loads() -> None:
     assert config.upstream.url == URL("http://127.0.0.1:9000")
     assert [secret.get_secret_value() for secret in config.identity.jwt.secrets] == ["x"]
     assert config.admin.token is not None
-    assert config.admin.token.get_secret_value() == "y"
+    assert config.admin.token.get_secret_value() == "admin-token-0123456789"
     assert str(config.listen.https) == "127.0.0.1:8443"
     assert config.portal.access.rules
     # The file in the repository is the one embedded in the package.
@@ -158,6 +158,15 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
         ),
         pytest.param(
             {"admin": {"token": "env:NO_TOKEN"}}, "admin.token", "environment variable NO_TOKEN", id="admin-token-env"
+        ),
+        pytest.param(
+            {"admin": {"token": "short-token"}}, "admin.token", "at least 16 characters", id="admin-token-short"
+        ),
+        pytest.param(
+            {"messenger": {"max_body_bytes": 10}},
+            "messenger.max_body_bytes",
+            "greater than or equal to 1024",
+            id="body-limit",
         ),
         pytest.param({"portal": {"mode": "static"}}, "portal.mode", "'render' or 'proxy'", id="portal-mode"),
         pytest.param(

@@ -14,12 +14,12 @@ import base64
 import hashlib
 import hmac
 import json
-import sqlite3
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from http.cookies import Morsel, SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -30,11 +30,11 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from gateway.guard import CONTACT_TTL, Guard
-from gateway.identity import JWTVerifier, sign_token
-from gateway.store import SQLiteStore, writes
+from gateway.guard import STORE
+from gateway.identity import sign_token
+from gateway.store import support
 from gateway.store.demo import PEOPLE
-from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, MakeConfig, RecordingUpstream, StartGateway
+from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway
 
 LOGIN_URL = "https://app.example.com/login"
 ORIGIN = f"https://{DOMAIN}"
@@ -649,34 +649,37 @@ async def test_identity_results_are_counted_by_method_result_and_reason(start_ga
     }
 
 
-async def test_a_contact_is_read_from_the_store_at_most_once_per_ttl(make_config: MakeConfig, tmp_path: Path) -> None:
-    store = await SQLiteStore.open(tmp_path / "contacts.db")
-    config = make_config()
-    now = [1_000.0]
-    guard = replace(Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt)), clock=lambda: now[0])
+async def test_a_membership_change_reaches_the_very_next_request(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    """The visitor's contact is read on every request, never cached: no window in which a company a visitor
+    has left still reaches the upstream (X-Portal-Company-Ids) or the access rules."""
+    gateway = await start_gateway(**WITH_LOGIN, **DEMO)
+    store = gateway.running.app[STORE]
 
-    def add(connection: sqlite3.Connection) -> int:
-        contact = writes.upsert_contact(connection, "u-cached", "cached@example.com", "Cached")
-        writes.set_memberships(connection, contact, [writes.upsert_company(connection, "c-1", "Acme")])
-        return contact
+    async def companies() -> str:
+        answer = await fetch(gateway, "/anything", headers=bearer(token("u-ben")))
+        assert answer.status == 200
+        return upstream.last.headers["X-Portal-Company-Ids"]
 
-    try:
-        assert await guard.contact(store, "u-cached") is None  # not in the store yet; that answer is kept too
-        contact_id = await store.transaction(add)
-        now[0] += CONTACT_TTL - 0.001
-        assert await guard.contact(store, "u-cached") is None
-        now[0] += 0.001
-        found = await guard.contact(store, "u-cached")
-        assert found is not None
-        assert [company.company_id for company in found.companies] == ["c-1"]
+    assert await companies() == "acme,globex"
+    await store.transaction(partial(support.remove_membership, user_id="u-ben", company_id="globex"))
+    assert await companies() == "acme"
+    await store.transaction(partial(support.add_membership, user_id="u-ben", company_id="globex"))
+    assert await companies() == "acme,globex"
 
-        await store.transaction(lambda connection: writes.set_memberships(connection, contact_id, []))
-        cached = await guard.contact(store, "u-cached")
-        assert cached is not None
-        assert len(cached.companies) == 1  # a membership change waits for the TTL ...
-        now[0] += CONTACT_TTL
-        changed = await guard.contact(store, "u-cached")
-        assert changed is not None
-        assert changed.companies == ()  # ... and no longer
-    finally:
-        await store.close()
+
+async def test_connection_header_cannot_strip_the_gateways_identity_headers(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    """Class 3, hop-by-hop abuse: naming X-Portal-* in Connection must not remove the gateway's own values."""
+    gateway = await start_gateway(**WITH_LOGIN, **DEMO)
+    hop = "X-Portal-User-Id, X-Portal-Company-Ids, X-Portal-Email, X-Forwarded-For"
+    answer = await fetch(gateway, "/anything", headers={**bearer(token("u-ben")), "Connection": hop})
+    assert answer.status == 200
+    assert sorted(identity_headers(upstream.last.headers)) == [
+        ("X-Portal-Company-Ids", "acme,globex"),
+        ("X-Portal-Email", "ben@acme.example.com"),
+        ("X-Portal-User-Id", "u-ben"),
+    ]
+    assert upstream.last.headers["X-Forwarded-For"] == "127.0.0.1"

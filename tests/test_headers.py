@@ -316,3 +316,48 @@ def test_gateway_identity_replaces_client_claims() -> None:
     assert "X_Portal_Company_Ids" not in out
     assert "X-Portal-Email" not in out
     assert "X-Forwarded-User" not in out
+
+
+# --- spoofing in every spelling (advisory class 3) ------------------------------------------------
+
+SPOOFED_FORWARDING = headers(
+    ("X_Forwarded_For", "6.6.6.6"),
+    ("x_forwarded_host", "evil.example"),
+    ("X-FORWARDED-PROTO", "http"),
+    ("X-Forwarded-Port", "80"),
+    ("X-Forwarded-Prefix", "/admin"),
+    ("X-Forwarded-Server", "evil.example"),
+    ("FORWARDED", "for=6.6.6.6;host=evil.example"),
+    ("X_Real_IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+    ("X-Client-IP", "6.6.6.6"),
+    ("X-Original-URL", "/admin"),
+    ("X-Rewrite-URL", "/admin"),
+    ("X-Original-Host", "evil.example"),
+    ("Accept", "text/html"),
+)
+
+
+def test_client_forwarding_claims_in_any_spelling_never_reach_upstream() -> None:
+    """Class 3, header spoofing: underscore and case variants of X-Forwarded-*, Forwarded and URL overrides."""
+    out = upstream_request_headers(SPOOFED_FORWARDING, cookie=None, fwd=FWD)
+    assert sorted(out.items()) == sorted(
+        [
+            ("Accept", "text/html"),
+            ("X-Forwarded-For", "203.0.113.5"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", HOST),
+        ]
+    )
+
+
+def test_connection_cannot_name_away_the_gateways_own_headers() -> None:
+    """Class 3, hop-by-hop abuse: ``Connection: X-Portal-User-Id, X-Forwarded-For`` removes nothing the gateway sets."""
+    client = headers(("Connection", "close, X-Portal-User-Id, X-Forwarded-For, X-Forwarded-Host, Cookie"))
+    own = {"X-Portal-User-Id": "u-42", "X-Portal-Company-Ids": "c9"}
+    out = upstream_request_headers(client, cookie="intercom-session-ws1a2b3c=a", fwd=FWD, identity=own)
+    assert out.getall("X-Portal-User-Id") == ["u-42"]
+    assert out.getall("X-Forwarded-For") == ["203.0.113.5"]
+    assert out.getall("X-Forwarded-Host") == [HOST]
+    assert out.getall("Cookie") == ["intercom-session-ws1a2b3c=a"]
+    assert "Connection" not in out

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import ssl
 import stat
 import sys
@@ -27,6 +29,7 @@ from typing import Any
 import aiohttp
 import psutil  # no types-psutil in the test extras
 import pytest
+import trustme
 import yaml
 from aiohttp import web
 from yarl import URL
@@ -36,8 +39,10 @@ from tests.conftest import (
     DOMAIN,
     SESSION_COOKIE,
     CertFiles,
+    Leaks,
     RecordingUpstream,
     config_dict,
+    deep_merge,
 )
 
 pytestmark = pytest.mark.slow
@@ -126,8 +131,9 @@ def base_env(**overrides: str) -> dict[str, str]:
 
 
 @pytest.fixture
-async def launch() -> AsyncIterator[Launch]:
-    """Start gateway processes and wait for them to listen; every one is killed after the test."""
+async def launch(leaks: Leaks) -> AsyncIterator[Launch]:
+    """Start gateway processes and wait for them to listen; every one is killed after the test,
+    and its stderr checked for planted values."""
     started: list[GatewayProcess] = []
 
     async def run(args: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> GatewayProcess:
@@ -161,12 +167,14 @@ async def launch() -> AsyncIterator[Launch]:
         await gateway.proc.wait()
         if gateway.drain is not None:
             await gateway.drain
+        leaks.check(f"stderr of gateway process {gateway.pid}", gateway.stderr)
 
 
-def write_config(cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream) -> Path:
-    """The test config as a YAML file in ``tmp_path``."""
+def write_config(cert_files: CertFiles, tmp_path: Path, recorder: RecordingUpstream, **overrides: Any) -> Path:
+    """The test config, with ``overrides`` merged in, as a YAML file in ``tmp_path``."""
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config_dict(cert_files, tmp_path, str(upstream.url))), encoding="utf-8")
+    raw = deep_merge(config_dict(cert_files, tmp_path, str(recorder.url)), overrides)
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 
 
@@ -389,6 +397,135 @@ async def test_sighup_reopens_the_audit_log(
     old_records = audit_records(rotated)
     assert [(r["request_id"], r["path"]) for r in new_records] == [(second, "/after-rotation")]
     assert [(r["request_id"], r["path"]) for r in old_records] == [(first, "/before-rotation")]
+    assert served.proc.returncode is None
+
+
+async def test_sigterm_exits_within_the_grace_when_a_request_outlives_it(
+    launch: Launch, cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream, client: aiohttp.ClientSession
+) -> None:
+    """Class 7, lifecycle: a request longer than ``listen.shutdown_grace`` does not hold the process past it."""
+
+    async def hangs(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(30)
+        return web.Response(text="too late")
+
+    upstream.on("/hangs", hangs)
+    config = write_config(cert_files, tmp_path, upstream, listen={"shutdown_grace": 1}, upstream={"read_timeout": 60})
+    served = await launch(["serve", "-c", str(config)], cwd=tmp_path)
+    in_flight = asyncio.create_task(client.get(served.url / "hangs", headers={"Host": DOMAIN}))
+    deadline = time.monotonic() + 5
+    while not any(recorded.path == "/hangs" for recorded in upstream.requests):
+        assert time.monotonic() < deadline, "the request never reached upstream"
+        await asyncio.sleep(0.01)
+    stopped_at = time.monotonic()
+    served.proc.send_signal(signal.SIGTERM)
+    assert await served.wait_exit(1 + EXIT_TIMEOUT) == 0, served.stderr
+    assert time.monotonic() - stopped_at < 1 + EXIT_TIMEOUT
+    with contextlib.suppress(aiohttp.ClientError):
+        (await in_flight).close()
+
+
+def _served_certificate(port: int, context: ssl.SSLContext) -> bytes:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname=DOMAIN) as tls,
+    ):
+        certificate = tls.getpeercert(binary_form=True)
+        assert certificate is not None
+        return certificate
+
+
+async def _wait_for_log(served: GatewayProcess, message: str, seconds: float = 10.0) -> dict[str, Any]:
+    """The first JSON log record whose message starts with ``message``, waiting for it to be written."""
+    deadline = time.monotonic() + seconds
+    while True:
+        for line in served.lines:
+            if line.startswith("{") and (record := json.loads(line))["msg"].startswith(message):
+                return dict(record)
+        assert time.monotonic() < deadline, f"no {message!r} log line; stderr:\n{served.stderr}"
+        assert served.proc.returncode is None, f"the gateway exited; stderr:\n{served.stderr}"
+        await asyncio.sleep(0.05)
+
+
+async def _status_for_host(client: aiohttp.ClientSession, served: GatewayProcess, host: str) -> int:
+    async with client.get(served.url / "articles", headers={"Host": host}) as response:
+        await response.read()
+        return response.status
+
+
+@pytest.fixture
+def own_certificate(cert_files: CertFiles, tmp_path: Path) -> CertFiles:
+    """A copy of the test certificate in ``tmp_path``, free to be replaced by the test."""
+    files = CertFiles(cert=tmp_path / "cert.pem", key=tmp_path / "key.pem", ca=cert_files.ca)
+    shutil.copy(cert_files.cert, files.cert)
+    shutil.copy(cert_files.key, files.key)
+    return files
+
+
+async def test_sighup_reloads_the_certificate_and_the_configuration(
+    launch: Launch,
+    own_certificate: CertFiles,
+    ca: trustme.CA,
+    client_ssl: ssl.SSLContext,
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    client: aiohttp.ClientSession,
+) -> None:
+    """Class 7, lifecycle: SIGHUP serves a renewed certificate and an edited config without a restart."""
+    config = write_config(own_certificate, tmp_path, upstream)
+    served = await launch(["serve", "-c", str(config)], cwd=tmp_path)
+    before = await asyncio.to_thread(_served_certificate, served.https_port, client_ssl)
+    assert await _status_for_host(client, served, "reloaded.example") == 421
+
+    renewed = ca.issue_cert("localhost", "127.0.0.1", DOMAIN)
+    renewed.cert_chain_pems[0].write_to_path(str(own_certificate.cert))
+    renewed.private_key_pem.write_to_path(str(own_certificate.key))
+    write_config(own_certificate, tmp_path, upstream, listen={"allowed_hosts": ["127.0.0.1", "reloaded.example"]})
+    served.proc.send_signal(signal.SIGHUP)
+    await _wait_for_log(served, "reloaded")
+
+    after = await asyncio.to_thread(_served_certificate, served.https_port, client_ssl)
+    assert after != before
+    assert after == ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+    assert await _status_for_host(client, served, "reloaded.example") == 200
+    assert served.proc.returncode is None
+
+
+@pytest.mark.parametrize("breakage", ["bad-key", "bad-yaml", "bad-certificate", "listen-change"])
+async def test_a_bad_configuration_on_sighup_keeps_the_running_one_and_says_why(
+    launch: Launch,
+    own_certificate: CertFiles,
+    client_ssl: ssl.SSLContext,
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    client: aiohttp.ClientSession,
+    breakage: str,
+) -> None:
+    """Class 7, lifecycle: a reload that cannot be served is refused; the old config and certificate go on."""
+    config = write_config(own_certificate, tmp_path, upstream)
+    served = await launch(["serve", "-c", str(config)], cwd=tmp_path)
+    before = await asyncio.to_thread(_served_certificate, served.https_port, client_ssl)
+    reason = {
+        "bad-key": "upstream.read_timeout",
+        "bad-yaml": "not valid YAML",
+        "bad-certificate": "certificate",
+        "listen-change": "listen",
+    }[breakage]
+    if breakage == "bad-key":
+        write_config(own_certificate, tmp_path, upstream, upstream={"read_timeout": -1})
+    elif breakage == "bad-yaml":
+        config.write_text("listen: [unclosed\n", encoding="utf-8")
+    elif breakage == "bad-certificate":
+        own_certificate.cert.write_text("-----BEGIN CERTIFICATE-----\nnot one\n-----END CERTIFICATE-----\n")
+    else:
+        write_config(own_certificate, tmp_path, upstream, listen={"http": None})
+    served.proc.send_signal(signal.SIGHUP)
+    record = await _wait_for_log(served, "reload refused")
+    assert record["level"] == "error"
+    assert reason in record["msg"], record
+
+    assert await _status_for_host(client, served, DOMAIN) == 200
+    assert await asyncio.to_thread(_served_certificate, served.https_port, client_ssl) == before
     assert served.proc.returncode is None
 
 
@@ -726,3 +863,49 @@ async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(worker
     assert not psutil.pid_exists(second) or psutil.Process(second).status() == psutil.STATUS_ZOMBIE
     errors = [json.loads(line) for line in workers.lines if line.startswith("{") and '"level": "error"' in line]
     assert any("exited with -9" in record["msg"] for record in errors), workers.stderr
+
+
+async def test_sighup_to_the_parent_makes_every_worker_reload(
+    launch: Launch,
+    own_certificate: CertFiles,
+    ca: trustme.CA,
+    client_ssl: ssl.SSLContext,
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+) -> None:
+    """Each worker does a single gateway's reload (configuration, certificate, audit log): on the ports the
+    parent reserved, though the file still says port 0; a change of address is refused by each."""
+    config = write_config(own_certificate, tmp_path, upstream)
+    served = await launch(["serve", "-c", str(config), "--workers", str(WORKERS)], cwd=tmp_path)
+    renewed = ca.issue_cert("localhost", "127.0.0.1", DOMAIN)
+    renewed.cert_chain_pems[0].write_to_path(str(own_certificate.cert))
+    renewed.private_key_pem.write_to_path(str(own_certificate.key))
+    write_config(own_certificate, tmp_path, upstream, listen={"allowed_hosts": ["127.0.0.1", "reloaded.example"]})
+    served.proc.send_signal(signal.SIGHUP)
+
+    def messages() -> list[str]:
+        return [json.loads(line)["msg"] for line in served.lines if line.startswith("{")]
+
+    deadline = time.monotonic() + 10
+    while messages().count("reloaded") < WORKERS:
+        assert time.monotonic() < deadline, f"not every worker reloaded; stderr:\n{served.stderr}"
+        assert not any(message.startswith("reload") and message != "reloaded" for message in messages()), served.stderr
+        await asyncio.sleep(0.05)
+
+    # New connections, spread by the kernel over both workers, all meet the new certificate and config.
+    expected = ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+    for _ in range(SPREAD_CONNECTIONS // 4):
+        assert await asyncio.to_thread(_served_certificate, served.https_port, client_ssl) == expected
+    connector = aiohttp.TCPConnector(ssl=client_ssl, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as client:
+        statuses = [await _status_for_host(client, served, "reloaded.example") for _ in range(SPREAD_CONNECTIONS // 4)]
+    assert statuses == [200] * len(statuses)
+
+    write_config(own_certificate, tmp_path, upstream, listen={"http": None})
+    served.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while sum(message.startswith("reload refused") for message in messages()) < WORKERS:
+        assert time.monotonic() < deadline, f"not every worker refused; stderr:\n{served.stderr}"
+        await asyncio.sleep(0.05)
+    served.proc.send_signal(signal.SIGTERM)
+    assert await served.wait_exit() == 0, served.stderr

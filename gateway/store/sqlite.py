@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gateway.errors import StoreUnavailable
 from gateway.store.models import (
     Company,
     Contact,
@@ -32,6 +34,7 @@ from gateway.store.writes import add_participant
 from gateway.visibility import TicketFilter
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SORT_COLUMNS = {
     "id": "CAST(t.ticket_id AS INTEGER) {dir}, t.ticket_id {dir}",
@@ -132,35 +135,65 @@ def _company(row: Sequence[Any]) -> Company:
 class SQLiteStore:
     """The async store over one SQLite connection owned by one worker thread."""
 
-    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
-        self._connection = connection
+    def __init__(self, path: Path, busy_timeout: float, executor: ThreadPoolExecutor) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
         self._executor = executor
+        self._connection = self._connect()
+        self._file = self._identity()
 
     @classmethod
-    async def open(cls, path: Path) -> SQLiteStore:
-        """Open (creating and migrating) the database at ``path``."""
+    async def open(cls, path: Path, *, busy_timeout: float = 5.0) -> SQLiteStore:
+        """Open (creating and migrating) the database at ``path``; wait ``busy_timeout`` s for others' locks."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        return await asyncio.get_running_loop().run_in_executor(executor, cls, path, busy_timeout, executor)
 
-        def connect() -> sqlite3.Connection:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode = WAL")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            connection.execute("PRAGMA foreign_keys = ON")
-            connection.execute("PRAGMA busy_timeout = 5000")
-            migrate(connection)
-            return connection
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        migrate(connection)
+        return connection
 
-        connection = await asyncio.get_running_loop().run_in_executor(executor, connect)
-        return cls(connection, executor)
+    def _identity(self) -> tuple[int, int] | None:
+        """The (device, inode) of the database file now, or None when it is gone."""
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _usable(self) -> None:
+        """Raise StoreUnavailable while the file is gone; reconnect when another file took its place."""
+        # SECURITY/availability: SQLite keeps serving a deleted file from its open descriptor, so
+        # a lost or replaced volume would otherwise answer from a ghost copy and stay "ready".
+        current = self._identity()
+        if current is None:
+            log.warning("store unavailable: %s is missing", self._path)
+            raise StoreUnavailable("the store file is missing")
+        if current != self._file:
+            self._connection.close()
+            self._connection = self._connect()
+            self._file = current
 
     async def close(self) -> None:
         """Close the connection and stop the worker."""
-        await self._run(self._connection.close)
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
         self._executor.shutdown(wait=True)
 
     async def _run(self, function: Callable[[], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+        def run() -> T:
+            self._usable()
+            try:
+                return function()
+            except sqlite3.OperationalError as exc:  # locked, busy, disk I/O, cannot open
+                log.warning("store unavailable: %s", exc)
+                raise StoreUnavailable(str(exc)) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
 
     async def transaction(self, function: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``function`` on the connection inside one transaction: all of it is written, or none."""
@@ -178,8 +211,14 @@ class SQLiteStore:
         return await self._run(run)
 
     async def ping(self) -> None:
-        """Raise if the database cannot answer a query."""
-        await self._run(lambda: self._connection.execute("SELECT 1").fetchone())
+        """Raise StoreUnavailable unless the database can be read and written (another process's lock fails it)."""
+
+        def ping() -> None:
+            self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self._connection.execute("BEGIN IMMEDIATE")
+            self._connection.execute("ROLLBACK")
+
+        await self._run(ping)
 
     def _contact(self, row: Sequence[Any]) -> Contact:
         companies = self._connection.execute(

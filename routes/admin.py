@@ -1,0 +1,396 @@
+"""``/admin/api/...``: the admin REST API, the only way company memberships change.
+
+Every route needs ``Authorization: Bearer <admin.token>`` (compared in
+constant time; 401 otherwise, before anything else is looked at), and every
+write is audited by name: the resource, its id and the fields set, never
+their values. Without ``admin.token`` the API does not exist: the whole
+namespace answers 404 and nothing of it reaches the upstream.
+
+    GET|PATCH|DELETE  /admin/api/companies/{company_id}      POST /admin/api/companies
+    GET               /admin/api/companies/{company_id}/tickets   (the company's Tickets tab)
+    GET|PATCH|DELETE  /admin/api/contacts/{user_id}           POST /admin/api/contacts
+    PUT|DELETE        /admin/api/contacts/{user_id}/companies/{company_id}   (memberships)
+    GET               /admin/api/tickets?company_id=&q=       POST /admin/api/tickets
+    GET|PATCH         /admin/api/tickets/{ticket_id}          POST /admin/api/tickets/{ticket_id}/parts
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+import re
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import partial, wraps
+from typing import Annotated, Any, TypeVar
+
+from aiohttp import web
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from gateway.audit import AUDIT_ENTRY, AdminChange, IdentityResult
+from gateway.config import CONFIG
+from gateway.errorpages import BadRequest, Unauthorized
+from gateway.errors import Invalid
+from gateway.guard import ADMIN_PREFIX, GUARD, STORE
+from gateway.metrics import METRICS
+from gateway.store import support
+from gateway.store.models import TicketCategory
+
+MAX_PAGE_SIZE = 100
+MAX_PAGE = 1_000_000  # far past any store, and (page - 1) * per_page stays an SQLite integer
+MAX_INTEGER = 2**63 - 1  # SQLite's largest integer: a bigger one is a 422 here, not an OverflowError (500) there
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z: the portal still shows it as a date
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _scalar(value: Any) -> Any:
+    if value is not None and not isinstance(value, str | int | float | bool):
+        raise ValueError("must be a string, a number, a boolean or null")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")  # json.dumps would answer Infinity, which is not JSON
+    return value
+
+
+# A custom attribute value. Not a plain union: pydantic would name each member type in the error's path
+# (custom_attributes.tier.str, .int, ...), where the client needs the one path it sent.
+Scalar = Annotated[Any, AfterValidator(_scalar)]
+
+
+class _Body(BaseModel):
+    # Strict: "true" is not a boolean and "5" not a number; an internal note is never published by coercion.
+    # No 1e400 or NaN: answered back, they would not be JSON.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class CompanyIn(_Body):
+    """A new company."""
+
+    company_id: str = Field(min_length=1, max_length=255)
+    name: str = Field(min_length=1, max_length=255)
+    plan: str | None = None
+    size: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    monthly_spend: float | None = Field(default=None, ge=0)
+    custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class CompanyPatch(_Body):
+    """Company fields to change."""
+
+    name: str = Field(default="", min_length=1, max_length=255)
+    plan: str | None = None
+    size: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    monthly_spend: float | None = Field(default=None, ge=0)
+    custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class ContactIn(_Body):
+    """A new contact; companies are joined one by one through the membership routes."""
+
+    user_id: str = Field(min_length=1, max_length=255)
+    email: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(default=None, max_length=255)
+    custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class ContactPatch(_Body):
+    """Contact fields to change (never companies)."""
+
+    email: str | None = Field(default=None, max_length=320)
+    name: str | None = Field(default=None, max_length=255)
+    custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class TicketIn(_Body):
+    """A new ticket; ``company`` left out follows the association rules."""
+
+    ticket_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ticket_type: str = Field(min_length=1, max_length=255)
+    state: str = Field(min_length=1, description="internal_label of a ticket state")
+    category: TicketCategory = "Customer"
+    is_shared: bool = False
+    company: str | None = None
+    creator: str = Field(min_length=1, description="user_id of the contact the ticket is for")
+    title: str = Field(min_length=1, max_length=500)
+    description: str = ""
+    created_at: int | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
+
+
+class TicketPatch(_Body):
+    """Ticket fields to change; ``company: null`` takes the ticket out of its company."""
+
+    ticket_type: str = Field(default="", min_length=1, max_length=255)
+    state: str = Field(default="", min_length=1)
+    category: TicketCategory = "Customer"
+    is_shared: bool = False
+    company: str | None = None
+    title: str = Field(default="", min_length=1, max_length=500)
+    description: str = ""
+
+
+class PartIn(_Body):
+    """A reply (``public: true``) or an internal note (``public: false``): always said, never assumed."""
+
+    body: str = Field(min_length=1)
+    public: bool
+    author: str | None = Field(default=None, description="user_id of a contact author")
+    author_name: str | None = Field(default=None, max_length=255, description="a teammate's display name")
+    created_at: int | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
+
+
+class ListQuery(BaseModel):
+    """The query string of the ticket lists."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    company_id: str | None = None
+    q: str | None = None
+    page: int = Field(default=1, ge=1, le=MAX_PAGE)
+    per_page: int = Field(default=25, ge=1, le=MAX_PAGE_SIZE)
+
+
+def _problems(error: ValidationError, where: str = "") -> list[tuple[str, str]]:
+    return [
+        (where + ".".join(str(part) for part in item["loc"]) or "body", str(item["msg"]).removeprefix("Value error, "))
+        for item in error.errors()
+    ]
+
+
+async def _body(request: web.Request, model: type[Model]) -> tuple[Model, dict[str, Any]]:
+    """The JSON body as ``model`` and the fields it set; 400 when it is not JSON, 422 naming each bad field."""
+    if request.content_type != "application/json":
+        raise BadRequest("send the body as Content-Type: application/json")
+    raw = await request.read()
+    try:
+        parsed = model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(item["type"] == "json_invalid" for item in exc.errors()):
+            raise BadRequest("the body is not JSON") from None
+        raise Invalid(*_problems(exc)) from None
+    return parsed, parsed.model_dump(exclude_unset=True)
+
+
+def _list_query(request: web.Request) -> ListQuery:
+    try:
+        return ListQuery.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise Invalid(*_problems(exc, "query.")) from None
+
+
+def _audit(
+    request: web.Request, action: str, resource: str, key: str, fields: dict[str, Any] | None = None
+) -> AdminChange:
+    """Record the change asked for (the record's status says whether it was made)."""
+    change = AdminChange(action, resource, key, sorted(fields or {}))
+    request[AUDIT_ENTRY].admin_change = change
+    return change
+
+
+T = TypeVar("T")
+
+
+async def _run(request: web.Request, change: Callable[[sqlite3.Connection], T]) -> T:
+    return await request.app[STORE].transaction(change)
+
+
+def _now(request: web.Request) -> int:
+    return int(request.app[GUARD].clock())
+
+
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.json_response(body, status=status)
+
+
+# --- authorization ---------------------------------------------------------------------------------------
+
+ADMIN_TOKEN = web.AppKey("admin_token", bytes)
+
+
+def _authorize(request: web.Request) -> None:
+    """401 unless the request carries the admin bearer token; the outcome goes to the audit and metrics."""
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    token = presented.strip().encode("utf-8", "surrogateescape")
+    # SECURITY: constant-time comparison; an empty or missing token never matches.
+    valid = scheme.lower() == "bearer" and bool(token) and hmac.compare_digest(token, request.app[ADMIN_TOKEN])
+    reason = None if valid else ("missing" if not token else "bad_token")
+    request[AUDIT_ENTRY].identity = IdentityResult(
+        method="admin_token", result="verified" if valid else "rejected", reason=reason
+    )
+    request.app[METRICS].identity_results.labels(
+        method="admin_token", result="verified" if valid else "rejected", reason=reason or ""
+    ).inc()
+    if not valid:
+        # Not the portal's "sign in through your company's app": an admin client needs to know what to send.
+        refusal = Unauthorized("send the admin token as Authorization: Bearer <admin.token>")
+        refusal.headers["WWW-Authenticate"] = 'Bearer realm="admin"'
+        raise refusal
+
+
+def _admin(handler: Handler) -> Handler:
+    @wraps(handler)
+    async def authorized(request: web.Request) -> web.StreamResponse:
+        _authorize(request)
+        return await handler(request)
+
+    return authorized
+
+
+# --- companies and contacts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Records:
+    """Companies or contacts through the admin API: their body models and the store's kind of record."""
+
+    new: type[_Body]
+    patch: type[_Body]
+    kind: support.Kind
+
+    async def read(self, request: web.Request) -> web.Response:
+        """One record."""
+        key = request.match_info[self.kind.key]
+        return _json(await _run(request, lambda connection: self.kind.get(connection, key)))
+
+    async def add(self, request: web.Request) -> web.Response:
+        """A new record (409 when its key is taken)."""
+        record, fields = await _body(request, self.new)
+        values = record.model_dump()
+        _audit(request, "create", self.kind.what, values[self.kind.key], fields)
+        return _json(await _run(request, lambda connection: self.kind.create(connection, values)), 201)
+
+    async def change(self, request: web.Request) -> web.Response:
+        """Change the fields the body sets."""
+        key = request.match_info[self.kind.key]
+        _, fields = await _body(request, self.patch)
+        _audit(request, "update", self.kind.what, key, fields)
+        return _json(await _run(request, lambda connection: self.kind.update(connection, key, fields)))
+
+    async def remove(self, request: web.Request) -> web.Response:
+        """Delete a record nothing else depends on (409 otherwise: nothing is lost)."""
+        key = request.match_info[self.kind.key]
+        _audit(request, "delete", self.kind.what, key)
+        await _run(request, lambda connection: self.kind.delete(connection, key))
+        return _json({"type": self.kind.what, self.kind.key: key, "deleted": True})
+
+    def routes(self, collection: str) -> tuple[tuple[str, str, Handler], ...]:
+        """POST to the collection; GET, PATCH and DELETE on one record."""
+        record = f"{collection}/{{{self.kind.key}}}"
+        return (
+            ("POST", collection, self.add),
+            ("GET", record, self.read),
+            ("PATCH", record, self.change),
+            ("DELETE", record, self.remove),
+        )
+
+
+COMPANIES = Records(CompanyIn, CompanyPatch, support.COMPANIES)
+CONTACTS = Records(ContactIn, ContactPatch, support.CONTACTS)
+
+
+async def company_tickets(request: web.Request) -> web.Response:
+    """The company's Tickets tab."""
+    query = _list_query(request)
+    if query.company_id is not None:
+        raise Invalid(("query.company_id", "the company is the one in the path"))
+    company_id = request.match_info["company_id"]
+    find = partial(support.find_tickets, company_id=company_id, q=query.q, page=query.page, page_size=query.per_page)
+    return _json(await _run(request, find))
+
+
+# --- memberships -----------------------------------------------------------------------------------------
+
+
+async def put_membership(request: web.Request) -> web.Response:
+    """Make the contact a member of the company."""
+    user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
+    _audit(request, "add", "membership", f"{user_id}/{company_id}")
+    return _json(await _run(request, partial(support.add_membership, user_id=user_id, company_id=company_id)))
+
+
+async def delete_membership(request: web.Request) -> web.Response:
+    """End the contact's membership of the company."""
+    user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
+    _audit(request, "remove", "membership", f"{user_id}/{company_id}")
+    return _json(await _run(request, partial(support.remove_membership, user_id=user_id, company_id=company_id)))
+
+
+# --- tickets ---------------------------------------------------------------------------------------------
+
+
+async def find_tickets(request: web.Request) -> web.Response:
+    """Tickets of one company or all, matching ``q``: for spotting a duplicate before raising a new one."""
+    query = _list_query(request)
+    find = partial(
+        support.find_tickets, company_id=query.company_id, q=query.q, page=query.page, page_size=query.per_page
+    )
+    return _json(await _run(request, find))
+
+
+async def get_ticket(request: web.Request) -> web.Response:
+    """One ticket with its whole conversation, internal notes included."""
+    return _json(await _run(request, partial(support.get_ticket, ticket_id=request.match_info["ticket_id"])))
+
+
+async def create_ticket(request: web.Request) -> web.Response:
+    """Raise a ticket for a contact."""
+    ticket, fields = await _body(request, TicketIn)
+    change = _audit(request, "create", "ticket", ticket.ticket_id or "(next free id)", fields)
+    created = await _run(request, partial(support.create_ticket, fields=ticket.model_dump(), now=_now(request)))
+    change.id = created["ticket_id"]
+    return _json(created, 201)
+
+
+async def update_ticket(request: web.Request) -> web.Response:
+    """Change a ticket's state, type, sharing, text or company."""
+    ticket_id = request.match_info["ticket_id"]
+    _, fields = await _body(request, TicketPatch)
+    _audit(request, "update", "ticket", ticket_id, fields)
+    update = partial(support.update_ticket, ticket_id=ticket_id, fields=fields, now=_now(request))
+    return _json(await _run(request, update))
+
+
+async def add_part(request: web.Request) -> web.Response:
+    """Add a public reply or an internal note."""
+    ticket_id = request.match_info["ticket_id"]
+    part, fields = await _body(request, PartIn)
+    _audit(request, "create", "public reply" if part.public else "internal note", ticket_id, fields)
+    add = partial(support.add_ticket_part, ticket_id=ticket_id, fields=part.model_dump(), now=_now(request))
+    return _json(await _run(request, add), 201)
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """Anything else under /admin/api, whatever the method: the gateway's own 404, never the upstream."""
+    raise web.HTTPNotFound()
+
+
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    *COMPANIES.routes("/companies"),
+    ("GET", "/companies/{company_id}/tickets", company_tickets),
+    *CONTACTS.routes("/contacts"),
+    ("PUT", "/contacts/{user_id}/companies/{company_id}", put_membership),
+    ("DELETE", "/contacts/{user_id}/companies/{company_id}", delete_membership),
+    ("GET", "/tickets", find_tickets),
+    ("POST", "/tickets", create_ticket),
+    ("GET", "/tickets/{ticket_id}", get_ticket),
+    ("PATCH", "/tickets/{ticket_id}", update_ticket),
+    ("POST", "/tickets/{ticket_id}/parts", add_part),
+)
+
+
+def _route_name(method: str, path: str) -> str:
+    """A metrics label for one admin route: admin_get_companies_company_id, for example."""
+    return "admin_" + "_".join([method.lower(), *re.findall(r"[a-z]+", path)])
+
+
+def add_routes(app: web.Application) -> None:
+    """The admin API when ``admin.token`` is set; either way its namespace never falls through to the proxy."""
+    token = app[CONFIG].admin.token
+    if token is None:
+        # SECURITY: no token, no admin API: not even a 401 that says it is there.
+        app.router.add_route("*", ADMIN_PREFIX + "{tail:(/.*)?}", not_found, name="admin_absent")
+        return
+    app[ADMIN_TOKEN] = token.get_secret_value().encode("utf-8", "surrogateescape")
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, ADMIN_PREFIX + path, _admin(handler), name=_route_name(method, path))
+    app.router.add_route("*", ADMIN_PREFIX + "{tail:(/.*)?}", _admin(not_found), name="admin_not_found")
