@@ -1,11 +1,11 @@
-# The two commands of the README: `make run` and `make test`. Both set up what they need.
+# The commands of the README: `make run`, `make test` and `make bench`. Each sets up what it needs.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # apt-get through sudo only when not root and sudo is there
 SUDO := $(shell [ "$$(id -u)" = 0 ] || ! command -v sudo >/dev/null || echo sudo)
 
-.PHONY: run test lint clean
+.PHONY: run test bench lint clean
 
 $(BIN)/portal-gateway: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ test: $(BIN)/portal-gateway
 	$(BIN)/mypy
 	[ -x /usr/bin/chromium ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 	$(BIN)/pytest
+
+## the gateway beside nginx, nginx + auth_request and a minimal proxy, on loopback (installs nginx and wrk when missing)
+bench: $(BIN)/portal-gateway
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts

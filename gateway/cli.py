@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway import devsetup, server
+from gateway import devsetup, server, workers
 from gateway.auditreport import render, summarise
 from gateway.checks import run_checks
 from gateway.config import AuditConfig, GatewayConfig, load_config
@@ -56,9 +56,24 @@ async def _open_store(config: GatewayConfig) -> SQLiteStore:
     return store
 
 
+async def _prepare_store(config: GatewayConfig) -> None:
+    await (await _open_store(config)).close()
+
+
+def _with_workers(config: GatewayConfig, args: argparse.Namespace) -> GatewayConfig:
+    """``config`` under ``serve --workers``, which outranks listen.workers (at start and on every reload)."""
+    if args.workers is None:
+        return config
+    return config.model_copy(update={"listen": config.listen.model_copy(update={"workers": args.workers})})
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the gateway until SIGTERM."""
     config = _load(args.config)
+    if args.workers is not None and args.workers < 1:
+        _say("--workers: must be at least 1")
+        return EXIT_CONFIG
+    config = _with_workers(config, args)
     if args.config is None:
         tls = config.tls
         if devsetup.ensure_dev_certificate(tls.cert, tls.key, config.domain):
@@ -82,6 +97,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     setup_logging()
     try:
+        if config.listen.workers > 1:
+            # Workers opening a new (or older) store at once would race to create and migrate it: do it here.
+            asyncio.run(_prepare_store(config))
+            return workers.run(config, context, _reloader(args))
         server.run(config, context, _reloader(args))
     except OSError as exc:
         log.error("cannot listen: %s", exc)
@@ -93,7 +112,7 @@ def _reloader(args: argparse.Namespace) -> server.Reload:
     """What SIGHUP serves: the configuration read again and held to the bar ``serve`` sets; else ConfigError."""
 
     def reload() -> GatewayConfig:
-        config = _load(args.config)
+        config = _with_workers(_load(args.config), args)
         failing = [check for check in run_checks(config) if not check.ok]
         if failing and config.portal.enabled and args.config is not None:
             raise ConfigError(*(("prerequisite", str(check)) for check in failing))
@@ -212,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gateway")
     serve.add_argument("-c", "--config", type=Path, help=config_help)
+    serve.add_argument("--workers", type=int, help="processes sharing the listeners (default: listen.workers)")
     serve.set_defaults(func=cmd_serve)
 
     check = commands.add_parser("check", help="check the portal prerequisites; exit 1 if any fails")

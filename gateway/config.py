@@ -118,6 +118,12 @@ class ListenConfig(_Model):
     shutdown_grace: float = Field(
         default=10.0, ge=0, description="Seconds in-flight requests get to finish on SIGTERM."
     )
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Processes serving the listeners, sharing them with SO_REUSEPORT; one per core is usual.",
+    )
     metrics_allow: frozenset[IPvAnyNetwork] = Field(
         default=frozenset({IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")}),
         description="Peers that may read /metrics; everyone else gets 404.",

@@ -88,6 +88,25 @@ def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> Coo
     )
 
 
+def cookie_value(header_values: Iterable[str], name: str) -> str | None:
+    """The value of cookie ``name`` in a request's Cookie headers (the last one sent wins), outer quotes removed.
+
+    The gateway's own credentials are read here, with the same splitting as :func:`filter_cookies`,
+    instead of parsing every cookie of the request into morsels to read one.
+    """
+    found = None
+    for header in header_values:
+        if name not in header:
+            continue
+        for piece in header.split(";"):
+            key, sep, value = piece.partition("=")
+            if sep and key.strip(" \t") == name:
+                found = value.strip(" \t")
+    if found is not None and len(found) >= 2 and found[0] == found[-1] == '"':
+        return found[1:-1]
+    return found
+
+
 def _within(host: str, domain: str) -> bool:
     """Whether ``host`` is ``domain`` or one of its subdomains."""
     return host == domain or host.endswith("." + domain)

@@ -22,6 +22,7 @@ from yarl import URL
 
 from gateway.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.config import GatewayConfig
+from gateway.cookies import cookie_value
 from gateway.identity import Identity, JWTVerifier, Rejection, verify_hmac
 from gateway.metrics import METRICS
 from gateway.paths import decision_path
@@ -96,11 +97,12 @@ class Guard:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return self.verifier.verify(token.strip(), self.clock())
-        token = request.cookies.get(self.jwt_cookie, "")
-        if token:
-            return self.verifier.verify(token, self.clock())
+        cookies = request.headers.getall("Cookie", ())
+        from_cookie = cookie_value(cookies, self.jwt_cookie)
+        if from_cookie:
+            return self.verifier.verify(from_cookie, self.clock())
         if self.hmac_secrets is not None:
-            user_id, user_hash = (request.cookies.get(name, "") for name in self.hmac_cookies)
+            user_id, user_hash = (cookie_value(cookies, name) or "" for name in self.hmac_cookies)
             if user_id and user_hash:
                 return verify_hmac(user_id, user_hash, self.hmac_secrets)
         return None
@@ -160,9 +162,8 @@ def record_identity(request: web.Request, result: Identity | Rejection | None) -
     elif isinstance(result, Rejection):
         entry.identity = IdentityResult(method=result.method, result="rejected", reason=result.reason)
     if result is not None:
-        request.app[METRICS].identity_results.labels(
-            method=result.method, result=entry.identity.result, reason=entry.identity.reason or ""
-        ).inc()
+        metrics = request.app[METRICS]
+        metrics.child(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "").inc()
 
 
 @web.middleware
@@ -214,6 +215,8 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if login is not None:
             raise web.HTTPFound(login)
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="portal"'})
+    # SECURITY: read on every request, never cached: a membership the admin API removes (or a company's
+    # attributes it changes) is out of the very next request's access decision, visibility and headers.
     visitor = Visitor(identity=result, contact=await request.app[STORE].contact_by_user_id(result.user_id))
     decision = guard.access(visitor.facts())
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)

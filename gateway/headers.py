@@ -138,8 +138,7 @@ def forwarding(
     trusted proxy; then the client is the right-most address in the chain
     that is not itself a trusted proxy.
     """
-    peer_ip = _parse_ip(peer)
-    if not _trusted(peer_ip, trusted):
+    if not trusted or not _trusted(_parse_ip(peer), trusted):  # no proxy trusted (the default): nothing to parse
         return Forwarding(client_ip=peer, forwarded_for=peer, proto="https", host=host)
     chain = [
         entry.strip() for value in headers.getall("X-Forwarded-For", ()) for entry in value.split(",") if entry.strip()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 OTHER = "<other>"
 MAX_COOKIE_LABELS = 64
+_Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
 
 class _CookieCounts(Protocol):
@@ -55,6 +57,19 @@ class Metrics:
             registry=self.registry,
         )
         self._cookie_labels: set[str] = set()
+        self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
+
+    def child(self, metric: _Metric, *values: str) -> _Metric:
+        """``metric.labels(*values)``, found once and then kept: labels() costs more than the increment it serves.
+
+        Every label of the gateway takes its values from a bounded set (routes, statuses, reasons, capped
+        cookie names), so this stays small.
+        """
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found  # type: ignore[return-value]
 
     def _cookie_label(self, name: str) -> str:
         # SECURITY: cookie names come from clients; a bounded label set keeps
@@ -68,12 +83,12 @@ class Metrics:
 
     def observe_request(self, route: str, status: int, seconds: float, cookies: _CookieCounts) -> None:
         """Count one finished request."""
-        self.requests.labels(route=route, status=str(status)).inc()
-        self.latency.labels(route=route).observe(seconds)
+        self.child(self.requests, route, str(status)).inc()
+        self.child(self.latency, route).observe(seconds)
         for name in cookies.stripped:
-            self.cookies_stripped.labels(name=self._cookie_label(name)).inc()
+            self.child(self.cookies_stripped, self._cookie_label(name)).inc()
         for name in cookies.upstream_dropped:
-            self.set_cookies_dropped.labels(name=self._cookie_label(name)).inc()
+            self.child(self.set_cookies_dropped, self._cookie_label(name)).inc()
 
 
 METRICS = web.AppKey("metrics", Metrics)

@@ -67,6 +67,12 @@ class Upstream:
         return URL(str(self.base).rstrip("/") + raw_path, encoded=True)
 
 
+class _ProxiedResponse(web.StreamResponse):
+    """A streamed answer whose headers leave with its first body chunk: one TLS record and one send, not two."""
+
+    _send_headers_immediately = False  # what aiohttp's own web.Response does; a plain StreamResponse sends at once
+
+
 HELP_CENTER = web.AppKey("help_center", Upstream)
 MESSENGER = web.AppKey("messenger", Upstream)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
@@ -191,7 +197,7 @@ def _response_headers(response: aiohttp.ClientResponse, upstream: Upstream, entr
 async def _stream_back(
     request: web.Request, response: aiohttp.ClientResponse, upstream: Upstream, entry: AuditEntry
 ) -> web.StreamResponse:
-    out = web.StreamResponse(
+    out = _ProxiedResponse(
         status=response.status, reason=response.reason, headers=_response_headers(response, upstream, entry)
     )
     request[PROXIED] = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -79,6 +80,8 @@ class Running:
         async with self._lock:
             if (config.listen.https, config.listen.http) != (self.config.listen.https, self.config.listen.http):
                 raise ConfigError(("listen", "the listening addresses change only with a restart"))
+            if config.listen.workers != self.config.listen.workers:
+                raise ConfigError(("listen.workers", "the number of worker processes changes only with a restart"))
             # First, before the new app creates today's audit file: whatever the old app still answers
             # (kept-alive connections, requests racing the switch) is written there too, never to the rotated one.
             self.app[AUDIT_LOG].reopen()
@@ -115,6 +118,10 @@ class Running:
             ssl=context,
             # SECURITY: slowloris before the first byte of HTTP: a handshake gets the head's deadline.
             ssl_handshake_timeout=self.config.requests.header_timeout if context is not None else None,
+            # Worker processes (listen.workers) share the address. SECURITY: Linux lets only processes of the
+            # same user join a SO_REUSEPORT group, so no other account can bind our port and take a share of
+            # the connections; with one worker the option stays off altogether.
+            reuse_port=self.config.listen.workers > 1,
         )
         self.switches.append(switch)
         self.listeners.append(listener)
@@ -122,7 +129,10 @@ class Running:
 
 
 async def start(config: GatewayConfig, context: ssl.SSLContext) -> Running:
-    """Start the HTTPS listener and, when configured, the HTTP redirect listener."""
+    """Start the HTTPS listener and, when configured, the HTTP redirect listener.
+
+    With ``listen.workers`` above 1 each worker process binds the same addresses with SO_REUSEPORT.
+    """
     running = Running(config=config, context=context, runners=[await _https_runner(config)])
     try:
         running.https_port = await running.listen(running.runners[0], config.listen.https, context)
@@ -138,6 +148,13 @@ async def start(config: GatewayConfig, context: ssl.SSLContext) -> Running:
 Reload = Callable[[], GatewayConfig]
 
 
+def _refreeze() -> None:
+    """After a reload the old app is garbage: let the collector see it once, then freeze what is left."""
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 async def _reload(running: Running, reload: Reload) -> None:
     """SIGHUP: read the configuration again and serve it; a bad one keeps the running one, saying why."""
     try:
@@ -150,12 +167,23 @@ async def _reload(running: Running, reload: Reload) -> None:
         log.exception("reload failed, still serving the previous configuration")
     else:
         log.info("reloaded")
+    finally:
+        # Running.reload returns once the old app has drained and been cleaned up (or a new one was discarded).
+        _refreeze()
 
 
-async def serve(config: GatewayConfig, context: ssl.SSLContext, reload: Reload) -> None:
+def announce(running: Running) -> None:
+    """Log the ports really bound: the line that tells a supervisor (or a test) the gateway is up."""
+    log.info("listening", extra={"https": running.https_port, "http": running.http_port})
+
+
+async def serve(
+    config: GatewayConfig, context: ssl.SSLContext, reload: Reload, ready: Callable[[Running], None] = announce
+) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting and let in-flight requests finish.
 
     SIGHUP serves what ``reload`` returns (configuration and certificate) and reopens the audit log.
+    ``ready`` is called once every signal handler is in place and the listeners accept.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -163,6 +191,9 @@ async def serve(config: GatewayConfig, context: ssl.SSLContext, reload: Reload) 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     running = await start(config, context)
+    # What start built (config, compiled rules, templates, routes) lives as long as the process: the
+    # collector need not walk it again on every full collection.
+    gc.freeze()
     reloads: set[asyncio.Task[None]] = set()
 
     def on_hangup() -> None:
@@ -172,7 +203,7 @@ async def serve(config: GatewayConfig, context: ssl.SSLContext, reload: Reload) 
 
     try:
         loop.add_signal_handler(signal.SIGHUP, on_hangup)
-        log.info("listening", extra={"https": running.https_port, "http": running.http_port})
+        ready(running)
         await stop.wait()
         log.info("stopping: no new connections; in-flight requests get %.0f s", running.config.listen.shutdown_grace)
     finally:
@@ -180,7 +211,9 @@ async def serve(config: GatewayConfig, context: ssl.SSLContext, reload: Reload) 
     log.info("stopped")
 
 
-def run(config: GatewayConfig, context: ssl.SSLContext, reload: Reload) -> None:
+def run(
+    config: GatewayConfig, context: ssl.SSLContext, reload: Reload, ready: Callable[[Running], None] = announce
+) -> None:
     """Run :func:`serve` on uvloop."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(config, context, reload))
+        runner.run(serve(config, context, reload, ready))

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
+import time
 from pathlib import Path
 
-from gateway.audit import AuditEntry, AuditLog
+from gateway.audit import (
+    LINGER,
+    AccessResult,
+    AdminChange,
+    AuditEntry,
+    AuditLog,
+    CompanyPolicyResult,
+    IdentityResult,
+    RemovedField,
+)
 from gateway.auditreport import render, summarise
 from tests.conftest import Gateway
 
@@ -37,6 +49,53 @@ def test_reopen_after_rotation_writes_to_a_new_file(tmp_path: Path) -> None:
     log.close()
     assert [json.loads(line)["request_id"] for line in rotated.read_text().splitlines()] == ["before", "moved"]
     assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["after"]
+
+
+def test_record_holds_every_field_of_the_entry() -> None:
+    entry = AuditEntry("id", "127.0.0.1", "GET", "h", "/a", status=200, duration_ms=1.5)
+    entry.cookies.received, entry.cookies.stripped = ("a", "b"), ("b",)
+    entry.identity = IdentityResult(method="jwt", user_id="u1", result="verified")
+    entry.access = AccessResult(decision="allow", rule="all")
+    record = entry.to_record(0)
+    assert record == {"ts": "1970-01-01T00:00:00.000+00:00", **dataclasses.asdict(entry)}
+    assert list(record) == ["ts", *(field.name for field in dataclasses.fields(AuditEntry))]
+
+
+def test_record_holds_the_company_policy_and_the_admin_change_like_asdict() -> None:
+    entry = AuditEntry("id", "127.0.0.1", "POST", "h", "/messenger/web/ping", status=200)
+    removed = [RemovedField("company.name", "not_member"), RemovedField("companies", "not_member")]
+    entry.company_policy = CompanyPolicyResult("strip", user_id="u1", verified=True, removed=removed)
+    entry.admin_change = AdminChange("update", "company", "acme", ["name", "plan"])
+    record = entry.to_record(0)
+    assert record == {"ts": "1970-01-01T00:00:00.000+00:00", **dataclasses.asdict(entry)}
+    assert record["company_policy"]["removed"] == [
+        {"field": "company.name", "reason": "not_member"},
+        {"field": "companies", "reason": "not_member"},
+    ]
+    assert record["admin_change"] == {
+        "action": "update",
+        "resource": "company",
+        "id": "acme",
+        "fields": ["name", "plan"],
+    }
+    record["admin_change"]["fields"].append("x")  # a copy, as asdict makes: the entry is not changed through it
+    assert entry.admin_change.fields == ["name", "plan"]
+
+
+async def test_records_written_on_a_loop_reach_the_file_together_after_the_linger(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    ids = [f"r{number}" for number in range(100)]
+    for request_id in ids:
+        log.write(AuditEntry(request_id, "127.0.0.1", "GET", "h", "/a").to_record(0))
+    assert path.read_text() == ""  # held in the batch: nothing was handed to the writer yet
+    await asyncio.sleep(LINGER)
+    deadline = time.monotonic() + 5
+    while len(path.read_text().splitlines()) < len(ids):
+        assert time.monotonic() < deadline, path.read_text()
+        await asyncio.sleep(0.01)
+    log.close()
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ids
 
 
 async def test_every_request_writes_one_record_with_the_design_fields(gateway: Gateway) -> None:

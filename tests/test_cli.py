@@ -319,3 +319,10 @@ def test_preview_visibility_counts_the_restricted_contacts(
         assert user_ids == ["u-ben", "u-cho", "u-dev", "u-jon"]  # the globex members, by name
     else:
         assert listed == []
+
+
+def test_serve_refuses_fewer_than_one_worker(cert_files: CertFiles, tmp_path: Path) -> None:
+    run = gateway_cli(tmp_path, "serve", "-c", str(write_config(cert_files, tmp_path)), "--workers", "0")
+    assert run.returncode == 2, run.stderr
+    assert "portal-gateway: --workers: must be at least 1" in run.stderr
+    assert "listening" not in run.stderr

@@ -121,6 +121,7 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
             {"listen": {"https": "localhost:http"}}, "listen.https", "must be host:port", id="listen-port-name"
         ),
         pytest.param({"listen": {"https": "127.0.0.1:70000"}}, "listen.https.port", "65535", id="listen-port-too-big"),
+        pytest.param({"listen": {"workers": 0}}, "listen.workers", "greater than or equal to 1", id="workers-zero"),
         pytest.param({"workspace_id": "ws 1"}, "workspace_id", "pattern", id="workspace-id-with-space"),
         pytest.param({"domain": "https://help.example.com"}, "domain", "without scheme or port", id="domain-scheme"),
         pytest.param({"domain": "help.example.com:443"}, "domain", "without scheme or port", id="domain-port"),

@@ -14,7 +14,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.cookies import INVALID_NAME, NAMELESS, CookieDecision, filter_cookies, rewrite_set_cookie
+from gateway.cookies import (
+    INVALID_NAME,
+    NAMELESS,
+    CookieDecision,
+    cookie_value,
+    filter_cookies,
+    rewrite_set_cookie,
+)
 
 SESSION = "intercom-session-ws1a2b3c"
 DEVICE = "intercom-device-id-ws1a2b3c"
@@ -504,3 +511,19 @@ def test_set_cookie_output_is_always_allowed_secure_and_scoped(name: str, value:
         key, _, domain = attribute.strip(" \t").partition("=")
         if key.strip(" \t").lower() == "domain":
             assert domain in (COOKIE_DOMAIN, CUSTOM_DOMAIN), result
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param(["a=1; portal-jwt=tok.en.x; b=2"], "tok.en.x", id="among-others"),
+        pytest.param(["portal-jwt=old", "portal-jwt=new"], "new", id="last-sent-wins"),
+        pytest.param(["portal-jwt=old; portal-jwt=new"], "new", id="last-in-one-header-wins"),
+        pytest.param(['portal-jwt="quoted"'], "quoted", id="outer-quotes-removed"),
+        pytest.param(["xportal-jwt=a; portal-jwtx=b; portal-jwt"], None, id="other-names-and-no-value"),
+        pytest.param(["portal-jwt="], "", id="empty"),
+        pytest.param([], None, id="no-header"),
+    ],
+)
+def test_cookie_value_reads_one_cookie_by_exact_name(headers: list[str], expected: str | None) -> None:
+    assert cookie_value(headers, "portal-jwt") == expected

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import partial
 from http.cookies import Morsel, SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
+from gateway.guard import STORE
 from gateway.identity import sign_token
+from gateway.store import support
 from gateway.store.demo import PEOPLE
 from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway
 
@@ -644,6 +647,26 @@ async def test_identity_results_are_counted_by_method_result_and_reason(start_ga
         ("hmac", "rejected", "bad_signature"): 1.0,
         ("hmac", "verified", ""): 1.0,
     }
+
+
+async def test_a_membership_change_reaches_the_very_next_request(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    """The visitor's contact is read on every request, never cached: no window in which a company a visitor
+    has left still reaches the upstream (X-Portal-Company-Ids) or the access rules."""
+    gateway = await start_gateway(**WITH_LOGIN, **DEMO)
+    store = gateway.running.app[STORE]
+
+    async def companies() -> str:
+        answer = await fetch(gateway, "/anything", headers=bearer(token("u-ben")))
+        assert answer.status == 200
+        return upstream.last.headers["X-Portal-Company-Ids"]
+
+    assert await companies() == "acme,globex"
+    await store.transaction(partial(support.remove_membership, user_id="u-ben", company_id="globex"))
+    assert await companies() == "acme"
+    await store.transaction(partial(support.add_membership, user_id="u-ben", company_id="globex"))
+    assert await companies() == "acme,globex"
 
 
 async def test_connection_header_cannot_strip_the_gateways_identity_headers(

@@ -743,3 +743,169 @@ async def test_bundled_config_bootstraps_dev_secrets_and_certificates(launch: La
     assert {**_snapshot(secrets), **_snapshot(certs)} == before
     assert not any("generated" in line for line in second.lines), second.stderr
     assert await _healthz(second.https_port, ca, "localhost") == 200
+
+
+# --- several worker processes ---------------------------------------------------------------------
+
+WORKERS = 2
+SPREAD_CONNECTIONS = 40  # the kernel hashes each to a worker: all on one of two has odds of 2 in 2**40
+HOLD_SECONDS = 0.5
+
+
+@pytest.fixture
+async def workers(launch: Launch, cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream) -> GatewayProcess:
+    """``serve -c config.yaml --workers 2``; the parent says ``listening`` once both workers listen."""
+    config = write_config(cert_files, tmp_path, upstream)
+    return await launch(["serve", "-c", str(config), "--workers", str(WORKERS)], cwd=tmp_path)
+
+
+def worker_pids(gateway: GatewayProcess) -> list[int]:
+    """The worker processes of a ``--workers`` parent."""
+    return [child.pid for child in psutil.Process(gateway.pid).children()]
+
+
+def serving(pid: int, port: int) -> int:
+    """How many established connections the process ``pid`` holds on local ``port``."""
+    return sum(
+        1
+        for connection in psutil.Process(pid).net_connections("tcp")
+        if connection.laddr and connection.laddr.port == port and connection.status == psutil.CONN_ESTABLISHED
+    )
+
+
+async def _hold(request: web.Request) -> web.StreamResponse:
+    await asyncio.sleep(HOLD_SECONDS)
+    return web.Response(text="held")
+
+
+async def test_workers_each_take_connections_and_sigterm_drains_every_one(
+    workers: GatewayProcess, upstream: RecordingUpstream, client_ssl: ssl.SSLContext
+) -> None:
+    upstream.on("/hold", _hold)
+    pids = worker_pids(workers)
+    assert len(pids) == WORKERS, workers.stderr
+    assert workers.listening is not None
+    assert workers.listening["workers"] == WORKERS
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl, limit=0)) as session:
+
+        async def fetch() -> tuple[int, str]:
+            async with session.get(workers.url / "hold") as response:
+                return response.status, await response.text()
+
+        in_flight = [asyncio.create_task(fetch()) for _ in range(SPREAD_CONNECTIONS)]
+        deadline = time.monotonic() + 5
+        while sum(recorded.path == "/hold" for recorded in upstream.requests) < SPREAD_CONNECTIONS:
+            assert time.monotonic() < deadline, "the requests never all reached upstream"
+            await asyncio.sleep(0.01)
+        per_worker = {pid: serving(pid, workers.https_port) for pid in pids}
+        assert all(per_worker.values()), f"a worker took no connection: {per_worker}"
+        assert sum(per_worker.values()) == SPREAD_CONNECTIONS, per_worker
+
+        workers.proc.send_signal(signal.SIGTERM)  # to the parent only: it relays to every worker
+        deadline = time.monotonic() + HOLD_SECONDS * 0.8
+        while not await connection_refused(workers.https_port):
+            assert time.monotonic() < deadline, "new connections still accepted after SIGTERM"
+            await asyncio.sleep(0.02)
+        assert not any(task.done() for task in in_flight), "requests ended before the listeners closed"
+        assert await asyncio.gather(*in_flight) == [(200, "held")] * SPREAD_CONNECTIONS
+
+    assert await workers.wait_exit() == 0, workers.stderr
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in pids)
+    messages = [json.loads(line)["msg"] for line in workers.lines if line.startswith("{")]
+    assert messages.count("stopped") == WORKERS + 1, workers.stderr  # each worker, then the parent
+    assert messages[-1] == "stopped"
+
+
+async def test_workers_append_whole_lines_to_one_audit_file_and_reopen_it_on_sighup(
+    workers: GatewayProcess, client_ssl: ssl.SSLContext, tmp_path: Path
+) -> None:
+    # Long paths make long lines and batches of hundreds of KiB: two processes append to one file, and every
+    # line must still come out whole, each record exactly once.
+    long = "p" * 4000
+    audit, rotated = tmp_path / "audit.jsonl", tmp_path / "audit.jsonl.1"
+
+    async def burst(session: aiohttp.ClientSession, label: str, count: int) -> set[str]:
+        async def one(number: int) -> str:
+            async with session.get(workers.url / f"{label}-{number}-{long}") as response:
+                assert response.status == 200
+                await response.read()
+                return response.headers["X-Request-Id"]
+
+        return set(await asyncio.gather(*(one(number) for number in range(count))))
+
+    connector = aiohttp.TCPConnector(ssl=client_ssl, limit=SPREAD_CONNECTIONS, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        first = await burst(session, "before", 300)
+        await wait_for_audit(audit, first)
+        audit.rename(rotated)
+        workers.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while not audit.exists():  # each worker reopens once the relayed signal reaches its loop
+            assert time.monotonic() < deadline, f"SIGHUP did not recreate {audit}; stderr:\n{workers.stderr}"
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.2)  # the second worker's reopen may trail the first's
+        second = await burst(session, "after", 300)
+    workers.proc.send_signal(signal.SIGTERM)
+    assert await workers.wait_exit() == 0, workers.stderr
+
+    for path, ids in ((rotated, first), (audit, second)):
+        lines = path.read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines]  # a torn or interleaved line fails here
+        assert sorted(record["request_id"] for record in records) == sorted(ids), path
+        assert all(record["path"].endswith(long) for record in records)
+
+
+async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(workers: GatewayProcess) -> None:
+    first, second = worker_pids(workers)
+    os.kill(first, signal.SIGKILL)
+    assert await workers.wait_exit() == 1, workers.stderr
+    assert not psutil.pid_exists(second) or psutil.Process(second).status() == psutil.STATUS_ZOMBIE
+    errors = [json.loads(line) for line in workers.lines if line.startswith("{") and '"level": "error"' in line]
+    assert any("exited with -9" in record["msg"] for record in errors), workers.stderr
+
+
+async def test_sighup_to_the_parent_makes_every_worker_reload(
+    launch: Launch,
+    own_certificate: CertFiles,
+    ca: trustme.CA,
+    client_ssl: ssl.SSLContext,
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+) -> None:
+    """Each worker does a single gateway's reload (configuration, certificate, audit log): on the ports the
+    parent reserved, though the file still says port 0; a change of address is refused by each."""
+    config = write_config(own_certificate, tmp_path, upstream)
+    served = await launch(["serve", "-c", str(config), "--workers", str(WORKERS)], cwd=tmp_path)
+    renewed = ca.issue_cert("localhost", "127.0.0.1", DOMAIN)
+    renewed.cert_chain_pems[0].write_to_path(str(own_certificate.cert))
+    renewed.private_key_pem.write_to_path(str(own_certificate.key))
+    write_config(own_certificate, tmp_path, upstream, listen={"allowed_hosts": ["127.0.0.1", "reloaded.example"]})
+    served.proc.send_signal(signal.SIGHUP)
+
+    def messages() -> list[str]:
+        return [json.loads(line)["msg"] for line in served.lines if line.startswith("{")]
+
+    deadline = time.monotonic() + 10
+    while messages().count("reloaded") < WORKERS:
+        assert time.monotonic() < deadline, f"not every worker reloaded; stderr:\n{served.stderr}"
+        assert not any(message.startswith("reload") and message != "reloaded" for message in messages()), served.stderr
+        await asyncio.sleep(0.05)
+
+    # New connections, spread by the kernel over both workers, all meet the new certificate and config.
+    expected = ssl.PEM_cert_to_DER_cert(renewed.cert_chain_pems[0].bytes().decode())
+    for _ in range(SPREAD_CONNECTIONS // 4):
+        assert await asyncio.to_thread(_served_certificate, served.https_port, client_ssl) == expected
+    connector = aiohttp.TCPConnector(ssl=client_ssl, force_close=True)
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as client:
+        statuses = [await _status_for_host(client, served, "reloaded.example") for _ in range(SPREAD_CONNECTIONS // 4)]
+    assert statuses == [200] * len(statuses)
+
+    write_config(own_certificate, tmp_path, upstream, listen={"http": None})
+    served.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while sum(message.startswith("reload refused") for message in messages()) < WORKERS:
+        assert time.monotonic() < deadline, f"not every worker refused; stderr:\n{served.stderr}"
+        await asyncio.sleep(0.05)
+    served.proc.send_signal(signal.SIGTERM)
+    assert await served.wait_exit() == 0, served.stderr

@@ -1,0 +1,1 @@
+"""Benchmarks: the gateway beside nginx, nginx + auth_request and a minimal proxy (``python -m bench``)."""
