@@ -369,19 +369,6 @@ class GatewayConfig(_Model):
     admin: AdminConfig = AdminConfig()
     audit: AuditConfig = AuditConfig()
 
-    @field_validator("messenger")
-    @classmethod
-    def _messenger_fits(cls, value: MessengerConfig, info: ValidationInfo) -> MessengerConfig:
-        # The body stage reads every body first under requests.max_body_size: a bigger Messenger limit would
-        # never be reached, and a call between the two would get a 413 instead of the 400 with a reason.
-        requests = info.data.get("requests")
-        if requests is not None and value.max_body_bytes > requests.max_body_size:
-            raise ValueError(
-                f"max_body_bytes ({value.max_body_bytes}) is larger than requests.max_body_size"
-                f" ({requests.max_body_size})"
-            )
-        return value
-
     @field_validator("domain")
     @classmethod
     def _hostname(cls, value: str) -> str:

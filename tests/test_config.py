@@ -168,12 +168,6 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
             "greater than or equal to 1024",
             id="body-limit",
         ),
-        pytest.param(
-            {"messenger": {"max_body_bytes": 4 * 1024**2}},
-            "messenger",
-            "max_body_bytes (4194304) is larger than requests.max_body_size (1048576)",
-            id="body-limits",
-        ),
         pytest.param({"portal": {"mode": "static"}}, "portal.mode", "'render' or 'proxy'", id="portal-mode"),
         pytest.param(
             {"portal": {"access": {"rules": [{"attribute": "person.email", "op": "like", "value": "x"}]}}},
