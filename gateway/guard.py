@@ -215,8 +215,9 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
         if login is not None:
             raise web.HTTPFound(login)
         raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="portal"'})
-    # SECURITY: read on every request, never cached: a membership the admin API removes (or a company's
-    # attributes it changes) is out of the very next request's access decision, visibility and headers.
+    # SECURITY: the store's contact cache is emptied by any commit (store/sqlite.py): a membership the admin
+    # API removes (or a company's attributes it changes) is out of the very next request's access decision,
+    # visibility and headers.
     visitor = Visitor(identity=result, contact=await request.app[STORE].contact_by_user_id(result.user_id))
     decision = guard.access(visitor.facts())
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)

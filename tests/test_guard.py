@@ -652,8 +652,8 @@ async def test_identity_results_are_counted_by_method_result_and_reason(start_ga
 async def test_a_membership_change_reaches_the_very_next_request(
     start_gateway: StartGateway, upstream: RecordingUpstream
 ) -> None:
-    """The visitor's contact is read on every request, never cached: no window in which a company a visitor
-    has left still reaches the upstream (X-Portal-Company-Ids) or the access rules."""
+    """The contact cache is emptied by the commit itself: no window in which a company a visitor has left
+    still reaches the upstream (X-Portal-Company-Ids) or the access rules."""
     gateway = await start_gateway(**WITH_LOGIN, **DEMO)
     store = gateway.running.app[STORE]
 

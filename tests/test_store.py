@@ -10,16 +10,18 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import closing
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from gateway.store import SQLiteStore
+from gateway.errors import StoreUnavailable
+from gateway.store import SQLiteStore, support
 from gateway.store.demo import INTERNAL_WORD, seed_if_empty
 from gateway.store.importer import import_lines
-from gateway.store.models import STATE_CATEGORIES, TicketQuery
+from gateway.store.models import STATE_CATEGORIES, Contact, TicketQuery
 from gateway.store.schema import MIGRATIONS, migrate
 from gateway.visibility import TicketFilter
 from tests.conftest import CertFiles, config_dict
@@ -487,6 +489,77 @@ async def test_demo_tickets_are_readable_through_the_visibility_filter(store: SQ
         total += page.total
         assert page.total == len(page.items)
     assert total > 0
+
+
+# --- the contact cache ---------------------------------------------------------------------------
+
+
+def companies_of(contact: Contact | None) -> list[str]:
+    assert contact is not None
+    return [company.company_id for company in contact.companies]
+
+
+async def test_a_contact_is_served_from_memory_while_nothing_is_committed(store: SQLiteStore) -> None:
+    await seed_if_empty(store, int(time.time()))
+    first = await store.contact_by_user_id("u-ben")
+    assert await store.contact_by_user_id("u-ben") is first
+    assert await store.contact_by_user_id("nobody") is None
+    await store.transaction(lambda connection: connection.execute("SELECT 1").fetchall())  # a read commits nothing
+    assert await store.contact_by_user_id("u-ben") is first
+
+
+async def test_a_commit_through_the_store_empties_the_contact_cache(store: SQLiteStore) -> None:
+    """The admin API writes through the store's own connection: the very next read sees it."""
+    await seed_if_empty(store, int(time.time()))
+    assert companies_of(await store.contact_by_user_id("u-ben")) == ["acme", "globex"]
+    await store.transaction(partial(support.remove_membership, user_id="u-ben", company_id="globex"))
+    assert companies_of(await store.contact_by_user_id("u-ben")) == ["acme"]
+
+
+async def test_a_commit_from_another_process_empties_the_contact_cache(store: SQLiteStore, tmp_path: Path) -> None:
+    """Another worker or ``portal-gateway import`` writes through a connection of its own."""
+    await seed_if_empty(store, int(time.time()))
+    assert companies_of(await store.contact_by_user_id("u-ben")) == ["acme", "globex"]
+    assert await store.contact_by_user_id("u-new") is None
+    with closing(sqlite3.connect(tmp_path / "portal.db", isolation_level=None)) as other:
+        other.execute("DELETE FROM memberships WHERE contact_id = (SELECT id FROM contacts WHERE user_id = 'u-ben')")
+        other.execute("INSERT INTO contacts (user_id, email, name) VALUES ('u-new', 'new@acme.example.com', 'New')")
+    assert companies_of(await store.contact_by_user_id("u-ben")) == []
+    assert companies_of(await store.contact_by_user_id("u-new")) == []
+
+
+async def test_a_store_file_put_in_the_place_of_the_old_one_is_read_not_the_cache(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    """A restore swaps the file: the cache belonged to the old one."""
+    await seed_if_empty(store, int(time.time()))
+    assert companies_of(await store.contact_by_user_id("u-ben")) == ["acme", "globex"]
+    restored = tmp_path / "restored.db"
+    with closing(sqlite3.connect(tmp_path / "portal.db")) as current:
+        current.execute(f"VACUUM INTO '{restored}'")
+    with closing(sqlite3.connect(restored, isolation_level=None)) as copy:
+        copy.execute("DELETE FROM memberships")
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"portal.db{suffix}").unlink(missing_ok=True)
+    restored.replace(tmp_path / "portal.db")
+    assert companies_of(await store.contact_by_user_id("u-ben")) == []
+    with closing(sqlite3.connect(tmp_path / "portal.db", isolation_level=None)) as other:  # and its commits count
+        other.execute(
+            "INSERT INTO memberships (contact_id, company_id) SELECT p.id, c.id FROM contacts p, companies c"
+            " WHERE p.user_id = 'u-ben' AND c.company_id = 'acme'"
+        )
+    assert companies_of(await store.contact_by_user_id("u-ben")) == ["acme"]
+
+
+async def test_a_missing_store_file_is_unavailable_not_served_from_the_cache(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    await seed_if_empty(store, int(time.time()))
+    assert await store.contact_by_user_id("u-ben") is not None
+    (tmp_path / "portal.db").rename(tmp_path / "away.db")
+    with pytest.raises(StoreUnavailable):
+        await store.contact_by_user_id("u-ben")
+    assert not (tmp_path / "portal.db").exists()  # the cache's watcher never creates the file
 
 
 # --- the command line --------------------------------------------------------------------------

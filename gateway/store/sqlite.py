@@ -1,5 +1,8 @@
 """The embedded store: SQLite in WAL mode, used from one worker thread so the event loop never waits on disk.
 
+The one exception is the contact cache's check, made on every verified request: a read of SQLite's
+change counter (``PRAGMA data_version``) from the loop's own connection, which never waits for a lock.
+
 Every read of tickets takes a :class:`~gateway.visibility.TicketFilter` and goes
 through :func:`visible_clause`; there is no way to list or fetch a ticket without one.
 """
@@ -15,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
+
+from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
 from gateway.store.models import (
@@ -34,6 +39,7 @@ from gateway.store.writes import add_participant
 from gateway.visibility import TicketFilter
 
 T = TypeVar("T")
+CONTACT_CACHE_SIZE = 10_000
 log = logging.getLogger(__name__)
 
 _SORT_COLUMNS = {
@@ -141,6 +147,10 @@ class SQLiteStore:
         self._executor = executor
         self._connection = self._connect()
         self._file = self._identity()
+        self._watch = self._watcher()
+        self._watched = self._file
+        self._contacts: LRUCache[str, Contact | None] = LRUCache(CONTACT_CACHE_SIZE)
+        self._contacts_seen: tuple[tuple[int, int], int] | None = None
 
     @classmethod
     async def open(cls, path: Path, *, busy_timeout: float = 5.0) -> SQLiteStore:
@@ -157,6 +167,36 @@ class SQLiteStore:
         connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         migrate(connection)
         return connection
+
+    def _watcher(self) -> sqlite3.Connection:
+        """A connection for the loop's thread that only reads the change counter: it never creates the
+        file (``mode=rw``) and never waits for a lock (timeout 0)."""
+        return sqlite3.connect(
+            f"{self._path.resolve().as_uri()}?mode=rw",
+            uri=True,
+            timeout=0,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    def _generation(self) -> tuple[tuple[int, int], int] | None:
+        """The database file and its change counter now, or None when they cannot be read without waiting.
+
+        The counter moves whenever any other connection commits, in this process or another (the admin
+        API through the worker's connection, another worker, ``portal-gateway import``).
+        """
+        file = self._identity()
+        if file is None:
+            return None
+        try:
+            if file != self._watched:  # another file took the path: watch that one
+                self._watch.close()
+                self._watch = self._watcher()
+                self._watched = file
+            version: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        return file, version
 
     def _identity(self) -> tuple[int, int] | None:
         """The (device, inode) of the database file now, or None when it is gone."""
@@ -180,7 +220,8 @@ class SQLiteStore:
             self._file = current
 
     async def close(self) -> None:
-        """Close the connection and stop the worker."""
+        """Close the connections and stop the worker."""
+        self._watch.close()
         await asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
         self._executor.shutdown(wait=True)
 
@@ -229,7 +270,16 @@ class SQLiteStore:
         return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(_company, companies)))
 
     async def contact_by_user_id(self, user_id: str) -> Contact | None:
-        """The contact whose external ``user_id`` this is, with their companies."""
+        """The contact whose external ``user_id`` this is, with their companies.
+
+        SECURITY: answered from memory only while nothing at all has been committed to the database
+        since it was read; any commit by anyone empties the cache before the next answer, so a membership
+        the admin API removes is gone from the very next request in every worker. When the counter cannot
+        be read at once (a lock, a missing file), the store is asked, as without a cache.
+        """
+        seen = self._generation()
+        if seen is not None and seen == self._contacts_seen and user_id in self._contacts:
+            return self._contacts[user_id]
 
         def read() -> Contact | None:
             row = self._connection.execute(
@@ -237,7 +287,13 @@ class SQLiteStore:
             ).fetchone()
             return self._contact(row) if row else None
 
-        return await self._run(read)
+        contact = await self._run(read)
+        if seen is not None and self._generation() == seen:  # nothing committed since: the answer is current
+            if seen != self._contacts_seen:
+                self._contacts.clear()
+                self._contacts_seen = seen
+            self._contacts[user_id] = contact
+        return contact
 
     async def contacts(self) -> list[Contact]:
         """Every contact with their companies, by name (for previews and the dev login)."""
