@@ -367,6 +367,8 @@ def run(seconds: float, *, portal: bool, profile: bool) -> None:
     print_table(rows, seconds)
     if profiled:
         print(profiled)
+    print("\nthe gateway's own stages, in-process (bench/bench_pipeline.py):", flush=True)
+    subprocess.run([python, "-m", "bench.bench_pipeline"], check=True, env=env, cwd=REPO)
     if portal:
         print("\nportal figures (bench/bench_portal.py):", flush=True)
         subprocess.run([python, str(REPO / "bench" / "bench_portal.py")], check=True, env=env)
