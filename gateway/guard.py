@@ -13,6 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -86,8 +87,12 @@ class Guard:
         path = decision_path(path)
         if path == API_PREFIX.rstrip("/") or path.startswith(API_PREFIX):
             return path not in PUBLIC_API
-        portal = decision_path(self.portal_path)
+        portal = self._portal_decision_path
         return path == portal or path.startswith(portal + "/")
+
+    @cached_property
+    def _portal_decision_path(self) -> str:
+        return decision_path(self.portal_path)
 
     def credentials(self, request: web.Request) -> Identity | Rejection | None:
         """The visitor's identity from the bearer token, the JWT cookie or (if enabled) the legacy HMAC cookies."""
