@@ -360,7 +360,16 @@ async def add_part(request: web.Request) -> web.Response:
 
 
 async def not_found(request: web.Request) -> web.Response:
-    """Anything else under /admin/api, whatever the method: the gateway's own 404, never the upstream."""
+    """Anything else under /admin/api: a 405 naming the methods when the path is an admin route's, else the
+    gateway's own 404; never the upstream. Either answer is given only to a caller with the token."""
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource.canonical.startswith(ADMIN_PREFIX + "/"):
+            match, methods = await resource.resolve(request)
+            if match is None:
+                allowed |= methods
+    if allowed:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
     raise web.HTTPNotFound()
 
 

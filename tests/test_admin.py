@@ -285,19 +285,23 @@ UNKNOWN: list[tuple[str, str]] = [
     ("GET", "/admin/api"),
     ("GET", "/admin/api/"),
     ("GET", "/admin/api/nothing"),
-    ("GET", "/admin/api/companies"),  # there is no list of companies
-    ("GET", "/admin/api/contacts"),
-    ("PUT", "/admin/api/companies/acme"),
-    ("POST", "/admin/api/companies/acme"),
-    ("GET", "/admin/api/contacts/u-ann/companies/acme"),
-    ("POST", "/admin/api/contacts/u-ann/companies/acme"),
-    ("PATCH", "/admin/api/contacts/u-ann/companies/acme"),
-    ("DELETE", "/admin/api/tickets/1001"),
-    ("PUT", "/admin/api/tickets/1001"),
-    ("GET", "/admin/api/tickets/1001/parts"),
-    ("HEAD", "/admin/api/tickets"),
-    ("OPTIONS", "/admin/api/tickets"),
+    ("GET", "/admin/api/contacts/u-ann/companies"),
+    ("GET", "/admin/api/tickets/1001/parts/1"),
     ("GET", "/admin/api/companies/acme/tickets/1001"),
+]
+WRONG_METHOD: list[tuple[str, str, str]] = [
+    ("GET", "/admin/api/companies", "POST"),  # there is no list of companies
+    ("GET", "/admin/api/contacts", "POST"),
+    ("PUT", "/admin/api/companies/acme", "DELETE,GET,PATCH"),
+    ("POST", "/admin/api/companies/acme", "DELETE,GET,PATCH"),
+    ("GET", "/admin/api/contacts/u-ann/companies/acme", "DELETE,PUT"),
+    ("POST", "/admin/api/contacts/u-ann/companies/acme", "DELETE,PUT"),
+    ("PATCH", "/admin/api/contacts/u-ann/companies/acme", "DELETE,PUT"),
+    ("DELETE", "/admin/api/tickets/1001", "GET,PATCH"),
+    ("PUT", "/admin/api/tickets/1001", "GET,PATCH"),
+    ("GET", "/admin/api/tickets/1001/parts", "POST"),
+    ("HEAD", "/admin/api/tickets", "GET,POST"),
+    ("OPTIONS", "/admin/api/tickets", "GET,POST"),
 ]
 
 
@@ -309,9 +313,27 @@ async def test_unknown_admin_paths_are_404_with_the_token_and_401_without(
     for method, target in UNKNOWN:
         found = await call(gateway, method, target, {"name": "Renamed"})
         assert found.status == 404, (method, target, found.body)
+        assert "Allow" not in found.headers
         refused = await call(gateway, method, target, {"name": "Renamed"}, headers={})
         assert refused.status == 401, (method, target)
         assert refused.headers["WWW-Authenticate"] == 'Bearer realm="admin"'
+    assert upstream.requests == []
+    assert dump(gateway) == before
+
+
+async def test_a_wrong_method_on_an_admin_path_is_405_naming_the_methods_and_401_without_the_token(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    gateway = await start_gateway(**DEMO)
+    before = dump(gateway)
+    for method, target, allow in WRONG_METHOD:
+        answer = await call(gateway, method, target, {"name": "Renamed"})
+        assert answer.status == 405, (method, target, answer.body)
+        assert answer.headers["Allow"] == allow, (method, target)
+        if method != "HEAD":
+            assert answer.json()["error"]["status"] == 405
+        refused = await call(gateway, method, target, {"name": "Renamed"}, headers={})
+        assert (refused.status, "Allow" in refused.headers) == (401, False), (method, target)
     assert upstream.requests == []
     assert dump(gateway) == before
 
