@@ -257,6 +257,7 @@ class AuditLog:
 
 AUDIT_LOG = web.AppKey("audit_log", AuditLog)
 AUDIT_ENTRY = web.RequestKey("audit_entry", AuditEntry)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 def audit_log_context(path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -295,6 +296,7 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
         path=request.path,
     )
     request[AUDIT_ENTRY] = entry
+    request[REQUEST_ID] = entry.request_id  # for the response header, which may be prepared after this returns
     status = 500
     try:
         response = await handler(request)
@@ -311,3 +313,6 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
         entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
         request.app[AUDIT_LOG].write(entry.to_record(time.time()))
         request.app[METRICS].observe_request(route_name(request), status, entry.duration_ms / 1000, entry.cookies)
+        # Written: the entry is done with. aiohttp keeps a kept-alive connection's last request until the
+        # next one arrives, and an entry (cookie names, identity, reasons) is some 1.5 KB of that.
+        del request[AUDIT_ENTRY]

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.audit import AUDIT_ENTRY, REQUEST_ID_HEADER
+from gateway.audit import REQUEST_ID, REQUEST_ID_HEADER
 from gateway.proxy import PROXIED
 
 # No inline script, no framing, forms only to ourselves.
@@ -22,8 +22,8 @@ def security_headers(hsts_max_age: int) -> Callable[[web.Request, web.StreamResp
 
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         response.headers["Strict-Transport-Security"] = hsts
-        if AUDIT_ENTRY in request:
-            response.headers[REQUEST_ID_HEADER] = request[AUDIT_ENTRY].request_id
+        if REQUEST_ID in request:
+            response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
         response.headers["Server"] = "portal-gateway"
         if request.get(PROXIED):
             return  # upstream's pages keep upstream's own policy

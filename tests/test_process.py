@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import shutil
@@ -320,6 +321,53 @@ async def test_large_bodies_stream_both_ways_in_bounded_memory(
     assert received == total
     assert upload.growth < RSS_BUDGET, upload.report("upload", total, upload_seconds)
     assert download.growth < RSS_BUDGET, download.report("download", received, download_seconds)
+
+
+# --- idle keep-alive connections -----------------------------------------------------------
+
+IDLE_CONNECTIONS = 400
+# What an idle kept-alive TLS connection may add to the gateway's RSS. Opened one after another, as here, they
+# measure about 47 KiB each on uvloop, CPython's ssl on OpenSSL 3.0 and aiohttp 3.14 (OpenSSL's SSL object and
+# memory BIOs alone are some 18 KiB; uvloop's 256 KiB read buffer per connection leaves the heap sparse). The
+# bound has room for noise, not for another buffer or a kept body per connection (asyncio's loop costs 290 KiB).
+IDLE_BUDGET = 56 * 1024
+IDLE_COOKIES = f"{SESSION_COOKIE}=s3ss10n; _ga=GA1.2.3.4; {DEVICE_COOKIE}=d3v1c3; tracking=abc123"
+
+
+def _open_idle(port: int, context: ssl.SSLContext, count: int) -> list[http.client.HTTPSConnection]:
+    """``count`` TLS connections that have each made one proxied request, read the whole answer, and stay open."""
+    held = []
+    for _ in range(count):
+        connection = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=30)
+        connection.request("GET", "/articles/idle", headers={"Cookie": IDLE_COOKIES})
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+        held.append(connection)
+    return held
+
+
+async def test_idle_keep_alive_tls_connections_cost_a_bounded_amount_of_memory_each(
+    launch: Launch, cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream, client_ssl: ssl.SSLContext
+) -> None:
+    # Kept-alive connections are closed after requests.header_timeout of quiet: long enough to count them all.
+    config = write_config(cert_files, tmp_path, upstream, requests={"header_timeout": 120})
+    served = await launch(["serve", "-c", str(config)], cwd=tmp_path)
+    process = psutil.Process(served.pid)
+    # Warm up first (TLS, the upstream pool, the allocators' first arenas), so the baseline is the gateway at work.
+    for connection in await asyncio.to_thread(_open_idle, served.https_port, client_ssl, 50):
+        connection.close()
+    before = int(process.memory_info().rss)
+    held = await asyncio.to_thread(_open_idle, served.https_port, client_ssl, IDLE_CONNECTIONS)
+    try:
+        after = int(process.memory_info().rss)
+        assert serving(served.pid, served.https_port) == IDLE_CONNECTIONS, "connections closed before they were counted"
+    finally:
+        for connection in held:
+            connection.close()
+    each = (after - before) / IDLE_CONNECTIONS
+    print(f"{IDLE_CONNECTIONS} idle TLS connections: +{(after - before) / MiB:.1f} MiB, {each / 1024:.1f} KiB each")
+    assert each <= IDLE_BUDGET, f"{each / 1024:.1f} KiB per idle connection, budget {IDLE_BUDGET / 1024:.0f} KiB"
 
 
 # --- signals ---------------------------------------------------------------------------------

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ssl
 import time
+import weakref
 
 import pytest
 
@@ -38,6 +40,29 @@ async def test_the_next_head_on_a_kept_alive_connection_has_the_same_deadline(
     )
     assert answer.closed
     assert answer.statuses == [200]
+    assert [recorded.path for recorded in upstream.requests] == ["/first"]
+
+
+async def test_a_head_in_time_cancels_its_deadline(start_gateway: StartGateway, upstream: RecordingUpstream) -> None:
+    """Once the head has come, nothing of the deadline holds on to the connection: it goes as soon as it closes
+    (a pending deadline would keep every kept-alive connection's handler for up to ``header_timeout``)."""
+    gateway = await start_gateway(requests={"header_timeout": 60})
+    async with gateway.client.get(gateway.url / "first", headers={"Host": DOMAIN}) as response:
+        assert response.status == 200
+        await response.read()
+    server = gateway.running.runners[0].server
+    assert server is not None
+    [connection] = server.connections
+    handler = weakref.ref(connection)
+    del connection
+    await gateway.client.close()
+    deadline = time.monotonic() + 5
+    while True:
+        gc.collect()
+        if handler() is None:
+            break
+        assert time.monotonic() < deadline, "the closed connection's handler is still held"
+        await asyncio.sleep(0.01)
     assert [recorded.path for recorded in upstream.requests] == ["/first"]
 
 
