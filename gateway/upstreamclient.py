@@ -28,6 +28,7 @@ arrives.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import ssl
 from collections import deque
@@ -111,6 +112,12 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.open = True
         self._registry.add(self)
+
+    def readable(self) -> bool:
+        """Whether the socket has bytes or an end of stream the loop has not read yet."""
+        poller = select.poll()
+        poller.register(self.transport.get_extra_info("socket").fileno(), select.POLLIN)
+        return bool(poller.poll(0))
 
     def data_received(self, data: bytes) -> None:
         if self.response is None:
@@ -390,12 +397,12 @@ class UpstreamResponse:
     # --- internals ---
 
     def _detach(self) -> _Connection | None:
-        connection, self._connection = self._connection, None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._resume()  # a connection goes back reading, whoever has it next
+        connection, self._connection = self._connection, None
         if connection is not None:
-            self._resume()
             connection.response = None
         return connection
 
@@ -505,7 +512,7 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """Send on an idle connection or a new one; on failure every connection tried is closed."""
         retry = method in IDEMPOTENT and (body is None or isinstance(body, bytes))
-        connection = self._idle(host)
+        connection = self._idle(host, probe=not retry)
         while True:
             fresh = connection is None
             if connection is None:
@@ -522,12 +529,23 @@ class UpstreamPool:
             else:
                 return response
 
-    def _idle(self, host: _Host) -> _Connection | None:
-        """The most recently used idle connection that is still open and fresh enough, if any."""
+    def _idle(self, host: _Host, *, probe: bool) -> _Connection | None:
+        """The most recently used idle connection that is still open and fresh enough, if any.
+
+        With ``probe`` (for a request that is never retried) it must also have
+        nothing waiting to be read: a close or stray bytes that arrived after
+        its last answer but that the loop has not handled yet. That costs a
+        system call, which the requests that may be retried do without.
+        """
         oldest = self._now() - self._keepalive
         while host.idle:
             connection = host.idle.pop()
-            if connection.open and not connection.transport.is_closing() and connection.idle_since > oldest:
+            if (
+                connection.open
+                and not connection.transport.is_closing()
+                and connection.idle_since > oldest
+                and not (probe and connection.readable())
+            ):
                 return connection
             connection.close()
         return None

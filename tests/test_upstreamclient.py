@@ -199,13 +199,34 @@ async def test_sequential_requests_reuse_one_kept_alive_connection(pool: Upstrea
     assert [seen.connection for seen in upstream.requests] == [1, 1, 1]
 
 
-async def test_an_idle_connection_the_upstream_closed_is_not_reused(pool: UpstreamPool, raw: Start) -> None:
+@pytest.mark.parametrize("pause", [0.1, 0], ids=["close-handled", "close-not-yet-handled"])
+async def test_an_idle_connection_the_upstream_closed_is_not_reused(
+    pool: UpstreamPool, raw: Start, pause: float
+) -> None:
+    """Not even by a request that is never retried (POST), whether or not the loop has seen the close yet."""
     upstream = await raw(answering(OK, keep=False))  # answers, then closes: the idle connection is dead
     for _ in range(3):
-        response, body = await fetch(pool, upstream)
+        response, body = await fetch(pool, upstream, method="POST", body=b"form=1")
         assert (response.status, body) == (200, b"ok")
         await until(lambda: upstream.closed == upstream.connections)
+        await asyncio.sleep(pause)
     assert [seen.connection for seen in upstream.requests] == [1, 2, 3]
+
+
+async def test_an_idle_connection_that_receives_bytes_is_not_reused(pool: UpstreamPool, raw: Start) -> None:
+    async def then_more(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")  # nobody asked: framing is lost
+        return True
+
+    upstream = await raw(then_more)
+    await fetch(pool, upstream)
+    await asyncio.sleep(0.3)
+    _, body = await fetch(pool, upstream)
+    assert body == b"ok"
+    assert [seen.connection for seen in upstream.requests] == [1, 2]
 
 
 def hangs_up_on_the_second_request() -> Answer:
@@ -527,6 +548,18 @@ async def test_the_body_streams_back_under_backpressure(pool: UpstreamPool, raw:
     assert received == total
     assert largest <= HIGH_WATER + 2 * MiB
     assert len(upstream.requests) == 1
+
+
+async def test_a_whole_answer_left_unread_still_frees_its_connection(pool: UpstreamPool, raw: Start) -> None:
+    """An answer whose last byte paused reading (the buffer full), never consumed, gives back a working connection."""
+    size = HIGH_WATER + 1
+    upstream = await raw(answering(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size + b"w" * size))
+    with await pool.request("GET", upstream.origin, "/", CIMultiDict(), None, TIMEOUTS):
+        await asyncio.sleep(0.2)  # all of it arrives; nothing is read
+    second = await asyncio.wait_for(pool.request("GET", upstream.origin, "/", CIMultiDict(), None, TIMEOUTS), 1)
+    with second:
+        assert sum([len(chunk) async for chunk in second.chunks()]) == size
+    assert [seen.connection for seen in upstream.requests] == [1, 1]
 
 
 async def test_releasing_a_response_before_its_end_closes_the_connection(pool: UpstreamPool, raw: Start) -> None:
