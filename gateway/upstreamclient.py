@@ -164,6 +164,8 @@ class _Connection(asyncio.Protocol):
         """Close the connection; an answer still being read ends with an error."""
         self.open = False
         self.transport.close()
+        if self.response is not None:
+            self.response.connection_ended(ConnectionAbortedError("closed by the gateway"))
 
 
 class _Host:
@@ -270,7 +272,7 @@ class UpstreamResponse:
         self.status = status
         self.reason = self._reason.decode("utf-8", "surrogateescape")
         self._head_done = True
-        self._framed = "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
+        self._framed = _framed(self.headers)
         if self._head_request:
             self._finish()  # the parser does not know the request was HEAD: no body follows, whatever the head says
         if self._connection is not None:
@@ -607,6 +609,14 @@ class UpstreamPool:
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+
+def _framed(headers: CIMultiDict[str]) -> bool:
+    """Whether an answer's body ends where its head says (a length, or chunked coding last), not at the close."""
+    if "Content-Length" in headers:
+        return True
+    codings = ",".join(headers.getall("Transfer-Encoding", ()))
+    return codings.rpartition(",")[2].strip().lower() == "chunked"
 
 
 def _head(method: str, target: str, host: str, headers: CIMultiDict[str], body: Body) -> tuple[bytes, bool]:

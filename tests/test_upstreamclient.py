@@ -472,14 +472,32 @@ async def test_a_chunked_body_is_decoded_and_the_connection_reused(pool: Upstrea
     assert [seen.connection for seen in upstream.requests] == [1, 1]
 
 
+@pytest.mark.parametrize("coding", [b"", b"Transfer-Encoding: gzip\r\n"], ids=["no-length", "not-chunked"])
 async def test_a_body_without_length_is_read_to_eof_and_its_connection_not_reused(
-    pool: UpstreamPool, raw: Start
+    pool: UpstreamPool, raw: Start, coding: bytes
 ) -> None:
-    upstream = await raw(answering(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", keep=False))
+    upstream = await raw(answering(b"HTTP/1.1 200 OK\r\n" + coding + b"\r\nuntil the end", keep=False))
     for _ in range(2):
         response, body = await fetch(pool, upstream)
         assert (response.status, body) == (200, b"until the end")
     assert [seen.connection for seen in upstream.requests] == [1, 2]
+
+
+async def test_closing_the_pool_mid_answer_is_an_error_not_the_end_of_the_body(raw: Start) -> None:
+    async def endless(seen: Seen, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\nsome")  # read until the close
+        await asyncio.sleep(5)
+        return False
+
+    upstream = await raw(endless)
+    pool = UpstreamPool()
+    response = await pool.request("GET", upstream.origin, "/", CIMultiDict(), None, TIMEOUTS)
+    with response:
+        chunks = response.chunks()
+        assert await anext(chunks) == b"some"
+        pool.close()
+        with pytest.raises(UpstreamUnreachable):
+            await anext(chunks)
 
 
 async def test_a_body_cut_short_is_an_error_not_a_shorter_body(pool: UpstreamPool, raw: Start) -> None:
