@@ -21,7 +21,7 @@ from gateway.hosts import host_middleware, served_hosts
 from gateway.identity import JWTVerifier
 from gateway.metrics import METRICS, Metrics
 from gateway.paths import path_middleware
-from gateway.proxy import HELP_CENTER, MESSENGER, Upstream, upstream_session
+from gateway.proxy import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.secure import security_headers
 from gateway.slowclients import HeadDeadline, body_middleware
 from gateway.store import SQLiteStore
@@ -71,7 +71,9 @@ def create_app(config: GatewayConfig) -> web.Application:
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)
     app[MESSENGER] = Upstream.from_config(config, config.messenger.upstream)
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt))
-    app.cleanup_ctx.extend([audit_log_context(config.audit.path), upstream_session, store_context, jwks_context])
+    app.cleanup_ctx.extend(
+        [audit_log_context(config.audit.path), upstream_pool, upstream_session, store_context, jwks_context]
+    )
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static")

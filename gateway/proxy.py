@@ -1,17 +1,19 @@
 """The reverse proxy: the only code that talks to an upstream.
 
-Bodies stream both ways in chunks (nothing is buffered whole), connections
-are pooled by the app's one ``ClientSession``, and WebSocket upgrades are
-relayed frame by frame. The header and cookie decisions are the pure
-functions of ``headers.py`` and ``cookies.py``; this module only wires them
-to the network and records what happened in the request's audit entry.
+Bodies stream both ways in chunks (nothing is buffered whole) over the app's
+one :class:`UpstreamPool` of kept-alive connections (``upstreamclient.py``);
+WebSocket upgrades are relayed frame by frame through the app's aiohttp
+``ClientSession``, which also serves the rare requests outside the proxy
+(JWKS, readiness). The header and cookie decisions are the pure functions of
+``headers.py`` and ``cookies.py``; this module only wires them to the network
+and records what happened in the request's audit entry.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -22,14 +24,14 @@ from yarl import URL
 from gateway.audit import AUDIT_ENTRY, AuditEntry
 from gateway.config import GatewayConfig
 from gateway.cookies import filter_cookies, rewrite_set_cookie
-from gateway.errors import ClientTimeout, UpstreamError, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.headers import FORWARDING, upstream_request_headers, without_hop_by_hop
 from gateway.metrics import METRICS
 from gateway.slowclients import timed_body
+from gateway.upstreamclient import Body, Origin, Timeouts, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
-CHUNK = 64 * 1024
 PROXIED = web.RequestKey("proxied", bool)
 # The client library writes its own handshake; the browser's must not be doubled.
 _WS_HANDSHAKE = ("sec-websocket-key", "sec-websocket-version", "sec-websocket-extensions", "sec-websocket-protocol")
@@ -40,11 +42,11 @@ class Upstream:
     """One upstream and the rules for talking to it, parsed once from the config."""
 
     base: URL
+    origin: Origin
     allowed_cookies: frozenset[str]
     custom_domain: str
     cookie_domain: str
-    timeout: aiohttp.ClientTimeout
-    head_timeout: float
+    timeouts: Timeouts
     body_timeout: float
 
     @classmethod
@@ -52,13 +54,15 @@ class Upstream:
         """The upstream at ``base`` with the config's cookie rules and timeouts."""
         return cls(
             base=base,
+            origin=Origin.of(base),
             allowed_cookies=config.allowed_cookies,
             custom_domain=config.domain,
             cookie_domain=config.cookie_domain,
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=config.upstream.connect_timeout, sock_read=config.upstream.read_timeout
+            timeouts=Timeouts(
+                connect=config.upstream.connect_timeout,
+                read=config.upstream.read_timeout,
+                head=config.upstream.read_timeout,
             ),
-            head_timeout=config.upstream.read_timeout,
             body_timeout=config.requests.body_timeout,
         )
 
@@ -76,10 +80,19 @@ class _ProxiedResponse(web.StreamResponse):
 HELP_CENTER = web.AppKey("help_center", Upstream)
 MESSENGER = web.AppKey("messenger", Upstream)
 UPSTREAM_SESSION = web.AppKey("upstream_session", aiohttp.ClientSession)
+UPSTREAM_POOL = web.AppKey("upstream_pool", UpstreamPool)
+
+
+async def upstream_pool(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: the proxy's pooled upstream connections, closed when the app stops."""
+    pool = UpstreamPool(limit=256, limit_per_host=128)
+    app[UPSTREAM_POOL] = pool
+    yield
+    pool.close()
 
 
 async def upstream_session(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: the pooled upstream client, closed when the app stops."""
+    """Cleanup context: the aiohttp client for WebSocket relays, JWKS and readiness, closed when the app stops."""
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=256, limit_per_host=128, ttl_dns_cache=60),
         auto_decompress=False,
@@ -91,23 +104,19 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
-async def _then(chunks: AsyncIterator[bytes], done: Callable[[], None]) -> AsyncIterator[bytes]:
-    """``chunks`` as they come, then ``done()`` once the last has been taken."""
-    async for chunk in chunks:
-        yield chunk
-    done()
-
-
 def _is_websocket(request: web.Request) -> bool:
     connection = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
     return "upgrade" in connection and request.headers.get("Upgrade", "").lower() == "websocket"
 
 
-def _fail(entry: AuditEntry, request: web.Request, error: UpstreamError, exc: BaseException) -> UpstreamError:
+def _fail(
+    entry: AuditEntry, request: web.Request, error: UpstreamError, cause: BaseException | None = None
+) -> UpstreamError:
     """Record an upstream failure; the returned error is raised to become a 502/504 page."""
     entry.upstream.error = error.kind
     request.app[METRICS].upstream_errors.labels(kind=error.kind).inc()
-    log.warning("upstream %s: %s", error.kind, type(exc).__name__, extra={"request_id": entry.request_id})
+    cause = cause or error.__cause__ or error
+    log.warning("upstream %s: %s", error.kind, type(cause).__name__, extra={"request_id": entry.request_id})
     return error
 
 
@@ -137,33 +146,18 @@ async def forward(
     )
     url = upstream.url_for(request.raw_path if query is None else request.rel_url.raw_path + _query(query))
     entry.upstream.url = str(url.with_query(None).with_fragment(None))
-    session = request.app[UPSTREAM_SESSION]
     if _is_websocket(request):
-        return await _relay_websocket(request, session, url, headers, upstream)
-    if body is not None:
-        headers.popall("Content-Length", None)  # the client's length is for the client's body
+        return await _relay_websocket(request, request.app[UPSTREAM_SESSION], url, headers, upstream)
+    data: Body = body
+    if body is None and request.body_exists:
+        data = timed_body(request.content, upstream.body_timeout)  # a stall raises ClientTimeout, passed on as is
     try:
-        async with asyncio.timeout(None) as head_deadline:
-
-            def sent() -> None:
-                # SECURITY: an upstream dripping its head a byte at a time never trips the per-read
-                # timeout; the whole head must arrive within read_timeout once the request is sent.
-                head_deadline.reschedule(asyncio.get_running_loop().time() + upstream.head_timeout)
-
-            streamed = body is None and request.body_exists
-            data = _then(timed_body(request.content, upstream.body_timeout), sent) if streamed else body
-            if not streamed:
-                sent()
-            response = await session.request(
-                request.method, url, headers=headers, data=data, allow_redirects=False, timeout=upstream.timeout
-            )
-    except TimeoutError as exc:
-        raise _fail(entry, request, UpstreamTimeout(), exc) from None
-    except aiohttp.ClientError as exc:
-        if isinstance(exc.__cause__, ClientTimeout):
-            raise exc.__cause__ from None  # the client stalled, not the upstream
-        raise _fail(entry, request, UpstreamUnreachable(), exc) from None
-    async with response:
+        response = await request.app[UPSTREAM_POOL].request(
+            request.method, upstream.origin, url.raw_path_qs, headers, data, upstream.timeouts
+        )
+    except UpstreamError as exc:
+        raise _fail(entry, request, exc) from None
+    with response:
         entry.upstream.status = response.status
         return await _stream_back(request, response, upstream, entry)
 
@@ -172,7 +166,7 @@ def _query(query: str) -> str:
     return f"?{query}" if query else ""
 
 
-def _response_headers(response: aiohttp.ClientResponse, upstream: Upstream, entry: AuditEntry) -> CIMultiDict[str]:
+def _response_headers(response: UpstreamResponse, upstream: Upstream, entry: AuditEntry) -> CIMultiDict[str]:
     """Upstream's headers without hop-by-hop ones, Set-Cookie through the allow-list."""
     headers = without_hop_by_hop(response.headers)
     headers.popall("Set-Cookie", None)
@@ -195,7 +189,7 @@ def _response_headers(response: aiohttp.ClientResponse, upstream: Upstream, entr
 
 
 async def _stream_back(
-    request: web.Request, response: aiohttp.ClientResponse, upstream: Upstream, entry: AuditEntry
+    request: web.Request, response: UpstreamResponse, upstream: Upstream, entry: AuditEntry
 ) -> web.StreamResponse:
     out = _ProxiedResponse(
         status=response.status, reason=response.reason, headers=_response_headers(response, upstream, entry)
@@ -203,13 +197,13 @@ async def _stream_back(
     request[PROXIED] = True
     await out.prepare(request)
     try:
-        async for chunk in response.content.iter_chunked(CHUNK):
+        async for chunk in response.chunks():
             await out.write(chunk)
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as exc:
+    except UpstreamError as exc:
         # Headers are gone already: the only honest answer left is to cut the
         # client's connection, so it sees a truncated response, not a whole one.
         entry.aborted = True
-        _fail(entry, request, UpstreamUnreachable(), exc)
+        _fail(entry, request, exc)
         if request.transport is not None:
             request.transport.close()
         return out
@@ -235,7 +229,7 @@ async def _relay_websocket(
             headers=headers,
             protocols=protocols,
             max_msg_size=0,
-            timeout=aiohttp.ClientWSTimeout(ws_close=upstream.timeout.sock_read or 10.0),
+            timeout=aiohttp.ClientWSTimeout(ws_close=upstream.timeouts.read),
         )
     except TimeoutError as exc:
         raise _fail(entry, request, UpstreamTimeout(), exc) from None

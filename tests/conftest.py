@@ -13,7 +13,7 @@ import json
 import logging
 import re
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -54,6 +54,8 @@ class CertFiles:
     ca: Path
 
 
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+ASYNCIO_LOOP: Mapping[str, LoopFactory] = {"asyncio": asyncio.new_event_loop}
 # A signed token in any shape (header.payload.): never written anywhere the gateway writes.
 JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.")
 
@@ -85,6 +87,12 @@ class _LogLeaks(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.leaks.check(f"log line of {record.name}", self.format(record))
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, LoopFactory]:
+    """The event loops a test runs on: asyncio's, or each of those in its module's ``LOOP_FACTORIES``."""
+    factories: Mapping[str, LoopFactory] = getattr(getattr(item, "module", None), "LOOP_FACTORIES", ASYNCIO_LOOP)
+    return factories
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -169,6 +177,8 @@ class Recorded:
     """The first ``KEPT_BODY`` bytes of the body (big streaming bodies are only counted)."""
     raw_query: str = ""
     """The query string as sent, still percent-encoded."""
+    peer_port: int = 0
+    """The gateway's port of the connection it came on: requests on one kept-alive connection share it."""
 
 
 UpstreamHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -216,6 +226,7 @@ class RecordingUpstream:
                 request.raw_path,
                 bytes(kept),
                 request.rel_url.raw_query_string,
+                request.transport.get_extra_info("peername")[1] if request.transport else 0,
             )
         )
         if handler is not None:
@@ -223,16 +234,32 @@ class RecordingUpstream:
         return web.json_response({"path": request.path, "received": size})
 
 
+StartUpstream = Callable[..., Awaitable[RecordingUpstream]]
+
+
 @pytest.fixture
-async def upstream() -> AsyncIterator[RecordingUpstream]:
-    recorder = RecordingUpstream()
-    app = web.Application(client_max_size=0)
-    app.router.add_route("*", "/{tail:.*}", recorder.handle)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    recorder.url = server.make_url("/")
-    yield recorder
-    await server.close()
+async def start_upstream() -> AsyncIterator[StartUpstream]:
+    """Start recording upstreams with server options (``ssl``, ``keepalive_timeout``); closed after the test."""
+    servers: list[TestServer] = []
+
+    async def start(**options: Any) -> RecordingUpstream:
+        recorder = RecordingUpstream()
+        app = web.Application(client_max_size=0)
+        app.router.add_route("*", "/{tail:.*}", recorder.handle)
+        server = TestServer(app, host="127.0.0.1")
+        servers.append(server)
+        await server.start_server(**options)
+        recorder.url = server.make_url("/")
+        return recorder
+
+    yield start
+    for server in servers:
+        await server.close()
+
+
+@pytest.fixture
+async def upstream(start_upstream: StartUpstream) -> RecordingUpstream:
+    return await start_upstream()
 
 
 MakeConfig = Callable[..., GatewayConfig]

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 
 import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.conftest import CANARY, DEVICE_COOKIE, DOMAIN, SESSION_COOKIE, Gateway, RecordingUpstream, StartGateway
+from tests.conftest import (
+    CANARY,
+    DEVICE_COOKIE,
+    DOMAIN,
+    SESSION_COOKIE,
+    CertFiles,
+    Gateway,
+    RecordingUpstream,
+    StartGateway,
+    StartUpstream,
+)
 
 
 def free_port() -> int:
@@ -312,3 +323,97 @@ async def test_forwarding_headers_in_any_spelling_are_replaced_end_to_end(
         ("x-forwarded-host", DOMAIN),
         ("x-forwarded-proto", "https"),
     ]
+
+
+# --- the upstream connections (gateway/upstreamclient.py) ------------------------------------
+
+
+async def test_upstream_connections_are_reused_and_one_the_upstream_closed_is_no_502(
+    start_gateway: StartGateway, start_upstream: StartUpstream
+) -> None:
+    brief = await start_upstream(keepalive_timeout=0.2)
+    gateway = await start_gateway(upstream={"url": str(brief.url)})
+    for method, path in (("GET", "a"), ("HEAD", "b"), ("GET", "c")):
+        async with gateway.client.request(method, gateway.url / path) as response:
+            assert response.status == 200
+            assert (await response.read()) == (
+                b"" if method == "HEAD" else b'{"path": "/%s", "received": 0}' % path.encode()
+            )
+    assert len({recorded.peer_port for recorded in brief.requests}) == 1  # one kept-alive connection
+    await asyncio.sleep(0.5)  # the upstream closes it, idle
+    async with gateway.client.get(gateway.url / "d") as response:
+        assert response.status == 200
+    assert brief.last.peer_port != brief.requests[0].peer_port
+
+
+def _tls_server(cert_files: CertFiles) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_files.cert, cert_files.key)
+    return context
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted", "untrusted"])
+async def test_an_https_upstream_is_verified_against_the_system_cas(
+    start_gateway: StartGateway,
+    start_upstream: StartUpstream,
+    cert_files: CertFiles,
+    monkeypatch: pytest.MonkeyPatch,
+    trusted: bool,
+) -> None:
+    secure = await start_upstream(ssl=_tls_server(cert_files))
+    if trusted:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert_files.ca))  # OpenSSL's way to name the system's CAs
+    gateway = await start_gateway(upstream={"url": f"https://localhost:{secure.url.port}/"})
+    async with gateway.client.get(gateway.url / "secure") as response:
+        assert response.status == (200 if trusted else 502)
+        request_id = response.headers["X-Request-Id"]
+    assert [(recorded.path, recorded.headers["Host"]) for recorded in secure.requests] == (
+        [("/secure", f"localhost:{secure.url.port}")] if trusted else []
+    )
+    assert (await gateway.audit_for(request_id))["upstream"]["error"] == (None if trusted else "unreachable")
+
+
+async def test_a_client_leaving_mid_answer_closes_the_upstream_connection(
+    gateway: Gateway, upstream: RecordingUpstream
+) -> None:
+    cut = asyncio.Event()
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 1024**3
+        await response.prepare(request)
+        try:
+            while True:
+                await response.write(b"x" * 65536)
+        finally:
+            cut.set()  # the gateway closed the connection (the write failed, or the handler was cancelled)
+
+    upstream.on("/endless", endless)
+    async with gateway.client.get(gateway.url / "endless") as response:
+        await response.content.readexactly(65536)
+    await asyncio.wait_for(cut.wait(), 5)
+    async with gateway.client.get(gateway.url / "after") as response:
+        assert (response.status, (await response.json())["path"]) == (200, "/after")
+    assert upstream.last.peer_port != upstream.requests[0].peer_port  # never handed out again mid-answer
+
+
+async def test_an_upstream_stalling_mid_body_is_cut_at_the_read_timeout(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    async def stalls(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        response.content_length = 100_000
+        await response.prepare(request)
+        await response.write(b"x" * 50_000)
+        await asyncio.sleep(5)
+        return response
+
+    upstream.on("/stalls", stalls)
+    gateway = await start_gateway(upstream={"read_timeout": 0.3})
+    async with gateway.client.get(gateway.url / "stalls") as response:
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+        request_id = response.headers["X-Request-Id"]
+    record = await gateway.audit_for(request_id)
+    assert (record["aborted"], record["upstream"]["error"]) == (True, "timeout")
