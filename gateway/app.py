@@ -46,8 +46,9 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
 HEAD_DEADLINE = web.AppKey("head_deadline", HeadDeadline)
 
 
-def create_app(config: GatewayConfig) -> web.Application:
-    """Build the gateway's HTTPS application from a validated config."""
+def create_app(config: GatewayConfig, metrics: Metrics | None = None) -> web.Application:
+    """Build the gateway's HTTPS application from a validated config; ``metrics`` carries the counts of
+    the app it replaces (a reload), so that counters never go back to zero while the process lives."""
     head_deadline = HeadDeadline(config.requests.header_timeout)
     app = web.Application(
         middlewares=[
@@ -67,7 +68,7 @@ def create_app(config: GatewayConfig) -> web.Application:
     )
     app[CONFIG] = config
     app[HEAD_DEADLINE] = head_deadline
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics or Metrics()
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)
     app[MESSENGER] = Upstream.from_config(config, config.messenger.upstream)
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt))

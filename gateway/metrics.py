@@ -1,16 +1,35 @@
-"""Prometheus metrics, one registry per app so that test apps never share counters."""
+"""Prometheus metrics, one registry per app so that test apps never share counters.
+
+With ``listen.workers`` every worker counts into files of its own in one
+folder (prometheus_client's multiprocess mode), and a scrape, whichever worker
+answers it, reports the sum over all of them.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
 
 OTHER = "<other>"
 MAX_COOKIE_LABELS = 64
 _Metric = TypeVar("_Metric", bound=MetricWrapperBase)
+SHARED_FOLDER = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own name for the folder
+
+
+def count_in_shared_folder(folder: Path) -> None:
+    """From now on, this process's metrics count into ``folder``, which its sibling workers share.
+
+    Called in each worker before its app exists: prometheus_client picks the value class when it is
+    imported (the parent imported it before the number of workers was known), so it is set again here.
+    """
+    os.environ[SHARED_FOLDER] = str(folder)
+    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
 
 
 class _CookieCounts(Protocol):
@@ -80,6 +99,15 @@ class Metrics:
             self._cookie_labels.add(name)
             return name
         return OTHER
+
+    def exposition(self) -> bytes:
+        """The text a scrape gets: this app's registry, or every worker's counts summed with workers."""
+        folder = os.environ.get(SHARED_FOLDER)
+        if folder is None:
+            return generate_latest(self.registry)
+        shared = CollectorRegistry()
+        MultiProcessCollector(shared, path=folder)  # type: ignore[no-untyped-call]
+        return generate_latest(shared)
 
     def observe_request(self, route: str, status: int, seconds: float, cookies: _CookieCounts) -> None:
         """Count one finished request."""

@@ -18,6 +18,7 @@ from gateway.app import HEAD_DEADLINE, create_app
 from gateway.audit import AUDIT_LOG
 from gateway.config import Address, GatewayConfig, RequestsConfig
 from gateway.errors import ConfigError
+from gateway.metrics import METRICS, Metrics
 from gateway.protocol import ProtocolFactory, connection_factory
 from routes.redirect import create_redirect_app
 
@@ -46,9 +47,10 @@ async def _set_up(runner: web.AppRunner) -> web.AppRunner:
     return runner
 
 
-async def _https_runner(config: GatewayConfig) -> web.AppRunner:
+async def _https_runner(config: GatewayConfig, metrics: Metrics | None = None) -> web.AppRunner:
     """The HTTPS app's runner, set up (its cleanup contexts entered) but not listening."""
-    return await _set_up(web.AppRunner(create_app(config), shutdown_timeout=config.listen.shutdown_grace))
+    app = create_app(config, metrics)
+    return await _set_up(web.AppRunner(app, shutdown_timeout=config.listen.shutdown_grace))
 
 
 async def _redirect_runner(config: GatewayConfig, https_port: int) -> web.AppRunner:
@@ -85,7 +87,7 @@ class Running:
             # First, before the new app creates today's audit file: whatever the old app still answers
             # (kept-alive connections, requests racing the switch) is written there too, never to the rotated one.
             self.app[AUDIT_LOG].reopen()
-            runners = [await _https_runner(config)]
+            runners = [await _https_runner(config, self.app[METRICS])]
             try:
                 if config.listen.http is not None:
                     runners.append(await _redirect_runner(config, self.https_port))

@@ -20,6 +20,10 @@ On SIGHUP every worker reads the configuration itself, as a single gateway
 does; a file that still names the addresses the parent reserved is served on
 the ports it really bound (a port of 0 stays the port the workers share).
 The addresses and the number of workers change only with a restart.
+
+Each worker counts its metrics into files of its own in a private folder the
+parent makes and removes (``gateway/metrics.py``), so a scrape reports the sum
+of all workers whichever one answers it.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ import signal
 import socket
 import ssl
 import sys
+import tempfile
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from types import FrameType
 
 from gateway import server
 from gateway.config import Address, GatewayConfig, ListenConfig
+from gateway.metrics import count_in_shared_folder
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +86,17 @@ def _on_bound(reload: server.Reload, configured: ListenConfig, bound: ListenConf
 
 
 def _worker(
-    config: GatewayConfig, context: ssl.SSLContext, reload: server.Reload, number: int, parent: Connection
+    config: GatewayConfig,
+    context: ssl.SSLContext,
+    reload: server.Reload,
+    number: int,
+    parent: Connection,
+    metrics: Path,
 ) -> None:
     """One worker: serve like a single gateway; tell the parent when listening."""
     for signum in _SIGNALS:  # the parent's relaying handlers came along with the fork
         signal.signal(signum, signal.SIG_DFL)
+    count_in_shared_folder(metrics)
 
     def ready(running: server.Running) -> None:
         log.info("worker listening", extra={"worker": number, "pid": os.getpid()})
@@ -129,13 +142,15 @@ class Supervisor:
             if listen.http is not None and http is not None:
                 ports["http"] = _bound(listen.http, http)
             config = self.config.model_copy(update={"listen": listen.model_copy(update=ports)})
-            return self._supervise(config)
+            # The workers' metrics, summed by whichever answers a scrape; private (cookie names), gone at exit.
+            with tempfile.TemporaryDirectory(prefix="portal-gateway-metrics-") as metrics:
+                return self._supervise(config, Path(metrics))
         finally:
             https.close()
             if http is not None:
                 http.close()
 
-    def _supervise(self, config: GatewayConfig) -> int:
+    def _supervise(self, config: GatewayConfig, metrics: Path) -> int:
         fork = multiprocessing.get_context("fork")
         reload = _on_bound(self.reload, self.config.listen, config.listen)
         announcements: list[Connection] = []
@@ -147,7 +162,7 @@ class Supervisor:
                 reader, writer = fork.Pipe(duplex=False)
                 process = fork.Process(
                     target=_worker,
-                    args=(config, self.context, reload, number, writer),
+                    args=(config, self.context, reload, number, writer, metrics),
                     name=f"gateway-worker-{number}",
                 )
                 process.start()

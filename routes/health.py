@@ -6,7 +6,7 @@ import asyncio
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.config import CONFIG
 from gateway.errors import StoreUnavailable
@@ -48,8 +48,7 @@ async def metrics(request: web.Request) -> web.Response:
     # they are served to the configured ops networks only (the TCP peer, not a header).
     if not peer_in(request.remote, request.app[CONFIG].listen.metrics_allow):
         raise web.HTTPNotFound()
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def add_routes(app: web.Application) -> None:

@@ -33,6 +33,7 @@ import pytest
 import trustme
 import yaml
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from tests.conftest import (
@@ -164,6 +165,11 @@ async def launch(leaks: Leaks) -> AsyncIterator[Launch]:
     yield run
     for gateway in started:
         if gateway.proc.returncode is None:
+            # Workers first: orphaned by a killed parent, they would hold its stderr open, and this wait, forever.
+            with contextlib.suppress(psutil.NoSuchProcess):
+                for worker in psutil.Process(gateway.pid).children():
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        worker.kill()
             gateway.proc.kill()
         await gateway.proc.wait()
         if gateway.drain is not None:
@@ -446,6 +452,22 @@ async def test_sighup_reopens_the_audit_log(
     assert [(r["request_id"], r["path"]) for r in new_records] == [(second, "/after-rotation")]
     assert [(r["request_id"], r["path"]) for r in old_records] == [(first, "/before-rotation")]
     assert served.proc.returncode is None
+
+
+async def test_sighup_keeps_the_counters(served: GatewayProcess, client: aiohttp.ClientSession) -> None:
+    """A reload builds a new app; Prometheus must not see the gateway's counters go back to zero."""
+
+    async def proxied() -> float:
+        async with client.get(served.url / "metrics") as response:
+            return _proxied_count(await response.text())
+
+    for number in range(3):
+        await _request_id(client, served.url / f"before-{number}")
+    assert await proxied() == 3
+    served.proc.send_signal(signal.SIGHUP)
+    await _wait_for_log(served, "reloaded")
+    await _request_id(client, served.url / "after")
+    assert await proxied() == 4
 
 
 async def test_sigterm_exits_within_the_grace_when_a_request_outlives_it(
@@ -797,6 +819,7 @@ async def test_bundled_config_bootstraps_dev_secrets_and_certificates(launch: La
 
 WORKERS = 2
 SPREAD_CONNECTIONS = 40  # the kernel hashes each to a worker: all on one of two has odds of 2 in 2**40
+SCRAPES = 8  # each on a new connection: all on one worker has odds of 2 in 2**8
 HOLD_SECONDS = 0.5
 
 
@@ -957,3 +980,53 @@ async def test_sighup_to_the_parent_makes_every_worker_reload(
         await asyncio.sleep(0.05)
     served.proc.send_signal(signal.SIGTERM)
     assert await served.wait_exit() == 0, served.stderr
+
+
+def _proxied_count(exposition: str) -> float:
+    """``gateway_requests_total`` of the catch-all proxy route, every status together."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        if family.name == "gateway_requests"
+        for sample in family.samples
+        if sample.name == "gateway_requests_total" and sample.labels["route"] == "proxy"
+    )
+
+
+async def test_workers_metrics_sum_every_worker_whichever_answers_and_survive_a_reload(
+    workers: GatewayProcess, upstream: RecordingUpstream, client_ssl: ssl.SSLContext
+) -> None:
+    """A scrape reaches one worker (the kernel picks); it must still count the requests all of them served,
+    and a SIGHUP reload must not set the counters back to zero."""
+    upstream.on("/hold", _hold)
+    pids = worker_pids(workers)
+    connector = aiohttp.TCPConnector(ssl=client_ssl, limit=0, force_close=True)  # a new connection each
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def get(path: str) -> str:
+            async with session.get(workers.url / path) as response:
+                assert response.status == 200, path
+                return await response.text()
+
+        in_flight = [asyncio.create_task(get("hold")) for _ in range(SPREAD_CONNECTIONS)]
+        deadline = time.monotonic() + 5
+        while sum(recorded.path == "/hold" for recorded in upstream.requests) < SPREAD_CONNECTIONS:
+            assert time.monotonic() < deadline, "the requests never all reached upstream"
+            await asyncio.sleep(0.01)
+        per_worker = {pid: serving(pid, workers.https_port) for pid in pids}
+        assert all(per_worker.values()), f"a worker took no connection: {per_worker}"
+        await asyncio.gather(*in_flight)
+
+        scrapes = [_proxied_count(await get("metrics")) for _ in range(SCRAPES)]
+        assert scrapes == [SPREAD_CONNECTIONS] * SCRAPES, per_worker
+
+        workers.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while sum('"msg": "reloaded"' in line for line in workers.lines) < WORKERS:
+            assert time.monotonic() < deadline, f"the workers did not both reload; stderr:\n{workers.stderr}"
+            await asyncio.sleep(0.05)
+        await get("after-reload")
+        scrapes = [_proxied_count(await get("metrics")) for _ in range(SCRAPES)]
+        assert scrapes == [SPREAD_CONNECTIONS + 1] * SCRAPES
+    workers.proc.send_signal(signal.SIGTERM)
+    assert await workers.wait_exit() == 0, workers.stderr
