@@ -29,7 +29,8 @@ def count_in_shared_folder(folder: Path) -> None:
     imported (the parent imported it before the number of workers was known), so it is set again here.
     """
     os.environ[SHARED_FOLDER] = str(folder)
-    values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    pid = os.getpid()  # a worker never forks again: its files' name, without a getpid(2) on every count
+    values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
 
 
 class _CookieCounts(Protocol):
