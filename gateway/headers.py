@@ -56,12 +56,6 @@ def _normalized(name: str) -> str:
     return name.lower().replace("_", "-")
 
 
-def is_identity_header(name: str) -> bool:
-    """Whether a header name claims an identity (``X-Portal-*`` and the usual proxy-auth headers)."""
-    normalized = _normalized(name)
-    return normalized.startswith("x-portal-") or normalized in _IDENTITY_HEADERS
-
-
 # SECURITY: headers through which a client could lie about where it is, or which URL it asked for
 # (X-Original-URL re-routes some frameworks past the path the access decision saw). Every
 # X-Forwarded-* and these are dropped in any spelling; the gateway sends its own X-Forwarded-For,
@@ -84,10 +78,16 @@ _CLIENT_FORWARDING = frozenset(
 )
 
 
-def is_forwarding_header(name: str) -> bool:
-    """Whether a header name claims where the client is or what it asked for (``X-Forwarded-*`` and the like)."""
+_CLAIMED_PREFIXES = ("x-portal-", "x-forwarded-")
+_CLAIMED_NAMES = _IDENTITY_HEADERS | _CLIENT_FORWARDING
+_REPLACED = frozenset({"host", "cookie"})  # the upstream's own Host; the filtered Cookie
+
+
+def _is_claim(name: str) -> bool:
+    """Whether a header name claims an identity (``X-Portal-*``, the usual proxy-auth headers), where the
+    client is, or what it asked for (``X-Forwarded-*`` and the like), in any case and with "_" for "-"."""
     normalized = _normalized(name)
-    return normalized.startswith("x-forwarded-") or normalized in _CLIENT_FORWARDING
+    return normalized.startswith(_CLAIMED_PREFIXES) or normalized in _CLAIMED_NAMES
 
 
 @dataclass(frozen=True)
@@ -100,16 +100,19 @@ class Forwarding:
     host: str
 
 
+def _hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """The lower-case names of a message's hop-by-hop headers: the standard ones and any Connection names."""
+    if "Connection" not in headers:
+        return HOP_BY_HOP
+    return HOP_BY_HOP.union(
+        token.strip().lower() for value in headers.getall("Connection") for token in value.split(",") if token.strip()
+    )
+
+
 def without_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """A copy without hop-by-hop headers, including any the Connection header names."""
-    named = {
-        token.strip().lower()
-        for value in headers.getall("Connection", ())
-        for token in value.split(",")
-        if token.strip()
-    }
-    drop = HOP_BY_HOP | named
-    return CIMultiDict((key, value) for key, value in headers.items() if key.lower() not in drop)
+    drop = _hop_by_hop(headers)
+    return CIMultiDict([(key, value) for key, value in headers.items() if key.lower() not in drop])
 
 
 def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
@@ -165,13 +168,10 @@ def upstream_request_headers(
 ) -> CIMultiDict[str]:
     """The headers to send upstream: no hop-by-hop, no client Host, forwarding or identity claims;
     the filtered Cookie; the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*."""
+    drop = _hop_by_hop(headers) | _REPLACED
     out = CIMultiDict(
-        (key, value)
-        for key, value in without_hop_by_hop(headers).items()
-        if not (is_identity_header(key) or is_forwarding_header(key))
+        [(key, value) for key, value in headers.items() if key.lower() not in drop and not _is_claim(key)]
     )
-    for name in ("host", "cookie"):
-        out.popall(name, None)
     out.update(identity or {})
     if cookie:
         out["Cookie"] = cookie
