@@ -11,7 +11,7 @@ k = 0, is aiohttp building the request and the response, in the same run.
 Then the pure functions the catch-all route runs before it opens an upstream
 connection. No sockets: TLS and the upstream client are what the rows of
 ``make bench`` measure. Machines are noisy: each figure is the best of
-several runs; read the increments, not the absolute figures.
+several runs (the median, for the pure functions); read the increments, not the absolute figures.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from bench.bench_identity import per_call_us
 from bench.edge import HOST, PATH, SECRET, WORKSPACE, gateway_config
 from gateway.app import create_app
 from gateway.config import load_config
@@ -73,19 +74,8 @@ class _Writer:
     output_size = 0
 
 
-def best_us(run: Callable[[], object], calls: int) -> float:
-    """The best of ``REPEATS`` runs, in microseconds per call."""
-    samples = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        for _ in range(calls):
-            run()
-        samples.append((time.perf_counter() - started) / calls * 1e6)
-    return min(samples)
-
-
 async def best_async_us(run: Callable[[], Awaitable[object]], calls: int) -> float:
-    """``best_us`` for a coroutine function."""
+    """The best of ``REPEATS`` runs of a coroutine function, in microseconds per call."""
     samples = []
     for _ in range(REPEATS):
         started = time.perf_counter()
@@ -142,11 +132,13 @@ def preparations(headers: dict[str, str], allowed: frozenset[str]) -> list[tuple
     identity = {"X-Portal-User-Id": "u1", "X-Portal-Company-Ids": "", "X-Portal-Email": "u1@example.com"}
     kept = filter_cookies(cookies, allowed).header
     return [
-        ("paths.reserved", best_us(lambda: reserved(PATH), REQUESTS * 5)),
-        ("cookies.filter_cookies", best_us(lambda: filter_cookies(cookies, allowed), REQUESTS * 5)),
+        ("paths.reserved", per_call_us(lambda: reserved(PATH), REQUESTS * 5)),
+        ("cookies.filter_cookies", per_call_us(lambda: filter_cookies(cookies, allowed), REQUESTS * 5)),
         (
             "headers.upstream_request_headers",
-            best_us(lambda: upstream_request_headers(incoming, cookie=kept, fwd=fwd, identity=identity), REQUESTS * 5),
+            per_call_us(
+                lambda: upstream_request_headers(incoming, cookie=kept, fwd=fwd, identity=identity), REQUESTS * 5
+            ),
         ),
     ]
 

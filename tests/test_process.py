@@ -21,11 +21,12 @@ import ssl
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import psutil  # no types-psutil in the test extras
@@ -819,6 +820,7 @@ async def test_bundled_config_bootstraps_dev_secrets_and_certificates(launch: La
 
 WORKERS = 2
 SPREAD_CONNECTIONS = 40  # the kernel hashes each to a worker: all on one of two has odds of 2 in 2**40
+Held = TypeVar("Held")
 SCRAPES = 8  # each on a new connection: all on one worker has odds of 2 in 2**8
 HOLD_SECONDS = 0.5
 
@@ -849,10 +851,25 @@ async def _hold(request: web.Request) -> web.StreamResponse:
     return web.Response(text="held")
 
 
+async def _held_on_every_worker(
+    workers: GatewayProcess, upstream: RecordingUpstream, fetch: Callable[[], Coroutine[Any, Any, Held]]
+) -> tuple[list[asyncio.Task[Held]], dict[int, int]]:
+    """``SPREAD_CONNECTIONS`` requests held by upstream at once, each on a connection of its own; once upstream
+    holds them all, the connections each worker serves (every worker must have some)."""
+    upstream.on("/hold", _hold)
+    in_flight = [asyncio.create_task(fetch()) for _ in range(SPREAD_CONNECTIONS)]
+    deadline = time.monotonic() + 5
+    while sum(recorded.path == "/hold" for recorded in upstream.requests) < SPREAD_CONNECTIONS:
+        assert time.monotonic() < deadline, "the requests never all reached upstream"
+        await asyncio.sleep(0.01)
+    per_worker = {pid: serving(pid, workers.https_port) for pid in worker_pids(workers)}
+    assert all(per_worker.values()), f"a worker took no connection: {per_worker}"
+    return in_flight, per_worker
+
+
 async def test_workers_each_take_connections_and_sigterm_drains_every_one(
     workers: GatewayProcess, upstream: RecordingUpstream, client_ssl: ssl.SSLContext
 ) -> None:
-    upstream.on("/hold", _hold)
     pids = worker_pids(workers)
     assert len(pids) == WORKERS, workers.stderr
     assert workers.listening is not None
@@ -864,13 +881,7 @@ async def test_workers_each_take_connections_and_sigterm_drains_every_one(
             async with session.get(workers.url / "hold") as response:
                 return response.status, await response.text()
 
-        in_flight = [asyncio.create_task(fetch()) for _ in range(SPREAD_CONNECTIONS)]
-        deadline = time.monotonic() + 5
-        while sum(recorded.path == "/hold" for recorded in upstream.requests) < SPREAD_CONNECTIONS:
-            assert time.monotonic() < deadline, "the requests never all reached upstream"
-            await asyncio.sleep(0.01)
-        per_worker = {pid: serving(pid, workers.https_port) for pid in pids}
-        assert all(per_worker.values()), f"a worker took no connection: {per_worker}"
+        in_flight, per_worker = await _held_on_every_worker(workers, upstream, fetch)
         assert sum(per_worker.values()) == SPREAD_CONNECTIONS, per_worker
 
         workers.proc.send_signal(signal.SIGTERM)  # to the parent only: it relays to every worker
@@ -998,8 +1009,6 @@ async def test_workers_metrics_sum_every_worker_whichever_answers_and_survive_a_
 ) -> None:
     """A scrape reaches one worker (the kernel picks); it must still count the requests all of them served,
     and a SIGHUP reload must not set the counters back to zero."""
-    upstream.on("/hold", _hold)
-    pids = worker_pids(workers)
     connector = aiohttp.TCPConnector(ssl=client_ssl, limit=0, force_close=True)  # a new connection each
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -1008,13 +1017,7 @@ async def test_workers_metrics_sum_every_worker_whichever_answers_and_survive_a_
                 assert response.status == 200, path
                 return await response.text()
 
-        in_flight = [asyncio.create_task(get("hold")) for _ in range(SPREAD_CONNECTIONS)]
-        deadline = time.monotonic() + 5
-        while sum(recorded.path == "/hold" for recorded in upstream.requests) < SPREAD_CONNECTIONS:
-            assert time.monotonic() < deadline, "the requests never all reached upstream"
-            await asyncio.sleep(0.01)
-        per_worker = {pid: serving(pid, workers.https_port) for pid in pids}
-        assert all(per_worker.values()), f"a worker took no connection: {per_worker}"
+        in_flight, per_worker = await _held_on_every_worker(workers, upstream, partial(get, "hold"))
         await asyncio.gather(*in_flight)
 
         scrapes = [_proxied_count(await get("metrics")) for _ in range(SCRAPES)]
