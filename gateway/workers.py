@@ -15,6 +15,8 @@ stop signals blocked and unblock them once their own handlers are in place,
 so a SIGTERM that comes during start-up still drains instead of killing. A
 worker that dies on its own stops the others and the parent exits 1:
 restarting is left to the supervisor (systemd, Kubernetes), which sees it.
+A parent that is killed outright takes its workers with it: each asked the
+kernel for a SIGTERM when its parent dies, and drains on it.
 
 On SIGHUP every worker reads the configuration itself, as a single gateway
 does; a file that still names the addresses the parent reserved is served on
@@ -28,6 +30,7 @@ of all workers whichever one answers it.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -48,6 +51,7 @@ log = logging.getLogger(__name__)
 
 _SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 EXIT_FAILED = 1
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def reserve(address: Address) -> socket.socket:
@@ -85,6 +89,23 @@ def _on_bound(reload: server.Reload, configured: ListenConfig, bound: ListenConf
     return reload_bound
 
 
+def _stop_with(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM when the parent dies (Linux); exit now if it already has.
+
+    A parent killed outright (SIGKILL, the OOM killer) relays nothing: without this its workers would go
+    on serving the old configuration, sharing the port with whatever the supervisor starts next.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except AttributeError:  # not Linux: the supervisor has to stop the workers itself
+        log.warning("workers cannot follow their parent on this system: stop them with it")
+        return
+    if prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("workers cannot follow their parent: prctl: %s", os.strerror(ctypes.get_errno()))
+    if os.getppid() != parent:  # it died before the request above: no signal is coming
+        sys.exit(EXIT_FAILED)
+
+
 def _worker(
     config: GatewayConfig,
     context: ssl.SSLContext,
@@ -92,10 +113,12 @@ def _worker(
     number: int,
     parent: Connection,
     metrics: Path,
+    parent_pid: int,
 ) -> None:
-    """One worker: serve like a single gateway; tell the parent when listening."""
+    """One worker: serve like a single gateway; tell the parent when listening; stop when it dies."""
     for signum in _SIGNALS:  # the parent's relaying handlers came along with the fork
         signal.signal(signum, signal.SIG_DFL)
+    _stop_with(parent_pid)  # delivered, like every stop signal, once the loop's handlers are in place
     count_in_shared_folder(metrics)
 
     def ready(running: server.Running) -> None:
@@ -162,7 +185,7 @@ class Supervisor:
                 reader, writer = fork.Pipe(duplex=False)
                 process = fork.Process(
                     target=_worker,
-                    args=(config, self.context, reload, number, writer, metrics),
+                    args=(config, self.context, reload, number, writer, metrics, os.getpid()),
                     name=f"gateway-worker-{number}",
                 )
                 process.start()

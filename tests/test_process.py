@@ -947,6 +947,32 @@ async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(worker
     assert any("exited with -9" in record["msg"] for record in errors), workers.stderr
 
 
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+async def test_workers_drain_and_exit_when_their_parent_is_killed(workers: GatewayProcess) -> None:
+    """A parent killed outright (SIGKILL, the OOM killer) relays nothing; its workers must not go on serving
+    the old configuration on a port the next gateway would share with them."""
+    pids = worker_pids(workers)
+    workers.proc.kill()  # not awaited: asyncio's wait() on 3.11 also waits for stderr, which workers hold open
+    deadline = time.monotonic() + 10
+    try:
+        while any(_running(pid) for pid in pids):
+            assert time.monotonic() < deadline, f"workers outlived their parent; stderr:\n{workers.stderr}"
+            await asyncio.sleep(0.05)
+    finally:  # the fixture cannot find orphans through their parent: they would hold its stderr open
+        for pid in filter(_running, pids):
+            os.kill(pid, signal.SIGKILL)
+    assert await connection_refused(workers.https_port)
+    await asyncio.sleep(0.2)  # the last lines of stderr, read by the fixture's task
+    messages = [json.loads(line)["msg"] for line in workers.lines if line.startswith("{")]
+    assert messages.count("stopped") == WORKERS, workers.stderr  # each drained; the parent never got to say it
+
+
 async def test_sighup_to_the_parent_makes_every_worker_reload(
     launch: Launch,
     own_certificate: CertFiles,
