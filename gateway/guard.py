@@ -191,13 +191,12 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     if not isinstance(result, Identity):
         return {}
     visitor = request.get(VISITOR) or Visitor(result, await request.app[STORE].contact_by_user_id(result.user_id))
-    email = visitor.identity.email or (visitor.contact.email if visitor.contact else None)
     headers = {
         "X-Portal-User-Id": result.user_id,
         "X-Portal-Company-Ids": ",".join(company.company_id for company in visitor.companies),
     }
-    if email:
-        headers["X-Portal-Email"] = email
+    if visitor.email:
+        headers["X-Portal-Email"] = visitor.email
     # SECURITY: signed claims still must not split headers; anything outside printable ASCII is percent-encoded.
     return {name: quote(value, safe=_HEADER_SAFE) for name, value in headers.items()}
 

@@ -51,11 +51,6 @@ _IDENTITY_HEADERS = frozenset(
 )
 
 
-def _normalized(name: str) -> str:
-    """A header name as lenient upstream servers read it: any case, "_" for "-" (CGI, WSGI, PHP)."""
-    return name.lower().replace("_", "-")
-
-
 # SECURITY: headers through which a client could lie about where it is, or which URL it asked for
 # (X-Original-URL re-routes some frameworks past the path the access decision saw). Every
 # X-Forwarded-* and these are dropped in any spelling; the gateway sends its own X-Forwarded-For,
@@ -80,13 +75,14 @@ _CLIENT_FORWARDING = frozenset(
 
 _CLAIMED_PREFIXES = ("x-portal-", "x-forwarded-")
 _CLAIMED_NAMES = _IDENTITY_HEADERS | _CLIENT_FORWARDING
-_REPLACED = frozenset({"host", "cookie"})  # the upstream's own Host; the filtered Cookie
+_NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie"}  # and the upstream's own Host, the filtered Cookie
 
 
-def _is_claim(name: str) -> bool:
-    """Whether a header name claims an identity (``X-Portal-*``, the usual proxy-auth headers), where the
-    client is, or what it asked for (``X-Forwarded-*`` and the like), in any case and with "_" for "-"."""
-    normalized = _normalized(name)
+def _is_claim(lower: str) -> bool:
+    """Whether a lower-case header name claims an identity (``X-Portal-*``, the usual proxy-auth headers),
+    where the client is, or what it asked for (``X-Forwarded-*`` and the like), read as lenient upstream
+    servers read it: "_" for "-" (CGI, WSGI, PHP)."""
+    normalized = lower.replace("_", "-")
     return normalized.startswith(_CLAIMED_PREFIXES) or normalized in _CLAIMED_NAMES
 
 
@@ -100,11 +96,13 @@ class Forwarding:
     host: str
 
 
-def _hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
-    """The lower-case names of a message's hop-by-hop headers: the standard ones and any Connection names."""
+def _hop_by_hop(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], standard: frozenset[str] = HOP_BY_HOP
+) -> frozenset[str]:
+    """The lower-case names of a message's hop-by-hop headers: ``standard`` and any Connection names."""
     if "Connection" not in headers:
-        return HOP_BY_HOP
-    return HOP_BY_HOP.union(
+        return standard
+    return standard.union(
         token.strip().lower() for value in headers.getall("Connection") for token in value.split(",") if token.strip()
     )
 
@@ -168,9 +166,9 @@ def upstream_request_headers(
 ) -> CIMultiDict[str]:
     """The headers to send upstream: no hop-by-hop, no client Host, forwarding or identity claims;
     the filtered Cookie; the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*."""
-    drop = _hop_by_hop(headers) | _REPLACED
+    drop = _hop_by_hop(headers, _NOT_FORWARDED)
     out = CIMultiDict(
-        [(key, value) for key, value in headers.items() if key.lower() not in drop and not _is_claim(key)]
+        [(key, value) for key, value in headers.items() if (lower := key.lower()) not in drop and not _is_claim(lower)]
     )
     out.update(identity or {})
     if cookie:

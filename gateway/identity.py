@@ -170,7 +170,7 @@ class JWTVerifier:
         elif alg in _KTY_ALG.values() and self.jwks is not None:
             if pinned is None:  # a token without kid names no key either
                 if kid:
-                    self.jwks.mark_unknown(kid, now)
+                    self.jwks.mark_unknown()
                 return Rejection("jwt", "unknown_kid")
             if pinned[0] != alg:  # SECURITY: the kid's pinned algorithm decides, never the header
                 return Rejection("jwt", "alg_not_allowed")
@@ -305,7 +305,7 @@ class JWKSKeys:
         """The (algorithm, public key) pinned to ``kid``, or None."""
         return self._keys.get(kid)
 
-    def mark_unknown(self, kid: str, now: float) -> None:
+    def mark_unknown(self) -> None:
         """Note that a token named a kid not held (the verifier calls this); see :meth:`needs_refetch`."""
         self._unknown_seen = True
 

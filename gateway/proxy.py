@@ -15,6 +15,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import aiohttp
 from aiohttp import web
@@ -68,7 +69,11 @@ class Upstream:
 
     def url_for(self, raw_path: str) -> URL:
         """The upstream URL for a request's raw path and query, under the base path."""
-        return URL(str(self.base).rstrip("/") + raw_path, encoded=True)
+        return URL(self._prefix + raw_path, encoded=True)
+
+    @cached_property
+    def _prefix(self) -> str:
+        return str(self.base).rstrip("/")
 
 
 class _ProxiedResponse(web.StreamResponse):
@@ -114,7 +119,8 @@ def _fail(
 ) -> UpstreamError:
     """Record an upstream failure; the returned error is raised to become a 502/504 page."""
     entry.upstream.error = error.kind
-    request.app[METRICS].upstream_errors.labels(kind=error.kind).inc()
+    metrics = request.app[METRICS]
+    metrics.child(metrics.upstream_errors, error.kind).inc()
     cause = cause or error.__cause__ or error
     log.warning("upstream %s: %s", error.kind, type(cause).__name__, extra={"request_id": entry.request_id})
     return error

@@ -39,6 +39,16 @@ class Visitor:
         """The companies the visitor is a member of (none when not in the store)."""
         return self.contact.companies if self.contact else ()
 
+    @property
+    def email(self) -> str | None:
+        """The signed email, else the store's."""
+        return self.identity.email or (self.contact.email if self.contact else None)
+
+    @property
+    def name(self) -> str | None:
+        """The signed name, else the store's."""
+        return self.identity.name or (self.contact.name if self.contact else None)
+
     def facts(self) -> Facts:
         """What audience rules see: the store's attributes, overridden by signed claims."""
         contact = self.contact

@@ -217,9 +217,8 @@ def _authorize(request: web.Request) -> None:
     request[AUDIT_ENTRY].identity = IdentityResult(
         method="admin_token", result="verified" if valid else "rejected", reason=reason
     )
-    request.app[METRICS].identity_results.labels(
-        method="admin_token", result="verified" if valid else "rejected", reason=reason or ""
-    ).inc()
+    metrics = request.app[METRICS]
+    metrics.child(metrics.identity_results, "admin_token", "verified" if valid else "rejected", reason or "").inc()
     if not valid:
         # Not the portal's "sign in through your company's app": an admin client needs to know what to send.
         refusal = Unauthorized("send the admin token as Authorization: Bearer <admin.token>")

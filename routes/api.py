@@ -56,8 +56,8 @@ async def me(request: web.Request) -> web.Response:
         {
             "type": "visitor",
             "user_id": visitor.identity.user_id,
-            "email": visitor.identity.email or (visitor.contact.email if visitor.contact else None),
-            "name": visitor.identity.name or (visitor.contact.name if visitor.contact else None),
+            "email": visitor.email,
+            "name": visitor.name,
             "companies": [{"company_id": c.company_id, "name": c.name} for c in visitor.companies],
             "scopes": list(decision.scopes),
             "restricted": decision.restricted,

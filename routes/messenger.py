@@ -96,7 +96,7 @@ async def messenger(request: web.Request) -> web.StreamResponse:
     if not config.prevent_company_updates:
         return await forward(request, upstream, body=await request.read() if request.body_exists else None)
     entry = request[AUDIT_ENTRY]
-    counter = request.app[METRICS].company_policy
+    metrics = request.app[METRICS]
     try:
         if "Upgrade" in request.headers:
             # SECURITY: frames of an upgraded connection would cross unread by the policy.
@@ -109,14 +109,14 @@ async def messenger(request: web.Request) -> web.StreamResponse:
         verdict: Verdict = police((query, body), sender)
     except BodyError as exc:
         entry.company_policy = CompanyPolicyResult(action="invalid", reason=str(exc))
-        counter.labels(action="invalid").inc()
+        metrics.child(metrics.company_policy, "invalid").inc()
         raise BadRequest(str(exc)) from None
     removed = [RemovedField(removal.field, removal.reason) for removal in verdict.removals]
     action = "pass" if not removed else config.company_update_action
     entry.company_policy = CompanyPolicyResult(
         action=action, user_id=_audited_user(user_data, sender), verified=verdict.verified, removed=removed
     )
-    counter.labels(action=action).inc()
+    metrics.child(metrics.company_policy, action).inc()
     if action == "reject":
         fields = ", ".join(f"{item.field} ({item.reason})" for item in removed)
         raise Forbidden(f"company data may change only through the admin API: {fields}")

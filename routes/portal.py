@@ -31,8 +31,7 @@ CSRF_KEY = web.AppKey("csrf_key", bytes)
 
 
 def _visitor_name(visitor: Visitor) -> str:
-    contact = visitor.contact
-    return visitor.identity.name or (contact.name if contact else None) or visitor.identity.user_id
+    return visitor.name or visitor.identity.user_id
 
 
 @aiohttp_jinja2.template("home.html")

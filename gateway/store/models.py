@@ -9,7 +9,6 @@ from gateway.store.search import search_terms
 
 TicketCategory = Literal["Customer", "Back-office", "Tracker"]
 StateCategory = Literal["submitted", "in_progress", "waiting_on_customer", "resolved"]
-TICKET_CATEGORIES: tuple[TicketCategory, ...] = ("Customer", "Back-office", "Tracker")
 STATE_CATEGORIES: tuple[StateCategory, ...] = ("submitted", "in_progress", "waiting_on_customer", "resolved")
 
 

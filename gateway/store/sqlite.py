@@ -42,13 +42,14 @@ T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
 log = logging.getLogger(__name__)
 
+# States in workflow order, for the list's sort and the state dropdown alike.
+_STATE_ORDER = (
+    "CASE {category} WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1 WHEN 'waiting_on_customer' THEN 2 ELSE 3 END"
+)
 _SORT_COLUMNS = {
     "id": "CAST(t.ticket_id AS INTEGER) {dir}, t.ticket_id {dir}",
     "type": "ty.name COLLATE NOCASE {dir}",
-    "state": (
-        "CASE s.category WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1 "
-        "WHEN 'waiting_on_customer' THEN 2 ELSE 3 END {dir}, s.external_label {dir}"
-    ),
+    "state": _STATE_ORDER.format(category="s.category") + " {dir}, s.external_label {dir}",
     "created": "t.created_at {dir}",
     "updated": "t.updated_at {dir}",
 }
@@ -243,10 +244,13 @@ class SQLiteStore:
             self._connection.execute("BEGIN IMMEDIATE")
             try:
                 result = function(self._connection)
+                self._connection.execute("COMMIT")
             except BaseException:
-                self._connection.execute("ROLLBACK")
+                # A failed COMMIT (busy, disk full) must not leave the connection inside the transaction,
+                # and one SQLite already rolled back itself has nothing left to roll back.
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
                 raise
-            self._connection.execute("COMMIT")
             return result
 
         return await self._run(run)
@@ -310,9 +314,8 @@ class SQLiteStore:
         """All ticket states in workflow order."""
         rows = await self._run(
             lambda: self._connection.execute(
-                "SELECT id, category, internal_label, external_label FROM ticket_states ORDER BY"
-                " CASE category WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1"
-                " WHEN 'waiting_on_customer' THEN 2 ELSE 3 END, id"
+                "SELECT id, category, internal_label, external_label FROM ticket_states"  # noqa: S608 (constants only)
+                f" ORDER BY {_STATE_ORDER.format(category='category')}, id"
             ).fetchall()
         )
         return [TicketState(*row) for row in rows]
