@@ -1,6 +1,7 @@
 """First-run set-up for the bundled config: dev secrets and a dev certificate authority.
 
-Only ``serve`` without ``-c`` calls this. Nothing here is fit for production:
+Every command run without ``-c`` reads the dev secrets; ``serve`` and ``check``
+also make the dev certificate. Nothing here is fit for production:
 the secrets sit in a git-ignored folder and the CA is trusted by nobody until
 you tell your curl or browser about it.
 """
