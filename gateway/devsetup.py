@@ -16,12 +16,12 @@ import trustme
 
 DEV_SECRETS_DIR = Path("dev-secrets")
 DEV_SECRET_NAMES = ("MESSENGER_API_SECRET", "PORTAL_ADMIN_TOKEN")
-DEV_CERT_DAYS = 397
+DEV_CERT_DAYS = 397  # browsers refuse longer-lived leaf certificates
 # The bundled config in demo mode: a sign-in page listing the demo people, and the demo store.
 DEMO_OVERRIDES = {
     "PORTAL_GATEWAY__IDENTITY__DEV_LOGIN": "true",
     "PORTAL_GATEWAY__STORE__SEED_DEMO": "true",
-}  # browsers refuse longer-lived leaf certificates
+}
 
 
 def dev_secrets(folder: Path = DEV_SECRETS_DIR) -> tuple[dict[str, str], list[str]]:
