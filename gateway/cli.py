@@ -30,6 +30,7 @@ log = logging.getLogger("gateway")
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+DEMO_NOTE = "demo mode, would stop a real deployment"
 
 
 def _say(message: str) -> None:
@@ -67,20 +68,36 @@ def _with_workers(config: GatewayConfig, args: argparse.Namespace) -> GatewayCon
     return config.model_copy(update={"listen": config.listen.model_copy(update={"workers": args.workers})})
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the gateway until SIGTERM."""
-    config = _load(args.config)
-    if args.workers is not None and args.workers < 1:
-        _say("--workers: must be at least 1")
-        return EXIT_CONFIG
-    config = _with_workers(config, args)
-    if args.config is None:
+def _setup(path: Path | None) -> GatewayConfig:
+    """The configuration ``serve`` and ``check`` start from: the file at ``path``, or in demo mode the bundled
+    one with the dev secrets and a dev certificate (each generated if missing)."""
+    config = _load(path)
+    if path is None:
         tls = config.tls
         if devsetup.ensure_dev_certificate(tls.cert, tls.key, config.domain):
             _say(f"generated a dev certificate for localhost, 127.0.0.1 and {config.domain} into {tls.cert.parent}/")
         ca = devsetup.dev_ca_path(tls.cert)
         if ca.exists():
             _say(f"dev CA: {ca} (trust it: curl --cacert {ca} https://localhost:{config.listen.https.port}/healthz)")
+    return config
+
+
+def _tls_context(config: GatewayConfig) -> ssl.SSLContext:
+    """The server's TLS context from ``tls.cert`` and ``tls.key``; ConfigError when they cannot be loaded."""
+    try:
+        return server_context(config.tls.cert, config.tls.key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            ("tls.cert / tls.key", f"cannot load {config.tls.cert} and {config.tls.key}: {exc}")
+        ) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the gateway until SIGTERM."""
+    if args.workers is not None and args.workers < 1:
+        _say("--workers: must be at least 1")
+        return EXIT_CONFIG
+    config = _with_workers(_setup(args.config), args)
     failing = [check for check in run_checks(config) if not check.ok]
     if failing and config.portal.enabled:
         if args.config is not None:
@@ -89,12 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 print(check, file=sys.stderr)
             return EXIT_FAILED
         for check in failing:
-            _say(f"demo mode, would stop a real deployment: {check}")
-    try:
-        context = server_context(config.tls.cert, config.tls.key)
-    except (OSError, ssl.SSLError) as exc:
-        _say(f"tls.cert / tls.key: cannot load {config.tls.cert} and {config.tls.key}: {exc}")
-        return EXIT_CONFIG
+            _say(f"{DEMO_NOTE}: {check}")
+    context = _tls_context(config)
     setup_logging()
     try:
         if config.listen.workers > 1:
@@ -116,23 +129,25 @@ def _reloader(args: argparse.Namespace) -> server.Reload:
         failing = [check for check in run_checks(config) if not check.ok]
         if failing and config.portal.enabled and args.config is not None:
             raise ConfigError(*(("prerequisite", str(check)) for check in failing))
-        try:
-            server_context(config.tls.cert, config.tls.key)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                ("tls.cert / tls.key", f"cannot load {config.tls.cert} and {config.tls.key}: {exc}")
-            ) from None
+        _tls_context(config)
         return config
 
     return reload
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Print every prerequisite; fail when any does."""
-    checks = run_checks(_load(args.config))
+    """Print every prerequisite; fail when any does. In demo mode (no ``-c``) the set-up is ``serve``'s, the
+    lines a real deployment would fail are marked, and the exit code says whether the demo starts."""
+    demo = args.config is None
+    config = _setup(args.config)
+    checks = run_checks(config)
     for check in checks:
-        print(check)
-    return 0 if all(check.ok for check in checks) else EXIT_FAILED
+        print(f"{DEMO_NOTE}: {check}" if demo and not check.ok else check)
+    if not demo:
+        return 0 if all(check.ok for check in checks) else EXIT_FAILED
+    _tls_context(config)  # the one failure that stops the demo too
+    _say("demo mode: exit 0, as serve starts anyway; check -c FILE judges a real deployment")
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -234,7 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="processes sharing the listeners (default: listen.workers)")
     serve.set_defaults(func=cmd_serve)
 
-    check = commands.add_parser("check", help="check the portal prerequisites; exit 1 if any fails")
+    check = commands.add_parser(
+        "check",
+        help="check the portal prerequisites; exit 1 if any fails (without -c: the demo's, exit 0 if the demo starts)",
+    )
     check.add_argument("-c", "--config", type=Path, help=config_help)
     check.set_defaults(func=cmd_check)
 

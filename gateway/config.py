@@ -4,7 +4,8 @@ Values come from the YAML file, then from ``PORTAL_GATEWAY__SECTION__KEY``
 environment variables (parsed as YAML scalars, so ``true``, ``30`` and
 ``[a, b]`` keep their types). Secrets may be written as ``env:NAME`` or
 ``file:PATH`` and are resolved here. This is the only module that reads the
-environment. Relative paths are relative to the working directory.
+environment. Relative paths are relative to the working directory. A key
+written twice in one mapping is refused (PyYAML would let the last one win).
 """
 
 from __future__ import annotations
@@ -65,6 +66,55 @@ def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
             raise ValueError(f"secret file {path} is empty")
         return secret
     return value
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """One mapping names a key twice: its dotted path and the two (1-based) lines."""
+
+    def __init__(self, path: str, first: int, second: int) -> None:
+        where = f"twice on line {first}" if first == second else f"lines {first} and {second}"
+        self.path, self.reason = path, f"duplicate key ({where})"
+        super().__init__(f"{path}: {self.reason}")
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key written twice in any mapping, block or flow, at any depth."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        """Name every node of the document by its dotted path before building it."""
+        self._paths: dict[int, str] = {}
+        self._name_mappings(node, "")
+        return super().construct_document(node)
+
+    def _name_mappings(self, node: yaml.Node, path: str) -> None:
+        if id(node) in self._paths:
+            return  # an alias: named where its anchor is (and a recursive one would never end)
+        self._paths[id(node)] = path
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+                self._name_mappings(value, f"{path}.{name}" if path else name)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._name_mappings(item, f"{path}[{index}]")
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping, once each key is known to appear in it only once."""
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *defaults` may be overridden by the mapping's own keys: that is its purpose
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = seen.get(key)
+            except TypeError:
+                continue  # an unhashable key: the base constructor refuses it with its own message
+            if first is not None:
+                prefix = self._paths.get(id(node), "")
+                raise DuplicateKeyError(f"{prefix}.{key}" if prefix else str(key), first, line)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def _parse_http_url(value: Any) -> Any:
@@ -417,7 +467,9 @@ def load_config(
     except OSError as exc:
         raise ConfigError(("", f"cannot read config file {source}: {exc.strerror}")) from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError((exc.path, exc.reason)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else str(source)
@@ -448,16 +500,18 @@ def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[st
             if not isinstance(child, dict):
                 raise ConfigError((".".join(keys[: depth + 1]), f"is not a section, cannot apply {name}"))
             node = child
-        node[keys[-1]] = _env_value(env[name])
+        node[keys[-1]] = _env_value(name, env[name])
         overridden[".".join(keys)] = name
     return overridden
 
 
-def _env_value(text: str) -> Any:
+def _env_value(name: str, text: str) -> Any:
     """An override's value: YAML scalars and lists keep their types; anything YAML reads as
     nothing (a comment, say) or cannot read stays the literal string."""
     try:
-        value = yaml.safe_load(text)
+        value = yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except DuplicateKeyError as exc:
+        raise ConfigError((name, str(exc))) from None
     except yaml.YAMLError:
         return text
     if value is None and text.strip() not in ("", "~", "null", "Null", "NULL"):

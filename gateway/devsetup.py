@@ -1,6 +1,7 @@
 """First-run set-up for the bundled config: dev secrets and a dev certificate authority.
 
-Only ``serve`` without ``-c`` calls this. Nothing here is fit for production:
+Every command run without ``-c`` reads the dev secrets; ``serve`` and ``check``
+also make the dev certificate. Nothing here is fit for production:
 the secrets sit in a git-ignored folder and the CA is trusted by nobody until
 you tell your curl or browser about it.
 """
@@ -15,12 +16,12 @@ import trustme
 
 DEV_SECRETS_DIR = Path("dev-secrets")
 DEV_SECRET_NAMES = ("MESSENGER_API_SECRET", "PORTAL_ADMIN_TOKEN")
-DEV_CERT_DAYS = 397
+DEV_CERT_DAYS = 397  # browsers refuse longer-lived leaf certificates
 # The bundled config in demo mode: a sign-in page listing the demo people, and the demo store.
 DEMO_OVERRIDES = {
     "PORTAL_GATEWAY__IDENTITY__DEV_LOGIN": "true",
     "PORTAL_GATEWAY__STORE__SEED_DEMO": "true",
-}  # browsers refuse longer-lived leaf certificates
+}
 
 
 def dev_secrets(folder: Path = DEV_SECRETS_DIR) -> tuple[dict[str, str], list[str]]:

@@ -23,20 +23,46 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+def _reason(exc: BaseException) -> str:
+    """Why a dependency did not answer, in a few fixed words."""
+    # SECURITY: never the exception's text: it names the upstream's address, which a public probe must not show.
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {READY_TIMEOUT.total:g} s"
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return "its host name does not resolve"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError):
+        return "TLS handshake failed"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        refused = isinstance(exc.os_error, ConnectionRefusedError)
+        return "connection refused: nothing listens there" if refused else "cannot connect"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "closed the connection without answering"
+    return "did not answer with HTTP"
+
+
+async def help_center_problem(app: web.Application) -> str | None:
+    """Why the help-center upstream does not answer a HEAD of its base URL (any status is an answer), or None."""
+    upstream = app[HELP_CENTER]
+    try:
+        async with app[UPSTREAM_SESSION].head(upstream.base, timeout=READY_TIMEOUT, allow_redirects=False):
+            return None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return _reason(exc)
+
+
 async def readyz(request: web.Request) -> web.Response:
-    """Ready when the store answers a query and the help-center upstream answers at all (any status)."""
-    checks = {"store": "ok", "upstream": "ok"}
+    """Ready when the store answers a query and the help-center upstream answers at all; the body says why not."""
+    checks: dict[str, dict[str, str]] = {"store": {"status": "ok"}, "upstream": {"status": "ok"}}
     try:
         await asyncio.wait_for(request.app[STORE].ping(), READY_TIMEOUT.total)
-    except (StoreUnavailable, TimeoutError):
-        checks["store"] = "unavailable"
-    upstream = request.app[HELP_CENTER]
-    try:
-        async with request.app[UPSTREAM_SESSION].head(upstream.base, timeout=READY_TIMEOUT, allow_redirects=False):
-            pass
-    except (aiohttp.ClientError, TimeoutError):
-        checks["upstream"] = "unreachable"
-    ready = all(value == "ok" for value in checks.values())
+    except StoreUnavailable:
+        checks["store"] = {"status": "unavailable", "reason": "locked by another process, missing or failing"}
+    except TimeoutError as exc:
+        checks["store"] = {"status": "unavailable", "reason": _reason(exc)}
+    problem = await help_center_problem(request.app)
+    if problem is not None:
+        checks["upstream"] = {"status": "unreachable", "reason": problem}
+    ready = all(check["status"] == "ok" for check in checks.values())
     return web.json_response(
         {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
     )

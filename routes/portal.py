@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
@@ -13,6 +14,7 @@ from gateway.guard import GUARD, STORE, VISITOR
 from gateway.timefmt import iso, relative
 from gateway.visibility import Visitor
 from routes.api import not_found
+from routes.health import help_center_problem
 from routes.highlight import highlight
 from routes.listing import FILTER_NAMES, parse_list
 
@@ -28,10 +30,22 @@ COLUMNS = (
 SORT_LABELS = {"id": "ID", "type": "type", "state": "state", "created": "creation date", "updated": "last update"}
 TABS = {"all": "All", "mine": "Created by me"}
 CSRF_KEY = web.AppKey("csrf_key", bytes)
+FAVICON = Path(__file__).parent / "static" / "favicon.svg"
 
 
 def _visitor_name(visitor: Visitor) -> str:
     return visitor.name or visitor.identity.user_id
+
+
+async def favicon(request: web.Request) -> web.FileResponse:
+    """The gateway's own icon, for browsers that ask /favicon.ico (in render mode the pages are the gateway's)."""
+    return web.FileResponse(FAVICON)
+
+
+async def _help_center_missing(request: web.Request) -> bool:
+    """Demo mode (``identity.dev_login`` on) with no hosted help center answering: its links can only fail."""
+    # Probed only in demo mode, so a real deployment's pages never wait on the upstream.
+    return request.app[CONFIG].identity.dev_login and await help_center_problem(request.app) is not None
 
 
 @aiohttp_jinja2.template("home.html")
@@ -42,6 +56,7 @@ async def home(request: web.Request) -> dict[str, Any]:
         "sections": config.help_center.sections,
         "portal_enabled": config.portal.enabled,
         "portal_path": config.portal.path,
+        "help_center_missing": "articles" in config.help_center.sections and await _help_center_missing(request),
     }
 
 
@@ -106,6 +121,7 @@ async def ticket_detail(request: web.Request) -> web.Response:
         "csrf": csrf_token(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}"),
         "ago": lambda timestamp: relative(timestamp, guard.clock()),
         "iso": iso,
+        "help_center_missing": detail.participant and await _help_center_missing(request),
     }
     return aiohttp_jinja2.render_template("ticket.html", request, context)
 
@@ -126,10 +142,14 @@ async def join(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    """The home page always; the portal pages in render mode (in proxy mode upstream renders them)."""
+    """The home page always; the icon and the portal pages in render mode (in proxy mode upstream renders them)."""
     config = app[CONFIG]
     app[CSRF_KEY] = derive_key(config.identity.jwt.secrets[0].get_secret_value())
     app.router.add_get("/", home, name="home")
+    if config.portal.mode == "render":
+        # The pages link the icon; browsers still ask the host for /favicon.ico (over a JSON answer, say), and
+        # in render mode the pages it would be the icon of are not the hosted help center's.
+        app.router.add_get("/favicon.ico", favicon, name="favicon")
     if config.portal.enabled and config.portal.mode == "render":
         path = config.portal.path
         app.router.add_get(path, ticket_list, name="portal_list")

@@ -12,22 +12,24 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import jwt
 import pytest
 import yaml
 
-from gateway.identity import Identity, JWTVerifier, Rejection
+from gateway.cli import DEMO_NOTE
+from gateway.identity import Identity, JWTVerifier, Rejection, sign_token
 from tests.conftest import CANARY, DOMAIN, SECRET, CertFiles, config_dict, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]
@@ -206,28 +208,40 @@ class Served:
     https_port: int
 
     async def stop(self) -> tuple[int, list[str]]:
-        """SIGTERM, then the exit code and every stderr line."""
+        """SIGTERM to its process group, then the exit code and every stderr line."""
         assert self.proc.stderr is not None
-        self.proc.send_signal(signal.SIGTERM)
+        os.killpg(self.proc.pid, signal.SIGTERM)
         async with asyncio.timeout(RUN_TIMEOUT):
             rest = await self.proc.stderr.read()
             code = await self.proc.wait()
         return code, self.lines + rest.decode(errors="replace").splitlines()
 
 
+class Serve(Protocol):
+    """The ``serve`` fixture: ``serve -c config``, or the command line ``argv`` (which runs a ``serve``)."""
+
+    def __call__(
+        self, config: Path | None, cwd: Path, *, argv: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> Awaitable[Served]: ...
+
+
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[[Path, Path], Awaitable[Served]]]:
-    """Start ``serve -c config`` and wait for its ``listening`` line; killed after the test if still running."""
+async def serve() -> AsyncIterator[Serve]:
+    """Start ``serve -c config`` (or any command line ``argv`` that ends in a ``serve``) and wait for its
+    ``listening`` line; killed after the test, with its process group, if still running."""
     procs: list[asyncio.subprocess.Process] = []
 
-    async def start(config: Path, cwd: Path) -> Served:
+    async def start(
+        config: Path | None, cwd: Path, *, argv: list[str] | None = None, env: dict[str, str] | None = None
+    ) -> Served:
         proc = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "gateway", "serve", "-c", str(config)),
+            *(argv or [sys.executable, "-m", "gateway", "serve", "-c", str(config)]),
             cwd=cwd,
-            env=cli_env(),
+            env=env or cli_env(),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,  # a shell running the gateway is stopped with it
         )
         procs.append(proc)
         assert proc.stderr is not None
@@ -244,12 +258,13 @@ async def serve() -> AsyncIterator[Callable[[Path, Path], Awaitable[Served]]]:
     yield start
     for proc in procs:
         if proc.returncode is None:
-            proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
         await proc.wait()
 
 
 async def test_serve_starts_with_the_portal_off_despite_a_failing_prerequisite(
-    cert_files: CertFiles, tmp_path: Path, client_ssl: ssl.SSLContext, serve: Callable[[Path, Path], Awaitable[Served]]
+    cert_files: CertFiles, tmp_path: Path, client_ssl: ssl.SSLContext, serve: Serve
 ) -> None:
     config = write_config(cert_files, tmp_path, messenger={"prevent_company_updates": False}, portal={"enabled": False})
     served = await serve(config, tmp_path)
@@ -265,12 +280,101 @@ async def test_serve_starts_with_the_portal_off_despite_a_failing_prerequisite(
 
 
 async def test_serve_exits_0_on_sigterm_sent_as_soon_as_it_says_listening(
-    cert_files: CertFiles, tmp_path: Path, serve: Callable[[Path, Path], Awaitable[Served]]
+    cert_files: CertFiles, tmp_path: Path, serve: Serve
 ) -> None:
     config = write_config(cert_files, tmp_path, portal={"enabled": False})
     served = await serve(config, tmp_path)
     code, lines = await served.stop()
     assert code == 0, "\n".join(lines)
+
+
+# --- demo mode ---------------------------------------------------------------------------------------
+
+
+def demo_env() -> dict[str, str]:
+    """``cli_env()`` with the bundled file's listeners on free ports."""
+    return {**cli_env(), "PORTAL_GATEWAY__LISTEN__HTTPS": "127.0.0.1:0", "PORTAL_GATEWAY__LISTEN__HTTP": "127.0.0.1:0"}
+
+
+async def test_check_without_a_config_judges_the_demo_serve_runs(tmp_path: Path, serve: Serve) -> None:
+    run = gateway_cli(tmp_path, "check")
+    assert run.returncode == 0, run.stdout + run.stderr
+    printed = run.stdout.splitlines()
+    marked = [line.removeprefix(f"{DEMO_NOTE}: ") for line in printed if line.startswith(f"{DEMO_NOTE}: ")]
+    lines = check_lines("\n".join(line.removeprefix(f"{DEMO_NOTE}: ") for line in printed))
+    assert list(lines) == PREREQUISITES
+    # Exactly the failing lines are marked; the dev secrets and certificate were found as serve finds them.
+    assert marked == [line for line in lines.values() if line.startswith("FAIL")] == [lines["Dev login"]]
+    assert lines["TLS certificate"].startswith(f"PASS  TLS certificate: certs/dev-cert.pem names {DOMAIN}")
+    assert lines["Identity verification"].startswith("PASS")
+    assert "generated a dev certificate" in run.stderr
+    assert "demo mode: exit 0" in run.stderr
+    assert sorted(path.name for path in (tmp_path / "dev-secrets").iterdir()) == [
+        "MESSENGER_API_SECRET",
+        "PORTAL_ADMIN_TOKEN",
+    ]
+
+    # serve in demo mode starts from what check made, generates nothing, and excuses the same lines.
+    served = await serve(None, tmp_path, argv=[sys.executable, "-m", "gateway", "serve"], env=demo_env())
+    assert not any("generated" in line for line in served.lines), served.lines
+    excused = [line.removeprefix("portal-gateway: ") for line in served.lines if DEMO_NOTE in line]
+    assert excused == [f"{DEMO_NOTE}: {line}" for line in marked]
+    code, lines_out = await served.stop()
+    assert code == 0, "\n".join(lines_out)
+
+
+def test_check_without_a_config_exits_2_when_the_demo_certificate_cannot_be_loaded(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    for name in ("dev-cert.pem", "dev-key.pem"):
+        (tmp_path / "certs" / name).write_text("not PEM\n", encoding="utf-8")
+    run = gateway_cli(tmp_path, "check")
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"{DEMO_NOTE}: FAIL  TLS certificate: certs/dev-cert.pem or certs/dev-key.pem is not a PEM" in run.stdout
+    assert "config error: tls.cert / tls.key: cannot load certs/dev-cert.pem and certs/dev-key.pem" in run.stderr
+
+
+def readme_block(containing: str) -> str:
+    """The one ``sh`` code block of the README that contains ``containing``."""
+    blocks: list[str] = re.findall(r"```sh\n(.*?)```", (REPO / "README.md").read_text(encoding="utf-8"), re.DOTALL)
+    found = [block for block in blocks if containing in block]
+    assert len(found) == 1, found
+    return found[0]
+
+
+async def test_the_readme_recipe_serves_a_real_config_with_the_dev_secrets(tmp_path: Path, serve: Serve) -> None:
+    assert gateway_cli(tmp_path, "check").returncode == 0  # demo mode made the dev secrets and certificate
+    bundled = (REPO / "gateway.yaml").read_text(encoding="utf-8")
+    mine = bundled.replace("https: 127.0.0.1:8443", "https: 127.0.0.1:0").replace("http: 127.0.0.1:8080", "http: null")
+    assert mine.count(": 127.0.0.1:0") == mine.count("http: null") == 1
+    (tmp_path / "my.yaml").write_text(mine, encoding="utf-8")
+    env = cli_env()
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+
+    served = await serve(None, tmp_path, argv=["bash", "-c", readme_block("serve -c my.yaml")], env=env)
+    assert not any(DEMO_NOTE in line for line in served.lines), served.lines  # a real deployment: nothing excused
+    secrets = tmp_path / "dev-secrets"
+    admin_token = (secrets / "PORTAL_ADMIN_TOKEN").read_text(encoding="utf-8").strip()
+    jwt_secret = (secrets / "MESSENGER_API_SECRET").read_text(encoding="utf-8").strip()
+    context = ssl.create_default_context(cafile=str(tmp_path / "certs" / "dev-ca.pem"))
+    url = f"https://127.0.0.1:{served.https_port}"
+
+    async def status(path: str, token: str) -> int:
+        async with (
+            aiohttp.ClientSession(headers={"Host": DOMAIN}) as client,
+            client.get(
+                url + path, ssl=context, server_hostname=DOMAIN, headers={"Authorization": f"Bearer {token}"}
+            ) as response,
+        ):
+            return response.status
+
+    now = time.time()
+    assert await status("/admin/api/tickets", admin_token) == 200
+    assert await status("/admin/api/tickets", "x" * len(admin_token)) == 401
+    visitor = sign_token(jwt_secret, user_id="u-new", now=now, ttl=60, email="new@example.com", name=None)
+    stranger = sign_token("another-secret-" * 3, user_id="u-new", now=now, ttl=60, email="new@example.com", name=None)
+    assert await status("/api/v1/me", visitor) == 200
+    assert await status("/api/v1/me", stranger) == 401
+    await served.stop()
 
 
 # --- preview -------------------------------------------------------------------------------------------

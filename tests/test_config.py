@@ -15,10 +15,11 @@ from typing import Any
 import pytest
 import trustme
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
 from yarl import URL
 
-from gateway.config import GatewayConfig, load_config
+from gateway.config import Address, GatewayConfig, load_config
 from gateway.errors import ConfigError
 from tests.conftest import DOMAIN, CertFiles, config_dict, deep_merge
 
@@ -97,6 +98,93 @@ def test_base_config_is_valid(tmp_path: Path) -> None:
     config = load(tmp_path)
     assert config.identity.jwt.secrets[0].get_secret_value() == "s3cret"
     assert config.admin.token is None
+
+
+# Where the bundled file deliberately writes something other than the model's default, and why; its comment
+# on that line says "default: ...".
+DELIBERATE: dict[str, str] = {
+    "listen.http": "the demo's redirect listener, to show the 308",
+    "identity.login_url": "an example sign-in page to replace",
+    "portal.access.rules": "the demo's audience (no rule lets no one in)",
+    "admin.token": "a secret, read from the environment",
+}
+LEAF_MODELS: tuple[type[BaseModel], ...] = (Address,)  # written as one host:port string
+
+
+def model_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo]:
+    """Every leaf field of ``model`` by dotted path, sections walked into."""
+    fields: dict[str, FieldInfo] = {}
+    for name, field in model.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and kind not in LEAF_MODELS:
+            fields |= model_fields(kind, f"{prefix}{name}.")
+        else:
+            fields[prefix + name] = field
+    return fields
+
+
+def yaml_keys(node: yaml.Node, sections: set[str], prefix: str = "") -> dict[str, tuple[yaml.Node, yaml.Node]]:
+    """Every key the file writes, by dotted path, walking into the values that are sections of the models."""
+    keys: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+    assert isinstance(node, yaml.MappingNode)
+    for key, value in node.value:
+        path = prefix + key.value
+        keys[path] = (key, value)
+        if path in sections:
+            keys |= yaml_keys(value, sections, path + ".")
+    return keys
+
+
+def bundled_keys() -> tuple[str, dict[str, tuple[yaml.Node, yaml.Node]], set[str]]:
+    """The bundled file's text, its keys, and the section paths of the models."""
+    text = (REPO / "gateway.yaml").read_text(encoding="utf-8")
+    leaves = model_fields(GatewayConfig)
+    sections = {path.rpartition(".")[0] for path in leaves} | {
+        ".".join(path.split(".")[:depth]) for path in leaves for depth in range(1, path.count(".") + 1)
+    }
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    assert root is not None
+    return text, yaml_keys(root, sections), sections
+
+
+def attribute(config: BaseModel, path: str) -> Any:
+    value: Any = config
+    for name in path.split("."):
+        value = getattr(value, name)
+    return value
+
+
+def test_bundled_gateway_yaml_writes_every_key_with_its_default() -> None:
+    text, keys, sections = bundled_keys()
+    fields = model_fields(GatewayConfig)
+    assert sorted(set(fields) - set(keys)) == [], "keys of the models missing from gateway.yaml"
+    assert sorted(set(keys) - set(fields) - sections) == [], "keys in gateway.yaml that no model has"
+    config = load_config(REPO / "gateway.yaml", environ=BUNDLED_ENV)
+    differing = {
+        path
+        for path, field in fields.items()
+        if not field.is_required() and attribute(config, path) != field.get_default(call_default_factory=True)
+    }
+    assert sorted(differing ^ set(DELIBERATE)) == [], "keys whose value is not the default, or DELIBERATE is stale"
+    lines = text.splitlines()
+    for path in DELIBERATE:
+        assert "default: " in lines[keys[path][0].start_mark.line].partition("#")[2], path
+
+
+def test_every_key_line_of_the_bundled_gateway_yaml_carries_a_comment() -> None:
+    text, keys, _ = bundled_keys()
+    lines = text.splitlines()
+    for path, (key, value) in keys.items():
+        line = lines[key.start_mark.line]
+        # The comment follows the value when the value ends on the key's line, else the colon.
+        end = value.end_mark.column if value.end_mark.line == key.start_mark.line else key.end_mark.column
+        assert re.match(r"^:?\s+#\s*\S", line[end:]), f"line {key.start_mark.line + 1} ({path}) has no comment"
+
+
+def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
+    """A real deployment copying the file must not get the dev login or the demo data: only demo mode turns them on."""
+    config = load_config(REPO / "gateway.yaml", environ=BUNDLED_ENV)
+    assert (config.identity.dev_login, config.store.seed_demo) == (False, False)
 
 
 # --- bad files --------------------------------------------------------------------------------
@@ -259,6 +347,52 @@ def test_yaml_syntax_error_reports_file_line_column(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "\n" not in message
     assert message.startswith(f"{path}:2:13: not valid YAML (")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "domain: a.example.com\ndomain: b.example.com\n", "domain: duplicate key (lines 1 and 2)", id="top"
+        ),
+        pytest.param(
+            "store:\n  busy_timeout: 5\n  path: x.db\n  busy_timeout: 9\n",
+            "store.busy_timeout: duplicate key (lines 2 and 4)",
+            id="nested",
+        ),
+        pytest.param(
+            "portal:\n  access:\n    rules:\n      - {attribute: person.email, op: exists}\n"
+            "      - {attribute: person.email, op: exists, attribute: company.name}\n",
+            "portal.access.rules[1].attribute: duplicate key (twice on line 5)",
+            id="flow-mapping-in-a-list",
+        ),
+        pytest.param(
+            "identity:\n  jwt: {cookie: a,\n        cookie: b}\n",
+            "identity.jwt.cookie: duplicate key (lines 2 and 3)",
+            id="flow-mapping-over-lines",
+        ),
+        pytest.param(
+            "listen:\n  workers: 1\nlisten:\n  workers: 2\n", "listen: duplicate key (lines 1 and 3)", id="section"
+        ),
+    ],
+)
+def test_a_duplicate_key_is_refused_with_both_lines(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path / "gateway.yaml", text), environ={})
+    assert str(caught.value) == message
+
+
+def test_a_merge_key_overridden_by_its_mapping_is_not_a_duplicate(tmp_path: Path) -> None:
+    text = yaml.safe_dump({key: value for key, value in BASE.items() if key != "upstream"}) + (
+        "upstream:\n  <<: {url: 'http://127.0.0.1:9000', connect_timeout: 2, read_timeout: 3}\n  read_timeout: 7\n"
+    )
+    config = load_config(write(tmp_path / "gateway.yaml", text), environ={})
+    assert (config.upstream.connect_timeout, config.upstream.read_timeout) == (2, 7)
+
+
+def test_a_duplicate_key_in_an_env_override_names_the_variable(tmp_path: Path) -> None:
+    error = config_error(tmp_path, environ={"PORTAL_GATEWAY__PORTAL__ACCESS": "{match: any, match: all}"})
+    assert str(error) == "PORTAL_GATEWAY__PORTAL__ACCESS: match: duplicate key (twice on line 1)"
 
 
 @pytest.mark.parametrize("text", ["- workspace_id\n- domain\n", "just a string\n", "42\n"])

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import CANARY, SESSION_COOKIE, Gateway, RecordingUpstream, StartGateway
@@ -24,14 +29,64 @@ async def test_healthz_answers_without_upstream(start_gateway: StartGateway) -> 
         assert (response.status, await response.json()) == (200, {"status": "ok"})
 
 
-async def test_readyz_follows_the_upstream(start_gateway: StartGateway, gateway: Gateway) -> None:
+async def readyz(gateway: Gateway) -> tuple[int, dict[str, Any]]:
     async with gateway.client.get(gateway.url / "readyz") as response:
-        assert response.status == 200
-        assert (await response.json())["checks"] == {"store": "ok", "upstream": "ok"}
-    down = await start_gateway(upstream={"url": f"http://127.0.0.1:{free_port()}"})
-    async with down.client.get(down.url / "readyz") as response:
-        assert response.status == 503
-        assert (await response.json())["checks"] == {"store": "ok", "upstream": "unreachable"}
+        return response.status, await response.json()
+
+
+async def test_readyz_follows_the_upstream(start_gateway: StartGateway, gateway: Gateway) -> None:
+    assert await readyz(gateway) == (
+        200,
+        {"status": "ok", "checks": {"store": {"status": "ok"}, "upstream": {"status": "ok"}}},
+    )
+
+
+async def test_readyz_says_why_in_demo_mode_nothing_answers_at_the_upstream(start_gateway: StartGateway) -> None:
+    """Demo mode: dev login on, and nothing at upstream.url; the body names each dependency, never the address."""
+    port = free_port()
+    down = await start_gateway(upstream={"url": f"http://127.0.0.1:{port}"}, identity={"dev_login": True})
+    status, body = await readyz(down)
+    assert (status, body) == (
+        503,
+        {
+            "status": "unavailable",
+            "checks": {
+                "store": {"status": "ok"},
+                "upstream": {"status": "unreachable", "reason": "connection refused: nothing listens there"},
+            },
+        },
+    )
+    assert str(port) not in json.dumps(body)
+
+
+async def test_readyz_says_an_upstream_closed_the_connection(start_gateway: StartGateway) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        gateway = await start_gateway(upstream={"url": f"http://127.0.0.1:{port}"})
+        status, body = await readyz(gateway)
+    assert status == 503
+    assert body["checks"]["upstream"] == {"status": "unreachable", "reason": "closed the connection without answering"}
+
+
+async def test_readyz_says_the_store_is_unavailable(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(store={"busy_timeout": 0.2})  # gives up on the lock well before the probe would
+    locker = sqlite3.connect(gateway.config.store.path, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        status, body = await readyz(gateway)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert status == 503
+    assert body["checks"] == {
+        "store": {"status": "unavailable", "reason": "locked by another process, missing or failing"},
+        "upstream": {"status": "ok"},
+    }
 
 
 async def test_metrics_count_requests_cookies_and_upstream_errors(start_gateway: StartGateway) -> None:
