@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -28,6 +29,7 @@ from yarl import URL
 from bench import nginx
 from gateway import cli
 from gateway.checks import Check
+from gateway.metrics import METRICS
 from gateway.probe import (
     SIGNATURE_HEADER,
     Canaries,
@@ -195,16 +197,33 @@ def probe_config(cert_files: CertFiles, tmp_path: Path, probed: Gateway) -> Path
     return path
 
 
-async def run_probe(config: Path, edge: Edge, cert_files: CertFiles, *args: str) -> tuple[int, dict[str, Check]]:
-    """``portal-gateway probe --json`` against the edge, on its own thread (it runs its own event loop)."""
-    argv = ["probe", edge.url, "-c", str(config), "--ca", str(cert_files.ca), *edge.resolve(), "--json"]
-    argv += [f"--http-port={edge.http_port}", *args]
+async def run_cli(*argv: str) -> tuple[int, str]:
+    """``portal-gateway ARGV`` and what it printed, on its own thread (the probe runs its own event loop)."""
 
     def run() -> tuple[int, str]:
         with io.StringIO() as out, contextlib.redirect_stdout(out):
             return cli.main(argv), out.getvalue()
 
-    code, printed = await asyncio.to_thread(run)
+    return await asyncio.to_thread(run)
+
+
+def probe_args(config: Path, edge: Edge, cert_files: CertFiles) -> list[str]:
+    """``probe`` against the edge, trusting the test CA, the domain pinned to loopback."""
+    return [
+        "probe",
+        edge.url,
+        "-c",
+        str(config),
+        "--ca",
+        str(cert_files.ca),
+        *edge.resolve(),
+        f"--http-port={edge.http_port}",
+    ]
+
+
+async def run_probe(config: Path, edge: Edge, cert_files: CertFiles, *args: str) -> tuple[int, dict[str, Check]]:
+    """``portal-gateway probe --json`` against the edge: the exit code and the checks by name."""
+    code, printed = await run_cli(*probe_args(config, edge, cert_files), "--json", *args)
     checks = [Check(**item) for item in json.loads(printed)]
     return code, {check.name: check for check in checks}
 
@@ -235,57 +254,95 @@ async def test_probe_passes_every_check_through_a_cdn_that_passes_cookies_and_re
 
 
 @needs_nginx
-async def test_probe_names_a_cdn_that_strips_the_intercom_cookies(
-    probed: Gateway, start_edge: StartEdge, probe_config: Path, cert_files: CertFiles
+async def test_probe_prints_one_pass_line_per_check_with_the_token_from_a_file(
+    probed: Gateway, start_edge: StartEdge, cert_files: CertFiles, tmp_path: Path
 ) -> None:
-    edge = await start_edge(probed, request=STRIP_COOKIES)
-    code, checks = await run_probe(probe_config, edge, cert_files)
-    assert code == 1
-    failed = failing(checks)
-    assert set(failed) == {"Intercom cookies at the gateway", "Cookies towards upstream"}
-    assert failed["Intercom cookies at the gateway"].startswith(f"{SESSION_COOKIE} and {DEVICE_COOKIE} did not arrive")
-    assert f"{DEVICE_COOKIE} would not go upstream as sent: it did not reach" in failed["Cookies towards upstream"]
+    raw = config_dict(cert_files, tmp_path, "http://127.0.0.1:9")  # no admin.token in this one
+    config = tmp_path / "no-token.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    edge = await start_edge(probed)
+    code, printed = await run_cli(*probe_args(config, edge, cert_files), f"--token-file={token_file}")
+    assert code == 0
+    lines = printed.splitlines()
+    assert len(lines) == 7
+    assert all(line.startswith("PASS  ") for line in lines)
+    assert f"PASS  Intercom cookies at the gateway: {SESSION_COOKIE} and {DEVICE_COOKIE} arrived unchanged" in lines
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["http://help.example.com"], "give the custom domain's HTTPS URL"),
+        (["https://help.example.com", "--resolve=help.example.com:443"], "--resolve: 'help.example.com:443' is not"),
+        (["https://help.example.com", "--token-file=/nonexistent/token"], "--token-file: cannot read"),
+        (["https://help.example.com"], "no admin token"),
+    ],
+)
+async def test_probe_usage_errors_exit_2_saying_why(
+    args: list[str], said: str, cert_files: CertFiles, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "no-token.yaml"
+    config.write_text(yaml.safe_dump(config_dict(cert_files, tmp_path, "http://127.0.0.1:9")))
+    assert cli.main(["probe", *args, "-c", str(config)]) == 2
+    assert said in capsys.readouterr().err
+
+
+AT_GATEWAY, UPSTREAM = "Intercom cookies at the gateway", "Cookies towards upstream"
 
 
 @needs_nginx
-async def test_probe_names_an_edge_allow_list_that_forwards_a_decoy_as_the_session_cookie(
-    probed: Gateway, start_edge: StartEdge, probe_config: Path, cert_files: CertFiles
+@pytest.mark.parametrize(
+    ("edge_setup", "expected"),
+    [
+        pytest.param(
+            {"request": STRIP_COOKIES},
+            {
+                AT_GATEWAY: f"{SESSION_COOKIE} and {DEVICE_COOKIE} did not arrive: something in front drops cookies",
+                UPSTREAM: f"{DEVICE_COOKIE} would not go upstream as sent: it did not reach the gateway",
+            },
+            id="strips the Intercom cookies",
+        ),
+        pytest.param(
+            {"request": LOOSE_ALLOW_LIST},
+            {
+                AT_GATEWAY: f"{SESSION_COOKIE} arrived with the value of decoy probe",
+                UPSTREAM: f"-{SESSION_COOKIE} would go upstream as {SESSION_COOKIE}: a rule in front renames cookies",
+            },
+            id="forwards a decoy as the session cookie",
+        ),
+        pytest.param(
+            {"plain_http": True},
+            {"HTTP to HTTPS": "/ answered 200; redirect it with 308 to https://help.example.com:"},
+            id="serves plain HTTP",
+        ),
+        pytest.param(
+            {"request": REWRITE_BODIES},
+            {
+                "Probe answer": "signature mismatch: the answer was changed on the way",
+                AT_GATEWAY: "not checked: no signed answer",
+                UPSTREAM: "not checked: no signed answer",
+            },
+            id="rewrites bodies",
+        ),
+    ],
+)
+async def test_probe_names_what_the_cdn_in_front_gets_wrong(
+    probed: Gateway,
+    start_edge: StartEdge,
+    probe_config: Path,
+    cert_files: CertFiles,
+    edge_setup: dict[str, Any],
+    expected: dict[str, str],
 ) -> None:
-    edge = await start_edge(probed, request=LOOSE_ALLOW_LIST)
+    edge = await start_edge(probed, **edge_setup)
     code, checks = await run_probe(probe_config, edge, cert_files)
     assert code == 1
     failed = failing(checks)
-    assert set(failed) == {"Intercom cookies at the gateway", "Cookies towards upstream"}
-    at_gateway, upstream = failed["Intercom cookies at the gateway"], failed["Cookies towards upstream"]
-    assert f"{SESSION_COOKIE} arrived with the value of decoy probe" in at_gateway
-    assert DEVICE_COOKIE not in at_gateway  # the device cookie's own pattern happens to match it alone
-    assert f"-{SESSION_COOKIE} would go upstream as {SESSION_COOKIE}" in upstream
-
-
-@needs_nginx
-async def test_probe_names_a_cdn_serving_plain_http(
-    probed: Gateway, start_edge: StartEdge, probe_config: Path, cert_files: CertFiles
-) -> None:
-    edge = await start_edge(probed, plain_http=True)
-    code, checks = await run_probe(probe_config, edge, cert_files)
-    assert code == 1
-    assert failing(checks) == {
-        "HTTP to HTTPS": f"http://{DOMAIN}:{edge.http_port}/ answered 200; "
-        f"redirect it with 308 to https://{DOMAIN}:{edge.https_port}/ (Always Use HTTPS)"
-    }
-
-
-@needs_nginx
-async def test_probe_reports_an_answer_rewritten_on_the_way_as_a_signature_mismatch(
-    probed: Gateway, start_edge: StartEdge, probe_config: Path, cert_files: CertFiles
-) -> None:
-    edge = await start_edge(probed, request=REWRITE_BODIES)
-    code, checks = await run_probe(probe_config, edge, cert_files)
-    assert code == 1
-    failed = failing(checks)
-    assert failed["Probe answer"].startswith("signature mismatch: the answer was changed on the way")
-    assert failed["Intercom cookies at the gateway"] == failed["Cookies towards upstream"]
-    assert "not checked" in failed["Cookies towards upstream"]
+    assert set(failed) == set(expected)  # every other hop still passes
+    for name, said in expected.items():
+        assert said in failed[name]
 
 
 @needs_nginx
@@ -367,6 +424,11 @@ async def test_the_probe_is_one_audit_record_with_cookie_names_never_values(
     assert record["upstream"] == {"url": None, "status": None, "error": None}
     assert CANARY not in probed.config.audit.path.read_text()
     assert upstream.requests == []
+    # The bearer token is the admin's, not a visitor's JWT that failed: counted once, as the admin API counts it.
+    registry = probed.running.app[METRICS].registry
+    counted = "gateway_identity_results_total"
+    assert registry.get_sample_value(counted, {"method": "admin_token", "result": "verified", "reason": ""}) == 1
+    assert registry.get_sample_value(counted, {"method": "jwt", "result": "rejected", "reason": "malformed"}) is None
 
 
 def _without_request_id(page: str, request_id: str) -> str:
