@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from yarl import URL
 
 from gateway.checks import Check
+from gateway.config import intercom_cookies
 from gateway.cookies import cookie_value, filter_cookies
 from gateway.guard import PROBE_PATH
 from gateway.proxy import Upstream
@@ -94,7 +95,7 @@ def answer(cookie_headers: Sequence[str], nonce: str, upstream: Upstream, *, wor
 
     # filter_cookies joins the forwarded pairs with "; " and no forwarded value holds ";" or a space.
     forwarded = decision.header.split("; ") if decision.header else []
-    session = f"intercom-session-{workspace_id}"
+    session, _ = intercom_cookies(workspace_id)
     return Answer(
         nonce=nonce,
         domain=upstream.custom_domain,
@@ -122,7 +123,7 @@ class Canaries:
         def value() -> str:
             return secrets.token_urlsafe(18)
 
-        session, device = f"intercom-session-{workspace_id}", f"intercom-device-id-{workspace_id}"
+        session, device = intercom_cookies(workspace_id)
         tag = secrets.token_hex(3)
         decoys = (
             (f"probe{tag}-{session}", value()),  # a name that ends like the session cookie's
@@ -148,6 +149,12 @@ class Canaries:
 # --- the checks: pure functions of what was observed ------------------------------------------------------
 
 NO_ANSWER = "not checked: no signed answer from the probe endpoint"
+ANSWER, AT_GATEWAY, UPSTREAM, SET_COOKIE = (
+    "Probe answer",
+    "Intercom cookies at the gateway",
+    "Cookies towards upstream",
+    "Upstream Set-Cookie",
+)
 
 
 def check_answer(status: int | None, body: bytes, signature: str | None, token: bytes, nonce: str) -> Answer | str:
@@ -176,7 +183,7 @@ def check_answer(status: int | None, body: bytes, signature: str | None, token: 
 
 def check_received(canaries: Canaries, answer: Answer) -> Check:
     """Both Intercom cookies reached the gateway with the values sent."""
-    name = "Intercom cookies at the gateway"
+    name = AT_GATEWAY
     received = {seen.name: seen for seen in answer.received}
     problems = []
     missing = [cookie for cookie, _ in canaries.intercom if cookie not in received]
@@ -202,7 +209,7 @@ def check_received(canaries: Canaries, answer: Answer) -> Check:
 
 def check_upstream(canaries: Canaries, answer: Answer) -> Check:
     """Upstream would get exactly the two Intercom cookies as sent; every decoy that arrived is stripped."""
-    name = "Cookies towards upstream"
+    name = UPSTREAM
     problems = []
     expected = [(cookie, digest(canaries.nonce, value)) for cookie, value in canaries.intercom]
     received = {seen.name for seen in answer.received}
@@ -289,7 +296,7 @@ def check_set_cookie(
     headers: Sequence[str], cookie: str, nonce: str, cookie_domain: str, signed: Answer | None
 ) -> Check:
     """The gateway's rewrite of an upstream Set-Cookie comes back through the CDN Secure, with the right Domain."""
-    name = "Upstream Set-Cookie"
+    name = SET_COOKIE
     value = f"probe-{nonce}"
     arrived = [header for header in headers if header.partition("=")[0].strip() == cookie]
     if not arrived:
@@ -298,15 +305,18 @@ def check_set_cookie(
     problems = []
     if morsel is None or morsel.value != value:
         problems.append("it came back with another value")
-    elif not morsel["secure"]:
-        problems.append("Secure is missing; the CDN must not rewrite cookie attributes")
-    elif morsel["domain"].lstrip(".").lower() != cookie_domain:
-        problems.append(f"Domain is {morsel['domain'] or 'unset'}, not {cookie_domain}; check cookie_domain")
+    else:
+        if not morsel["secure"]:
+            problems.append("Secure is missing; the CDN must not rewrite cookie attributes")
+        if morsel["domain"].lstrip(".").lower() != cookie_domain:
+            problems.append(f"Domain is {morsel['domain'] or 'unset'}, not {cookie_domain}; check cookie_domain")
+    note = ""
     if signed is not None and signed.set_cookie != arrived[-1]:
-        problems.append(f"the gateway sent {signed.set_cookie!r}, the CDN passed back {arrived[-1]!r}")
+        # Only the gateway's words are signed: say what the CDN changed, whether or not it matters.
+        note = f" (the gateway sent {signed.set_cookie!r}, the CDN passed back {arrived[-1]!r})"
     if problems:
-        return Check(name, False, "; ".join(problems))
-    return Check(name, True, f"{cookie} comes back Secure with Domain={cookie_domain}")
+        return Check(name, False, "; ".join(problems) + note)
+    return Check(name, True, f"{cookie} comes back Secure with Domain={cookie_domain}{note}")
 
 
 # --- the network part --------------------------------------------------------------------------------------
@@ -466,19 +476,17 @@ def judge(
         parsed = check_answer(observed.status, observed.body, observed.signature, token, canaries.nonce)
     checks = [check_certificate(observed.certificate, target.host, now, min_days)]
     if isinstance(parsed, str):
-        checks += [Check("Probe answer", False, parsed)]
-        checks += [
-            Check(name, False, NO_ANSWER) for name in ("Intercom cookies at the gateway", "Cookies towards upstream")
-        ]
+        checks += [Check(ANSWER, False, parsed), Check(AT_GATEWAY, False, NO_ANSWER), Check(UPSTREAM, False, NO_ANSWER)]
+        signed = None
     else:
+        signed = parsed
         checks += [
-            Check("Probe answer", True, f"signed by the gateway for {parsed.domain}, workspace {parsed.workspace_id}"),
+            Check(ANSWER, True, f"signed by the gateway for {parsed.domain}, workspace {parsed.workspace_id}"),
             check_received(canaries, parsed),
             check_upstream(canaries, parsed),
         ]
-    signed = parsed if isinstance(parsed, Answer) else None
     if signed is None and not observed.set_cookies:
-        checks.append(Check("Upstream Set-Cookie", False, NO_ANSWER))
+        checks.append(Check(SET_COOKIE, False, NO_ANSWER))
     else:
         session = canaries.intercom[0][0]
         checks.append(check_set_cookie(observed.set_cookies, session, canaries.nonce, cookie_domain, signed))

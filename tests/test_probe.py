@@ -81,6 +81,10 @@ LOOSE_MAPS = f"""
     map $http_cookie $edge_session {{ default ""; "~(?<c>{SESSION_COOKIE}=[^;]*)" $c; }}
     map $http_cookie $edge_device {{ default ""; "~(?<c>{DEVICE_COOKIE}=[^;]*)" $c; }}
     map "$edge_session; $edge_device" $edge_cookie {{ default "$edge_session; $edge_device"; }}"""
+# An edge "fixing" the cookies it passes back, and dropping a header it does not know.
+REWRITE_SET_COOKIE = "proxy_cookie_flags ~ nosecure; proxy_cookie_domain example.com $host;"
+HIDE_HSTS = "proxy_hide_header Strict-Transport-Security;"
+NOT_SECURE = "Secure is missing; the CDN must not rewrite cookie attributes"
 # A CDN "rewriting links" in bodies: the origin's name for the public one.
 REWRITE_BODIES = f"""proxy_set_header Accept-Encoding "";
             sub_filter_types application/json;
@@ -316,6 +320,16 @@ AT_GATEWAY, UPSTREAM = "Intercom cookies at the gateway", "Cookies towards upstr
             {"plain_http": True},
             {"HTTP to HTTPS": "/ answered 200; redirect it with 308 to https://help.example.com:"},
             id="serves plain HTTP",
+        ),
+        pytest.param(
+            {"request": REWRITE_SET_COOKIE},
+            {"Upstream Set-Cookie": f"{NOT_SECURE}; Domain is {DOMAIN}, not example.com"},
+            id="rewrites Set-Cookie",
+        ),
+        pytest.param(
+            {"request": HIDE_HSTS},
+            {"HSTS": "Strict-Transport-Security is missing; set tls.hsts_max_age and let the CDN pass it"},
+            id="hides HSTS",
         ),
         pytest.param(
             {"request": REWRITE_BODIES},
