@@ -314,7 +314,7 @@ def run(seconds: float, *, portal: bool, profile: bool) -> None:
                 workspace=WORKSPACE,
             )
         )
-        nginx_binary = shutil.which("nginx") or "/usr/sbin/nginx"
+        nginx_binary = nginx.binary()
         forwarded = f"{session}; {device}"
         rows: list[Row] = []
 

@@ -7,6 +7,7 @@ but its binary.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 # What every row ends up serving: a small help-center article.
@@ -22,10 +23,20 @@ events {{ worker_connections 12000; }}
 """
 
 
+def binary() -> str:
+    """Debian's nginx: on the PATH, or in /usr/sbin, which a non-root PATH may leave out."""
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def preamble(prefix: Path, name: str) -> str:
+    """The top of each throwaway configuration: in the foreground, its pid and error log under ``prefix``."""
+    return _COMMON.format(prefix=prefix, name=name)
+
+
 def upstream_conf(prefix: Path, port: int) -> str:
     """The fast static upstream: one worker, plain HTTP, an article everywhere and a cookie echo for the checks."""
     return (
-        _COMMON.format(prefix=prefix, name="upstream")
+        preamble(prefix, "upstream")
         + f"""
 worker_processes 1;
 http {{
@@ -61,7 +72,7 @@ def edge_conf(
         ssl_protocols TLSv1.2 TLSv1.3;
         ssl_session_cache shared:SSL:10m;"""
     return (
-        _COMMON.format(prefix=prefix, name="edge")
+        preamble(prefix, "edge")
         + f"""
 worker_processes auto;
 http {{

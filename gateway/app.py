@@ -26,7 +26,7 @@ from gateway.secure import security_headers
 from gateway.slowclients import HeadDeadline, body_middleware
 from gateway.store import SQLiteStore
 from gateway.store.demo import seed_if_empty
-from routes import admin, api, auth, health, messenger, portal, upstream
+from routes import admin, api, auth, health, messenger, portal, probe, upstream
 
 STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
@@ -84,5 +84,6 @@ def create_app(config: GatewayConfig, metrics: Metrics | None = None) -> web.App
     portal.add_routes(app)
     messenger.add_routes(app)
     admin.add_routes(app)
+    probe.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import logging
 import ssl
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
-from gateway import devsetup, server, workers
+from yarl import URL
+
+from gateway import devsetup, probe, server, workers
 from gateway.auditreport import render, summarise
 from gateway.checks import run_checks
 from gateway.config import AuditConfig, GatewayConfig, load_config
@@ -150,6 +155,48 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_probe(args: argparse.Namespace) -> int:
+    """Probe the custom domain end to end through whatever is in front; one line per check."""
+    url = URL(args.url)
+    if url.scheme != "https" or not url.host:
+        _say(f"{args.url}: give the custom domain's HTTPS URL, https://help.example.com")
+        return EXIT_CONFIG
+    config = _load(args.config)
+    try:
+        pinned = probe.parse_resolve(args.resolve)
+        token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
+    except ValueError as exc:
+        _say(f"--resolve: {exc}")
+        return EXIT_CONFIG
+    except OSError as exc:
+        _say(f"--token-file: cannot read {args.token_file}: {exc.strerror}")
+        return EXIT_CONFIG
+    if token is None and config.admin.token is not None:
+        token = config.admin.token.get_secret_value()
+    if not token:
+        _say("no admin token: set admin.token in the config (-c) or pass --token-file")
+        return EXIT_CONFIG
+    target = probe.Target(url.with_path("/"), args.http_port, pinned, args.ca)
+    secret = token.encode("utf-8", "surrogateescape")
+    canaries = probe.Canaries.fresh(config.workspace_id)
+    observed = asyncio.run(probe.observe(target, secret, canaries))
+    checks = probe.judge(
+        observed,
+        canaries,
+        target=target,
+        token=secret,
+        cookie_domain=config.cookie_domain,
+        now=datetime.now(UTC),
+        min_days=args.min_days,
+    )
+    if args.json:
+        print(json.dumps([dataclasses.asdict(check) for check in checks], indent=2))
+    else:
+        for check in checks:
+            print(check)
+    return 0 if all(check.ok for check in checks) else EXIT_FAILED
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Summarise an audit log."""
     try:
@@ -275,6 +322,23 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("file", type=Path, help="JSON lines file (format: gateway/store/importer.py)")
     load.add_argument("--strict", action="store_true", help="refuse the whole file at the first bad line")
     load.set_defaults(func=cmd_import)
+
+    check_probe = commands.add_parser(
+        "probe", help="check cookie forwarding, HTTPS and the certificate through the CDN in front; exit 1 on a failure"
+    )
+    check_probe.add_argument("url", help="the custom domain's HTTPS URL, e.g. https://help.example.com")
+    check_probe.add_argument("-c", "--config", type=Path, help=config_help + "; gives the workspace and admin.token")
+    check_probe.add_argument("--token-file", type=Path, help="a file holding the admin token (default: admin.token)")
+    check_probe.add_argument("--ca", type=Path, help="also trust this CA (PEM), e.g. certs/dev-ca.pem")
+    check_probe.add_argument(
+        "--resolve", action="append", default=[], metavar="HOST:PORT:ADDR", help="connect to ADDR for HOST:PORT (curl)"
+    )
+    check_probe.add_argument("--http-port", type=int, default=80, help="the plain-HTTP port (default: %(default)s)")
+    check_probe.add_argument(
+        "--min-days", type=int, default=14, help="fail when the certificate has fewer days left (default: %(default)s)"
+    )
+    check_probe.add_argument("--json", action="store_true", help="the checks as JSON")
+    check_probe.set_defaults(func=cmd_probe)
 
     audit = commands.add_parser("audit", help="summarise an audit log")
     audit.add_argument(

@@ -431,7 +431,7 @@ class GatewayConfig(_Model):
         """The only cookie names that may reach upstream."""
         if not self.cookie_forwarding.enabled:
             return frozenset()
-        return frozenset({f"intercom-session-{self.workspace_id}", f"intercom-device-id-{self.workspace_id}"})
+        return frozenset(intercom_cookies(self.workspace_id))
 
     @property
     def cookie_domain(self) -> str:
@@ -440,6 +440,11 @@ class GatewayConfig(_Model):
             return self.cookie_forwarding.cookie_domain
         labels = self.domain.split(".")
         return ".".join(labels[1:]) if len(labels) > 2 else self.domain
+
+
+def intercom_cookies(workspace_id: str) -> tuple[str, str]:
+    """The two Intercom cookies of a workspace: the session's name and the device id's."""
+    return f"intercom-session-{workspace_id}", f"intercom-device-id-{workspace_id}"
 
 
 RuleGroup.model_rebuild()

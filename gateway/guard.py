@@ -35,6 +35,7 @@ from gateway.visibility import VisibilityPolicy, Visitor
 
 API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/admin/api"
+PROBE_PATH = "/_gateway/probe"  # the end-to-end probe's endpoint (routes/probe.py), behind the admin token too
 PUBLIC_API = frozenset({"/api/v1/openapi.json"})
 DEV_LOGIN_PATH = "/dev/login"
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
@@ -175,8 +176,8 @@ def record_identity(request: web.Request, result: Identity | Rejection | None) -
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
     guard = request.app[GUARD]
-    if request.path == ADMIN_PREFIX or request.path.startswith(ADMIN_PREFIX + "/"):
-        # The admin API has its own bearer token: it is not a visitor's JWT, nor a failed one.
+    if request.path in (ADMIN_PREFIX, PROBE_PATH) or request.path.startswith(ADMIN_PREFIX + "/"):
+        # The admin API and the probe have their own bearer token: it is not a visitor's JWT, nor a failed one.
         request[CREDENTIALS] = None
         return await handler(request)
     result = await judged(request, lambda: guard.credentials(request))

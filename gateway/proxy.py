@@ -24,7 +24,7 @@ from yarl import URL
 
 from gateway.audit import AUDIT_ENTRY, AuditEntry
 from gateway.config import GatewayConfig
-from gateway.cookies import filter_cookies, rewrite_set_cookie
+from gateway.cookies import SetCookieDecision, filter_cookies, rewrite_set_cookie
 from gateway.errors import UpstreamError, UpstreamTimeout, UpstreamUnreachable
 from gateway.headers import FORWARDING, upstream_request_headers, without_hop_by_hop
 from gateway.metrics import METRICS
@@ -65,6 +65,16 @@ class Upstream:
                 head=config.upstream.read_timeout,
             ),
             body_timeout=config.requests.body_timeout,
+        )
+
+    def set_cookie(self, header: str) -> SetCookieDecision:
+        """One Set-Cookie from this upstream through the allow-list: made Secure and scoped to our domain."""
+        return rewrite_set_cookie(
+            header,
+            self.allowed_cookies,
+            upstream_host=self.base.host or "",
+            custom_domain=self.custom_domain,
+            cookie_domain=self.cookie_domain,
         )
 
     def url_for(self, raw_path: str) -> URL:
@@ -178,13 +188,7 @@ def _response_headers(response: UpstreamResponse, upstream: Upstream, entry: Aud
     headers.popall("Set-Cookie", None)
     passed, dropped = [], []
     for value in response.headers.getall("Set-Cookie", ()):
-        decision = rewrite_set_cookie(
-            value,
-            upstream.allowed_cookies,
-            upstream_host=upstream.base.host or "",
-            custom_domain=upstream.custom_domain,
-            cookie_domain=upstream.cookie_domain,
-        )
+        decision = upstream.set_cookie(value)
         if decision.header is None:
             dropped.append(decision.name)
         else:

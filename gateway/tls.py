@@ -42,19 +42,29 @@ def inspect_certificate(cert: Path, key: Path) -> CertificateInfo:
     """Parse the first certificate of ``cert`` and check it against ``key``; raises ValueError or OSError."""
     certificate = x509.load_pem_x509_certificate(cert.read_bytes())
     private_key = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    matches = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, public
+    ) == private_key.public_key().public_bytes(serialization.Encoding.DER, public)
+    return _describe(certificate, key_matches=matches)
+
+
+def peer_certificate(der: bytes) -> CertificateInfo:
+    """What a server's certificate (DER, as the TLS handshake gave it) says; raises ValueError."""
+    # The handshake itself proved that the server holds the certificate's key.
+    return _describe(x509.load_der_x509_certificate(der), key_matches=True)
+
+
+def _describe(certificate: x509.Certificate, *, key_matches: bool) -> CertificateInfo:
     try:
         san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = [name.lower() for name in san.get_values_for_type(x509.DNSName)]
         names += [str(address) for address in san.get_values_for_type(x509.IPAddress)]
     except x509.ExtensionNotFound:
         names = []
-    public = serialization.PublicFormat.SubjectPublicKeyInfo
-    matches = certificate.public_key().public_bytes(
-        serialization.Encoding.DER, public
-    ) == private_key.public_key().public_bytes(serialization.Encoding.DER, public)
     return CertificateInfo(
         names=tuple(names),
         not_before=certificate.not_valid_before_utc,
         not_after=certificate.not_valid_after_utc,
-        key_matches=matches,
+        key_matches=key_matches,
     )

@@ -207,8 +207,8 @@ def _json(body: dict[str, Any], status: int = 200) -> web.Response:
 ADMIN_TOKEN = web.AppKey("admin_token", bytes)
 
 
-def _authorize(request: web.Request) -> None:
-    """401 unless the request carries the admin bearer token; the outcome goes to the audit and metrics."""
+def admin_token_valid(request: web.Request) -> bool:
+    """Whether the request carries the admin bearer token; the outcome goes to the audit and metrics."""
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     token = presented.strip().encode("utf-8", "surrogateescape")
     # SECURITY: constant-time comparison; an empty or missing token never matches.
@@ -219,7 +219,12 @@ def _authorize(request: web.Request) -> None:
     )
     metrics = request.app[METRICS]
     metrics.child(metrics.identity_results, "admin_token", "verified" if valid else "rejected", reason or "").inc()
-    if not valid:
+    return valid
+
+
+def _authorize(request: web.Request) -> None:
+    """401 unless the request carries the admin bearer token."""
+    if not admin_token_valid(request):
         # Not the portal's "sign in through your company's app": an admin client needs to know what to send.
         refusal = Unauthorized("send the admin token as Authorization: Bearer <admin.token>")
         refusal.headers["WWW-Authenticate"] = 'Bearer realm="admin"'

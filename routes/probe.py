@@ -1,0 +1,55 @@
+"""``GET /_gateway/probe``: what the gateway received and would forward, signed, for ``portal-gateway probe``.
+
+Only for a caller with the admin token (``routes/admin.py`` checks it, in constant time); anyone else,
+and everyone when ``admin.token`` is unset, gets the gateway's own 404, as if the path were not there.
+Nothing of it goes upstream. The audit record is the request's one record, with cookie names only.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.audit import AUDIT_ENTRY
+from gateway.config import CONFIG
+from gateway.errorpages import BadRequest
+from gateway.guard import PROBE_PATH
+from gateway.probe import NONCE, SIGNATURE_HEADER, answer, sign
+from gateway.proxy import HELP_CENTER
+from routes.admin import ADMIN_TOKEN, admin_token_valid
+
+
+async def probe(request: web.Request) -> web.Response:
+    """The signed answer: cookie names and digests of their values, what upstream would get, a sample Set-Cookie."""
+    # SECURITY: without the token the endpoint does not exist (404, not 401), so it tells nobody it is here.
+    if not admin_token_valid(request):
+        raise web.HTTPNotFound()
+    if request.method != "GET":
+        raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+    nonce = request.query.get("nonce", "")
+    if not NONCE.match(nonce):
+        raise BadRequest("nonce: 32 lower-case hex digits, fresh for each probe")
+    cookies = request.headers.getall("Cookie", ())
+    result = answer(cookies, nonce, request.app[HELP_CENTER], workspace_id=request.app[CONFIG].workspace_id)
+    # Names only, and only "received": nothing was forwarded or stripped on its way upstream.
+    request[AUDIT_ENTRY].cookies.received = tuple(seen.name for seen in result.received)
+    body = result.model_dump_json().encode()
+    response = web.Response(body=body, content_type="application/json")
+    # SECURITY: signed with the admin token, so nothing in front can forge or edit the answer unnoticed.
+    response.headers[SIGNATURE_HEADER] = sign(request.app[ADMIN_TOKEN], body)
+    response.headers["Cache-Control"] = "no-store"
+    if result.set_cookie is not None:
+        response.headers.add("Set-Cookie", result.set_cookie)
+    return response
+
+
+async def absent(request: web.Request) -> web.Response:
+    """No admin token configured: no probe, the gateway's own 404."""
+    raise web.HTTPNotFound()
+
+
+def add_routes(app: web.Application) -> None:
+    """The probe endpoint; registered before the catch-all, so that its path never reaches upstream."""
+    if app[CONFIG].admin.token is None:
+        app.router.add_route("*", PROBE_PATH, absent, name="probe_absent")
+        return
+    app.router.add_route("*", PROBE_PATH, probe, name="probe")
