@@ -196,7 +196,7 @@ TOPICS: dict[str, list[Topic]] = {
         ),
         Topic(
             "Seat count review before renewal",
-            "Before our renewal we need a seat count review: we think we pay for more seats than we use.",
+            "We need a seat count review before renewal: we think we pay for more seats than we use.",
             "We see 48 seats and 31 active people. Shall we lower it to 35?",
             "Yes, 35 seats please.",
             "Your plan has 35 seats from the next renewal on.",
