@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +38,7 @@ from gateway.store.search import (
     unmarked,
 )
 from gateway.visibility import TicketFilter
+from routes.highlight import highlight
 
 T = TypeVar("T")
 DAY = 86_400
@@ -754,6 +756,13 @@ def test_any_excerpt_is_one_window_cut_at_word_boundaries(text: str, pick: int, 
         return
     snippet = excerpt(marked)
     plain = unmarked(marked)
+    # As HTML: the matches in <mark>, everything else escaped (no tag, no entity of the text's own).
+    shown = str(highlight(snippet))
+    assert shown.count("<mark>") == shown.count("</mark>") == snippet.count(MARK_START)
+    outside = re.sub("</?mark>", "", shown)
+    assert "<" not in outside
+    assert ">" not in outside
+    assert unescape(outside) == unmarked(snippet)
     low, high = len(plain) - len(plain.lstrip()), len(plain.rstrip())
     assert snippet.count(MARK_START) == snippet.count(MARK_END) >= 1
     cut_before, cut_after = snippet.startswith(ELLIPSIS), snippet.endswith(ELLIPSIS) and len(snippet) > 1
