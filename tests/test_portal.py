@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,7 @@ from gateway.identity import sign_token
 from gateway.store import SQLiteStore
 from gateway.store.demo import INTERNAL_WORD, PUBLIC_WORD, STATES, SUPPORT, demo_lines
 from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine, write_line
+from gateway.store.search import ELLIPSIS, SNIPPET_CHARS
 from gateway.timefmt import relative
 from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
 
@@ -1118,6 +1120,30 @@ async def test_search_finds_a_word_in_a_public_reply_with_a_preview(
         assert re.search(rf"<mark>{PUBLIC_WORD}</mark>", snippet["html"], re.IGNORECASE), snippet
         replies = hits[ticket["ticket_id"]]
         assert (snippet["author"], snippet["created_at"]) in {(reply.author, reply.at) for reply in replies}
+
+
+async def test_each_preview_is_one_snippet_of_one_reply_whole_when_it_fits(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """One snippet per result, in the page and the API: the credited reply's own words, all of them when the
+    reply fits the preview, and so no ellipsis (nothing was cut)."""
+    portal = await open_portal(start_gateway, tmp_path)
+    hits = public_hits(portal.world, ANN, PUBLIC_WORD)
+    rows, _ = await portal.walk({"q": PUBLIC_WORD})
+    assert rows
+    for row in rows:
+        assert row.preview is not None
+        snippet, meta = row.preview.find_all("p")  # one snippet, then who wrote it and when
+        credited = (meta.text().split(" · ")[0], meta.find("time").attrs["datetime"])
+        reply = next(reply for reply in hits[row.ticket_id] if (reply.author, iso(reply.at)) == credited)
+        assert len(reply.body) <= SNIPPET_CHARS, "the demo's replies fit a preview"
+        assert snippet.text() == " ".join(reply.body.split()), row.ticket_id
+        assert ELLIPSIS not in snippet.text()
+    listed = await portal.api("/api/v1/tickets", {"q": PUBLIC_WORD})
+    for ticket in listed["tickets"]:
+        found = ticket["snippet"]
+        reply = next(r for r in hits[ticket["ticket_id"]] if (r.author, r.at) == (found["author"], found["created_at"]))
+        assert unescape(re.sub("</?mark>", "", found["html"])) == reply.body
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import sqlite3
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,17 +24,21 @@ from gateway.store.models import SORT_KEYS, TicketPage, TicketQuery
 from gateway.store.schema import MIGRATIONS
 from gateway.store.search import (
     CUT,
+    ELLIPSIS,
     MARK_END,
     MARK_START,
     MAX_TERMS,
     PART_SEPARATOR,
     RESERVED,
+    SNIPPET_CHARS,
     clean,
+    excerpt,
     fts_query,
-    locate_reply,
     search_terms,
+    unmarked,
 )
 from gateway.visibility import TicketFilter
+from routes.highlight import highlight
 
 T = TypeVar("T")
 DAY = 86_400
@@ -383,7 +388,7 @@ async def test_snippets_mark_the_term_and_name_who_wrote_it_when(store: SQLiteSt
     assert description.snippet == f"Since Monday the {marked} job fails"
     assert (description.snippet_author, description.snippet_at) == ("Ann Archer", T0 + 30)
     # The reply, cut out of the ticket's other replies: its author and time, not the first reply's.
-    assert reply.snippet == f"…{marked} {marked} {marked}…"
+    assert reply.snippet == f"{marked} {marked} {marked}"  # a short reply whole, no ellipsis
     assert (reply.snippet_author, reply.snippet_at) == (SUPPORT, T0 + 200)
     # Without a search there is no snippet.
     assert all(item.snippet is None for item in (await search(store, people.ann, None)).items)
@@ -392,7 +397,7 @@ async def test_snippets_mark_the_term_and_name_who_wrote_it_when(store: SQLiteSt
 async def test_a_reply_by_a_contact_is_credited_to_them(store: SQLiteStore, people: People) -> None:
     page = await search(store, people.ann, "news")
     assert [(i.ticket_id, i.snippet, i.snippet_author, i.snippet_at) for i in page.items] == [
-        ("1003", f"Hello, any {MARK_START}news{MARK_END} on this one?…", "Cho Chen", T0 + 100)
+        ("1003", f"Hello, any {MARK_START}news{MARK_END} on this one?", "Cho Chen", T0 + 100)
     ]
 
 
@@ -404,6 +409,40 @@ async def test_snippets_of_long_text_are_cut_with_ellipses(store: SQLiteStore, p
     assert item.snippet.endswith("…")
     assert f"{MARK_START}gannet{MARK_END}" in item.snippet
     assert len(item.snippet) < 200
+
+
+async def add_replies(store: SQLiteStore, ticket_id: str, bodies: list[str]) -> None:
+    """Public replies by support on the ticket, the n-th (from 1) at T0 + n."""
+    conversation = (await ids_of(store, "SELECT ticket_id, conversation_id FROM tickets"))[ticket_id]
+
+    def write(connection: sqlite3.Connection) -> None:
+        for at, body in enumerate(bodies, start=T0 + 1):
+            writes.add_part(connection, conversation, None, SUPPORT, body, True, at)
+
+    await store.transaction(write)
+
+
+async def test_a_reply_matching_many_times_gives_one_snippet_of_that_reply(store: SQLiteStore, people: People) -> None:
+    first = f"{LONG} gannet {LONG} gannet {LONG} gannet {LONG}"
+    await add_replies(store, "1004", ["Opening words", first, "gannet once more, gannet.", LONG])
+    [item] = (await search(store, people.ann, "gannet")).items
+    assert item.snippet is not None
+    assert (item.snippet_author, item.snippet_at) == (SUPPORT, T0 + 2)  # the earliest reply holding the word
+    # One cut of that one reply: its words, in order, with an ellipsis each side (it goes on both ways).
+    assert item.snippet.startswith(ELLIPSIS)
+    assert item.snippet.endswith(ELLIPSIS)
+    body = unmarked(item.snippet)[1:-1]
+    assert body in first
+    assert ELLIPSIS not in body
+    assert PART_SEPARATOR not in body
+    assert set(body.split()) <= {*LONG.split(), "gannet"}  # whole words only, none cut in two
+    assert item.snippet.count(MARK_START) == 1  # the three matches are far apart: the first one is shown
+
+
+async def test_a_short_reply_is_shown_whole_without_ellipses(store: SQLiteStore, people: People) -> None:
+    await add_replies(store, "1004", [LONG, "  The gannet landed.  ", LONG])
+    [item] = (await search(store, people.ann, "gannet")).items
+    assert (item.snippet, item.snippet_at) == (f"The {MARK_START}gannet{MARK_END} landed.", T0 + 2)
 
 
 async def test_stored_text_cannot_forge_markers(store: SQLiteStore, people: People) -> None:
@@ -653,19 +692,96 @@ def test_the_sql_cleaning_and_the_python_cleaning_agree(text: str) -> None:
     assert not set(RESERVED) & set(row[0])
 
 
-def test_locating_a_reply_snippet() -> None:
-    replies = PART_SEPARATOR.join(["first reply here", "the falcon flew", "last one"])
-    m = f"{MARK_START}falcon{MARK_END}"
-    assert locate_reply(f"{CUT}here{PART_SEPARATOR}the {m} flew{PART_SEPARATOR}last{CUT}", replies) == (
-        1,
-        f"{CUT}the {m} flew{CUT}",
-    )
-    assert locate_reply(f"the {m} flew", PART_SEPARATOR.join(["the falcon flew"])) == (0, f"the {m} flew")
-    # A phrase straddling two replies keeps balanced marks on the side it is cut to.
-    straddle = f"{CUT}reply {MARK_START}here{PART_SEPARATOR}the{MARK_END} falcon{CUT}"
-    assert locate_reply(straddle, replies) == (0, f"{CUT}reply {MARK_START}here{MARK_END}{CUT}")
-    assert locate_reply("not in there", replies) is None
-    assert locate_reply("", replies) is None
+M = f"{MARK_START}gannet{MARK_END}"
+
+
+def test_an_excerpt_cuts_between_words_and_marks_only_real_cuts() -> None:
+    words = " ".join(f"w{n}" for n in range(100))
+    middle = excerpt(words.replace("w50 ", f"{MARK_START}w50{MARK_END} "))
+    assert middle.startswith(f"{ELLIPSIS}w")
+    assert middle.endswith(ELLIPSIS)
+    assert f"{MARK_START}w50{MARK_END}" in middle
+    assert len(unmarked(middle)) <= SNIPPET_CHARS + 2
+    start = excerpt(f"{M} {words}")
+    assert start.startswith(M)  # nothing before the match: no ellipsis there
+    assert start.endswith(ELLIPSIS)
+    end = excerpt(f"{words} it. {M}.")
+    assert end.startswith(ELLIPSIS)
+    assert end.endswith(f"it. {M}.")  # the text's own end: no "it.…"
+    assert excerpt(f"  A short {M} reply.\n") == f"A short {M} reply."
+    assert excerpt("") == ""
+    # A mark the input left open is closed; a stray closing mark is dropped.
+    assert excerpt(f"{MARK_START}open") == f"{MARK_START}open{MARK_END}"
+    assert excerpt(f"stray{MARK_END} end") == "stray end"
+
+
+def test_an_excerpt_of_one_enormous_word_is_cut_inside_it() -> None:
+    snippet = excerpt("x" * 5_000 + M + "y" * 5_000)
+    assert snippet.startswith(ELLIPSIS)
+    assert snippet.endswith(ELLIPSIS)
+    assert M in snippet
+    assert len(snippet) <= SNIPPET_CHARS + 10
+    huge_match = excerpt(f"{MARK_START}{'z' * 5_000}{MARK_END} tail")
+    assert huge_match == f"{MARK_START}{'z' * SNIPPET_CHARS}{MARK_END}{ELLIPSIS}"
+
+
+def fts_marked(text: str, term: str) -> str | None:
+    """``text`` with the matches of ``term`` marked by FTS5 itself (the index's tokenizer), or None if none."""
+    query = fts_query(term)
+    if query is None:
+        return None
+    with closing(sqlite3.connect(":memory:")) as connection:
+        connection.execute("CREATE VIRTUAL TABLE f USING fts5(a, tokenize = 'unicode61 remove_diacritics 2')")
+        connection.execute("INSERT INTO f (a) VALUES (?)", (clean(text),))
+        row = connection.execute("SELECT highlight(f, 0, char(2), char(3)) FROM f WHERE f MATCH ?", (query,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+words = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs", "Zs", "Zl", "Zp", "Cc"), exclude_characters=ELLIPSIS),
+    max_size=20,
+)
+spaces = st.sampled_from([" ", "  ", "\n", " \t"])
+texts = st.lists(st.tuples(words, spaces), max_size=80).map(lambda pairs: "".join(w + s for w, s in pairs))
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=texts, pick=st.integers(min_value=0), cut=st.integers(min_value=1, max_value=20))
+def test_any_excerpt_is_one_window_cut_at_word_boundaries(text: str, pick: int, cut: int) -> None:
+    """For any text and term: one piece of the text, whole words, an ellipsis exactly where text was left out."""
+    tokens = search_terms(text)
+    term = tokens[pick % len(tokens)][:cut] if tokens else "zz"
+    marked = fts_marked(text, term)
+    if marked is None:
+        return
+    snippet = excerpt(marked)
+    plain = unmarked(marked)
+    # As HTML: the matches in <mark>, everything else escaped (no tag, no entity of the text's own).
+    shown = str(highlight(snippet))
+    assert shown.count("<mark>") == shown.count("</mark>") == snippet.count(MARK_START)
+    outside = re.sub("</?mark>", "", shown)
+    assert "<" not in outside
+    assert ">" not in outside
+    assert unescape(outside) == unmarked(snippet)
+    low, high = len(plain) - len(plain.lstrip()), len(plain.rstrip())
+    assert snippet.count(MARK_START) == snippet.count(MARK_END) >= 1
+    cut_before, cut_after = snippet.startswith(ELLIPSIS), snippet.endswith(ELLIPSIS) and len(snippet) > 1
+    body = unmarked(snippet)[1 if cut_before else None : -1 if cut_after else None]
+    if high - low <= SNIPPET_CHARS:  # it fits: the whole text, no ellipsis
+        assert (cut_before, cut_after, body) == (False, False, plain[low:high])
+        return
+    assert 0 < len(body) <= SNIPPET_CHARS
+    first_match = marked.index(MARK_START)
+    # Some place of the text where the body sits between two word boundaries, cut exactly where it says.
+    assert any(
+        (start == low or plain[start - 1].isspace())
+        and (start + len(body) == high or plain[start + len(body)].isspace())
+        and cut_before == (start > low)
+        and cut_after == (start + len(body) < high)
+        and start <= first_match < start + len(body)
+        for start in range(low, high)
+        if plain.startswith(body, start)
+    ), (snippet, plain)
 
 
 # --- migrating an existing database -----------------------------------------------------------------

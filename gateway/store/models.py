@@ -80,7 +80,8 @@ class TicketSummary:
     created_at: int
     updated_at: int
     snippet: str | None = None
-    """While searching: the best-matching text, each matched term between ``search.MARK_START`` and ``MARK_END``."""
+    """While searching: one piece of the best-matching text (a field, or one reply), cut between words with an
+    ellipsis where text was left out, each matched term between ``search.MARK_START`` and ``MARK_END``."""
     snippet_author: str | None = None
     """Who wrote the snippet's text: the reply's author, or the ticket's creator for its title or description."""
     snippet_at: int | None = None

@@ -1,4 +1,4 @@
-"""Ticket search: a visitor's words turned into a safe FTS5 query, and snippets traced back to their reply.
+"""Ticket search: a visitor's words turned into a safe FTS5 query, and each result's one snippet cut between words.
 
 The index (schema migration 2, table ``ticket_search``) holds one row per ticket:
 title, description, ticket id and ``replies``, the ticket's public replies joined
@@ -16,8 +16,11 @@ MARK_START = "\x02"
 MARK_END = "\x03"
 ELLIPSIS = "…"
 PART_SEPARATOR = "\x1e"
-# What snippet() writes where it cut the text; a control character so it cannot be confused with text.
+# Blanked in every indexed text by schema migration 2 (once the cut mark of FTS5's snippet()); still reserved so
+# that clean() mirrors the migration's SQL.
 CUT = "\x04"
+# How long a snippet is, about: some twenty words.
+SNIPPET_CHARS = 140
 # Characters the index blanks in everything it stores; must match _clean() in schema migration 2.
 RESERVED = (MARK_START, MARK_END, CUT, PART_SEPARATOR)
 
@@ -73,36 +76,97 @@ def clean(text: str) -> str:
     return text
 
 
-def finish(snippet: str) -> str:
-    """A snippet as callers get it: the cut marks made ellipses."""
-    return snippet.replace(CUT, ELLIPSIS)
+def _marked_spans(marked: str) -> tuple[str, list[tuple[int, int]]]:
+    """``marked`` without its markers, and the (start, end) of each marked run in that plain text.
 
-
-def locate_reply(snippet: str, replies: str) -> tuple[int, str] | None:
-    """Which reply a ``snippet()`` of the ``replies`` column falls in, and the snippet cut to that reply.
-
-    Returns the reply's position among the column's :data:`PART_SEPARATOR`-joined
-    replies, or None when the snippet's text is not in the column (it always is,
-    unless the index and the snippet disagree).
+    A mark left open is closed at the end and a stray closing mark is ignored, so any input gives balanced spans.
     """
-    cut_before, cut_after = snippet.startswith(CUT), snippet.endswith(CUT)
-    body = snippet[1 if cut_before else 0 : -1 if cut_after else None]
-    plain = body.replace(MARK_START, "").replace(MARK_END, "")
-    start = replies.find(plain)
-    if start < 0 or not plain:
-        return None
-    first_mark = body.find(MARK_START)
-    hit = body[:first_mark].count(PART_SEPARATOR) if first_mark >= 0 else 0
-    pieces = body.split(PART_SEPARATOR)
-    piece = pieces[hit]
-    # A highlighted phrase may straddle two replies: close or reopen its mark at the cut.
-    opened_before = sum(p.count(MARK_START) - p.count(MARK_END) for p in pieces[:hit])
-    if opened_before > 0:
-        piece = MARK_START + piece
-    if piece.count(MARK_START) > piece.count(MARK_END):
-        piece += MARK_END
-    if hit > 0 or cut_before:
-        piece = CUT + piece
-    if hit < len(pieces) - 1 or cut_after:
-        piece += CUT
-    return replies.count(PART_SEPARATOR, 0, start) + hit, piece
+    plain: list[str] = []
+    spans: list[tuple[int, int]] = []
+    opened: int | None = None
+    length = 0
+    for char in marked:
+        if char == MARK_START:
+            opened = length if opened is None else opened
+        elif char == MARK_END:
+            if opened is not None and length > opened:
+                spans.append((opened, length))
+            opened = None
+        else:
+            plain.append(char)
+            length += 1
+    if opened is not None and length > opened:
+        spans.append((opened, length))
+    return "".join(plain), spans
+
+
+def unmarked(marked: str) -> str:
+    """``marked`` without its markers: the text as stored."""
+    return marked.replace(MARK_START, "").replace(MARK_END, "")
+
+
+def _marked_terms(marked: str) -> frozenset[str]:
+    """The distinct marked words of ``marked``, case-folded: how many of the query's terms a text shows."""
+    plain, spans = _marked_spans(marked)
+    return frozenset(plain[start:end].casefold() for start, end in spans)
+
+
+def _window(plain: str, low: int, high: int, match: tuple[int, int], limit: int) -> tuple[int, int]:
+    """The ``plain[start:end]`` to show: about ``limit`` characters around ``match``, cut between words."""
+
+    def word_start(i: int) -> bool:
+        return not plain[i].isspace() and (i == low or plain[i - 1].isspace())
+
+    def word_end(i: int) -> bool:
+        return not plain[i - 1].isspace() and (i == high or plain[i].isspace())
+
+    first_start, first_end = match
+    # About a third of the window before the match, the rest after it (where its sentence goes on).
+    wanted = max(low, min(first_start - limit // 3, high - limit))
+    start = next((i for i in range(wanted, first_start + 1) if word_start(i)), None)
+    if start is None:  # the match's own word begins before the wanted start: from there
+        start = next((i for i in range(first_start, low - 1, -1) if word_start(i)), low)
+    end = next((i for i in range(min(high, start + limit), start, -1) if word_end(i)), start)
+    if end < first_end:  # the match's whole word, however long
+        end = next((i for i in range(first_end, high + 1) if word_end(i)), high)
+    if end - start > 2 * limit:  # one enormous word: cut inside it, around the match
+        start = max(start, first_start - limit // 3)
+        end = min(end, start + limit)
+    return start, end
+
+
+def excerpt(marked: str, limit: int = SNIPPET_CHARS) -> str:
+    """``marked`` (a text with its matches between the markers) cut to about ``limit`` characters around
+    its first match, at word boundaries, with an ellipsis on a side only where text was left out there.
+
+    A text that fits is returned whole (without its outer whitespace). Only a single word longer than
+    twice the window (a run with no space in it) is cut inside.
+    """
+    plain, spans = _marked_spans(marked)
+    low = len(plain) - len(plain.lstrip())
+    high = len(plain.rstrip())
+    if high - low <= limit:
+        start, end = low, high
+    else:
+        start, end = _window(plain, low, high, spans[0] if spans else (low, low), limit)
+    pieces = [ELLIPSIS] if start > low else []
+    at = start
+    for span_start, span_end in spans:
+        span_start, span_end = max(span_start, start), min(span_end, end)
+        if span_start >= span_end:
+            continue
+        pieces += [plain[at:span_start], MARK_START, plain[span_start:span_end], MARK_END]
+        at = span_end
+    pieces.append(plain[at:end])
+    if end < high:
+        pieces.append(ELLIPSIS)
+    return "".join(pieces)
+
+
+def best_reply(marked_replies: str) -> tuple[int, str]:
+    """The reply of a highlighted ``replies`` column showing the most distinct terms (the earliest of equals),
+    as (its position among the :data:`PART_SEPARATOR`-joined replies, its highlighted text)."""
+    replies = marked_replies.split(PART_SEPARATOR)
+    counts = [len(_marked_terms(reply)) for reply in replies]
+    index = counts.index(max(counts))
+    return index, replies[index]

@@ -34,7 +34,7 @@ from gateway.store.models import (
     TicketType,
 )
 from gateway.store.schema import migrate
-from gateway.store.search import PART_SEPARATOR, clean, finish, fts_query, locate_reply
+from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
 from gateway.store.writes import add_participant
 from gateway.visibility import TicketFilter
 
@@ -69,7 +69,6 @@ _SNIPPET_COLUMN = (
     f" WHEN bm25(ticket_search, 0, 0, 1, 0) < 0 THEN {_TICKET_ID}"
     f" WHEN bm25(ticket_search, 0, 1, 0, 0) < 0 THEN {_DESCRIPTION} ELSE {_REPLIES} END"
 )
-_SNIPPET_TOKENS = 16
 _SUMMARY_COLUMNS = """
     t.ticket_id, t.title, ty.name, s.external_label, s.category, c.name, p.name, t.created_at, t.updated_at
 """
@@ -407,11 +406,13 @@ class SQLiteStore:
         if not items:
             return items
         ids = list(conversations)
-        cut = f"snippet(ticket_search, {_SNIPPET_COLUMN}, char(2), char(3), char(4), {_SNIPPET_TOKENS})"
+        # highlight() marks every match in the whole column with the index's own tokenizer; excerpt() then
+        # cuts one snippet out of it (of one reply, for the replies column) between words.
+        marked = f"highlight(ticket_search, {_SNIPPET_COLUMN}, char(2), char(3))"
         # The unary + keeps the rowid test out of FTS5's hands: one pass over the matches, instead of
         # re-running the query (and its prefix expansions) once for every ticket of the page.
         sql = (
-            f"SELECT ticket_search.rowid, {_SNIPPET_COLUMN}, {cut}, ticket_search.replies"  # noqa: S608
+            f"SELECT ticket_search.rowid, {_SNIPPET_COLUMN}, {marked}"  # noqa: S608
             " FROM ticket_search WHERE ticket_search MATCH ? AND ticket_search.rowid BETWEEN ? AND ?"
             f" AND +ticket_search.rowid IN ({','.join('?' * len(ids))})"
         )
@@ -421,31 +422,27 @@ class SQLiteStore:
             if ticket not in found:  # cannot happen within one connection; keep the row, without a snippet
                 result.append(item)
                 continue
-            column, snippet, replies = found[ticket]
+            column, text = found[ticket]
             author: str | None = item.creator_name
             at: int | None = item.created_at
             if column == _REPLIES:
-                snippet, author, at = self._reply_snippet(snippet, replies or "", conversations[ticket])
-            result.append(replace(item, snippet=finish(snippet), snippet_author=author, snippet_at=at))
+                text, author, at = self._reply(text or "", conversations[ticket])
+            result.append(replace(item, snippet=excerpt(text), snippet_author=author, snippet_at=at))
         return result
 
-    def _reply_snippet(self, snippet: str, replies: str, conversation: int) -> tuple[str, str | None, int | None]:
-        """A snippet of the replies column cut to one reply, with that reply's author and time."""
-        located = locate_reply(snippet, replies)
-        if located is None:
-            return snippet, None, None
-        index, snippet = located
-        text = replies.split(PART_SEPARATOR)[index]
+    def _reply(self, marked_replies: str, conversation: int) -> tuple[str, str | None, int | None]:
+        """The best-matching reply of a highlighted replies column, with that reply's author and time."""
+        index, marked = best_reply(marked_replies)
         parts = self._connection.execute(
             "SELECT author_name, created_at, body FROM conversation_parts"
             " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id",
             (conversation,),
         ).fetchall()
         # SECURITY: only public parts are candidates, so a note never lends its author or time to a snippet.
-        for author, at, body in parts:
-            if clean(body) == text:
-                return snippet, author, at
-        return snippet, None, None
+        # The column joins them in this same order; the text check guards against the two ever disagreeing.
+        if index < len(parts) and clean(parts[index][2]) == unmarked(marked):
+            return marked, parts[index][0], parts[index][1]
+        return marked, None, None
 
     async def get_ticket(self, visible: TicketFilter, ticket_id: str) -> TicketDetail | None:
         """The ticket with that customer-facing id, if the filter lets the visitor see it."""
