@@ -1,13 +1,17 @@
 """First-run set-up for the bundled config: dev secrets and a dev certificate authority.
 
-Only ``serve`` without ``-c`` calls this. Nothing here is fit for production:
-the secrets sit in a git-ignored folder and the CA is trusted by nobody until
-you tell your curl or browser about it.
+Only the commands run without ``-c`` use this, and only ``serve`` makes the
+certificate. Nothing here is fit for production: the secrets sit in plain
+files under ``dev-secrets/`` of the working directory (git-ignored in a
+checkout of this repository) and the CA is trusted by nobody until you tell
+your curl or browser about it.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,6 +40,21 @@ def dev_secrets(folder: Path = DEV_SECRETS_DIR) -> tuple[dict[str, str], list[st
             generated.append(name)
         values[name] = path.read_text(encoding="utf-8").strip()
     return values, generated
+
+
+def git_ignored(path: Path) -> bool:
+    """Whether git confirms that ``path`` is ignored (False outside a git work tree, or without git)."""
+    git = shutil.which("git")
+    if git is None:
+        return False
+    try:
+        # Fixed arguments, no shell; the path is ours. Exit 0: ignored, 1: not ignored, 128: no work tree.
+        done = subprocess.run(  # noqa: S603
+            [git, "check-ignore", "--quiet", "--", str(path)], capture_output=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def dev_ca_path(cert: Path) -> Path:
