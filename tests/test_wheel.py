@@ -174,21 +174,22 @@ def build_context(folder: Path) -> Path:
     return folder
 
 
+def timed(what: str, *args: str) -> None:
+    """Run ``python -m ARGS`` with this interpreter, fail the test with its output if it fails, print how long."""
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, timeout=BUILD_TIMEOUT, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    print(f"{what} in {time.monotonic() - started:.1f} s")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel, built from the build stage's files with its command."""
     context = build_context(tmp_path_factory.mktemp("context"))
     dist = tmp_path_factory.mktemp("dist")
-    started = time.monotonic()
-    built = subprocess.run(
-        [sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(context)],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
-    print(f"wheel built in {time.monotonic() - started:.1f} s")
+    timed("wheel built", "build", "--wheel", "--outdir", str(dist), str(context))
     (found,) = dist.glob("*.whl")
     return found
 
@@ -212,18 +213,9 @@ class Venv:
 def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Venv:
     """A fresh virtualenv (no system site-packages, no pip of its own) with the wheel pip-installed."""
     env = Venv(tmp_path_factory.mktemp("venv") / "env")
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env.root)], check=True, timeout=60)
+    timed("virtualenv made", "venv", "--without-pip", str(env.root))
     # The running pip installs into the new interpreter's environment: the wheel, then its dependencies.
-    installed = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(env.bin / "python"), "install", "--no-input", str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=BUILD_TIMEOUT,
-        check=False,
-    )
-    assert installed.returncode == 0, installed.stdout + installed.stderr
-    print(f"wheel installed with its dependencies in {time.monotonic() - started:.1f} s")
+    timed("wheel installed with its dependencies", "pip", "--python", str(env.bin / "python"), "install", str(wheel))
     return env
 
 
