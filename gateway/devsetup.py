@@ -48,9 +48,11 @@ def git_ignored(path: Path) -> bool:
     if git is None:
         return False
     try:
-        # Fixed arguments, no shell; the path is ours. Exit 0: ignored, 1: not ignored, 128: no work tree.
+        # SECURITY: fixed arguments, no shell, and --no-index: git reads only the ignore rules, not the
+        # index, whose refresh could run a hook (core.fsmonitor) of whatever repository the folder is in.
+        # Exit 0: ignored, 1: not ignored, 128: no work tree (or one git refuses to trust).
         done = subprocess.run(  # noqa: S603
-            [git, "check-ignore", "--quiet", "--", str(path)], capture_output=True, timeout=5, check=False
+            [git, "check-ignore", "--quiet", "--no-index", "--", str(path)], capture_output=True, timeout=5, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
