@@ -48,8 +48,11 @@ def _load(path: Path | None) -> GatewayConfig:
         return load_config(path)
     defaults, generated = devsetup.dev_secrets()
     if generated:
+        folder = devsetup.DEV_SECRETS_DIR
+        # Claimed only where git says so: outside a checkout nothing keeps the folder out of version control.
+        ignored = " (git-ignored)" if devsetup.git_ignored(folder) else ""
         _say(
-            f"generated dev secrets {', '.join(generated)} into {devsetup.DEV_SECRETS_DIR}/ (git-ignored); "
+            f"generated dev secrets {', '.join(generated)} into {folder}/{ignored}; "
             "set them in the environment to use your own"
         )
     return load_config(None, env_defaults={**defaults, **devsetup.DEMO_OVERRIDES})

@@ -1,14 +1,17 @@
 """First-run set-up for the bundled config: dev secrets and a dev certificate authority.
 
 Every command run without ``-c`` reads the dev secrets; ``serve`` and ``check``
-also make the dev certificate. Nothing here is fit for production:
-the secrets sit in a git-ignored folder and the CA is trusted by nobody until
-you tell your curl or browser about it.
+also make the dev certificate. Nothing here is fit for production: the secrets
+sit in plain files under ``dev-secrets/`` of the working directory (git-ignored
+in a checkout of this repository) and the CA is trusted by nobody until you
+tell your curl or browser about it.
 """
 
 from __future__ import annotations
 
 import secrets
+import shutil
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,6 +40,23 @@ def dev_secrets(folder: Path = DEV_SECRETS_DIR) -> tuple[dict[str, str], list[st
             generated.append(name)
         values[name] = path.read_text(encoding="utf-8").strip()
     return values, generated
+
+
+def git_ignored(path: Path) -> bool:
+    """Whether git confirms that ``path`` is ignored (False outside a git work tree, or without git)."""
+    git = shutil.which("git")
+    if git is None:
+        return False
+    try:
+        # SECURITY: fixed arguments, no shell, and --no-index: git reads only the ignore rules, not the
+        # index, whose refresh could run a hook (core.fsmonitor) of whatever repository the folder is in.
+        # Exit 0: ignored, 1: not ignored, 128: no work tree (or one git refuses to trust).
+        done = subprocess.run(  # noqa: S603
+            [git, "check-ignore", "--quiet", "--no-index", "--", str(path)], capture_output=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def dev_ca_path(cert: Path) -> Path:

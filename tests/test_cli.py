@@ -430,3 +430,36 @@ def test_serve_refuses_fewer_than_one_worker(cert_files: CertFiles, tmp_path: Pa
     assert run.returncode == 2, run.stderr
     assert "portal-gateway: --workers: must be at least 1" in run.stderr
     assert "listening" not in run.stderr
+
+
+# --- first run -----------------------------------------------------------------------------------
+
+
+def first_run_message(folder: Path) -> str:
+    """What a command without ``-c`` says when it generates the dev secrets in ``folder``."""
+    run = gateway_cli(folder, "token", "--user-id", "u1")
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if "generated dev secrets" in line]
+    assert len(lines) == 1, run.stderr
+    return lines[0]
+
+
+def git_init(folder: Path, ignore: str | None = None) -> None:
+    """Make ``folder`` a git work tree whose .gitignore holds ``ignore``."""
+    subprocess.run(["git", "init", "--quiet", str(folder)], check=True, capture_output=True, timeout=RUN_TIMEOUT)
+    if ignore is not None:
+        (folder / ".gitignore").write_text(ignore + "\n", encoding="utf-8")
+
+
+def test_first_run_says_the_dev_secrets_are_git_ignored_where_git_confirms_it(tmp_path: Path) -> None:
+    git_init(tmp_path, ignore="dev-secrets/")
+    assert "into dev-secrets/ (git-ignored);" in first_run_message(tmp_path)
+
+
+@pytest.mark.parametrize("checkout", [False, True], ids=["not a checkout", "a checkout that tracks it"])
+def test_first_run_claims_no_git_ignore_that_git_does_not_confirm(tmp_path: Path, checkout: bool) -> None:
+    if checkout:
+        git_init(tmp_path, ignore="logs/")
+    message = first_run_message(tmp_path)
+    assert "into dev-secrets/;" in message
+    assert "git-ignored" not in message

@@ -21,7 +21,7 @@ import ssl
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -58,6 +58,7 @@ STREAM_MIB = 200  # 200 MiB = 209.7 MB each way
 RSS_BUDGET = 64 * MiB
 RSS_SAMPLE_SECONDS = 0.05
 CLI_PREFIX = "portal-gateway:"
+PYTHON_M_GATEWAY = (sys.executable, "-m", "gateway")
 
 
 @dataclass
@@ -121,14 +122,17 @@ async def _drain_stderr(gateway: GatewayProcess, started: asyncio.Event) -> None
     started.set()  # EOF: the process is gone; the waiter reports why
 
 
-def base_env(**overrides: str) -> dict[str, str]:
-    """The test's environment without secrets or gateway overrides of its own, plus ``overrides``."""
+def base_env(*, source_tree: bool = True, **overrides: str) -> dict[str, str]:
+    """The test's environment without secrets or gateway overrides of its own, plus ``overrides``;
+    the source tree on PYTHONPATH, or (``source_tree=False``) no PYTHONPATH at all."""
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith("PORTAL_GATEWAY__") and name not in ("MESSENGER_API_SECRET", "PORTAL_ADMIN_TOKEN")
+        if not name.startswith("PORTAL_GATEWAY__")
+        and name not in ("MESSENGER_API_SECRET", "PORTAL_ADMIN_TOKEN", "PYTHONPATH")
     }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if source_tree:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env.update(overrides)
     return env
 
@@ -139,11 +143,11 @@ async def launch(leaks: Leaks) -> AsyncIterator[Launch]:
     and its stderr checked for planted values."""
     started: list[GatewayProcess] = []
 
-    async def run(args: list[str], cwd: Path, env: Mapping[str, str] | None = None) -> GatewayProcess:
+    async def run(
+        args: list[str], cwd: Path, env: Mapping[str, str] | None = None, program: Sequence[str] = PYTHON_M_GATEWAY
+    ) -> GatewayProcess:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
+            *program,
             *args,
             cwd=cwd,
             env=dict(env) if env is not None else base_env(),
@@ -618,15 +622,15 @@ async def _not_found(request: web.Request) -> web.StreamResponse:
     return web.Response(status=404, text="no such article")
 
 
-async def run_cli(*args: str, cwd: Path) -> tuple[int, str, str]:
-    """``python -m gateway ARGS``: exit code, stdout, stderr."""
+async def run_cli(
+    *args: str, cwd: Path, env: Mapping[str, str] | None = None, program: Sequence[str] = PYTHON_M_GATEWAY
+) -> tuple[int, str, str]:
+    """``python -m gateway ARGS`` (or ``program ARGS``): exit code, stdout, stderr."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
+        *program,
         *args,
         cwd=cwd,
-        env=base_env(),
+        env=dict(env) if env is not None else base_env(),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
