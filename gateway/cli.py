@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import ssl
 import sys
@@ -11,12 +12,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import aiohttp
+from yarl import URL
+
 from gateway import devsetup, server, workers
 from gateway.auditreport import render, summarise
 from gateway.checks import run_checks
 from gateway.config import AuditConfig, GatewayConfig, load_config
 from gateway.errors import ConfigError
-from gateway.identity import Identity, parse_ttl, sign_token
+from gateway.identity import Identity, JWKSKeys, parse_ttl, sign_token
 from gateway.logs import setup_logging
 from gateway.rules import compile_rules
 from gateway.store import SQLiteStore
@@ -24,6 +28,7 @@ from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
 from gateway.tls import server_context
+from gateway.tokeninspect import inspect_token
 from gateway.visibility import VisibilityPolicy, Visitor
 
 log = logging.getLogger("gateway")
@@ -159,6 +164,27 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_inspect(args: argparse.Namespace) -> int:
+    """Decode a token and say whether (and why not) the gateway of this configuration accepts it."""
+    config = _load(args.config).identity.jwt
+    token = (sys.stdin.read() if args.token in (None, "-") else args.token).strip()
+    if not token:
+        _say("token inspect: no token (give it as the argument, or on stdin)")
+        return EXIT_CONFIG
+    jwks = asyncio.run(_fetched_jwks(config.jwks_url)) if config.jwks_url is not None else None
+    inspection = inspect_token(token, config, time.time(), jwks)
+    print(json.dumps(inspection.to_json(), indent=2) if args.json else inspection.render())
+    return 0 if inspection.accepted else EXIT_FAILED
+
+
+async def _fetched_jwks(url: URL) -> JWKSKeys:
+    """The keys at ``url``, fetched once (a failure is logged, and no key is held)."""
+    jwks = JWKSKeys(url)
+    async with aiohttp.ClientSession() as session:
+        await jwks.refresh(session)
+    return jwks
+
+
 def cmd_preview(args: argparse.Namespace) -> int:
     """Print how many contacts the access rules (or visibility conditions) match, and the first of them."""
     config = _load(args.config)
@@ -246,6 +272,14 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", default="1h", help="lifetime: 90, 45s, 30m, 1h, 2d (default: %(default)s)")
     token.set_defaults(func=cmd_token)
 
+    inspect = commands.add_parser(
+        "token inspect", help="decode a JWT and say whether the gateway accepts it, and if not why; exit 1 if not"
+    )
+    inspect.add_argument("-c", "--config", type=Path, help=config_help)
+    inspect.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    inspect.add_argument("token", nargs="?", help="the JWT; '-' or nothing: read it from stdin")
+    inspect.set_defaults(func=cmd_token_inspect)
+
     preview = commands.add_parser("preview", help="the contacts the access rules or visibility conditions match")
     preview.add_argument("-c", "--config", type=Path, help=config_help)
     preview.add_argument("--rules", choices=("access", "visibility"), default="access")
@@ -266,8 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Sub-commands of commands that also run on their own (``token --user-id``, ``audit FILE``): argparse cannot
+# mix optional sub-parsers with a positional, so ``token inspect`` is read as the one command "token inspect".
+NESTED_COMMANDS = frozenset({"token inspect"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``portal-gateway`` and ``python -m gateway``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if " ".join(argv[:2]) in NESTED_COMMANDS:
+        argv = [" ".join(argv[:2]), *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

@@ -301,6 +301,11 @@ class JWKSKeys:
         self._keys, self._unknown_seen = keys, False
         log.info("JWKS %s: %d keys", self.url, len(keys))
 
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """The key ids held, sorted (``token inspect`` lists them)."""
+        return tuple(sorted(self._keys))
+
     def key_for(self, kid: str) -> tuple[str, Any] | None:
         """The (algorithm, public key) pinned to ``kid``, or None."""
         return self._keys.get(kid)
