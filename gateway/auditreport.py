@@ -1,4 +1,5 @@
-"""Summarise an audit log: what crossed the edge, by cookie name, status and decision."""
+"""Summarise an audit log: what crossed the edge, by cookie name, status and decision; and what ``audit verify``
+found of its hash chains."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from gateway.auditchain import Verification
 
 _COOKIE_COLUMNS = ("received", "forwarded", "stripped")
 _SET_COOKIE_COLUMNS = {"upstream_set": "passed", "upstream_dropped": "dropped"}
@@ -114,4 +117,52 @@ def render(summary: Summary) -> str:
     ):
         if counts:
             lines += ["", f"{title}:", *(f"  {key}: {n}" for key, n in counts.most_common())]
+    return "\n".join(lines)
+
+
+def verification_json(result: Verification) -> dict[str, Any]:
+    """What ``audit verify --json`` prints."""
+    failure = result.failure
+    return {
+        "ok": result.ok,
+        "lines": result.lines,
+        "failure": None
+        if failure is None
+        else {
+            "file": failure.where.file,
+            "line": failure.where.line,
+            "message": failure.message,
+            "suspects": [str(where) for where in failure.suspects],
+        },
+        "chains": [
+            {
+                "id": chain.id,
+                "records": chain.records,
+                "first_seq": chain.first_seq,
+                "first": str(chain.first),
+                "seq": chain.seq,
+                "head": str(chain.head),
+                "sha256": chain.hash,
+                "continued": chain.continued,
+            }
+            for chain in result.chains.values()
+        ],
+    }
+
+
+def render_verification(result: Verification) -> str:
+    """What ``audit verify`` prints: the verdict, then each chain's extent and head (to keep elsewhere)."""
+    if result.failure is None:
+        lines = [f"ok: {result.lines} lines, {len(result.chains)} chains, every line in place"]
+    else:
+        lines = [f"FAILED at {result.failure}"]
+        if len(result.failure.suspects) > 1:
+            lines.append("  lines to look at: " + ", ".join(map(str, result.failure.suspects)))
+        lines.append(f"  checked {result.lines} lines before stopping")
+    for chain in result.chains.values():
+        continued = " (continues from an earlier file)" if chain.continued else ""
+        lines.append(
+            f"chain {chain.id}: seq {chain.first_seq}-{chain.seq}, {chain.first} to {chain.head}, "
+            f"head sha256 {chain.hash}{continued}"
+        )
     return "\n".join(lines)

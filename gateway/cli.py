@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -16,9 +17,10 @@ import aiohttp
 from yarl import URL
 
 from gateway import devsetup, server, workers
-from gateway.auditreport import render, summarise
+from gateway.auditchain import verify
+from gateway.auditreport import render, render_verification, summarise, verification_json
 from gateway.checks import run_checks
-from gateway.config import AuditConfig, GatewayConfig, load_config
+from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret
 from gateway.errors import ConfigError
 from gateway.identity import Identity, JWKSKeys, parse_ttl, sign_token
 from gateway.logs import setup_logging
@@ -149,6 +151,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
         _say(f"cannot read audit log {args.file}: {exc.strerror}")
         return EXIT_FAILED
     return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Prove the hash chains of audit files (oldest first); exit 1 at the first line out of place."""
+    key = None
+    if args.key is not None:
+        if not args.key.startswith(("env:", "file:")):
+            _say("--key: give env:NAME or file:PATH (a key on the command line shows in ps and shell history)")
+            return EXIT_CONFIG
+        try:
+            key = resolve_secret(args.key).encode()
+        except ValueError as exc:
+            _say(f"--key: {exc}")
+            return EXIT_CONFIG
+    try:
+        with contextlib.ExitStack() as files:
+            opened = [(str(path), files.enter_context(path.open("rb"))) for path in args.files]
+            result = verify(opened, key)
+    except OSError as exc:
+        _say(f"cannot read audit log {exc.filename}: {exc.strerror}")
+        return EXIT_FAILED
+    print(json.dumps(verification_json(result), indent=2) if args.json else render_verification(result))
+    return 0 if result.ok else EXIT_FAILED
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -297,12 +322,20 @@ def build_parser() -> argparse.ArgumentParser:
         "file", nargs="?", type=Path, default=AuditConfig().path, help="audit log (default: %(default)s)"
     )
     audit.set_defaults(func=cmd_audit)
+
+    chain = commands.add_parser(
+        "audit verify", help="prove the audit log's hash chains; exit 1 if a line is out of place"
+    )
+    chain.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audit files, oldest (rotated) first")
+    chain.add_argument("--key", help="the audit.chain_key, as env:NAME or file:PATH: check every line's MAC too")
+    chain.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    chain.set_defaults(func=cmd_audit_verify)
     return parser
 
 
 # Sub-commands of commands that also run on their own (``token --user-id``, ``audit FILE``): argparse cannot
 # mix optional sub-parsers with a positional, so ``token inspect`` is read as the one command "token inspect".
-NESTED_COMMANDS = frozenset({"token inspect"})
+NESTED_COMMANDS = frozenset({"token inspect", "audit verify"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
