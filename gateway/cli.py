@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import ssl
@@ -18,7 +19,16 @@ from yarl import URL
 
 from gateway import devsetup, server, workers
 from gateway.auditchain import verify
-from gateway.auditreport import render, render_verification, summarise, verification_json
+from gateway.auditreport import (
+    Filter,
+    parse_status,
+    parse_when,
+    render,
+    render_verification,
+    summarise,
+    summary_json,
+    verification_json,
+)
 from gateway.checks import run_checks
 from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret
 from gateway.errors import ConfigError
@@ -143,13 +153,31 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Summarise an audit log."""
+    """Summarise audit logs, or the records the filters pick."""
+    now = time.time()
     try:
-        with args.file.open(encoding="utf-8", errors="replace") as lines:
-            print(render(summarise(lines)))
+        where = Filter(
+            user=args.user,
+            since=parse_when(args.since, now) if args.since else None,
+            until=parse_when(args.until, now, end=True) if args.until else None,
+            cookie=args.cookie,
+            decision=args.decision,
+            status=parse_status(args.status) if args.status else None,
+            path=args.path,
+        )
+    except ValueError as exc:
+        _say(f"audit: {exc}")
+        return EXIT_CONFIG
+    try:
+        with contextlib.ExitStack() as files:
+            lines = itertools.chain.from_iterable(
+                files.enter_context(path.open(encoding="utf-8", errors="replace")) for path in args.files
+            )
+            summary = summarise(lines, where)
     except OSError as exc:
-        _say(f"cannot read audit log {args.file}: {exc.strerror}")
+        _say(f"cannot read audit log {exc.filename}: {exc.strerror}")
         return EXIT_FAILED
+    print(json.dumps(summary_json(summary), indent=2) if args.json else render(summary))
     return 0
 
 
@@ -317,10 +345,23 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--strict", action="store_true", help="refuse the whole file at the first bad line")
     load.set_defaults(func=cmd_import)
 
-    audit = commands.add_parser("audit", help="summarise an audit log")
+    audit = commands.add_parser("audit", help="summarise audit logs, or the records the filters pick")
     audit.add_argument(
-        "file", nargs="?", type=Path, default=AuditConfig().path, help="audit log (default: %(default)s)"
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        default=[AuditConfig().path],
+        help="audit logs, e.g. rotated then current (default: %(default)s)",
     )
+    audit.add_argument("--user", help="only this user_id's requests (the verified identity)")
+    audit.add_argument("--since", help="from this time on: 2026-05-01, 2026-05-01T10:00Z, or ago: 7d, 12h, 30m")
+    audit.add_argument("--until", help="before this time (a date alone: to the end of that day)")
+    audit.add_argument("--cookie", metavar="NAME", help="only requests where this cookie was received, sent or set")
+    audit.add_argument("--decision", choices=("allow", "deny"), help="only this access decision")
+    audit.add_argument("--status", help="only this status (403) or class (4xx)")
+    audit.add_argument("--path", help="only paths under this prefix, by whole segments (/tickets)")
+    audit.add_argument("--json", action="store_true", help="print JSON, for scripts")
     audit.set_defaults(func=cmd_audit)
 
     chain = commands.add_parser(
