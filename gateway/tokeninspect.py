@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from jwt.utils import base64url_decode, base64url_encode
 
 from gateway.config import JWTConfig
-from gateway.identity import Identity, JWKSKeys, JWTVerifier
+from gateway.identity import Identity, JWKSKeys, JWTVerifier, is_time
 from gateway.timefmt import iso
 
 TIME_CLAIMS = ("iat", "nbf", "exp")
@@ -104,7 +103,8 @@ class Inspection:
 
 
 def _compact(value: Any) -> str:
-    return "(undecodable)" if value is None else json.dumps(value, ensure_ascii=False)
+    # SECURITY: unverified claims are anyone's text: escaped to ASCII, no terminal control sequence gets through.
+    return "(undecodable)" if value is None else json.dumps(value)
 
 
 def duration(seconds: float) -> str:
@@ -131,16 +131,12 @@ def _segment(part: str) -> Any:
         return None
 
 
-def _is_time(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and abs(value) < 1e15
-
-
 def _times(claims: Any, now: float) -> tuple[TimeClaim, ...]:
     if not isinstance(claims, dict):
         return ()
     return tuple(
         TimeClaim(name, claims[name], iso(int(claims[name])), relative(claims[name], now))
-        if _is_time(claims[name])
+        if is_time(claims[name])
         else TimeClaim(name, claims[name], None, None)
         for name in TIME_CLAIMS
         if name in claims
@@ -196,7 +192,7 @@ def _explain(reason: str, header: Any, claims: Any, config: JWTConfig, jwks: JWK
             f"leeway is {leeway} s"
         )
     if reason == "not_yet_valid":
-        start = max(float(claims[name]) for name in ("nbf", "iat") if _is_time(claims.get(name)))
+        start = max(float(claims[name]) for name in ("nbf", "iat") if is_time(claims.get(name)))
         return (
             f"not yet valid: iat/nbf is {duration(start - now)} ahead of this clock, beyond the {leeway} s leeway: "
             "the clock of the server that signs it runs ahead (sync it with NTP), or it signs a future iat/nbf"
@@ -232,7 +228,7 @@ def _explain(reason: str, header: Any, claims: Any, config: JWTConfig, jwks: JWK
 def _malformed(header: Mapping[str, Any], claims: Mapping[str, Any], config: JWTConfig) -> str:
     if not header or not claims:
         return "not a JWT (header.payload.signature, each base64url JSON): copy the whole token, no quotes or spaces"
-    bad = [name for name in TIME_CLAIMS if name in claims and not _is_time(claims[name])]
+    bad = [name for name in TIME_CLAIMS if name in claims and not is_time(claims[name])]
     if bad:
         return f"{', '.join(bad)} must be a number of seconds since 1970 (a NumericDate), not a string or date"
     if "exp" not in claims and config.require_exp:
