@@ -192,11 +192,9 @@ def _parse(where: Location, raw: bytes, key: bytes | None) -> _Entry:
 def _entries(files: Sequence[tuple[str, Iterable[bytes]]], key: bytes | None) -> Iterator[_Entry]:
     for name, lines in files:
         for number, raw in enumerate(lines, 1):
-            yield (
-                _Entry(Location(name, number), "", error="empty line")
-                if not raw.strip()
-                else _parse(Location(name, number), raw, key)
-            )
+            where = Location(name, number)
+            # The writer never writes an empty line: one is an inserted line, or what is left of a changed one.
+            yield _parse(where, raw, key) if raw.strip() else _Entry(where, "", error="an empty line: inserted")
 
 
 def verify(files: Sequence[tuple[str, Iterable[bytes]]], key: bytes | None = None) -> Verification:

@@ -317,7 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", type=Path, help=config_help)
     check.set_defaults(func=cmd_check)
 
-    token = commands.add_parser("token", help="sign a JWT with the first configured secret (for testing)")
+    token = commands.add_parser(
+        "token",
+        help="sign a JWT with the first configured secret (for testing)",
+        epilog="To see why a token is refused: portal-gateway token inspect TOKEN",
+    )
     token.add_argument("-c", "--config", type=Path, help=config_help)
     token.add_argument("--user-id", required=True, help="the user_id claim")
     token.add_argument("--email", help="the email claim")

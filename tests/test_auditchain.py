@@ -154,7 +154,7 @@ def mutate(files: Files, data: st.DataObject, keyed: bool) -> tuple[Files, Locat
     elif kind == "insert":
         position = data.draw(st.integers(0, last + 1))
         copy = flat[data.draw(st.integers(0, last))]
-        changed.insert(position, data.draw(st.sampled_from([copy, b'{"request_id":"forged"}\n', b"not json\n"])))
+        changed.insert(position, data.draw(st.sampled_from([copy, b'{"request_id":"forged"}\n', b"not json\n", b"\n"])))
     else:
         source = data.draw(st.integers(0, last))
         position = data.draw(st.integers(0, last).filter(lambda target: target != source))
