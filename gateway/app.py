@@ -11,7 +11,7 @@ import jinja2
 from aiohttp import web
 
 import routes
-from gateway.audit import audit_log_context, audit_middleware
+from gateway.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.config import CONFIG, GatewayConfig
 from gateway.errorpages import error_middleware
 from gateway.framing import framing_middleware
@@ -46,9 +46,11 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
 HEAD_DEADLINE = web.AppKey("head_deadline", HeadDeadline)
 
 
-def create_app(config: GatewayConfig, metrics: Metrics | None = None) -> web.Application:
-    """Build the gateway's HTTPS application from a validated config; ``metrics`` carries the counts of
-    the app it replaces (a reload), so that counters never go back to zero while the process lives."""
+def create_app(
+    config: GatewayConfig, metrics: Metrics | None = None, audit_log: AuditLog | None = None
+) -> web.Application:
+    """Build the gateway's HTTPS application from a validated config; ``metrics`` and ``audit_log`` come from
+    the app it replaces (a reload): counters never go back to zero and the audit chain never breaks."""
     head_deadline = HeadDeadline(config.requests.header_timeout)
     app = web.Application(
         middlewares=[
@@ -73,7 +75,7 @@ def create_app(config: GatewayConfig, metrics: Metrics | None = None) -> web.App
     app[MESSENGER] = Upstream.from_config(config, config.messenger.upstream)
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt))
     app.cleanup_ctx.extend(
-        [audit_log_context(config.audit.path), upstream_pool, upstream_session, store_context, jwks_context]
+        [audit_log_context(config.audit, audit_log), upstream_pool, upstream_session, store_context, jwks_context]
     )
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)

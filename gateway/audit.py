@@ -11,6 +11,10 @@ wakes a few times a second instead of once a request, and several worker
 processes appending to one file never interleave within a line. SIGHUP
 reopens the file (logrotate).
 
+Each line is linked into the process's hash chain as it is encoded
+(``gateway/auditchain.py``): one chain per process, carried from app to app
+across reloads and from file to file across rotations.
+
 SECURITY: an entry holds names, decisions and reasons only. No field takes a
 cookie value, a token, a header value or a query string.
 """
@@ -34,6 +38,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.auditchain import Chain
+from gateway.config import AuditConfig
 from gateway.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -172,18 +178,20 @@ class AuditLog:
     """Appends records to a JSON-lines file in batches, from a writer thread; ``reopen`` for logrotate.
 
     A record reaches the file within ``LINGER`` seconds of :meth:`write`, and at once when no event loop
-    runs (tools, tests); :meth:`close` writes everything first.
+    runs (tools, tests); :meth:`close` writes everything first. Each line is chained (and MACed with ``key``).
     """
 
     _REOPEN = object()
     _STOP = object()
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes | None = None) -> None:
         self.path = path
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._batch: list[str] = []
+        self._batch: list[bytes] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._users = 0
         self._fd = self._open()
+        self.chain = Chain.continuing(path, key)
         self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._thread.start()
 
@@ -192,9 +200,9 @@ class AuditLog:
         return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
 
     def write(self, record: dict[str, Any]) -> None:
-        """Encode one record and add it to the batch; never blocks the caller."""
+        """Encode one record, link it into the chain and add it to the batch; never blocks the caller."""
         try:
-            line = _encode(record) + "\n"
+            line = self.chain.link(_encode(record))
         except (TypeError, ValueError):
             log.exception("audit record could not be encoded")
             return
@@ -213,13 +221,24 @@ class AuditLog:
             self._timer.cancel()
             self._timer = None
         if self._batch:
-            self._queue.put("".join(self._batch).encode("utf-8"))
+            self._queue.put(b"".join(self._batch))
             self._batch = []
 
     def reopen(self) -> None:
-        """Close and reopen the file after the records already written."""
+        """Close and reopen the file after the records already written; the chain goes on in the new file."""
         self.flush()
         self._queue.put(self._REOPEN)
+        self.chain.reopened = True
+
+    def attach(self) -> None:
+        """One more app writes here (a reload hands the log on to the new app)."""
+        self._users += 1
+
+    def detach(self) -> None:
+        """An app is done with the log; the last one closes it."""
+        self._users -= 1
+        if self._users <= 0:
+            self.close()
 
     def close(self) -> None:
         """Write every record, then stop the writer."""
@@ -260,13 +279,25 @@ AUDIT_ENTRY = web.RequestKey("audit_entry", AuditEntry)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 
-def audit_log_context(path: Path) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A cleanup context owning the app's audit writer: opened at start, flushed and closed at stop."""
+def audit_log_context(
+    config: AuditConfig, previous: AuditLog | None = None
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup context giving the app its audit writer, closed with the last app that uses it.
+
+    ``previous`` is the log of the app this one replaces (a reload): writing the same file, it is carried on,
+    so that a process keeps one writer and one unbroken chain.
+    """
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        app[AUDIT_LOG] = AuditLog(path)
+        if previous is not None and previous.path == config.path:
+            audit_log = previous
+        else:
+            key = config.chain_key.get_secret_value().encode() if config.chain_key is not None else None
+            audit_log = AuditLog(config.path, key)
+        audit_log.attach()
+        app[AUDIT_LOG] = audit_log
         yield
-        app[AUDIT_LOG].close()
+        audit_log.detach()
 
     return context
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import ssl
@@ -14,14 +16,25 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiohttp
 from yarl import URL
 
 from gateway import devsetup, probe, server, workers
-from gateway.auditreport import render, summarise
+from gateway.auditchain import verify
+from gateway.auditreport import (
+    Filter,
+    parse_status,
+    parse_when,
+    render,
+    render_verification,
+    summarise,
+    summary_json,
+    verification_json,
+)
 from gateway.checks import run_checks
-from gateway.config import AuditConfig, GatewayConfig, load_config
+from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret
 from gateway.errors import ConfigError
-from gateway.identity import Identity, parse_ttl, sign_token
+from gateway.identity import Identity, JWKSKeys, parse_ttl, sign_token
 from gateway.logs import setup_logging
 from gateway.rules import compile_rules
 from gateway.store import SQLiteStore
@@ -29,6 +42,7 @@ from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
 from gateway.tls import server_context
+from gateway.tokeninspect import inspect_token
 from gateway.visibility import VisibilityPolicy, Visitor
 
 log = logging.getLogger("gateway")
@@ -201,14 +215,55 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """Summarise an audit log."""
+    """Summarise audit logs, or the records the filters pick."""
+    now = time.time()
     try:
-        with args.file.open(encoding="utf-8", errors="replace") as lines:
-            print(render(summarise(lines)))
+        where = Filter(
+            user=args.user,
+            since=parse_when(args.since, now) if args.since else None,
+            until=parse_when(args.until, now, end=True) if args.until else None,
+            cookie=args.cookie,
+            decision=args.decision,
+            status=parse_status(args.status) if args.status else None,
+            path=args.path,
+        )
+    except ValueError as exc:
+        _say(f"audit: {exc}")
+        return EXIT_CONFIG
+    try:
+        with contextlib.ExitStack() as files:
+            lines = itertools.chain.from_iterable(
+                files.enter_context(path.open(encoding="utf-8", errors="replace")) for path in args.files
+            )
+            summary = summarise(lines, where)
     except OSError as exc:
-        _say(f"cannot read audit log {args.file}: {exc.strerror}")
+        _say(f"cannot read audit log {exc.filename}: {exc.strerror}")
         return EXIT_FAILED
+    print(json.dumps(summary_json(summary), indent=2) if args.json else render(summary))
     return 0
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    """Prove the hash chains of audit files (oldest first); exit 1 at the first line out of place."""
+    key = None
+    if args.key is not None:
+        if not args.key.startswith(("env:", "file:")):
+            _say("--key: give env:NAME or file:PATH (a key on the command line shows in ps and shell history)")
+            return EXIT_CONFIG
+        try:
+            key = resolve_secret(args.key).encode()
+        except ValueError as exc:
+            _say(f"--key: {exc}")
+            return EXIT_CONFIG
+    try:
+        with contextlib.ExitStack() as files:
+            opened = [(str(path), files.enter_context(path.open("rb"))) for path in args.files]
+            result = verify(opened, key)
+    except OSError as exc:
+        _say(f"cannot read audit log {exc.filename}: {exc.strerror}")
+        return EXIT_FAILED
+    print(json.dumps(verification_json(result), indent=2) if args.json else render_verification(result))
+    return 0 if result.ok else EXIT_FAILED
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -222,6 +277,27 @@ def cmd_token(args: argparse.Namespace) -> int:
     secret = config.identity.jwt.secrets[0].get_secret_value()
     print(sign_token(secret, user_id=args.user_id, now=time.time(), ttl=ttl, email=args.email, name=args.name))
     return 0
+
+
+def cmd_token_inspect(args: argparse.Namespace) -> int:
+    """Decode a token and say whether (and why not) the gateway of this configuration accepts it."""
+    config = _load(args.config).identity.jwt
+    token = (sys.stdin.read() if args.token in (None, "-") else args.token).strip()
+    if not token:
+        _say("token inspect: no token (give it as the argument, or on stdin)")
+        return EXIT_CONFIG
+    jwks = asyncio.run(_fetched_jwks(config.jwks_url)) if config.jwks_url is not None else None
+    inspection = inspect_token(token, config, time.time(), jwks)
+    print(json.dumps(inspection.to_json(), indent=2) if args.json else inspection.render())
+    return 0 if inspection.accepted else EXIT_FAILED
+
+
+async def _fetched_jwks(url: URL) -> JWKSKeys:
+    """The keys at ``url``, fetched once (a failure is logged, and no key is held)."""
+    jwks = JWKSKeys(url)
+    async with aiohttp.ClientSession() as session:
+        await jwks.refresh(session)
+    return jwks
 
 
 def cmd_preview(args: argparse.Namespace) -> int:
@@ -306,13 +382,25 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", type=Path, help=config_help)
     check.set_defaults(func=cmd_check)
 
-    token = commands.add_parser("token", help="sign a JWT with the first configured secret (for testing)")
+    token = commands.add_parser(
+        "token",
+        help="sign a JWT with the first configured secret (for testing)",
+        epilog="To see why a token is refused: portal-gateway token inspect TOKEN",
+    )
     token.add_argument("-c", "--config", type=Path, help=config_help)
     token.add_argument("--user-id", required=True, help="the user_id claim")
     token.add_argument("--email", help="the email claim")
     token.add_argument("--name", help="the name claim")
     token.add_argument("--ttl", default="1h", help="lifetime: 90, 45s, 30m, 1h, 2d (default: %(default)s)")
     token.set_defaults(func=cmd_token)
+
+    inspect = commands.add_parser(
+        "token inspect", help="decode a JWT and say whether the gateway accepts it, and if not why; exit 1 if not"
+    )
+    inspect.add_argument("-c", "--config", type=Path, help=config_help)
+    inspect.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    inspect.add_argument("token", nargs="?", help="the JWT; '-' or nothing: read it from stdin")
+    inspect.set_defaults(func=cmd_token_inspect)
 
     preview = commands.add_parser("preview", help="the contacts the access rules or visibility conditions match")
     preview.add_argument("-c", "--config", type=Path, help=config_help)
@@ -343,16 +431,45 @@ def build_parser() -> argparse.ArgumentParser:
     check_probe.add_argument("--json", action="store_true", help="the checks as JSON")
     check_probe.set_defaults(func=cmd_probe)
 
-    audit = commands.add_parser("audit", help="summarise an audit log")
+    audit = commands.add_parser("audit", help="summarise audit logs, or the records the filters pick")
     audit.add_argument(
-        "file", nargs="?", type=Path, default=AuditConfig().path, help="audit log (default: %(default)s)"
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
+        default=[AuditConfig().path],
+        help="audit logs, e.g. rotated then current (default: %(default)s)",
     )
+    audit.add_argument("--user", help="only this user_id's requests (the verified identity)")
+    audit.add_argument("--since", help="from this time on: 2026-05-01, 2026-05-01T10:00Z, or ago: 7d, 12h, 30m")
+    audit.add_argument("--until", help="before this time (a date alone: to the end of that day)")
+    audit.add_argument("--cookie", metavar="NAME", help="only requests where this cookie was received, sent or set")
+    audit.add_argument("--decision", choices=("allow", "deny"), help="only this access decision")
+    audit.add_argument("--status", help="only this status (403) or class (4xx)")
+    audit.add_argument("--path", help="only paths under this prefix, by whole segments (/tickets)")
+    audit.add_argument("--json", action="store_true", help="print JSON, for scripts")
     audit.set_defaults(func=cmd_audit)
+
+    chain = commands.add_parser(
+        "audit verify", help="prove the audit log's hash chains; exit 1 if a line is out of place"
+    )
+    chain.add_argument("files", nargs="+", type=Path, metavar="FILE", help="audit files, oldest (rotated) first")
+    chain.add_argument("--key", help="the audit.chain_key, as env:NAME or file:PATH: check every line's MAC too")
+    chain.add_argument("--json", action="store_true", help="print JSON, for scripts")
+    chain.set_defaults(func=cmd_audit_verify)
     return parser
+
+
+# Sub-commands of commands that also run on their own (``token --user-id``, ``audit FILE``): argparse cannot
+# mix optional sub-parsers with a positional, so ``token inspect`` is read as the one command "token inspect".
+NESTED_COMMANDS = frozenset({"token inspect", "audit verify"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``portal-gateway`` and ``python -m gateway``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if " ".join(argv[:2]) in NESTED_COMMANDS:
+        argv = [" ".join(argv[:2]), *argv[2:]]
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)

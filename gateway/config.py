@@ -50,7 +50,14 @@ def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
     """Turn ``env:NAME`` / ``file:PATH`` into the secret they point at."""
     if not isinstance(value, str):
         return value
-    environ: Mapping[str, str] = (info.context or {}).get("environ", {})
+    return resolve_secret(value, (info.context or {}).get("environ", {}))
+
+
+def resolve_secret(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """The secret ``env:NAME`` or ``file:PATH`` points at (in ``environ``, default the process's), else ``value``.
+
+    Raises ValueError saying what is missing."""
+    environ = os.environ if environ is None else environ
     if value.startswith("env:"):
         name = value[4:]
         if name not in environ or not environ[name]:
@@ -399,6 +406,9 @@ class AuditConfig(_Model):
     """The audit log."""
 
     path: Path = Field(default=Path("logs/audit.jsonl"), description="JSON lines file, reopened on SIGHUP.")
+    chain_key: Secret | None = Field(
+        default=None, description="HMAC key for each line's MAC (env:/file:), held by the security team."
+    )
 
 
 class GatewayConfig(_Model):

@@ -86,7 +86,7 @@ def _freeze(value: Any) -> Any:
     return tuple(_freeze(item) for item in value) if isinstance(value, list | tuple) else value
 
 
-def _is_time(value: object) -> bool:
+def is_time(value: object) -> bool:
     """True for a NumericDate: a number, neither bool, NaN, infinite nor absurdly large."""
     return isinstance(value, int | float) and not isinstance(value, bool) and abs(value) < 1e15
 
@@ -192,7 +192,7 @@ class JWTVerifier:
     def _claims(self, payload: dict[str, Any], now: float) -> _Entry | Rejection:
         times = {name: payload[name] for name in ("exp", "nbf", "iat") if name in payload}
         # SECURITY: a time claim that is not a number, or no exp under require_exp, is malformed.
-        if not all(map(_is_time, times.values())) or ("exp" not in times and self._require_exp):
+        if not all(map(is_time, times.values())) or ("exp" not in times and self._require_exp):
             return Rejection("jwt", "malformed")
         exp = float(times["exp"]) if "exp" in times else None
         deadline = math.inf if exp is None else exp + self._leeway
@@ -300,6 +300,11 @@ class JWKSKeys:
             return
         self._keys, self._unknown_seen = keys, False
         log.info("JWKS %s: %d keys", self.url, len(keys))
+
+    @property
+    def kids(self) -> tuple[str, ...]:
+        """The key ids held, sorted (``token inspect`` lists them)."""
+        return tuple(sorted(self._keys))
 
     def key_for(self, kid: str) -> tuple[str, Any] | None:
         """The (algorithm, public key) pinned to ``kid``, or None."""

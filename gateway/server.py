@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.app import HEAD_DEADLINE, create_app
-from gateway.audit import AUDIT_LOG
+from gateway.audit import AUDIT_LOG, AuditLog
 from gateway.config import Address, GatewayConfig, RequestsConfig
 from gateway.errors import ConfigError
 from gateway.metrics import METRICS, Metrics
@@ -47,9 +47,11 @@ async def _set_up(runner: web.AppRunner) -> web.AppRunner:
     return runner
 
 
-async def _https_runner(config: GatewayConfig, metrics: Metrics | None = None) -> web.AppRunner:
+async def _https_runner(
+    config: GatewayConfig, metrics: Metrics | None = None, audit_log: AuditLog | None = None
+) -> web.AppRunner:
     """The HTTPS app's runner, set up (its cleanup contexts entered) but not listening."""
-    app = create_app(config, metrics)
+    app = create_app(config, metrics, audit_log)
     return await _set_up(web.AppRunner(app, shutdown_timeout=config.listen.shutdown_grace))
 
 
@@ -87,7 +89,7 @@ class Running:
             # First, before the new app creates today's audit file: whatever the old app still answers
             # (kept-alive connections, requests racing the switch) is written there too, never to the rotated one.
             self.app[AUDIT_LOG].reopen()
-            runners = [await _https_runner(config, self.app[METRICS])]
+            runners = [await _https_runner(config, self.app[METRICS], self.app[AUDIT_LOG])]
             try:
                 if config.listen.http is not None:
                     runners.append(await _redirect_runner(config, self.https_port))

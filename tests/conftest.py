@@ -406,3 +406,37 @@ async def raw_exchange(gateway: Gateway, data: bytes, context: ssl.SSLContext, *
     with contextlib.suppress(OSError, ssl.SSLError):
         await writer.wait_closed()
     return RawAnswer(answer, closed)
+
+
+@dataclass
+class JWKSServer:
+    """A loopback identity provider: serves ``document`` at ``url`` with ``status``."""
+
+    url: URL
+    document: Any = field(default_factory=lambda: {"keys": []})
+    status: int = 200
+    requests: int = 0
+
+
+@pytest.fixture
+async def idp() -> AsyncIterator[JWKSServer]:
+    """A loopback identity provider publishing a JWK set (empty until a test sets ``document``)."""
+    state = JWKSServer(url=URL())
+
+    async def serve(request: web.Request) -> web.Response:
+        state.requests += 1
+        if state.status in (301, 302):
+            raise web.HTTPFound("/elsewhere")
+        body = state.document if isinstance(state.document, str) else json.dumps(state.document)
+        return web.Response(status=state.status, text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/.well-known/jwks.json", serve)
+    app.router.add_get("/elsewhere", serve)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    state.url = server.make_url("/.well-known/jwks.json")
+    try:
+        yield state
+    finally:
+        await server.close()

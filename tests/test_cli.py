@@ -68,12 +68,13 @@ def write_config(cert_files: CertFiles, tmp_path: Path, **overrides: Any) -> Pat
     return path
 
 
-def gateway_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m gateway *args`` in ``tmp_path``, run to completion."""
+def gateway_cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m gateway *args`` in ``tmp_path``, run to completion (fed ``stdin`` when given)."""
     return subprocess.run(
         [sys.executable, "-m", "gateway", *args],
         cwd=tmp_path,
         env=cli_env(),
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,

@@ -12,15 +12,12 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 import jwt
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
@@ -38,6 +35,7 @@ from gateway.identity import (
     sign_token,
     verify_hmac,
 )
+from tests.conftest import JWKSServer
 
 SECRET = "identity-test-secret-" + "0123456789abcdef" * 3  # 64+ bytes: PyJWT warns below that for HS512
 SECOND = "identity-rotated-secret-" + "fedcba9876543210" * 3
@@ -437,39 +435,6 @@ def test_no_repr_contains_the_token_or_the_secret() -> None:
 
 
 # --- JWKS over a real loopback server -----------------------------------------------------------------------------
-
-
-@dataclass
-class JWKSServer:
-    """A loopback identity provider: serves ``document`` at ``url`` with ``status``."""
-
-    url: URL
-    document: Any = field(default_factory=lambda: {"keys": []})
-    status: int = 200
-    requests: int = 0
-
-
-@pytest.fixture
-async def idp() -> AsyncIterator[JWKSServer]:
-    state = JWKSServer(url=URL())
-
-    async def serve(request: web.Request) -> web.Response:
-        state.requests += 1
-        if state.status in (301, 302):
-            raise web.HTTPFound("/elsewhere")
-        body = state.document if isinstance(state.document, str) else json.dumps(state.document)
-        return web.Response(status=state.status, text=body, content_type="application/json")
-
-    app = web.Application()
-    app.router.add_get("/.well-known/jwks.json", serve)
-    app.router.add_get("/elsewhere", serve)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    state.url = server.make_url("/.well-known/jwks.json")
-    try:
-        yield state
-    finally:
-        await server.close()
 
 
 async def loaded(idp: JWKSServer, *keys: dict[str, Any]) -> JWKSKeys:

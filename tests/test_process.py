@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -457,6 +458,10 @@ async def test_sighup_reopens_the_audit_log(
     assert [(r["request_id"], r["path"]) for r in new_records] == [(second, "/after-rotation")]
     assert [(r["request_id"], r["path"]) for r in old_records] == [(first, "/before-rotation")]
     assert served.proc.returncode is None
+    # One chain, carried from the old file into the new one: its first record there names the old one's last.
+    assert new_records[0]["chain"]["prev"] == hashlib.sha256(rotated.read_bytes().rstrip(b"\n")).hexdigest()
+    code, output, errors = await run_cli("audit", "verify", str(rotated), str(audit), cwd=tmp_path)
+    assert (code, output.splitlines()[0]) == (0, "ok: 2 lines, 1 chains, every line in place"), output + errors
 
 
 async def test_sighup_keeps_the_counters(served: GatewayProcess, client: aiohttp.ClientSession) -> None:
@@ -940,6 +945,11 @@ async def test_workers_append_whole_lines_to_one_audit_file_and_reopen_it_on_sig
         records = [json.loads(line) for line in lines]  # a torn or interleaved line fails here
         assert sorted(record["request_id"] for record in records) == sorted(ids), path
         assert all(record["path"].endswith(long) for record in records)
+    # One chain per worker, each carried across the reload and the rotation, interleaved in the one file.
+    code, output, errors = await run_cli("audit", "verify", str(rotated), str(audit), cwd=tmp_path)
+    assert (code, output.splitlines()[0]) == (0, "ok: 600 lines, 2 chains, every line in place"), output + errors
+    pids = {int(line.split()[1].split("-")[0]) for line in output.splitlines()[1:]}
+    assert len(pids) == WORKERS
 
 
 async def test_a_worker_that_dies_stops_the_others_and_the_parent_exits_1(workers: GatewayProcess) -> None:
