@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import partial
-from html.parser import HTMLParser
 from http.cookies import Morsel, SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from gateway.identity import sign_token
 from gateway.store import support
 from gateway.store.demo import PEOPLE
 from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway
+from tests.test_portal import parse_html
 
 LOGIN_URL = "https://app.example.com/login"
 ORIGIN = f"https://{DOMAIN}"
@@ -77,49 +77,17 @@ class Answer:
 
     @property
     def heading(self) -> str:
-        return Page.read(self.body).heading
+        return parse_html(self.body).find("h1").text()
 
     @property
     def links(self) -> dict[str, str]:
-        return Page.read(self.body).links
+        """Each link of the page: its text -> its href."""
+        return {link.text(): link.attrs["href"] for link in parse_html(self.body).find_all("a")}
 
-
-class Page(HTMLParser):
-    """A page's <h1> text and its links (text -> href), and the text of its Account navigation."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.heading, self.account = "", ""
-        self.links: dict[str, str] = {}
-        self._open: list[str] = []
-        self._href: str | None = None
-        self._text = ""
-
-    @classmethod
-    def read(cls, body: str) -> Page:
-        page = cls()
-        page.feed(body)
-        page.close()
-        return page
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        named = dict(attrs)
-        self._open.append("account" if named.get("aria-label") == "Account" else tag)
-        if tag == "a":
-            self._href, self._text = named.get("href"), ""
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
-            self.links[" ".join(self._text.split())] = self._href
-            self._href = None
-        self._open.pop()
-
-    def handle_data(self, data: str) -> None:
-        self._text += data
-        if "h1" in self._open:
-            self.heading += data
-        if "account" in self._open:
-            self.account = " ".join(f"{self.account} {data}".split())
+    @property
+    def account(self) -> str:
+        """The text of the header's account navigation."""
+        return parse_html(self.body).find("nav", aria_label="Account").text()
 
 
 async def fetch(
@@ -384,9 +352,8 @@ async def test_the_403_page_names_the_visitor_and_lets_them_switch_account(start
     cookie = jwt_cookie(token("z-outsider", email="z@example.com"))
     answer = await fetch(gateway, "/tickets/T-9?scope=all", headers=cookie)
     assert answer.status == 403
-    page = Page.read(answer.body)
-    assert page.account == "Signed in as z@example.com Sign out"
-    switch = page.links["Sign in as someone else"]
+    assert answer.account == "Signed in as z@example.com Sign out"
+    switch = answer.links["Sign in as someone else"]
     signout = await fetch(gateway, switch, headers=cookie)  # as written in the page: path and raw query
     assert signout.status == 302
     assert cleared(signout.cookies[JWT_COOKIE])
@@ -403,10 +370,9 @@ async def test_the_403_page_names_the_visitor_and_lets_them_switch_account(start
 async def test_the_401_page_offers_sign_in_and_names_nobody(start_gateway: StartGateway) -> None:
     gateway = await start_gateway(**WITH_LOGIN)
     answer = await fetch(gateway, "/tickets/T-9", headers=bearer(tampered_token()))
-    page = Page.read(answer.body)
-    assert page.account == "Sign in"
-    assert return_to_of(page.links["Sign in"]) == f"{ORIGIN}/tickets/T-9"
-    assert "Sign out" not in page.links
+    assert answer.account == "Sign in"
+    assert return_to_of(answer.links["Sign in"]) == f"{ORIGIN}/tickets/T-9"
+    assert "Sign out" not in answer.links
 
 
 # --- legacy HMAC -----------------------------------------------------------------------------------
