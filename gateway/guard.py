@@ -225,9 +225,10 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     return {name: quote(value, safe=_HEADER_SAFE) for name, value in headers.items()}
 
 
-def _here(request: web.Request) -> str | None:
-    """Where to come back to after signing in: this page, or (after a form was sent) the portal."""
-    return str(request.rel_url) if request.method in ("GET", "HEAD") else None
+def _back_here(request: web.Request) -> str | None:
+    """Where a page's sign-in link comes back to: this page, or (after a form was sent) the portal."""
+    # SECURITY: a page never quotes the request's query back (it may hold a token or a secret): only the path.
+    return request.rel_url.raw_path if request.method in ("GET", "HEAD") else None
 
 
 def _wants_page(request: web.Request) -> bool:
@@ -259,7 +260,7 @@ class Account:
     @cached_property
     def sign_in(self) -> str | None:
         """The Sign in link, back to this page; None when there is no login page."""
-        login = self.request.app[GUARD].sign_in_url(_here(self.request))
+        login = self.request.app[GUARD].sign_in_url(_back_here(self.request))
         return str(login) if login is not None else None
 
 
@@ -286,12 +287,14 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     result = request[CREDENTIALS]
     if not isinstance(result, Identity):
         entry.access = AccessResult(decision="deny", rule="identity required")
-        login = guard.sign_in_url(_here(request))
         # An expired token is a sign-in that ran out: like no token at all, the way on is to sign in again.
         # SECURITY: any other refusal (bad signature, wrong algorithm, malformed) is a configuration problem
         # that a redirect would turn into a loop through the login page: it gets the 401 page instead.
-        if (result is None or result.reason == "expired") and login is not None and _wants_page(request):
-            raise web.HTTPFound(login)
+        if (result is None or result.reason == "expired") and _wants_page(request):
+            redirect = guard.sign_in_url(str(request.rel_url))
+            if redirect is not None:
+                raise web.HTTPFound(redirect)
+        login = guard.sign_in_url(_back_here(request))
         if result is None:
             raise Unauthorized(
                 link=Link(str(login), "Sign in") if login else None, headers={"WWW-Authenticate": CHALLENGE}
@@ -312,7 +315,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)
     if not decision.allowed:
         # SECURITY: a signed-in visitor outside the audience gets a 403, never a sign-in loop.
-        switch = guard.switch_account_url(_here(request))
+        switch = guard.switch_account_url(_back_here(request))
         raise Forbidden(
             "The support portal is not open to the account you are signed in with. Ask your company's admin "
             "for access to the support portal, or sign in as someone else.",
