@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from gateway.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.config import CONFIG, GatewayConfig
 from gateway.errorpages import error_middleware
 from gateway.framing import framing_middleware
-from gateway.guard import GUARD, STORE, Guard, access_middleware, identity_middleware, jwks_context
+from gateway.guard import (
+    GUARD,
+    STORE,
+    Guard,
+    access_middleware,
+    account_context,
+    identity_middleware,
+    jwks_context,
+)
 from gateway.headers import forwarded_middleware
 from gateway.hosts import host_middleware, served_hosts
 from gateway.identity import JWTVerifier
@@ -62,6 +71,9 @@ def create_app(
             path_middleware(config.requests.allow_encoded_slashes),  # paths servers read two ways refused
             forwarded_middleware(config.listen.trusted_proxies),  # client address, X-Forwarded-*
             identity_middleware,  # who: verified identity, or why not
+            # The header's account for every page (the processors below); here, not appended last by
+            # aiohttp_jinja2.setup(), so that the pages the access stage answers with know the visitor too.
+            aiohttp_jinja2.context_processors_middleware,
             access_middleware,  # whether: portal paths need a visitor who meets the access rules
             body_middleware(config.requests.body_timeout, frozenset({upstream.ROUTE_NAME})),  # read in time
         ],
@@ -79,6 +91,10 @@ def create_app(
     )
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
+    app[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY] = (account_context,)
+    # aiohttp-jinja2 1.6 keeps its context under a plain string request key, which aiohttp 3.14 warns about
+    # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only that library's warning is silenced.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_jinja2")
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static")
     health.add_routes(app)
     auth.add_routes(app)

@@ -463,11 +463,25 @@ def build_parser() -> argparse.ArgumentParser:
 # Sub-commands of commands that also run on their own (``token --user-id``, ``audit FILE``): argparse cannot
 # mix optional sub-parsers with a positional, so ``token inspect`` is read as the one command "token inspect".
 NESTED_COMMANDS = frozenset({"token inspect", "audit verify"})
+# Options whose value may start with a dash: ``--ttl -5m`` is a (wrong) lifetime, not an unknown option.
+_DASHED_VALUES = frozenset({"--ttl"})
+
+
+def _attach_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--ttl -5m`` as ``--ttl=-5m``: argparse reads a value like ``-5m`` as an option and would only say
+    "expected one argument", where the value itself can be told what is wrong with it."""
+    attached: list[str] = []
+    for arg in argv:
+        if attached and attached[-1] in _DASHED_VALUES and arg[:1] == "-" and arg[1:2].isdigit():
+            attached[-1] = f"{attached[-1]}={arg}"
+        else:
+            attached.append(arg)
+    return attached
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``portal-gateway`` and ``python -m gateway``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _attach_dashed_values(sys.argv[1:] if argv is None else argv)
     if " ".join(argv[:2]) in NESTED_COMMANDS:
         argv = [" ".join(argv[:2]), *argv[2:]]
     args = build_parser().parse_args(argv)

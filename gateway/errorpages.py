@@ -2,17 +2,20 @@
 
 Every page carries the request id, so a visitor can quote it and ops can
 find the audit record; no page shows an exception, an upstream address or
-anything else from inside the gateway.
+anything else from inside the gateway. A page is headed in plain words
+("Page not found") and may offer the next step as a link ("Sign in again");
+a JSON body keeps HTTP's reason phrase as its title, which API clients match on.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import aiohttp_jinja2
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, LooseHeaders
 
 from gateway.audit import AUDIT_ENTRY
 from gateway.errors import ChangeRefused, ClientTimeout, StoreUnavailable, UpstreamError
@@ -33,14 +36,52 @@ _HINTS = {
     503: "Please try again in a moment.",
     504: "The help center did not answer in time. Please try again in a moment.",
 }
+# A page's heading: what a person reads, instead of the reason phrase ("Not Found", "Forbidden").
+_HEADINGS = {
+    400: "This request could not be read",
+    401: "Please sign in",
+    403: "You don't have access to this page",
+    404: "Page not found",
+    405: "This page cannot do that",
+    408: "The request took too long",
+    409: "That change conflicts with what is stored",
+    413: "The request is too large",
+    414: "This address is too long",
+    421: "This address is not served here",
+    431: "The request's headers are too large",
+    500: "Something went wrong on our side",
+    502: "The help center is unreachable",
+    503: "The help center is not available right now",
+    504: "The help center took too long to answer",
+}
 
 
-class Explained:
-    """An HTTP error whose detail (which input, and why) is safe to show the client; mixed into one below."""
+class Link(NamedTuple):
+    """The next step an error page offers: where it goes, and what the link says."""
 
-    def __init__(self, detail: str) -> None:
-        super().__init__()
+    href: str
+    label: str
+
+
+class Explained(web.HTTPException):
+    """An HTTP error whose detail (which input, and why) is safe to show the client; mixed into one below.
+
+    ``title`` heads its page in place of the status's own heading, ``link`` is the next step the page offers;
+    neither goes into a JSON body.
+    """
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        link: Link | None = None,
+        headers: LooseHeaders | None = None,
+    ) -> None:
+        super().__init__(headers=headers)
         self.detail = detail
+        self.title = title
+        self.link = link
 
 
 class BadRequest(Explained, web.HTTPBadRequest):
@@ -69,9 +110,13 @@ def error_response(
     title: str,
     detail: str | None = None,
     fields: Sequence[tuple[str, str]] = (),
+    *,
+    heading: str | None = None,
+    link: Link | None = None,
 ) -> web.Response:
     """The error answer for ``status``: a page or a JSON body, with the request id (and, for JSON, the
-    path and reason of each bad input field)."""
+    path and reason of each bad input field); the page is headed ``heading`` (else the status's plain
+    heading) and offers ``link``."""
     request_id = request[AUDIT_ENTRY].request_id
     detail = detail or _HINTS.get(status, "Something went wrong on our side.")
     if wants_json(request):
@@ -82,7 +127,13 @@ def error_response(
     return aiohttp_jinja2.render_template(
         "error.html",
         request,
-        {"status": status, "title": title, "detail": detail, "request_id": request_id},
+        {
+            "status": status,
+            "title": heading or _HEADINGS.get(status, title),
+            "detail": detail,
+            "request_id": request_id,
+            "link": link,
+        },
         status=status,
     )
 
@@ -95,8 +146,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        detail = exc.detail if isinstance(exc, Explained) else None
-        response = error_response(request, exc.status, exc.reason, detail)
+        if isinstance(exc, Explained):
+            response = error_response(request, exc.status, exc.reason, exc.detail, heading=exc.title, link=exc.link)
+        else:
+            response = error_response(request, exc.status, exc.reason)
         for name in ("Allow", "WWW-Authenticate"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]

@@ -4,6 +4,7 @@
 ``access_middleware`` decides, on the portal's own paths only, whether they
 may come in. Both only wire the pure functions of ``identity.py``,
 ``rules.py`` and ``visibility.py`` to the request, the store and the audit.
+``account_context`` tells every page's header who is signed in.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from yarl import URL
 from gateway.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.config import GatewayConfig
 from gateway.cookies import cookie_value
+from gateway.errorpages import Forbidden, Link, Unauthorized
+from gateway.errors import StoreUnavailable
 from gateway.identity import Identity, JWTVerifier, Rejection, verify_hmac
 from gateway.metrics import METRICS
 from gateway.paths import decision_path
@@ -38,6 +41,9 @@ ADMIN_PREFIX = "/admin/api"
 PROBE_PATH = "/_gateway/probe"  # the end-to-end probe's endpoint (routes/probe.py), behind the admin token too
 PUBLIC_API = frozenset({"/api/v1/openapi.json"})
 DEV_LOGIN_PATH = "/dev/login"
+SIGN_IN_PATH = "/signin"
+SIGN_OUT_PATH = "/signout"
+CHALLENGE = 'Bearer realm="portal"'
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
 
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
@@ -113,11 +119,29 @@ class Guard:
                 return verify_hmac(user_id, user_hash, self.hmac_secrets)
         return None
 
+    @cached_property
+    def _login(self) -> URL | None:
+        return URL(DEV_LOGIN_PATH) if self.dev_login else self.login_url
+
     def sign_in_url(self, return_to: str | None) -> URL | None:
         """The login page with an absolute same-origin ``return_to``; None when there is no login page."""
+        if self._login is None:
+            return None
         target = safe_return_to(return_to, domain=self.domain, fallback=self.portal_path)
-        login = URL(DEV_LOGIN_PATH) if self.dev_login else self.login_url
-        return login.update_query(return_to=f"https://{self.domain}{target}") if login is not None else None
+        return self._login.update_query(return_to=f"https://{self.domain}{target}")
+
+    @cached_property
+    def sign_out_url(self) -> str:
+        """Sign out, back to the Help Center home: a portal page would only send the visitor to sign in again."""
+        return str(URL(SIGN_OUT_PATH).with_query(return_to="/"))
+
+    def switch_account_url(self, return_to: str | None) -> str | None:
+        """Sign out, then sign in (as anyone) and come back to ``return_to``; None when there is no login page."""
+        if self._login is None:
+            return None
+        target = safe_return_to(return_to, domain=self.domain, fallback=self.portal_path)
+        # Both hops stay on this domain (relative paths), as /signout's return_to must.
+        return str(URL(SIGN_OUT_PATH).with_query(return_to=str(URL(SIGN_IN_PATH).with_query(return_to=target))))
 
 
 GUARD = web.AppKey("guard", Guard)
@@ -202,8 +226,56 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     return {name: quote(value, safe=_HEADER_SAFE) for name, value in headers.items()}
 
 
+def _back_here(request: web.Request) -> str | None:
+    """Where a page's sign-in link comes back to: this page, or (after a form was sent) the portal."""
+    # SECURITY: a page never quotes the request's query back (it may hold a token or a secret): only the path.
+    return request.rel_url.raw_path if request.method in ("GET", "HEAD") else None
+
+
 def _wants_page(request: web.Request) -> bool:
     return request.method in ("GET", "HEAD") and not request.path.startswith(API_PREFIX)
+
+
+@dataclass(frozen=True)
+class Account:
+    """The page header's account: who is signed in, and the links to sign in or out."""
+
+    request: web.Request
+    known: Visitor | None
+    """The verified visitor as far as the identity stage knows them; None when nobody is signed in."""
+
+    @cached_property
+    def name(self) -> str | None:
+        """The visitor's name, else their email (else user id); None when nobody is signed in."""
+        # On portal pages the access stage has read the store's contact: its name wins over a bare email claim.
+        visitor = self.request.get(VISITOR) or self.known
+        if visitor is None:
+            return None
+        return visitor.name or visitor.email or visitor.identity.user_id
+
+    @property
+    def sign_out(self) -> str:
+        """The Sign out link."""
+        return self.request.app[GUARD].sign_out_url
+
+    @cached_property
+    def sign_in(self) -> str | None:
+        """The Sign in link, back to this page; None when there is no login page."""
+        login = self.request.app[GUARD].sign_in_url(_back_here(self.request))
+        return str(login) if login is not None else None
+
+
+async def account_context(request: web.Request) -> dict[str, Account]:
+    """aiohttp-jinja2 context processor: ``account``, the header every page shows (the error pages too)."""
+    # Runs on every request that passed the identity stage, most of which render nothing: links are
+    # only built if a page asks for them, and the store is asked only when the token names nobody.
+    credentials = request.get(CREDENTIALS)
+    known = Visitor(credentials, None) if isinstance(credentials, Identity) else None
+    if known is not None and known.name is None and known.email is None:
+        # A bare user id: the store may know their name. A header is not worth failing the page for.
+        with contextlib.suppress(StoreUnavailable):
+            known = Visitor(known.identity, await request.app[STORE].contact_by_user_id(known.identity.user_id))
+    return {"account": Account(request, known)}
 
 
 @web.middleware
@@ -216,10 +288,26 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     result = request[CREDENTIALS]
     if not isinstance(result, Identity):
         entry.access = AccessResult(decision="deny", rule="identity required")
-        login = guard.sign_in_url(str(request.rel_url)) if result is None and _wants_page(request) else None
-        if login is not None:
-            raise web.HTTPFound(login)
-        raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="portal"'})
+        # An expired token is a sign-in that ran out: like no token at all, the way on is to sign in again.
+        # SECURITY: any other refusal (bad signature, wrong algorithm, malformed) is a configuration problem
+        # that a redirect would turn into a loop through the login page: it gets the 401 page instead.
+        if (result is None or result.reason == "expired") and _wants_page(request):
+            redirect = guard.sign_in_url(str(request.rel_url))
+            if redirect is not None:
+                raise web.HTTPFound(redirect)
+        login = guard.sign_in_url(_back_here(request))
+        if result is None:
+            raise Unauthorized(
+                link=Link(str(login), "Sign in") if login else None, headers={"WWW-Authenticate": CHALLENGE}
+            )
+        raise Unauthorized(
+            "Your sign-in could not be confirmed. Sign in again; if you come back to this page, "
+            "let your company's admin know.",
+            title="Please sign in again",
+            link=Link(str(login), "Sign in again") if login else None,
+            # RFC 6750: a token was sent and refused.
+            headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
+        )
     # SECURITY: the store's contact cache is emptied by any commit (store/sqlite.py): a membership the admin
     # API removes (or a company's attributes it changes) is out of the very next request's access decision,
     # visibility and headers.
@@ -228,6 +316,12 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)
     if not decision.allowed:
         # SECURITY: a signed-in visitor outside the audience gets a 403, never a sign-in loop.
-        raise web.HTTPForbidden()
+        switch = guard.switch_account_url(_back_here(request))
+        raise Forbidden(
+            "The support portal is not open to the account you are signed in with. Ask your company's admin "
+            "for access to the support portal, or sign in as someone else.",
+            title="You don't have access to this portal",
+            link=Link(switch, "Sign in as someone else") if switch else None,
+        )
     request[VISITOR] = visitor
     return await handler(request)

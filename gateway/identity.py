@@ -54,7 +54,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CACHE_TTL = 300.0  # a cached success is re-verified at least this often (JWKS keys get withdrawn)
 # PyJWT checks signature, header, aud, sub, jti; the time claims are checked here, against the injected clock.
 _DECODE_OPTIONS: jwt.types.Options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
-_TTL = re.compile(r"([0-9]+)([smhd]?)")
+_TTL = re.compile(r"(-?[0-9]+)([smhd]?)")
 _TTL_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -244,8 +244,10 @@ def sign_token(
 def parse_ttl(text: str) -> float:
     """Seconds in a TTL written ``90``, ``45s``, ``30m``, ``1h`` or ``2d``."""
     match = _TTL.fullmatch(text.strip())
-    if not match or int(match[1]) == 0:
+    if not match:
         raise ValueError(f"invalid TTL {text!r}: a positive whole number, optionally with s, m, h or d (90, 30m, 1h)")
+    if int(match[1]) <= 0:
+        raise ValueError(f"must be positive, got {text.strip()}")
     return float(int(match[1]) * _TTL_UNITS[match[2]])
 
 

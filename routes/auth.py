@@ -6,7 +6,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.guard import DEV_LOGIN_PATH, GUARD, STORE
+from gateway.guard import DEV_LOGIN_PATH, GUARD, SIGN_IN_PATH, SIGN_OUT_PATH, STORE
 from gateway.identity import sign_token
 from gateway.redirects import safe_return_to
 
@@ -63,8 +63,8 @@ async def dev_login(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """Register /signin, /signout and, when enabled, the dev login."""
-    app.router.add_get("/signin", signin, name="signin")
-    app.router.add_get("/signout", signout, name="signout")
+    app.router.add_get(SIGN_IN_PATH, signin, name="signin")
+    app.router.add_get(SIGN_OUT_PATH, signout, name="signout")
     if app[CONFIG].identity.dev_login:
         app.router.add_get(DEV_LOGIN_PATH, dev_login_page, name="dev_login")
         app.router.add_post(DEV_LOGIN_PATH, dev_login, name="dev_login_post")

@@ -10,9 +10,9 @@ from aiohttp import web
 
 from gateway.config import CONFIG
 from gateway.csrf import csrf_token, csrf_valid, derive_key
+from gateway.errorpages import Forbidden, Link
 from gateway.guard import GUARD, STORE, VISITOR
 from gateway.timefmt import iso, relative
-from gateway.visibility import Visitor
 from routes.api import not_found
 from routes.health import help_center_problem
 from routes.highlight import highlight
@@ -31,10 +31,6 @@ SORT_LABELS = {"id": "ID", "type": "type", "state": "state", "created": "creatio
 TABS = {"all": "All", "mine": "Created by me"}
 CSRF_KEY = web.AppKey("csrf_key", bytes)
 FAVICON = Path(__file__).parent / "static" / "favicon.svg"
-
-
-def _visitor_name(visitor: Visitor) -> str:
-    return visitor.name or visitor.identity.user_id
 
 
 async def favicon(request: web.Request) -> web.FileResponse:
@@ -83,7 +79,6 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
         return str(request.rel_url.with_query(query))
 
     return {
-        "visitor_name": _visitor_name(visitor),
         "portal_path": config.portal.path,
         "tabs": [(scope, TABS[scope]) for scope in decision.scopes],
         "current_scope": wanted.scope,
@@ -115,7 +110,6 @@ async def ticket_detail(request: web.Request) -> web.Response:
     if detail is None:
         raise web.HTTPNotFound()
     context = {
-        "visitor_name": _visitor_name(visitor),
         "portal_path": config.portal.path,
         "ticket": detail,
         "csrf": csrf_token(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}"),
@@ -133,12 +127,18 @@ async def join(request: web.Request) -> web.StreamResponse:
     ticket_id = request.match_info["ticket_id"]
     form = await request.post()
     token = str(form.get("csrf_token", ""))
+    ticket_path = f"{config.portal.path}/{ticket_id}"
     if not csrf_valid(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}", token):
-        raise web.HTTPForbidden()
+        # Not a refusal of the visitor: the page was made for another sign-in (or before a key rotation).
+        raise Forbidden(
+            "The form you sent has expired. Reload the ticket's page and send it again.",
+            title="This form has expired",
+            link=Link(ticket_path, "Back to the ticket"),
+        )
     visible = guard.visibility.ticket_filter(visitor, "all")
     if visitor.contact is None or not await request.app[STORE].join(visible, ticket_id, visitor.contact.id):
         raise web.HTTPNotFound()
-    raise web.HTTPSeeOther(f"{config.portal.path}/{ticket_id}")
+    raise web.HTTPSeeOther(ticket_path)
 
 
 def add_routes(app: web.Application) -> None:

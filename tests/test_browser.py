@@ -369,3 +369,40 @@ async def test_creator_filter_in_chromium(start_gateway: StartGateway, browser: 
     assert await creator.evaluate("(select) => select.selectedOptions[0].textContent.trim()") == CHO
     await flow.checkpoint("filter-creator")
     await page.context.close()
+
+
+async def test_the_header_names_the_visitor_on_the_home_page_and_a_404_page_in_chromium(
+    start_gateway: StartGateway, browser: Browser
+) -> None:
+    """Who is signed in and Sign out on every page, a missing one too; signing out leaves a Sign in link."""
+    gateway = await start_gateway(
+        store={"seed_demo": True},
+        portal={"access": EVERYONE_IN},
+        identity={"login_url": "https://app.example.com/login"},
+    )
+    folder = ARTIFACTS / "account-header"
+    folder.mkdir(parents=True, exist_ok=True)
+    page = await sign_in(gateway, browser, PHONE)
+    flow = Flow(page, PHONE, folder)
+    account = page.get_by_role("navigation", name="Account")
+
+    await page.goto("/")
+    await expect(page.get_by_role("link", name="Your tickets")).to_be_visible()
+    await expect(account).to_have_text(re.compile(rf"^\s*Signed in as {BEN}\s+Sign out\s*$"))
+    await flow.checkpoint("home")
+
+    missing = await page.goto(f"{gateway.config.portal.path}/99999")
+    assert missing is not None
+    assert missing.status == 404
+    # The one console error expected here: the browser reports the 404 itself.
+    flow.console_errors = [text for text in flow.console_errors if "status of 404" not in text]
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Page not found")
+    await expect(account).to_have_text(re.compile(rf"^\s*Signed in as {BEN}\s+Sign out\s*$"))
+    await flow.checkpoint("not-found")
+
+    await account.get_by_role("link", name="Sign out").click()
+    await page.wait_for_url(f"{gateway.url}/")
+    await expect(account.get_by_role("link", name="Sign in")).to_be_visible()
+    await expect(account).not_to_contain_text(BEN)
+    await flow.checkpoint("signed-out")
+    await page.context.close()

@@ -104,7 +104,17 @@ def test_token_is_verified_by_the_gateway_with_the_requested_lifetime(cert_files
     assert late == Rejection("jwt", "expired")
 
 
-@pytest.mark.parametrize("ttl", ["30x", "0", "1.5h", "-5m", "h"])
+@pytest.mark.parametrize("given", [("--ttl", "-5m"), ("--ttl=-5m",)], ids=["apart", "joined"])
+def test_token_with_a_negative_ttl_exits_2_saying_it_must_be_positive(
+    cert_files: CertFiles, tmp_path: Path, given: tuple[str, ...]
+) -> None:
+    config = write_config(cert_files, tmp_path)
+    run = gateway_cli(tmp_path, "token", "-c", str(config), "--user-id", "u1", *given)
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == "portal-gateway: --ttl: must be positive, got -5m\n"
+
+
+@pytest.mark.parametrize("ttl", ["30x", "1.5h", "h"])
 def test_token_with_a_bad_ttl_exits_2_saying_why(cert_files: CertFiles, tmp_path: Path, ttl: str) -> None:
     config = write_config(cert_files, tmp_path)
     run = gateway_cli(tmp_path, "token", "-c", str(config), "--user-id", "u1", f"--ttl={ttl}")

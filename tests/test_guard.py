@@ -1,6 +1,7 @@
 """The identity and access stages through the real gateway over TLS.
 
-Sign-in redirects and 401/403 pages, every JWT rejection on a portal page with
+Sign-in redirects (an expired token's too) and the 401/403 pages with their next
+step, every JWT rejection on a portal page with
 its exact reason in the audit record (never on the page), legacy HMAC, every
 open-redirect payload of the reference list against /signin and /signout, the
 identity headers towards upstream, the demo's dev login, and the identity
@@ -35,6 +36,7 @@ from gateway.identity import sign_token
 from gateway.store import support
 from gateway.store.demo import PEOPLE
 from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway
+from tests.test_portal import parse_html
 
 LOGIN_URL = "https://app.example.com/login"
 ORIGIN = f"https://{DOMAIN}"
@@ -72,6 +74,20 @@ class Answer:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def heading(self) -> str:
+        return parse_html(self.body).find("h1").text()
+
+    @property
+    def links(self) -> dict[str, str]:
+        """Each link of the page: its text -> its href."""
+        return {link.text(): link.attrs["href"] for link in parse_html(self.body).find_all("a")}
+
+    @property
+    def account(self) -> str:
+        """The text of the header's account navigation."""
+        return parse_html(self.body).find("nav", aria_label="Account").text()
 
 
 async def fetch(
@@ -206,13 +222,39 @@ async def test_api_without_credentials_answers_401_json_with_www_authenticate(st
     assert public.status != 401
 
 
+# Refused for a reason signing in again cannot mend: a redirect to the login page would come back here.
 REJECTED: dict[str, tuple[Callable[[], str], str]] = {
-    "expired": (expired_token, "expired"),
     "tampered": (tampered_token, "bad_signature"),
     "wrong-secret": (wrong_secret_token, "bad_signature"),
     "alg-none": (alg_none_token, "alg_not_allowed"),
-    "garbage": (lambda: f"{CANARY}.not.a-token", "malformed"),
+    "garbage": (lambda: f"{CANARY}.junk{CANARY}.a-token", "malformed"),
 }
+
+
+@pytest.mark.parametrize("delivery", sorted(DELIVERIES))
+async def test_expired_token_on_a_portal_page_signs_in_again_like_no_token(
+    start_gateway: StartGateway, delivery: str
+) -> None:
+    """A sign-in that ran out is no dead end: off to the login page, back to the page asked for."""
+    gateway = await start_gateway(**WITH_LOGIN)
+    answer = await fetch(gateway, "/tickets?scope=mine&q=csv", headers=DELIVERIES[delivery](expired_token()))
+    assert answer.status == 302
+    assert return_to_of(answer.location) == f"{ORIGIN}/tickets?scope=mine&q=csv"
+    record = await gateway.audit_for(answer.request_id)
+    assert record["identity"] == {"method": "jwt", "user_id": None, "result": "rejected", "reason": "expired"}
+    assert record["access"] == {"decision": "deny", "rule": "identity required"}
+
+    demo = await start_gateway(**DEV)
+    answer = await fetch(demo, "/tickets/T-7", headers=DELIVERIES[delivery](expired_token()))
+    assert answer.status == 302
+    assert return_to_of(answer.location, login="/dev/login") == f"{ORIGIN}/tickets/T-7"
+
+    # Without a login page there is nowhere to send them: the 401 page says to sign in through their app.
+    nowhere = await start_gateway(**PORTAL, identity={"login_url": None})
+    answer = await fetch(nowhere, "/tickets", headers=DELIVERIES[delivery](expired_token()))
+    assert answer.status == 401
+    assert answer.heading == "Please sign in again"
+    assert "Sign in again" not in answer.links
 
 
 @pytest.mark.parametrize("delivery", sorted(DELIVERIES))
@@ -223,9 +265,13 @@ async def test_rejected_token_on_a_portal_page_is_401_never_a_redirect(
     make, reason = REJECTED[case]
     value = make()
     gateway = await start_gateway(**WITH_LOGIN)
-    answer = await fetch(gateway, "/tickets", headers=DELIVERIES[delivery](value))
+    answer = await fetch(gateway, f"/tickets/T-9?state=2&t={CANARY}", headers=DELIVERIES[delivery](value))
     assert answer.status == 401
     assert "Location" not in answer.headers  # never back to the login page, which would sign them in again
+    assert answer.heading == "Please sign in again"
+    # The way out is one click away, back to the page asked for: a person's choice, so never a loop.
+    # Only its path: a page never quotes the query back (the canary in it is looked for in every error page).
+    assert return_to_of(answer.links["Sign in again"]) == f"{ORIGIN}/tickets/T-9"
     for secret in (value, *value.split(".")[:2], CANARY):
         if secret:
             assert secret not in answer.body
@@ -236,6 +282,27 @@ async def test_rejected_token_on_a_portal_page_is_401_never_a_redirect(
     assert record["identity"] == {"method": "jwt", "user_id": None, "result": "rejected", "reason": reason}
     assert record["access"]["decision"] == "deny"
     assert record["status"] == 401
+
+
+async def test_rejected_token_in_demo_mode_offers_the_dev_login(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(**DEV)
+    answer = await fetch(gateway, "/tickets/T-7", headers=jwt_cookie(wrong_secret_token()))
+    assert answer.status == 401
+    assert return_to_of(answer.links["Sign in again"], login="/dev/login") == f"{ORIGIN}/tickets/T-7"
+
+
+@pytest.mark.parametrize("case", [*sorted(REJECTED), "expired"])
+async def test_api_answers_a_refused_token_with_invalid_token(start_gateway: StartGateway, case: str) -> None:
+    """RFC 6750 section 3.1: a token was sent and refused (an expired one too: the API never redirects)."""
+    make = expired_token if case == "expired" else REJECTED[case][0]
+    gateway = await start_gateway(**WITH_LOGIN)
+    answer = await fetch(gateway, "/api/v1/tickets", headers=bearer(make()))
+    assert answer.status == 401
+    assert answer.headers.getall("WWW-Authenticate") == ['Bearer realm="portal", error="invalid_token"']
+    assert set(answer.json()["error"]) == {"status", "title", "detail", "request_id"}
+    assert answer.json()["error"]["title"] == "Unauthorized"
+    without = await fetch(gateway, "/api/v1/tickets")
+    assert without.headers.getall("WWW-Authenticate") == ['Bearer realm="portal"']
 
 
 @pytest.mark.parametrize("delivery", sorted(DELIVERIES))
@@ -252,6 +319,8 @@ async def test_verified_visitor_outside_the_audience_gets_403_naming_the_rule(
         assert answer.status == 403, rule
         assert "Location" not in answer.headers
         assert answer.headers["Content-Type"].startswith("text/html")
+        assert answer.heading == "You don't have access to this portal"
+        assert "ask your company&#39;s admin for access to the support portal" in answer.body.lower()
         record = await gateway.audit_for(answer.request_id)
         assert record["identity"]["result"] == "verified"
         assert record["access"] == {"decision": "deny", "rule": rule}
@@ -276,6 +345,35 @@ async def test_verified_visitor_in_the_audience_is_let_in(
     assert me.status == 200
     assert me.json()["user_id"] == "u-zed"
     assert me.json()["companies"] == []
+
+
+async def test_the_403_page_names_the_visitor_and_lets_them_switch_account(start_gateway: StartGateway) -> None:
+    """Signed in as the wrong person: the page says who, and one link signs out and on to sign in again."""
+    gateway = await start_gateway(**WITH_LOGIN)
+    cookie = jwt_cookie(token("z-outsider", email="z@example.com"))
+    answer = await fetch(gateway, f"/tickets/T-9?scope=all&t={CANARY}", headers=cookie)
+    assert answer.status == 403
+    assert answer.account == "Signed in as z@example.com Sign out"
+    switch = answer.links["Sign in as someone else"]
+    signout = await fetch(gateway, switch, headers=cookie)  # as written in the page: path and raw query
+    assert signout.status == 302
+    assert cleared(signout.cookies[JWT_COOKIE])
+    signin = await fetch(gateway, signout.location)
+    assert signin.status == 302
+    assert return_to_of(signin.location) == f"{ORIGIN}/tickets/T-9"
+
+    api = await fetch(gateway, "/api/v1/me", headers=cookie)
+    assert api.status == 403
+    assert api.json()["error"]["title"] == "Forbidden"  # JSON keeps HTTP's title; its detail says what to do
+    assert "admin" in api.json()["error"]["detail"]
+
+
+async def test_the_401_page_offers_sign_in_and_names_nobody(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(**WITH_LOGIN)
+    answer = await fetch(gateway, f"/tickets/T-9?t={CANARY}", headers=bearer(tampered_token()))
+    assert answer.account == "Sign in"
+    assert return_to_of(answer.links["Sign in"]) == f"{ORIGIN}/tickets/T-9"
+    assert "Sign out" not in answer.links
 
 
 # --- legacy HMAC -----------------------------------------------------------------------------------

@@ -675,7 +675,13 @@ def test_parse_ttl(text: str, seconds: float) -> None:
     assert parse_ttl(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["", "h", "1x", "-5", "1.5h", "0", "0s", "1 h", "1hh", "1H", "\u0661h", "1h30m"])
+@pytest.mark.parametrize("text", ["", "h", "1x", "--5", "1.5h", "1 h", "1hh", "1H", "\u0661h", "1h30m", "+5m"])
 def test_parse_ttl_refuses_anything_else(text: str) -> None:
     with pytest.raises(ValueError, match=r"invalid TTL .*positive whole number.*s, m, h or d"):
+        parse_ttl(text)
+
+
+@pytest.mark.parametrize("text", ["-5m", "-5", "0", "0s", "-0h", " -1d "])
+def test_parse_ttl_says_a_lifetime_must_be_positive(text: str) -> None:
+    with pytest.raises(ValueError, match=f"^must be positive, got {text.strip()}$"):
         parse_ttl(text)

@@ -37,7 +37,8 @@ from gateway.store.demo import INTERNAL_WORD, PUBLIC_WORD, STATES, SUPPORT, demo
 from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine, write_line
 from gateway.store.search import ELLIPSIS, SNIPPET_CHARS
 from gateway.timefmt import relative
-from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
+from tests.conftest import DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway
+from tests.test_proxy import free_port
 
 MINUTE, HOUR, DAY = 60, 3600, 86_400
 ANN, BEN, IVY, CHO = "u-ann", "u-ben", "u-ivy", "u-cho"  # Ann and Ivy: Acme; Ben: Acme and Globex; Cho: Globex
@@ -662,6 +663,67 @@ async def test_a_moved_portal_path_moves_every_portal_link(start_gateway: StartG
     detail = await portal.call("GET", "/support/tickets/9003")
     assert detail.status == 200
     assert parse_html(detail.text).find("form", method="post").attrs["action"] == "/support/tickets/9003/join"
+
+
+def account_of(answer: Answer) -> tuple[str, dict[str, str]] | None:
+    """The header's account navigation: its text and its links (text -> href); None when there is none."""
+    nav = parse_html(answer.text).maybe("nav", aria_label="Account")
+    return (nav.text(), {link.text(): link.attrs["href"] for link in nav.find_all("a")}) if nav else None
+
+
+async def test_every_page_names_the_signed_in_visitor_and_offers_sign_out(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """Home, list, detail, a missing ticket, a page the help center fails on: who is signed in, and Sign out."""
+    unreachable = {"url": f"http://127.0.0.1:{free_port()}"}
+    portal = await open_portal(start_gateway, tmp_path, identity={"login_url": LOGIN}, upstream=unreachable)
+    name = portal.world.names[ANN]  # the token signs only her user id: the name is the store's
+
+    pages = {"/": 200, "/tickets": 200, "/tickets/9003": 200, "/tickets/99999": 404, "/articles/down": 502}
+    for target, status in pages.items():
+        answer = await portal.call("GET", target)
+        assert answer.status == status, target
+        assert account_of(answer) == (f"Signed in as {name} Sign out", {"Sign out": "/signout?return_to=/"}), target
+
+    stranger = sign_token(SECRET, user_id="u-new", now=time.time(), ttl=60, email="new@example.org")
+    by_email = await portal.call("GET", "/", headers={"Authorization": f"Bearer {stranger}"}, auth="none")
+    assert account_of(by_email) == ("Signed in as new@example.org Sign out", {"Sign out": "/signout?return_to=/"})
+
+    signout = await portal.call("GET", "/signout?return_to=/")
+    assert (signout.status, signout.headers["Location"]) == (302, "/")
+    anonymous = await portal.call("GET", "/", auth="none")
+    assert account_of(anonymous) == ("Sign in", {"Sign in": f"{LOGIN}?return_to=https://{DOMAIN}/"})
+
+
+async def test_without_a_login_page_an_anonymous_page_offers_no_sign_in(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway()
+    async with gateway.client.get(gateway.url / "") as response:
+        assert account_of(Answer(response.status, response.headers, await response.text())) is None
+
+
+@pytest.mark.parametrize(
+    ("target", "status", "heading", "title"),
+    [
+        ("/tickets/99999", 404, "Page not found", "Not Found"),
+        ("/tickets/9003/edit", 404, "Page not found", "Not Found"),
+        ("/tickets?page=x", 400, "This request could not be read", "Bad Request"),
+        ("/articles/down", 502, "The help center is unreachable", "The help center is unreachable"),
+    ],
+)
+async def test_error_pages_speak_plainly_and_json_keeps_its_titles(
+    start_gateway: StartGateway, tmp_path: Path, target: str, status: int, heading: str, title: str
+) -> None:
+    """Pages say what happened in plain words; a JSON body keeps the title API clients match on."""
+    portal = await open_portal(start_gateway, tmp_path, upstream={"url": f"http://127.0.0.1:{free_port()}"})
+
+    page = await portal.call("GET", target)
+    assert page.status == status
+    root = parse_html(page.text)
+    assert root.find("h1").text() == heading
+    assert root.find("title").text() == f"{heading} · Help Center"
+    api = await portal.call("GET", target, headers={"Accept": "application/json"})
+    assert api.status == status
+    assert api.json()["error"]["title"] == title
 
 
 # --- the list: tabs, filters, sort, pages --------------------------------------------------------
@@ -1342,6 +1404,12 @@ async def test_joining_a_conversation_needs_the_csrf_token(start_gateway: StartG
     ):
         refused = await portal.call("POST", "/tickets/9003/join", data=form)
         assert refused.status == 403, form
+        # Not "this page is not open to you": the form is stale, and the way on is to reload it.
+        page = parse_html(refused.text)
+        assert page.find("h1").text() == "This form has expired"
+        assert "reload" in page.find("main").text().lower()
+        assert "not open to you" not in refused.text
+        assert page.find("a", cls="button").attrs["href"] == "/tickets/9003"
     assert "Join conversation" in (await portal.call("GET", "/tickets/9003")).text
     assert "9003" not in await space_ids(portal)
 

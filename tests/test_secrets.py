@@ -42,8 +42,11 @@ async def test_a_request_the_parser_refuses_is_not_quoted_back(
 
 
 def _token(email: str) -> str:
-    """A valid token carrying canaries in its claims (the user id is no secret: the audit log records it)."""
-    return sign_token(SECRET, user_id="u-stranger", now=time.time(), ttl=600, email=email, name=CANARY)
+    """A valid token carrying canaries in its claims (the user id is no secret: the audit log records it; nor
+    is the name, which every page's header shows to the visitor it names)."""
+    return sign_token(
+        SECRET, user_id="u-stranger", now=time.time(), ttl=600, email=email, name="Stranger", extra={"note": CANARY}
+    )
 
 
 async def test_error_pages_audit_and_metrics_hold_no_planted_value(start_gateway: StartGateway) -> None:
