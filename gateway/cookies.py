@@ -17,6 +17,8 @@ INVALID_NAME = "<invalid-name>"
 
 # RFC 7230 token: what a cookie name may be.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+# Tokens joined by ";": every name of a request checked in one match.
+_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}(?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256})*")
 # RFC 6265 cookie-value: cookie-octets, optionally inside one pair of double quotes.
 # SECURITY: no space, comma, semicolon, backslash or control character may reach
 # upstream inside an allowed cookie, so no lenient parser upstream can split a
@@ -57,17 +59,20 @@ def _unique(names: Iterable[str]) -> tuple[str, ...]:
 def cookie_names(header_values: Iterable[str]) -> tuple[str, ...]:
     """The names of the cookies in a request's Cookie headers, as the audit records them: in order, once each.
 
-    Every request's audit entry gets these, so only each name is sliced out: no value is built.
+    Every request's audit entry gets these, so only each name is sliced out (no value is built), and the
+    names are checked together in one match, one by one only when some name is not a valid token.
     """
     names: list[str] = []
     for header in header_values:
         for piece in header.split(";"):
             equals = piece.find("=")
             if equals >= 0:
-                names.append(audit_name(piece[:equals].strip(" \t")))
+                names.append(piece[:equals].strip(" \t"))
             elif piece.strip(" \t"):
-                names.append(NAMELESS)  # a pair without "=": what filter_cookies strips as nameless
-    return _unique(names)
+                names.append("")  # a pair without "=": what filter_cookies strips as nameless
+    if not names or _TOKENS.fullmatch(";".join(names)):  # no name holds ";": the match checks each exactly
+        return _unique(names)
+    return _unique(map(audit_name, names))
 
 
 def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> CookieDecision:
