@@ -40,7 +40,9 @@ MAX_LINE = 32 * 1024
 ProtocolFactory = Callable[[], RequestHandler]
 
 TOO_MANY_HEADERS = "Too many headers received"  # the message of aiohttp's BadHttpMessage for max_headers
-KEPT_PATH = 256  # characters of a refused request's path kept for the audit record
+# Characters of a refused request's path kept for the audit record: as many as aiohttp's parser quotes of
+# a line it refused, so the cut is the same whichever read the path came from.
+KEPT_PATH = 100
 _SCANNED = 64 * 1024  # bytes of the refused read searched for the request line, Host and Accept
 _REQUEST_LINE = re.compile(rb"(?:\r?\n)*([!#$%&'*+.^_`|~0-9A-Za-z-]{1,20}) ([^ \r\n]*)")
 # SECURITY: only characters a path may hold unencoded (RFC 3986 pchar and "/"): anything else in a
@@ -85,7 +87,9 @@ def refused_head(exc: HttpProcessingError, data: bytes) -> Refusal:
     """The answer's status and a stand-in message for a head the parser refused while reading ``data``.
 
     ``data`` is the read the parser failed in; it usually starts with the refused head. When it does not
-    (a head longer than one read), the request line's start is what the parser quotes in its error.
+    (a head longer than one read), the path comes from the start of the request line that the parser quotes
+    in its error, and the method, Host and Accept are not known. A read holding several heads (pipelining;
+    aiohttp answers none of those before the refused one) is taken for its first.
     """
     scanned = data[:_SCANNED]
     method, target, lines = "UNKNOWN", b"", []
@@ -94,8 +98,8 @@ def refused_head(exc: HttpProcessingError, data: bytes) -> Refusal:
         method, target = line[1].decode("ascii"), line[2]
         # Only lines ended within the read: the last piece may be cut.
         lines = scanned[line.end() :].split(b"\n")[1:-1]
-    elif isinstance(exc, LineTooLong) and isinstance(exc.args[0], bytes):
-        target = exc.args[0].removesuffix(b"...")
+    elif isinstance(exc, LineTooLong) and isinstance(exc.args[0], bytes | bytearray):  # llhttp's: a bytearray
+        target = bytes(exc.args[0]).removesuffix(b"...")
     # SECURITY: never the query (it may hold a token or a search) and never a long path whole.
     path = target.partition(b"?")[0].partition(b"#")[0][:KEPT_PATH]
     safe = path.decode("ascii") if _SAFE_PATH.fullmatch(path) else ""
