@@ -63,7 +63,8 @@ class Refusal:
 def _status(exc: HttpProcessingError) -> int:
     """414, 431 or 400 for what the parser refused."""
     if isinstance(exc, LineTooLong):
-        # The parser names the limit it hit: the request line's, or (also when both are set alike) a header's.
+        # The parser names the limit it hit: MAX_LINE is the request line's (were requests.max_field_size set
+        # to exactly MAX_LINE, an over-long header would read as a 414: refused all the same).
         return 414 if exc.args[1] == MAX_LINE else 431
     return 431 if exc.message == TOO_MANY_HEADERS else 400
 
