@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,7 @@ from prometheus_client import generate_latest
 
 from gateway.metrics import METRICS
 from gateway.protocol import KEPT_PATH, MAX_LINE
-from tests.conftest import CANARY, DOMAIN, Gateway, RawAnswer, RecordingUpstream, planted, raw_exchange
+from tests.conftest import CANARY, DOMAIN, Gateway, RecordingUpstream, planted, raw_exchange
 from tests.test_health import samples
 from tests.test_secrets import MALFORMED
 
@@ -46,16 +45,29 @@ class Answer:
         return json.loads(self.body)
 
 
-def read_answer(raw: RawAnswer) -> Answer:
-    """The single response in ``raw``, whose body is exactly as long as it says."""
-    head, _, body = raw.data.partition(b"\r\n\r\n")
+def parse_head(head: bytes) -> tuple[int, CIMultiDict[str]]:
+    """The status and headers of a response head (without its blank line)."""
     status_line, *lines = head.decode("latin-1").split("\r\n")
-    assert status_line.startswith("HTTP/1.1 "), raw.data[:300]
+    assert status_line.startswith("HTTP/1.1 "), head[:300]
     headers: CIMultiDict[str] = CIMultiDict(
         (name, value) for name, _, value in (line.partition(": ") for line in lines)
     )
+    return int(status_line.split()[1]), headers
+
+
+def read_answer(data: bytes) -> Answer:
+    """The single response in ``data``, whose body is exactly as long as it says."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, headers = parse_head(head)
     assert len(body) == int(headers["Content-Length"]), "the answer is cut short"
-    return Answer(int(status_line.split()[1]), headers, body)
+    return Answer(status, headers, body)
+
+
+async def next_answer(reader: asyncio.StreamReader) -> Answer:
+    """The next response on a connection."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    _, headers = parse_head(head.removesuffix(b"\r\n\r\n"))
+    return read_answer(head + await reader.readexactly(int(headers["Content-Length"])))
 
 
 def request_count(gateway: Gateway, route: str | None, status: int) -> float:
@@ -110,7 +122,7 @@ async def test_a_long_request_line_is_served_up_to_the_limit_then_gets_414(
     """A 10 KB search reaches the handler; a request line past 32 KB gets the gateway's 414."""
     target = f"{path}?q={CANARY}".encode() + b"a" * (kilobytes * KB)
     head = b"GET " + target + b" HTTP/1.1\r\n" + HOST + b"Accept: text/html\r\n\r\n"
-    answer = read_answer(await raw_exchange(gateway, head, client_ssl, seconds=2))
+    answer = read_answer((await raw_exchange(gateway, head, client_ssl, seconds=2)).data)
     if len(target) < MAX_LINE:
         assert answer.status == served
         record = await gateway.audit_for(answer.request_id)
@@ -134,7 +146,7 @@ async def test_a_long_request_line_sent_in_pieces_gets_its_414_by_its_path(
         writer.write(line[start : start + 8 * KB])
         await writer.drain()
         await asyncio.sleep(0.02)
-    answer = read_answer(RawAnswer(await asyncio.wait_for(reader.read(), 5), closed=True))
+    answer = await next_answer(reader)
     writer.close()
     record = await assert_refused(gateway, answer, status=414, as_json=True, path="/api/v1/me", route=None)
     assert record["method"] in ("GET", "UNKNOWN")
@@ -170,7 +182,7 @@ async def test_headers_past_the_limits_get_431(
 ) -> None:
     """One header line past ``requests.max_field_size``, or more than ``requests.max_headers`` of them."""
     head = f"GET {path}?token={CANARY} HTTP/1.1\r\n".encode() + HOST + b"Accept: " + accept + b"\r\n" + headers
-    answer = read_answer(await raw_exchange(gateway, head + b"\r\n", client_ssl, seconds=2))
+    answer = read_answer((await raw_exchange(gateway, head + b"\r\n", client_ssl, seconds=2)).data)
     record = await assert_refused(gateway, answer, status=431, as_json=as_json, path=path, route=route)
     assert (record["method"], record["host"]) == ("GET", DOMAIN)
     assert record["identity"]["result"] == "none"  # refused before any stage read a credential
@@ -195,7 +207,7 @@ async def test_a_malformed_head_gets_the_gateways_400_with_a_request_id(
 ) -> None:
     """Whatever else the parser refuses: the gateway's 400 page, a request id and an audit record."""
     status, path, route = REFUSED[name]
-    answer = read_answer(await raw_exchange(gateway, MALFORMED[name].encode("latin-1"), client_ssl, seconds=1))
+    answer = read_answer((await raw_exchange(gateway, MALFORMED[name].encode("latin-1"), client_ssl, seconds=1)).data)
     record = await assert_refused(gateway, answer, status=status, as_json=False, path=path, route=route)
     assert record["cookies"]["received"] == []  # a refused head's Cookie header is never read
 
@@ -204,7 +216,7 @@ async def test_a_long_path_is_audited_cut_short(gateway: Gateway, client_ssl: ss
     """The audit record keeps the first ``KEPT_PATH`` characters of a request line that was refused."""
     path = "/articles/" + "a" * 40 * KB
     head = f"GET {path} HTTP/1.1\r\n".encode() + HOST + b"\r\n"
-    answer = read_answer(await raw_exchange(gateway, head, client_ssl, seconds=2))
+    answer = read_answer((await raw_exchange(gateway, head, client_ssl, seconds=2)).data)
     await assert_refused(gateway, answer, status=414, as_json=False, path=path[:KEPT_PATH], route="proxy")
 
 
@@ -216,11 +228,10 @@ async def test_a_kept_alive_connection_is_served_until_a_refused_head(
         "127.0.0.1", gateway.running.https_port, ssl=client_ssl, server_hostname=DOMAIN
     )
     writer.write(b"GET /articles/1 HTTP/1.1\r\n" + HOST + b"\r\n")
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = int(re.search(rb"Content-Length: (\d+)", head)[1])  # type: ignore[index]
-    first = read_answer(RawAnswer(head + await reader.readexactly(length), closed=False))
+    first = await next_answer(reader)
     writer.write(b"GET /articles/2 HTTP/1.1\r\n" + HOST + b"X-Big: " + b"a" * 10 * KB + b"\r\n\r\n")
-    second = read_answer(RawAnswer(await asyncio.wait_for(reader.read(), 5), closed=True))
+    second = await next_answer(reader)
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # closed
     writer.close()
     assert (first.status, second.status) == (200, 431)
     assert [request.path for request in upstream.requests] == ["/articles/1"]
