@@ -40,6 +40,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.auditchain import Chain
 from gateway.config import AuditConfig
+from gateway.cookies import cookie_names
 from gateway.metrics import METRICS
 
 log = logging.getLogger(__name__)
@@ -325,6 +326,8 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
         method=request.method,
         host=request.host,
         path=request.path,
+        # Every request, whatever answers it: the names the client sent (what went upstream, the proxy adds).
+        cookies=CookieNames(received=cookie_names(request.headers.getall("Cookie", ()))),
     )
     request[AUDIT_ENTRY] = entry
     request[REQUEST_ID] = entry.request_id  # for the response header, which may be prepared after this returns

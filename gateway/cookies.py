@@ -17,6 +17,8 @@ INVALID_NAME = "<invalid-name>"
 
 # RFC 7230 token: what a cookie name may be.
 _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+# Tokens joined by ";": every name of a request checked in one match.
+_TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}(?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256})*")
 # RFC 6265 cookie-value: cookie-octets, optionally inside one pair of double quotes.
 # SECURITY: no space, comma, semicolon, backslash or control character may reach
 # upstream inside an allowed cookie, so no lenient parser upstream can split a
@@ -31,7 +33,6 @@ class CookieDecision:
     """What to send upstream for a request's Cookie headers, and the names for the audit."""
 
     header: str | None
-    received: tuple[str, ...]
     forwarded: tuple[str, ...]
     stripped: tuple[str, ...]
 
@@ -55,6 +56,25 @@ def _unique(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def cookie_names(header_values: Iterable[str]) -> tuple[str, ...]:
+    """The names of the cookies in a request's Cookie headers, as the audit records them: in order, once each.
+
+    Every request's audit entry gets these, so only each name is sliced out (no value is built), and the
+    names are checked together in one match, one by one only when some name is not a valid token.
+    """
+    names: list[str] = []
+    for header in header_values:
+        for piece in header.split(";"):
+            equals = piece.find("=")
+            if equals >= 0:
+                names.append(piece[:equals].strip(" \t"))
+            elif piece.strip(" \t"):
+                names.append("")  # a pair without "=": what filter_cookies strips as nameless
+    if not names or _TOKENS.fullmatch(";".join(names)):  # no name holds ";": the match checks each exactly
+        return _unique(names)
+    return _unique(map(audit_name, names))
+
+
 def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> CookieDecision:
     """Keep only allowed, well-formed cookies from every Cookie header, in the order sent.
 
@@ -62,7 +82,6 @@ def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> Coo
     allowed name and its value is a well-formed cookie value.
     """
     forwarded_pairs: list[str] = []
-    received: list[str] = []
     forwarded: list[str] = []
     stripped: list[str] = []
     for header in header_values:
@@ -73,16 +92,13 @@ def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> Coo
             name, sep, value = pair.partition("=")
             name = name.strip(" \t") if sep else ""
             value = value.strip(" \t")
-            shown = audit_name(name)
-            received.append(shown)
             if name in allowed and _COOKIE_VALUE.match(value):
                 forwarded_pairs.append(f"{name}={value}")
-                forwarded.append(shown)
+                forwarded.append(name)  # an allowed name comes from the config, not from the client
             else:
-                stripped.append(shown)
+                stripped.append(audit_name(name))
     return CookieDecision(
         header="; ".join(forwarded_pairs) or None,
-        received=_unique(received),
         forwarded=_unique(forwarded),
         stripped=_unique(stripped),
     )

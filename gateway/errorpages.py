@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import NamedTuple
 
 import aiohttp_jinja2
@@ -19,6 +20,7 @@ from aiohttp.typedefs import Handler, LooseHeaders
 
 from gateway.audit import AUDIT_ENTRY
 from gateway.errors import ChangeRefused, ClientTimeout, StoreUnavailable, UpstreamError
+from gateway.protocol import refused_status
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,9 @@ _HINTS = {
     408: "The request took too long to arrive.",
     409: "That change conflicts with what is stored.",
     413: "The request is too large.",
+    414: "The address is too long. Try a shorter search.",
     421: "This server does not serve that host name.",
+    431: "The request carries too many or too large headers. Clearing this site's cookies may help.",
     502: "The help center could not be reached. Please try again in a moment.",
     503: "Please try again in a moment.",
     504: "The help center did not answer in time. Please try again in a moment.",
@@ -140,7 +144,13 @@ def error_response(
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn HTTP errors, upstream failures and bugs into pages; redirects pass through."""
+    """Turn HTTP errors, upstream failures and bugs into pages; redirects pass through.
+
+    A request standing in for a head the parser refused (gateway/protocol.py) is answered here at once.
+    """
+    refused = refused_status(request)
+    if refused is not None:
+        return error_response(request, refused, HTTPStatus(refused).phrase)
     try:
         return await handler(request)
     except web.HTTPException as exc:

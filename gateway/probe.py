@@ -32,7 +32,7 @@ from yarl import URL
 
 from gateway.checks import Check
 from gateway.config import intercom_cookies
-from gateway.cookies import cookie_value, filter_cookies
+from gateway.cookies import cookie_names, cookie_value, filter_cookies
 from gateway.guard import PROBE_PATH
 from gateway.proxy import Upstream
 from gateway.tls import CertificateInfo, peer_certificate
@@ -101,7 +101,7 @@ def answer(cookie_headers: Sequence[str], nonce: str, upstream: Upstream, *, wor
         domain=upstream.custom_domain,
         workspace_id=workspace_id,
         allowed=sorted(upstream.allowed_cookies),
-        received=[seen(cookie_headers, name) for name in decision.received],
+        received=[seen(cookie_headers, name) for name in cookie_names(cookie_headers)],
         upstream=[seen([pair], pair.partition("=")[0]) for pair in forwarded],
         stripped=list(decision.stripped),
         set_cookie=upstream.set_cookie(sample_set_cookie(session, nonce, upstream.base.host or "")).header,

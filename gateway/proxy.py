@@ -152,11 +152,7 @@ async def forward(
     """
     entry = request[AUDIT_ENTRY]
     cookies = filter_cookies(request.headers.getall("Cookie", ()), upstream.allowed_cookies)
-    entry.cookies.received, entry.cookies.forwarded, entry.cookies.stripped = (
-        cookies.received,
-        cookies.forwarded,
-        cookies.stripped,
-    )
+    entry.cookies.forwarded, entry.cookies.stripped = cookies.forwarded, cookies.stripped  # received: the audit's
     headers = upstream_request_headers(
         request.headers, cookie=cookies.header, fwd=request[FORWARDING], identity=identity
     )

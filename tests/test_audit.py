@@ -9,6 +9,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from gateway.audit import (
     LINGER,
     AccessResult,
@@ -20,7 +22,9 @@ from gateway.audit import (
     RemovedField,
 )
 from gateway.auditreport import render, summarise
-from tests.conftest import Gateway
+from gateway.cli import main
+from gateway.identity import sign_token
+from tests.conftest import CANARY, SECRET, SESSION_COOKIE, Gateway, StartGateway
 
 DESIGN_FIELDS = {
     "ts",
@@ -183,3 +187,32 @@ def test_summary_counts_cookies_statuses_and_set_cookies() -> None:
     assert "admin changes:" in text
     assert "  add membership: 1" in text
     assert "  remove membership (refused): 1" in text
+
+
+async def test_every_request_records_the_cookie_names_it_received(
+    start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only proxied requests: pages, the API, the home page, a 404 and a health check name their cookies."""
+    access = {"rules": [{"attribute": "person.email", "op": "ends_with", "value": "@example.com"}]}
+    gateway = await start_gateway(portal={"access": access})
+    token = sign_token(SECRET, user_id="u-visitor", now=time.time(), ttl=600, email="visitor@example.com")
+    cookie = f"portal-jwt={token}; {SESSION_COOKIE}={CANARY}; _ga={CANARY}"
+    answered = {}
+    for path in ("tickets", "api/v1/me", "", "tickets/999999", "healthz", "articles/1"):
+        async with gateway.client.get(gateway.url / path, headers={"Cookie": cookie}) as response:
+            answered[response.headers["X-Request-Id"]] = ("/" + path, response.status)
+    assert [status for _, status in answered.values()] == [200, 200, 200, 404, 200, 200]
+    records = {request_id: await gateway.audit_for(request_id) for request_id in answered}
+    for request_id, record in records.items():
+        assert record["cookies"]["received"] == ["portal-jwt", SESSION_COOKIE, "_ga"], answered[request_id]
+    # What went upstream stays the proxy's to say, for the one proxied request only.
+    assert [(r["path"], r["cookies"]["forwarded"], r["cookies"]["stripped"]) for r in records.values()][-2:] == [
+        ("/healthz", [], []),
+        ("/articles/1", [SESSION_COOKIE], ["portal-jwt", "_ga"]),
+    ]
+
+    assert main(["audit", str(gateway.config.audit.path)]) == 0
+    report = capsys.readouterr().out
+    counts = {line.split()[0]: line.split()[1:] for line in report.splitlines() if line.startswith(("portal", "_ga"))}
+    # columns: received, forwarded, stripped
+    assert counts == {"portal-jwt": ["6", "0", "1"], "_ga": ["6", "0", "1"]}, report

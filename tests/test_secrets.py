@@ -33,7 +33,7 @@ async def test_a_request_the_parser_refuses_is_not_quoted_back(
 ) -> None:
     """Class 8, reflected secrets (the CVE-2012-0053 class): a 400 for a malformed header quotes nothing of it."""
     answer = await raw_exchange(gateway, MALFORMED[name].encode("latin-1"), client_ssl, seconds=1)
-    assert answer.statuses == [400]
+    assert answer.statuses == [431 if name == "overlong-authorization" else 400]
     assert answer.closed
     assert planted(answer.data.decode("latin-1")) == []
     assert b"aiohttp" not in answer.data
