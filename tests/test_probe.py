@@ -472,7 +472,9 @@ async def test_the_probe_endpoint_is_the_gateways_own_404_without_the_admin_toke
         record = await probed.audit_for(response.headers["X-Request-Id"])
     assert record["identity"]["method"] == "admin_token"
     assert record["identity"]["result"] == "rejected"
-    assert record["cookies"]["received"] == []  # nothing read before the token check
+    # Every request's audit names the cookies that came (names only); nothing is forwarded or reported back.
+    assert record["cookies"]["received"] == [SESSION_COOKIE, DEVICE_COOKIE]
+    assert record["cookies"]["forwarded"] == []
     assert upstream.requests == []
 
 
