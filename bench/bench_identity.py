@@ -20,10 +20,10 @@ from collections.abc import Callable
 import jwt
 
 from gateway.config import Condition, RuleGroup, VisibilityConfig
-from gateway.identity import Identity, JWTVerifier, sign_token
-from gateway.rules import compile_rules
+from gateway.policy.identity import Identity, JWTVerifier, sign_token
+from gateway.policy.rules import compile_rules
+from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.store.models import Company, Contact
-from gateway.visibility import VisibilityPolicy, Visitor
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
 NOW = 1_800_000_000.0

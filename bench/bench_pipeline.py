@@ -38,10 +38,10 @@ from bench.bench_identity import per_call_us
 from bench.edge import HOST, PATH, SECRET, WORKSPACE, gateway_config
 from gateway.app import create_app
 from gateway.config import load_config
-from gateway.cookies import filter_cookies
-from gateway.headers import Forwarding, upstream_request_headers
-from gateway.identity import sign_token
-from gateway.paths import reserved
+from gateway.edge.headers import Forwarding, upstream_request_headers
+from gateway.edge.paths import reserved
+from gateway.policy.cookies import filter_cookies
+from gateway.policy.identity import sign_token
 
 REQUESTS = 2000
 REPEATS = 7

@@ -26,10 +26,10 @@ import aiohttp
 import trustme
 
 from gateway.config import GatewayConfig
-from gateway.identity import sign_token
-from gateway.server import start
-from gateway.store import SQLiteStore, writes
-from gateway.tls import server_context
+from gateway.policy.identity import sign_token
+from gateway.run.server import start
+from gateway.run.tls import server_context
+from gateway.store.sqlite import SQLiteStore, writes
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
 WORDS = [

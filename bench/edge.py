@@ -44,7 +44,7 @@ import yaml
 from bench import nginx
 from bench.load import PeakRSS, WrkResult, rss_with_idle_connections, tree_rss, wrk
 from bench.profile import profile_gateway
-from gateway.identity import sign_token
+from gateway.policy.identity import sign_token
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -13,7 +13,7 @@ from bench.load import wrk
 
 TOP = 15
 REPO = str(Path(__file__).resolve().parents[1]) + "/"
-_SKELETON = ("(gateway/__main__.py)", "(gateway/cli.py)", "(gateway/server.py)")  # on every stack: says nothing
+_SKELETON = ("(gateway/__main__.py)", "(gateway/cli.py)", "(gateway/run/server.py)")  # on every stack: says nothing
 
 
 def _short(path: str) -> str:

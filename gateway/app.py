@@ -12,11 +12,10 @@ import jinja2
 from aiohttp import web
 
 import routes
-from gateway.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.config import CONFIG, GatewayConfig
-from gateway.errorpages import error_middleware
-from gateway.framing import framing_middleware
-from gateway.guard import (
+from gateway.edge.errorpages import error_middleware
+from gateway.edge.framing import framing_middleware
+from gateway.edge.guard import (
     GUARD,
     STORE,
     Guard,
@@ -25,16 +24,17 @@ from gateway.guard import (
     identity_middleware,
     jwks_context,
 )
-from gateway.headers import forwarded_middleware
-from gateway.hosts import host_middleware, served_hosts
-from gateway.identity import JWTVerifier
-from gateway.metrics import METRICS, Metrics
-from gateway.paths import path_middleware
-from gateway.proxy import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
-from gateway.secure import security_headers
-from gateway.slowclients import HeadDeadline, body_middleware
-from gateway.store import SQLiteStore
+from gateway.edge.headers import forwarded_middleware
+from gateway.edge.hosts import host_middleware, served_hosts
+from gateway.edge.paths import path_middleware
+from gateway.edge.secure import security_headers
+from gateway.edge.slowclients import HeadDeadline, body_middleware
+from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
+from gateway.observe.metrics import METRICS, Metrics
+from gateway.policy.identity import JWTVerifier
+from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
+from gateway.store.sqlite import SQLiteStore
 from routes import admin, api, auth, health, messenger, portal, probe, upstream
 
 STATIC_PREFIX = "/_gateway/static"

@@ -19,9 +19,11 @@ from pathlib import Path
 import aiohttp
 from yarl import URL
 
-from gateway import devsetup, probe, server, workers
-from gateway.auditchain import verify
-from gateway.auditreport import (
+from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret
+from gateway.errors import ConfigError
+from gateway.observe.auditchain import verify
+from gateway.ops import devsetup, probe
+from gateway.ops.auditreport import (
     Filter,
     parse_status,
     parse_when,
@@ -31,19 +33,18 @@ from gateway.auditreport import (
     summary_json,
     verification_json,
 )
-from gateway.checks import run_checks
-from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret
-from gateway.errors import ConfigError
-from gateway.identity import Identity, JWKSKeys, parse_ttl, sign_token
-from gateway.logs import setup_logging
-from gateway.rules import compile_rules
-from gateway.store import SQLiteStore
+from gateway.ops.checks import run_checks
+from gateway.ops.tokeninspect import inspect_token
+from gateway.policy.identity import Identity, JWKSKeys, parse_ttl, sign_token
+from gateway.policy.rules import compile_rules
+from gateway.policy.visibility import VisibilityPolicy, Visitor
+from gateway.run import server, workers
+from gateway.run.logs import setup_logging
+from gateway.run.tls import server_context
 from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
-from gateway.tls import server_context
-from gateway.tokeninspect import inspect_token
-from gateway.visibility import VisibilityPolicy, Visitor
+from gateway.store.sqlite import SQLiteStore
 
 log = logging.getLogger("gateway")
 

@@ -28,14 +28,14 @@ from typing import Annotated, Any, TypeVar
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from gateway.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.config import CONFIG
-from gateway.errorpages import BadRequest, Unauthorized
+from gateway.edge.errorpages import BadRequest, Unauthorized
+from gateway.edge.guard import ADMIN_PREFIX, GUARD, STORE
 from gateway.errors import Invalid
-from gateway.guard import ADMIN_PREFIX, GUARD, STORE
-from gateway.metrics import METRICS
-from gateway.store import support
+from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
+from gateway.observe.metrics import METRICS
 from gateway.store.models import TicketCategory
+from gateway.store.sqlite import support
 
 MAX_PAGE_SIZE = 100
 MAX_PAGE = 1_000_000  # far past any store, and (page - 1) * per_page stays an SQLite integer

@@ -7,8 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.errorpages import BadRequest
-from gateway.guard import GUARD, STORE, VISITOR
+from gateway.edge.errorpages import BadRequest
+from gateway.edge.guard import GUARD, STORE, VISITOR
 from gateway.store.models import TicketDetail, TicketPage, TicketSummary
 from routes.highlight import highlight
 from routes.listing import parse_list

@@ -6,9 +6,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.guard import DEV_LOGIN_PATH, GUARD, SIGN_IN_PATH, SIGN_OUT_PATH, STORE
-from gateway.identity import sign_token
-from gateway.redirects import safe_return_to
+from gateway.edge.guard import DEV_LOGIN_PATH, GUARD, SIGN_IN_PATH, SIGN_OUT_PATH, STORE
+from gateway.policy.identity import sign_token
+from gateway.policy.redirects import safe_return_to
 
 DEV_TOKEN_TTL = 8 * 3600
 _COOKIE_FLAGS = {"path": "/", "secure": True, "httponly": True, "samesite": "Lax"}

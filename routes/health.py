@@ -9,11 +9,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.config import CONFIG
+from gateway.edge.guard import STORE
+from gateway.edge.headers import peer_in
 from gateway.errors import StoreUnavailable
-from gateway.guard import STORE
-from gateway.headers import peer_in
-from gateway.metrics import METRICS
-from gateway.proxy import HELP_CENTER, UPSTREAM_SESSION
+from gateway.observe.metrics import METRICS
+from gateway.proxy.forward import HELP_CENTER, UPSTREAM_SESSION
 
 READY_TIMEOUT = aiohttp.ClientTimeout(total=3)
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
-from gateway.errorpages import BadRequest
+from gateway.edge.errorpages import BadRequest
+from gateway.policy.visibility import Scope, VisibilityDecision
 from gateway.store.models import SORT_KEYS, SortKey, TicketQuery
-from gateway.visibility import Scope, VisibilityDecision
 
 MAX_PAGE = 10_000
 DAY = 86_400

@@ -12,14 +12,24 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.audit import AUDIT_ENTRY, CompanyPolicyResult, RemovedField
-from gateway.companyupdates import BodyError, Form, Sender, Verdict, encode, parse_form, police, token_in, user_data_of
 from gateway.config import CONFIG
-from gateway.errorpages import BadRequest, Forbidden, Unauthorized
-from gateway.guard import CREDENTIALS, GUARD, STORE, judged, record_identity
-from gateway.identity import Identity, Rejection, verify_hmac
-from gateway.metrics import METRICS
-from gateway.proxy import MESSENGER, forward
+from gateway.edge.errorpages import BadRequest, Forbidden, Unauthorized
+from gateway.edge.guard import CREDENTIALS, GUARD, STORE, judged, record_identity
+from gateway.observe.audit import AUDIT_ENTRY, CompanyPolicyResult, RemovedField
+from gateway.observe.metrics import METRICS
+from gateway.policy.companyupdates import (
+    BodyError,
+    Form,
+    Sender,
+    Verdict,
+    encode,
+    parse_form,
+    police,
+    token_in,
+    user_data_of,
+)
+from gateway.policy.identity import Identity, Rejection, verify_hmac
+from gateway.proxy.forward import MESSENGER, forward
 
 FORM = "application/x-www-form-urlencoded"
 MAX_AUDITED_USER_ID = 200

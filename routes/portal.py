@@ -9,14 +9,14 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.csrf import csrf_token, csrf_valid, derive_key
-from gateway.errorpages import Forbidden, Link
-from gateway.guard import GUARD, STORE, VISITOR
-from gateway.timefmt import iso, relative
+from gateway.edge.errorpages import Forbidden, Link
+from gateway.edge.guard import GUARD, STORE, VISITOR
+from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
 from routes.api import not_found
 from routes.health import help_center_problem
 from routes.highlight import highlight
 from routes.listing import FILTER_NAMES, parse_list
+from routes.timefmt import iso, relative
 
 COLUMNS = (
     ("id", "ID"),

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.audit import AUDIT_ENTRY
 from gateway.config import CONFIG
-from gateway.errorpages import BadRequest
-from gateway.guard import PROBE_PATH
-from gateway.probe import NONCE, SIGNATURE_HEADER, answer, sign
-from gateway.proxy import HELP_CENTER
+from gateway.edge.errorpages import BadRequest
+from gateway.edge.guard import PROBE_PATH
+from gateway.observe.audit import AUDIT_ENTRY
+from gateway.ops.probe import NONCE, SIGNATURE_HEADER, answer, sign
+from gateway.proxy.forward import HELP_CENTER
 from routes.admin import ADMIN_TOKEN, admin_token_valid
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.guard import upstream_identity
-from gateway.paths import reserved
-from gateway.proxy import HELP_CENTER, forward
+from gateway.edge.guard import upstream_identity
+from gateway.edge.paths import reserved
+from gateway.proxy.forward import HELP_CENTER, forward
 
 ROUTE_NAME = "proxy"
 

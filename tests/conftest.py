@@ -1,6 +1,6 @@
 """Shared test harness: a trustme CA, a recording upstream, the real gateway over real TLS.
 
-Nothing of the project is mocked: the gateway runs through ``gateway.server.start``
+Nothing of the project is mocked: the gateway runs through ``gateway.run.server.start``
 exactly as ``serve`` runs it; only the hosted help center is faked, by a small
 aiohttp app that records what reached it.
 """
@@ -29,10 +29,10 @@ from prometheus_client import generate_latest
 from yarl import URL
 
 from gateway.config import GatewayConfig
-from gateway.logs import JSONFormatter
-from gateway.metrics import METRICS
-from gateway.server import Running, start
-from gateway.tls import server_context
+from gateway.observe.metrics import METRICS
+from gateway.run.logs import JSONFormatter
+from gateway.run.server import Running, start
+from gateway.run.tls import server_context
 
 DOMAIN = "help.example.com"
 WORKSPACE = "ws1a2b3c"
@@ -315,7 +315,7 @@ StartGateway = Callable[..., Awaitable[Gateway]]
 async def start_gateway(
     make_config: MakeConfig, client_ssl: ssl.SSLContext, cert_files: CertFiles, leaks: Leaks
 ) -> AsyncIterator[StartGateway]:
-    """Start the real gateway (``gateway.server.start``) with config overrides; stopped after the test."""
+    """Start the real gateway (``gateway.run.server.start``) with config overrides; stopped after the test."""
     started: list[Gateway] = []
 
     async def launch(**overrides: Any) -> Gateway:

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from gateway.cli import DEMO_NOTE
-from gateway.identity import Identity, JWTVerifier, Rejection, sign_token
+from gateway.policy.identity import Identity, JWTVerifier, Rejection, sign_token
 from tests.conftest import CANARY, DOMAIN, SECRET, CertFiles, config_dict, deep_merge
 
 REPO = Path(__file__).resolve().parents[1]

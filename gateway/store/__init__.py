@@ -1,5 +1,1 @@
-"""The portal's store: an async interface over the embedded SQLite database (the default backend)."""
-
-from gateway.store.sqlite import SQLiteStore
-
-__all__ = ["SQLiteStore"]
+"""The portal's store: models, search, import and demo data; backends in sub-packages (sqlite/)."""

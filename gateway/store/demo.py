@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine, write_line
 from gateway.store.models import TicketCategory
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite.store import SQLiteStore
 
 DAY = 86_400
 HOUR = 3_600

@@ -30,9 +30,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from gateway.store import writes
 from gateway.store.models import StateCategory, TicketCategory
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite import writes
+from gateway.store.sqlite.store import SQLiteStore
 
 
 class _Line(BaseModel):

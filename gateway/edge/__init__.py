@@ -1,0 +1,1 @@
+"""The request stages in front of the handlers, outermost first in app.py."""

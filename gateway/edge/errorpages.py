@@ -1,0 +1,177 @@
+"""The one place errors become answers: an HTML page, or JSON for API clients.
+
+Every page carries the request id, so a visitor can quote it and ops can
+find the audit record; no page shows an exception, an upstream address or
+anything else from inside the gateway. A page is headed in plain words
+("Page not found") and may offer the next step as a link ("Sign in again");
+a JSON body keeps HTTP's reason phrase as its title, which API clients match on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from http import HTTPStatus
+from typing import NamedTuple
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp.typedefs import Handler, LooseHeaders
+
+from gateway.errors import ChangeRefused, ClientTimeout, StoreUnavailable, UpstreamError
+from gateway.observe.audit import AUDIT_ENTRY
+from gateway.run.protocol import refused_status
+
+log = logging.getLogger(__name__)
+
+_HINTS = {
+    400: "The request could not be understood.",
+    401: "Please sign in through your company's app, then open this page again.",
+    403: "You are signed in, but this page is not open to you.",
+    404: "There is nothing at this address.",
+    405: "This address does not accept that method.",
+    408: "The request took too long to arrive.",
+    409: "That change conflicts with what is stored.",
+    413: "The request is too large.",
+    414: "The address is too long. Try a shorter search.",
+    421: "This server does not serve that host name.",
+    431: "The request carries too many or too large headers. Clearing this site's cookies may help.",
+    502: "The help center could not be reached. Please try again in a moment.",
+    503: "Please try again in a moment.",
+    504: "The help center did not answer in time. Please try again in a moment.",
+}
+# A page's heading: what a person reads, instead of the reason phrase ("Not Found", "Forbidden").
+_HEADINGS = {
+    400: "This request could not be read",
+    401: "Please sign in",
+    403: "You don't have access to this page",
+    404: "Page not found",
+    405: "This page cannot do that",
+    408: "The request took too long",
+    409: "That change conflicts with what is stored",
+    413: "The request is too large",
+    414: "This address is too long",
+    421: "This address is not served here",
+    431: "The request's headers are too large",
+    500: "Something went wrong on our side",
+    502: "The help center is unreachable",
+    503: "The help center is not available right now",
+    504: "The help center took too long to answer",
+}
+
+
+class Link(NamedTuple):
+    """The next step an error page offers: where it goes, and what the link says."""
+
+    href: str
+    label: str
+
+
+class Explained(web.HTTPException):
+    """An HTTP error whose detail (which input, and why) is safe to show the client; mixed into one below.
+
+    ``title`` heads its page in place of the status's own heading, ``link`` is the next step the page offers;
+    neither goes into a JSON body.
+    """
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        link: Link | None = None,
+        headers: LooseHeaders | None = None,
+    ) -> None:
+        super().__init__(headers=headers)
+        self.detail = detail
+        self.title = title
+        self.link = link
+
+
+class BadRequest(Explained, web.HTTPBadRequest):
+    """400, with the reason."""
+
+
+class Unauthorized(Explained, web.HTTPUnauthorized):
+    """401, with the reason (never the credential)."""
+
+
+class Forbidden(Explained, web.HTTPForbidden):
+    """403, with the reason."""
+
+
+def wants_json(request: web.Request) -> bool:
+    """API paths and clients that ask for JSON get JSON errors."""
+    if request.path.startswith(("/api/", "/admin/api", "/messenger/")):
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def error_response(
+    request: web.Request,
+    status: int,
+    title: str,
+    detail: str | None = None,
+    fields: Sequence[tuple[str, str]] = (),
+    *,
+    heading: str | None = None,
+    link: Link | None = None,
+) -> web.Response:
+    """The error answer for ``status``: a page or a JSON body, with the request id (and, for JSON, the
+    path and reason of each bad input field); the page is headed ``heading`` (else the status's plain
+    heading) and offers ``link``."""
+    request_id = request[AUDIT_ENTRY].request_id
+    detail = detail or _HINTS.get(status, "Something went wrong on our side.")
+    if wants_json(request):
+        error: dict[str, object] = {"status": status, "title": title, "detail": detail, "request_id": request_id}
+        if fields:
+            error["fields"] = [{"path": path, "reason": reason} for path, reason in fields]
+        return web.json_response({"error": error}, status=status)
+    return aiohttp_jinja2.render_template(
+        "error.html",
+        request,
+        {
+            "status": status,
+            "title": heading or _HEADINGS.get(status, title),
+            "detail": detail,
+            "request_id": request_id,
+            "link": link,
+        },
+        status=status,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn HTTP errors, upstream failures and bugs into pages; redirects pass through.
+
+    A request standing in for a head the parser refused (gateway/run/protocol.py) is answered here at once.
+    """
+    refused = refused_status(request)
+    if refused is not None:
+        return error_response(request, refused, HTTPStatus(refused).phrase)
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if isinstance(exc, Explained):
+            response = error_response(request, exc.status, exc.reason, exc.detail, heading=exc.title, link=exc.link)
+        else:
+            response = error_response(request, exc.status, exc.reason)
+        for name in ("Allow", "WWW-Authenticate"):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+    except (UpstreamError, ClientTimeout, StoreUnavailable) as exc:
+        response = error_response(request, exc.status, exc.title)
+    except ChangeRefused as exc:
+        response = error_response(request, exc.status, exc.title, str(exc), exc.fields)
+    except Exception:
+        log.exception("unhandled error", extra={"request_id": request[AUDIT_ENTRY].request_id})
+        response = error_response(request, 500, "Internal error")
+    # SECURITY: a body left half-read (too big, too slow, refused early) is not drained for
+    # seconds more, nor parsed as the next request: the connection closes after the page.
+    if not request.content.is_eof():
+        response.force_close()
+    return response

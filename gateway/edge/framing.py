@@ -1,0 +1,53 @@
+"""Request framing that the HTTP parser accepts but a proxy must not: refused before any byte is forwarded.
+
+aiohttp's parser (llhttp) already refuses duplicate or malformed lengths,
+obs-fold, bare CR and NUL. What it accepts and a chain of proxies may read
+two ways is refused here, with the connection closed so that nothing queued
+behind the request is parsed as another one.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from multidict import CIMultiDictProxy
+
+from gateway.edge.errorpages import error_response
+
+
+def _tokens(headers: CIMultiDictProxy[str], name: str) -> list[str]:
+    return [token.strip().lower() for value in headers.getall(name, ()) for token in value.split(",")]
+
+
+def framing_problem(method: str, headers: CIMultiDictProxy[str]) -> str | None:
+    """Why a request's framing is refused, or None when it has exactly one reading."""
+    # SECURITY: request smuggling. "gzip, chunked" is legal HTTP, but a front proxy that does not
+    # know "gzip" may frame the body by Content-Length or until close; only plain chunked is accepted.
+    if "Transfer-Encoding" in headers and _tokens(headers, "Transfer-Encoding") != ["chunked"]:
+        return "Transfer-Encoding other than a single chunked is not accepted."
+    if "Transfer-Encoding" in headers and "Content-Length" in headers:
+        return "Content-Length and Transfer-Encoding together are not accepted."
+    # SECURITY: h2c and other upgrades tunnel past every check behind the proxy; only a WebSocket
+    # handshake (a GET naming the upgrade in Connection) may ask to switch protocols.
+    if "Upgrade" in headers and (
+        method != "GET"
+        or _tokens(headers, "Upgrade") != ["websocket"]
+        or "upgrade" not in _tokens(headers, "Connection")
+    ):
+        return "Only a WebSocket handshake may ask for an upgrade."
+    return None
+
+
+@web.middleware
+async def framing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse ambiguous framing with a 400; close the connection after any upgrade that did not happen."""
+    problem = framing_problem(request.method, request.headers)
+    if problem is not None:
+        response: web.StreamResponse = error_response(request, 400, "Bad request", problem)
+    else:
+        response = await handler(request)
+    # SECURITY: bytes a client sent behind an upgrade request (or a refused one) must not be
+    # parsed as the next request on this connection: it is closed unless the upgrade happened.
+    if problem is not None or ("Upgrade" in request.headers and response.status != 101):
+        response.force_close()
+    return response

@@ -1,0 +1,327 @@
+"""The identity and access stages of the pipeline.
+
+``identity_middleware`` says who the visitor is (or why not) on every request;
+``access_middleware`` decides, on the portal's own paths only, whether they
+may come in. Both only wire the pure functions of ``identity.py``,
+``rules.py`` and ``visibility.py`` to the request, the store and the audit.
+``account_context`` tells every page's header who is signed in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TypeVar
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from yarl import URL
+
+from gateway.config import GatewayConfig
+from gateway.edge.errorpages import Forbidden, Link, Unauthorized
+from gateway.edge.paths import decision_path
+from gateway.errors import StoreUnavailable
+from gateway.observe.audit import AUDIT_ENTRY, AccessResult, IdentityResult
+from gateway.observe.metrics import METRICS
+from gateway.policy.cookies import cookie_value
+from gateway.policy.identity import Identity, JWTVerifier, Rejection, verify_hmac
+from gateway.policy.redirects import safe_return_to
+from gateway.policy.rules import Policy, compile_rules
+from gateway.policy.visibility import VisibilityPolicy, Visitor
+from gateway.proxy.forward import UPSTREAM_SESSION
+from gateway.store.sqlite import SQLiteStore
+
+API_PREFIX = "/api/v1/"
+ADMIN_PREFIX = "/admin/api"
+PROBE_PATH = "/_gateway/probe"  # the end-to-end probe's endpoint (routes/probe.py), behind the admin token too
+PUBLIC_API = frozenset({"/api/v1/openapi.json"})
+DEV_LOGIN_PATH = "/dev/login"
+SIGN_IN_PATH = "/signin"
+SIGN_OUT_PATH = "/signout"
+CHALLENGE = 'Bearer realm="portal"'
+_HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+
+CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
+VISITOR = web.RequestKey("visitor", Visitor)
+STORE = web.AppKey("store", SQLiteStore)
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Everything the identity and access stages need, compiled once from the config."""
+
+    verifier: JWTVerifier
+    hmac_secrets: tuple[str, ...] | None
+    jwt_cookie: str
+    hmac_cookies: tuple[str, str]
+    enforce: bool
+    access: Policy
+    visibility: VisibilityPolicy
+    portal_path: str
+    domain: str
+    login_url: URL | None
+    dev_login: bool
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig, verifier: JWTVerifier) -> Guard:
+        """Compile the rules and gather the identity settings."""
+        identity = config.identity
+        secrets = tuple(secret.get_secret_value() for secret in identity.jwt.secrets)
+        return cls(
+            verifier=verifier,
+            hmac_secrets=secrets if identity.hmac.enabled else None,
+            jwt_cookie=identity.jwt.cookie,
+            hmac_cookies=(identity.hmac.user_id_cookie, identity.hmac.user_hash_cookie),
+            enforce=identity.enforce,
+            access=compile_rules(config.portal.access, "portal.access"),
+            visibility=VisibilityPolicy(config.portal.visibility),
+            portal_path=config.portal.path,
+            domain=config.domain,
+            login_url=identity.login_url,
+            dev_login=identity.dev_login,
+        )
+
+    def protects(self, path: str) -> bool:
+        """Whether ``path`` belongs to the portal (pages or JSON API) and needs a visitor."""
+        # SECURITY: decided on the broadest reading of the path (paths.py), so that ``/TICKETS``,
+        # ``/tickets;x`` or ``//tickets.`` cannot pass here as "not the portal" and be served upstream as it.
+        path = decision_path(path)
+        if path == API_PREFIX.rstrip("/") or path.startswith(API_PREFIX):
+            return path not in PUBLIC_API
+        portal = self._portal_decision_path
+        return path == portal or path.startswith(portal + "/")
+
+    @cached_property
+    def _portal_decision_path(self) -> str:
+        return decision_path(self.portal_path)
+
+    def credentials(self, request: web.Request) -> Identity | Rejection | None:
+        """The visitor's identity from the bearer token, the JWT cookie or (if enabled) the legacy HMAC cookies."""
+        if not self.enforce:
+            return None
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return self.verifier.verify(token.strip(), self.clock())
+        cookies = request.headers.getall("Cookie", ())
+        from_cookie = cookie_value(cookies, self.jwt_cookie)
+        if from_cookie:
+            return self.verifier.verify(from_cookie, self.clock())
+        if self.hmac_secrets is not None:
+            user_id, user_hash = (cookie_value(cookies, name) or "" for name in self.hmac_cookies)
+            if user_id and user_hash:
+                return verify_hmac(user_id, user_hash, self.hmac_secrets)
+        return None
+
+    @cached_property
+    def _login(self) -> URL | None:
+        return URL(DEV_LOGIN_PATH) if self.dev_login else self.login_url
+
+    def sign_in_url(self, return_to: str | None) -> URL | None:
+        """The login page with an absolute same-origin ``return_to``; None when there is no login page."""
+        if self._login is None:
+            return None
+        target = safe_return_to(return_to, domain=self.domain, fallback=self.portal_path)
+        return self._login.update_query(return_to=f"https://{self.domain}{target}")
+
+    @cached_property
+    def sign_out_url(self) -> str:
+        """Sign out, back to the Help Center home: a portal page would only send the visitor to sign in again."""
+        return str(URL(SIGN_OUT_PATH).with_query(return_to="/"))
+
+    def switch_account_url(self, return_to: str | None) -> str | None:
+        """Sign out, then sign in (as anyone) and come back to ``return_to``; None when there is no login page."""
+        if self._login is None:
+            return None
+        target = safe_return_to(return_to, domain=self.domain, fallback=self.portal_path)
+        # Both hops stay on this domain (relative paths), as /signout's return_to must.
+        return str(URL(SIGN_OUT_PATH).with_query(return_to=str(URL(SIGN_IN_PATH).with_query(return_to=target))))
+
+
+GUARD = web.AppKey("guard", Guard)
+JWKS_REFRESH_SECONDS = 600.0
+
+
+async def jwks_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: with ``jwks_url`` set, fetch the keys at start and again every few minutes."""
+    jwks = app[GUARD].verifier.jwks
+    if jwks is None:
+        yield
+        return
+    session = app[UPSTREAM_SESSION]
+    await jwks.refresh(session)
+
+    async def refresh_periodically() -> None:
+        while True:
+            await asyncio.sleep(JWKS_REFRESH_SECONDS)
+            await jwks.refresh(session)
+
+    task = asyncio.create_task(refresh_periodically())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+Judgement = TypeVar("Judgement", Identity | Rejection, Identity | Rejection | None)
+
+
+async def judged(request: web.Request, judge: Callable[[], Judgement]) -> Judgement:
+    """``judge()``; judged again once after fetching the JWKS anew, when it names a key not fetched yet."""
+    guard = request.app[GUARD]
+    result = judge()
+    jwks = guard.verifier.jwks
+    if isinstance(result, Rejection) and result.reason == "unknown_kid" and jwks and jwks.needs_refetch(guard.clock()):
+        # A new signing key may have been published since the last fetch: fetch once, then judge again.
+        await jwks.refresh(request.app[UPSTREAM_SESSION])
+        result = judge()
+    return result
+
+
+def record_identity(request: web.Request, result: Identity | Rejection | None) -> None:
+    """Write an identity outcome into the request's audit entry and the metrics."""
+    entry = request[AUDIT_ENTRY]
+    if isinstance(result, Identity):
+        entry.identity = IdentityResult(method=result.method, user_id=result.user_id, result="verified")
+    elif isinstance(result, Rejection):
+        entry.identity = IdentityResult(method=result.method, result="rejected", reason=result.reason)
+    if result is not None:
+        metrics = request.app[METRICS]
+        metrics.child(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "").inc()
+
+
+@web.middleware
+async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
+    guard = request.app[GUARD]
+    if request.path in (ADMIN_PREFIX, PROBE_PATH) or request.path.startswith(ADMIN_PREFIX + "/"):
+        # The admin API and the probe have their own bearer token: it is not a visitor's JWT, nor a failed one.
+        request[CREDENTIALS] = None
+        return await handler(request)
+    result = await judged(request, lambda: guard.credentials(request))
+    request[CREDENTIALS] = result
+    record_identity(request, result)
+    return await handler(request)
+
+
+async def upstream_identity(request: web.Request) -> dict[str, str]:
+    """The X-Portal-* headers that tell upstream who a verified visitor is (none for anyone else)."""
+    result = request[CREDENTIALS]
+    if not isinstance(result, Identity):
+        return {}
+    visitor = request.get(VISITOR) or Visitor(result, await request.app[STORE].contact_by_user_id(result.user_id))
+    headers = {
+        "X-Portal-User-Id": result.user_id,
+        "X-Portal-Company-Ids": ",".join(company.company_id for company in visitor.companies),
+    }
+    if visitor.email:
+        headers["X-Portal-Email"] = visitor.email
+    # SECURITY: signed claims still must not split headers; anything outside printable ASCII is percent-encoded.
+    return {name: quote(value, safe=_HEADER_SAFE) for name, value in headers.items()}
+
+
+def _back_here(request: web.Request) -> str | None:
+    """Where a page's sign-in link comes back to: this page, or (after a form was sent) the portal."""
+    # SECURITY: a page never quotes the request's query back (it may hold a token or a secret): only the path.
+    return request.rel_url.raw_path if request.method in ("GET", "HEAD") else None
+
+
+def _wants_page(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and not request.path.startswith(API_PREFIX)
+
+
+@dataclass(frozen=True)
+class Account:
+    """The page header's account: who is signed in, and the links to sign in or out."""
+
+    request: web.Request
+    known: Visitor | None
+    """The verified visitor as far as the identity stage knows them; None when nobody is signed in."""
+
+    @cached_property
+    def name(self) -> str | None:
+        """The visitor's name, else their email (else user id); None when nobody is signed in."""
+        # On portal pages the access stage has read the store's contact: its name wins over a bare email claim.
+        visitor = self.request.get(VISITOR) or self.known
+        if visitor is None:
+            return None
+        return visitor.name or visitor.email or visitor.identity.user_id
+
+    @property
+    def sign_out(self) -> str:
+        """The Sign out link."""
+        return self.request.app[GUARD].sign_out_url
+
+    @cached_property
+    def sign_in(self) -> str | None:
+        """The Sign in link, back to this page; None when there is no login page."""
+        login = self.request.app[GUARD].sign_in_url(_back_here(self.request))
+        return str(login) if login is not None else None
+
+
+async def account_context(request: web.Request) -> dict[str, Account]:
+    """aiohttp-jinja2 context processor: ``account``, the header every page shows (the error pages too)."""
+    # Runs on every request that passed the identity stage, most of which render nothing: links are
+    # only built if a page asks for them, and the store is asked only when the token names nobody.
+    credentials = request.get(CREDENTIALS)
+    known = Visitor(credentials, None) if isinstance(credentials, Identity) else None
+    if known is not None and known.name is None and known.email is None:
+        # A bare user id: the store may know their name. A header is not worth failing the page for.
+        with contextlib.suppress(StoreUnavailable):
+            known = Visitor(known.identity, await request.app[STORE].contact_by_user_id(known.identity.user_id))
+    return {"account": Account(request, known)}
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """On portal paths: no identity, sign in; a bad token, 401; rules not met, 403; otherwise a Visitor."""
+    guard = request.app[GUARD]
+    if not guard.protects(request.path):
+        return await handler(request)
+    entry = request[AUDIT_ENTRY]
+    result = request[CREDENTIALS]
+    if not isinstance(result, Identity):
+        entry.access = AccessResult(decision="deny", rule="identity required")
+        # An expired token is a sign-in that ran out: like no token at all, the way on is to sign in again.
+        # SECURITY: any other refusal (bad signature, wrong algorithm, malformed) is a configuration problem
+        # that a redirect would turn into a loop through the login page: it gets the 401 page instead.
+        if (result is None or result.reason == "expired") and _wants_page(request):
+            redirect = guard.sign_in_url(str(request.rel_url))
+            if redirect is not None:
+                raise web.HTTPFound(redirect)
+        login = guard.sign_in_url(_back_here(request))
+        if result is None:
+            raise Unauthorized(
+                link=Link(str(login), "Sign in") if login else None, headers={"WWW-Authenticate": CHALLENGE}
+            )
+        raise Unauthorized(
+            "Your sign-in could not be confirmed. Sign in again; if you come back to this page, "
+            "let your company's admin know.",
+            title="Please sign in again",
+            link=Link(str(login), "Sign in again") if login else None,
+            # RFC 6750: a token was sent and refused.
+            headers={"WWW-Authenticate": f'{CHALLENGE}, error="invalid_token"'},
+        )
+    # SECURITY: the store's contact cache is emptied by any commit (store/sqlite.py): a membership the admin
+    # API removes (or a company's attributes it changes) is out of the very next request's access decision,
+    # visibility and headers.
+    visitor = Visitor(identity=result, contact=await request.app[STORE].contact_by_user_id(result.user_id))
+    decision = guard.access(visitor.facts())
+    entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)
+    if not decision.allowed:
+        # SECURITY: a signed-in visitor outside the audience gets a 403, never a sign-in loop.
+        switch = guard.switch_account_url(_back_here(request))
+        raise Forbidden(
+            "The support portal is not open to the account you are signed in with. Ask your company's admin "
+            "for access to the support portal, or sign in as someone else.",
+            title="You don't have access to this portal",
+            link=Link(switch, "Sign in as someone else") if switch else None,
+        )
+    request[VISITOR] = visitor
+    return await handler(request)

@@ -1,0 +1,1 @@
+"""What the gateway records: the audit log and the metrics."""

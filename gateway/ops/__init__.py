@@ -1,0 +1,1 @@
+"""The tools ops and security teams run: prerequisites, first-run set-up, audit reports, the probe."""

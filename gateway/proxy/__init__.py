@@ -1,0 +1,1 @@
+"""Forwarding to the upstreams: the request rewrite and the pooled upstream client."""

@@ -1,0 +1,1 @@
+"""The process: serving, workers, the connection handler, TLS, logs."""

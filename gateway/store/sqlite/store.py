@@ -1,0 +1,537 @@
+"""The embedded store: SQLite in WAL mode, used from one worker thread so the event loop never waits on disk.
+
+The one exception is the contact cache's check, made on every verified request: a read of SQLite's
+change counter (``PRAGMA data_version``) from the loop's own connection, which never waits for a lock.
+
+Every read of tickets takes a :class:`~gateway.policy.visibility.TicketFilter` and goes
+through :func:`visible_clause`; there is no way to list or fetch a ticket without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cachetools import LRUCache
+
+from gateway.errors import StoreUnavailable
+from gateway.policy.visibility import TicketFilter
+from gateway.store.models import (
+    Company,
+    Contact,
+    Part,
+    TicketDetail,
+    TicketPage,
+    TicketQuery,
+    TicketState,
+    TicketSummary,
+    TicketType,
+)
+from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
+from gateway.store.sqlite.schema import migrate
+from gateway.store.sqlite.writes import add_participant
+
+T = TypeVar("T")
+CONTACT_CACHE_SIZE = 10_000
+log = logging.getLogger(__name__)
+
+# States in workflow order, for the list's sort and the state dropdown alike.
+_STATE_ORDER = (
+    "CASE {category} WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1 WHEN 'waiting_on_customer' THEN 2 ELSE 3 END"
+)
+_SORT_COLUMNS = {
+    "id": "CAST(t.ticket_id AS INTEGER) {dir}, t.ticket_id {dir}",
+    "type": "ty.name COLLATE NOCASE {dir}",
+    "state": _STATE_ORDER.format(category="s.category") + " {dir}, s.external_label {dir}",
+    "created": "t.created_at {dir}",
+    "updated": "t.updated_at {dir}",
+}
+# bm25() column weights (title, description, ticket_id, replies): within a tier, a word in the title or the
+# ticket id counts most, then one in the description, then one in a reply.
+_RANK = "bm25(ticket_search, 10.0, 4.0, 10.0, 1.0)"
+# The best field a ticket matched in: 0 title or ticket id, 1 description, 2 replies. bm25() with only one
+# column weighted is below zero exactly when that column holds a match, and bm25 alone cannot promise the
+# order (it scores the row as one document, so a long reply thread dilutes a title match).
+_TIER = (
+    "CASE WHEN bm25(ticket_search, 1, 0, 1, 0) < 0 THEN 0 WHEN bm25(ticket_search, 0, 1, 0, 0) < 0 THEN 1 ELSE 2 END"
+)
+# The column a snippet is cut from: the title, else the ticket id, else the description, else the replies.
+_TITLE, _DESCRIPTION, _TICKET_ID, _REPLIES = range(4)
+_SNIPPET_COLUMN = (
+    f"CASE WHEN bm25(ticket_search, 1, 0, 0, 0) < 0 THEN {_TITLE}"
+    f" WHEN bm25(ticket_search, 0, 0, 1, 0) < 0 THEN {_TICKET_ID}"
+    f" WHEN bm25(ticket_search, 0, 1, 0, 0) < 0 THEN {_DESCRIPTION} ELSE {_REPLIES} END"
+)
+_SUMMARY_COLUMNS = """
+    t.ticket_id, t.title, ty.name, s.external_label, s.category, c.name, p.name, t.created_at, t.updated_at
+"""
+_SUMMARY_LOOKUPS = """
+    JOIN ticket_types ty ON ty.id = t.type_id
+    JOIN ticket_states s ON s.id = t.state_id
+    LEFT JOIN companies c ON c.id = t.company_id
+    LEFT JOIN contacts p ON p.id = t.creator_id
+"""
+_SUMMARY_JOINS = f"FROM tickets t {_SUMMARY_LOOKUPS}"
+
+
+def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause of everything a visitor may see: shared tickets of their companies, maybe only their own.
+
+    SECURITY: the one place visibility becomes SQL. Tracker tickets and unshared
+    Back-office tickets never match; a visitor with no company and no contact
+    matches nothing (deny by default).
+    """
+    # A ticket's scope key is its company, or minus its creator when it has no company (company ids are
+    # positive, so the two never meet); one IN over that key, served by the tickets_by_scope index.
+    keys: list[Any] = sorted(visible.company_ids)
+    if visible.contact_id is not None:
+        keys.append(-visible.contact_id)
+    in_scope = f"coalesce(t.company_id, -t.creator_id) IN ({','.join('?' * len(keys))})" if keys else "0"
+    clause = f"(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1)) AND {in_scope}"
+    params = keys
+    if visible.own_only:
+        clause += " AND t.creator_id = ?"
+        params.append(visible.contact_id if visible.contact_id is not None else -1)
+    return clause, params
+
+
+def _query_clause(query: TicketQuery) -> tuple[str, list[Any]]:
+    conditions, params = [], []
+    for column, value in (
+        # Customers see external labels only: a state stands for every state that shares its label.
+        (
+            "t.state_id IN (SELECT id FROM ticket_states WHERE external_label ="
+            " (SELECT external_label FROM ticket_states WHERE id = ?))",
+            query.state_id,
+        ),
+        ("t.type_id = ?", query.type_id),
+        ("t.creator_id = ?", query.creator_id),
+        ("t.created_at >= ?", query.created_after),
+        ("t.created_at < ?", query.created_before),
+        ("t.updated_at >= ?", query.updated_after),
+        ("t.updated_at < ?", query.updated_before),
+    ):
+        if value is not None:
+            conditions.append(column)
+            params.append(value)
+    return "".join(f" AND {condition}" for condition in conditions), params
+
+
+def _summary(row: Sequence[Any]) -> TicketSummary:
+    return TicketSummary(*row[:9])
+
+
+def _relevance(descending: bool) -> str:
+    """ORDER BY for relevance: the exact ticket id first, then by tier, then by weighted bm25 (lower is better)."""
+    best, worst = ("DESC", "ASC") if descending else ("ASC", "DESC")
+    return f"hits.exact {best}, hits.tier {worst}, hits.score {worst}, hits.id {best}"
+
+
+def _company(row: Sequence[Any]) -> Company:
+    return Company(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
+
+
+class SQLiteStore:
+    """The async store over one SQLite connection owned by one worker thread."""
+
+    def __init__(self, path: Path, busy_timeout: float, executor: ThreadPoolExecutor) -> None:
+        self._path = path
+        self._busy_timeout = busy_timeout
+        self._executor = executor
+        self._connection = self._connect()
+        self._file = self._identity()
+        self._watch = self._watcher()
+        self._watched = self._file
+        self._contacts: LRUCache[str, Contact | None] = LRUCache(CONTACT_CACHE_SIZE)
+        self._contacts_seen: tuple[tuple[int, int], int] | None = None
+
+    @classmethod
+    async def open(cls, path: Path, *, busy_timeout: float = 5.0) -> SQLiteStore:
+        """Open (creating and migrating) the database at ``path``; wait ``busy_timeout`` s for others' locks."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        return await asyncio.get_running_loop().run_in_executor(executor, cls, path, busy_timeout, executor)
+
+    def _connect(self) -> sqlite3.Connection:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode = WAL")
+        connection.execute("PRAGMA synchronous = NORMAL")
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+        migrate(connection)
+        return connection
+
+    def _watcher(self) -> sqlite3.Connection:
+        """A connection for the loop's thread that only reads the change counter: it never creates the
+        file (``mode=rw``) and never waits for a lock (timeout 0)."""
+        return sqlite3.connect(
+            f"{self._path.resolve().as_uri()}?mode=rw",
+            uri=True,
+            timeout=0,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+
+    def _generation(self) -> tuple[tuple[int, int], int] | None:
+        """The database file and its change counter now, or None when they cannot be read without waiting.
+
+        The counter moves whenever any other connection commits, in this process or another (the admin
+        API through the worker's connection, another worker, ``portal-gateway import``).
+        """
+        file = self._identity()
+        if file is None:
+            return None
+        try:
+            if file != self._watched:  # another file took the path: watch that one
+                self._watch.close()
+                self._watch = self._watcher()
+                self._watched = file
+            version: int = self._watch.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            return None
+        return file, version
+
+    def _identity(self) -> tuple[int, int] | None:
+        """The (device, inode) of the database file now, or None when it is gone."""
+        try:
+            stat = self._path.stat()
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _usable(self) -> None:
+        """Raise StoreUnavailable while the file is gone; reconnect when another file took its place."""
+        # SECURITY/availability: SQLite keeps serving a deleted file from its open descriptor, so
+        # a lost or replaced volume would otherwise answer from a ghost copy and stay "ready".
+        current = self._identity()
+        if current is None:
+            log.warning("store unavailable: %s is missing", self._path)
+            raise StoreUnavailable("the store file is missing")
+        if current != self._file:
+            self._connection.close()
+            self._connection = self._connect()
+            self._file = current
+
+    async def close(self) -> None:
+        """Close the connections and stop the worker."""
+        self._watch.close()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._connection.close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, function: Callable[[], T]) -> T:
+        def run() -> T:
+            self._usable()
+            try:
+                return function()
+            except sqlite3.OperationalError as exc:  # locked, busy, disk I/O, cannot open
+                log.warning("store unavailable: %s", exc)
+                raise StoreUnavailable(str(exc)) from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, run)
+
+    async def transaction(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``function`` on the connection inside one transaction: all of it is written, or none."""
+
+        def run() -> T:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                result = function(self._connection)
+                self._connection.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (busy, disk full) must not leave the connection inside the transaction,
+                # and one SQLite already rolled back itself has nothing left to roll back.
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(run)
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database can be read and written (another process's lock fails it)."""
+
+        def ping() -> None:
+            self._connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            self._connection.execute("BEGIN IMMEDIATE")
+            self._connection.execute("ROLLBACK")
+
+        await self._run(ping)
+
+    def _contact(self, row: Sequence[Any]) -> Contact:
+        companies = self._connection.execute(
+            "SELECT c.id, c.company_id, c.name, c.plan, c.size, c.monthly_spend, c.custom_attributes"
+            " FROM memberships m JOIN companies c ON c.id = m.company_id WHERE m.contact_id = ? ORDER BY c.name",
+            (row[0],),
+        ).fetchall()
+        return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(_company, companies)))
+
+    async def contact_by_user_id(self, user_id: str) -> Contact | None:
+        """The contact whose external ``user_id`` this is, with their companies.
+
+        SECURITY: answered from memory only while nothing at all has been committed to the database
+        since it was read; any commit by anyone empties the cache before the next answer, so a membership
+        the admin API removes is gone from the very next request in every worker. When the counter cannot
+        be read at once (a lock, a missing file), the store is asked, as without a cache.
+        """
+        seen = self._generation()
+        if seen is not None and seen == self._contacts_seen and user_id in self._contacts:
+            return self._contacts[user_id]
+
+        def read() -> Contact | None:
+            row = self._connection.execute(
+                "SELECT id, user_id, email, name, custom_attributes FROM contacts WHERE user_id = ?", (user_id,)
+            ).fetchone()
+            return self._contact(row) if row else None
+
+        contact = await self._run(read)
+        if seen is not None and self._generation() == seen:  # nothing committed since: the answer is current
+            if seen != self._contacts_seen:
+                self._contacts.clear()
+                self._contacts_seen = seen
+            self._contacts[user_id] = contact
+        return contact
+
+    async def contacts(self) -> list[Contact]:
+        """Every contact with their companies, by name (for previews and the dev login)."""
+
+        def read() -> list[Contact]:
+            rows = self._connection.execute(
+                "SELECT id, user_id, email, name, custom_attributes FROM contacts ORDER BY name, id"
+            ).fetchall()
+            return [self._contact(row) for row in rows]
+
+        return await self._run(read)
+
+    async def ticket_states(self) -> list[TicketState]:
+        """All ticket states in workflow order."""
+        rows = await self._run(
+            lambda: self._connection.execute(
+                "SELECT id, category, internal_label, external_label FROM ticket_states"  # noqa: S608 (constants only)
+                f" ORDER BY {_STATE_ORDER.format(category='category')}, id"
+            ).fetchall()
+        )
+        return [TicketState(*row) for row in rows]
+
+    async def ticket_types(self) -> list[TicketType]:
+        """All ticket types by name."""
+        rows = await self._run(
+            lambda: self._connection.execute("SELECT id, name FROM ticket_types ORDER BY name").fetchall()
+        )
+        return [TicketType(*row) for row in rows]
+
+    async def list_tickets(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
+        """One page of the tickets the filter lets the visitor see, and their total.
+
+        With search words in ``query.q``: only the tickets holding all of them (in the
+        title, description, ticket id or a public reply), each with a snippet.
+        """
+        where, params = visible_clause(visible)
+        extra, extra_params = _query_clause(query)
+        match = fts_query(query.q)
+        if match is not None:
+            return await self._run(lambda: self._search(match, f"{where}{extra}", [*params, *extra_params], query))
+        direction = "DESC" if query.descending else "ASC"
+        order = _SORT_COLUMNS[query.order].format(dir=direction)
+        offset = (query.page - 1) * query.page_size
+
+        def read() -> TicketPage:
+            total = self._connection.execute(
+                f"SELECT count(*) FROM tickets t WHERE {where}{extra}",  # noqa: S608 (placeholders only)
+                [*params, *extra_params],
+            ).fetchone()[0]
+            # The page is chosen from the tickets_by_scope index alone (the small type and state tables
+            # give the sort keys); only its rows are then read and joined to companies and creators.
+            rows = self._connection.execute(
+                f"SELECT {_SUMMARY_COLUMNS} FROM (SELECT t.id AS page_id FROM tickets t"  # noqa: S608
+                " JOIN ticket_types ty ON ty.id = t.type_id JOIN ticket_states s ON s.id = t.state_id"
+                f" WHERE {where}{extra} ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?) AS page"
+                f" JOIN tickets t ON t.id = page.page_id {_SUMMARY_LOOKUPS} ORDER BY {order}, t.id {direction}",
+                [*params, *extra_params, query.page_size, offset],
+            ).fetchall()
+            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
+
+        return await self._run(read)
+
+    def _search(self, match: str, where: str, params: list[Any], query: TicketQuery) -> TicketPage:
+        """A page of the visible tickets matching ``match``, their total, and each one's snippet.
+
+        The visible set is read first (from an index) and the full-text matches are
+        checked against it, so the cost is that of the two sets, however they overlap.
+        Total and ranks come from one pass over the matches.
+        """
+        relevance = query.order == "relevance"
+        exact = (query.q or "").strip().lstrip("#")
+        if relevance:  # cut the page from the hits alone, then read the page's tickets
+            order = _relevance(query.descending)
+            source = f"(SELECT * FROM hits ORDER BY {order} LIMIT ? OFFSET ?) AS hits"  # noqa: S608
+            limit = ""
+        else:
+            direction = "DESC" if query.descending else "ASC"
+            source = "hits"
+            order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
+            limit = " LIMIT ? OFFSET ?"
+        # SECURITY: the full-text match is only ever checked against the visible set, never returned past it.
+        # The unary + keeps FTS5 from taking the rowid test as a lookup, which re-runs the query per ticket.
+        hits = (
+            "WITH hits (id, exact, tier, score) AS MATERIALIZED ("  # noqa: S608 (placeholders only)
+            " SELECT ticket_search.rowid, ticket_search.rowid IS (SELECT id FROM tickets WHERE ticket_id = ?),"
+            f" {_TIER if relevance else 0}, {_RANK if relevance else 0}"
+            " FROM ticket_search WHERE ticket_search MATCH ?"
+            f" AND +ticket_search.rowid IN (SELECT t.id FROM tickets t WHERE {where}))"
+        )
+        page = (
+            f"{hits} SELECT {_SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits)"  # noqa: S608
+            f" FROM {source} CROSS JOIN tickets t ON t.id = hits.id {_SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
+        )
+        offset = (query.page - 1) * query.page_size
+        rows = self._connection.execute(page, [exact, match, *params, query.page_size, offset]).fetchall()
+        total = int(rows[0][11]) if rows else 0
+        if not rows and offset:  # past the last page: the total still counts
+            count = f"{hits} SELECT count(*) FROM hits"  # noqa: S608 (placeholders only)
+            total = int(self._connection.execute(count, [exact, match, *params]).fetchone()[0])
+        items = self._with_snippets(match, [_summary(row) for row in rows], {row[9]: row[10] for row in rows})
+        return TicketPage(tuple(items), total, query.page, query.page_size)
+
+    def _with_snippets(
+        self, match: str, items: list[TicketSummary], conversations: dict[int, int]
+    ) -> list[TicketSummary]:
+        """The page's summaries with the snippet of the best field each matched in, its author and time."""
+        if not items:
+            return items
+        ids = list(conversations)
+        # highlight() marks every match in the whole column with the index's own tokenizer; excerpt() then
+        # cuts one snippet out of it (of one reply, for the replies column) between words.
+        marked = f"highlight(ticket_search, {_SNIPPET_COLUMN}, char(2), char(3))"
+        # The unary + keeps the rowid test out of FTS5's hands: one pass over the matches, instead of
+        # re-running the query (and its prefix expansions) once for every ticket of the page.
+        sql = (
+            f"SELECT ticket_search.rowid, {_SNIPPET_COLUMN}, {marked}"  # noqa: S608
+            " FROM ticket_search WHERE ticket_search MATCH ? AND ticket_search.rowid BETWEEN ? AND ?"
+            f" AND +ticket_search.rowid IN ({','.join('?' * len(ids))})"
+        )
+        found = {row[0]: row[1:] for row in self._connection.execute(sql, [match, min(ids), max(ids), *ids])}
+        result = []
+        for item, ticket in zip(items, ids, strict=True):
+            if ticket not in found:  # cannot happen within one connection; keep the row, without a snippet
+                result.append(item)
+                continue
+            column, text = found[ticket]
+            author: str | None = item.creator_name
+            at: int | None = item.created_at
+            if column == _REPLIES:
+                text, author, at = self._reply(text or "", conversations[ticket])
+            result.append(replace(item, snippet=excerpt(text), snippet_author=author, snippet_at=at))
+        return result
+
+    def _reply(self, marked_replies: str, conversation: int) -> tuple[str, str | None, int | None]:
+        """The best-matching reply of a highlighted replies column, with that reply's author and time."""
+        index, marked = best_reply(marked_replies)
+        parts = self._connection.execute(
+            "SELECT author_name, created_at, body FROM conversation_parts"
+            " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id",
+            (conversation,),
+        ).fetchall()
+        # SECURITY: only public parts are candidates, so a note never lends its author or time to a snippet.
+        # The column joins them in this same order; the text check guards against the two ever disagreeing.
+        if index < len(parts) and clean(parts[index][2]) == unmarked(marked):
+            return marked, parts[index][0], parts[index][1]
+        return marked, None, None
+
+    async def get_ticket(self, visible: TicketFilter, ticket_id: str) -> TicketDetail | None:
+        """The ticket with that customer-facing id, if the filter lets the visitor see it."""
+        where, params = visible_clause(visible)
+
+        def read() -> TicketDetail | None:
+            row = self._connection.execute(
+                f"SELECT {_SUMMARY_COLUMNS}, t.description, t.conversation_id {_SUMMARY_JOINS}"
+                f" WHERE {where} AND t.ticket_id = ?",
+                [*params, ticket_id],
+            ).fetchone()
+            if row is None:
+                return None
+            parts = self._connection.execute(
+                "SELECT author_name, body, created_at FROM conversation_parts"
+                " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id",
+                (row[10],),
+            ).fetchall()
+            participant = self._connection.execute(
+                "SELECT 1 FROM participants WHERE conversation_id = ? AND contact_id = ?",
+                (row[10], visible.contact_id),
+            ).fetchone()
+            return TicketDetail(
+                summary=_summary(row),
+                description=row[9],
+                conversation_id=row[10],
+                parts=tuple(Part(*part) for part in parts),
+                participant=participant is not None,
+            )
+
+        return await self._run(read)
+
+    async def creators(self, visible: TicketFilter) -> list[tuple[int, str]]:
+        """(contact id, name) of everyone who created a ticket the filter lets the visitor see, by name."""
+        where, params = visible_clause(visible)
+        rows = await self._run(
+            lambda: self._connection.execute(
+                "SELECT DISTINCT p.id, coalesce(p.name, p.email, p.user_id) AS shown FROM tickets t"  # noqa: S608
+                f" JOIN contacts p ON p.id = t.creator_id WHERE {where} ORDER BY shown COLLATE NOCASE",
+                params,
+            ).fetchall()
+        )
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    async def visible_types(self, visible: TicketFilter) -> list[TicketType]:
+        """The ticket types of the tickets the filter lets the visitor see (never a type they cannot see), by name."""
+        where, params = visible_clause(visible)
+        rows = await self._run(
+            lambda: self._connection.execute(
+                "SELECT ty.id, ty.name FROM ticket_types ty WHERE EXISTS"  # noqa: S608 (placeholders only)
+                f" (SELECT 1 FROM tickets t WHERE t.type_id = ty.id AND {where}) ORDER BY ty.name",
+                params,
+            ).fetchall()
+        )
+        return [TicketType(*row) for row in rows]
+
+    async def join(self, visible: TicketFilter, ticket_id: str, contact_id: int) -> bool:
+        """Make the contact a participant of the ticket's conversation, if the filter lets them see it (idempotent)."""
+        where, params = visible_clause(visible)
+
+        def write(connection: sqlite3.Connection) -> bool:
+            row = connection.execute(
+                f"SELECT t.conversation_id FROM tickets t WHERE {where} AND t.ticket_id = ?",  # noqa: S608
+                [*params, ticket_id],
+            ).fetchone()
+            if row is None:
+                return False
+            add_participant(connection, int(row[0]), contact_id)
+            return True
+
+        return await self.transaction(write)
+
+    async def tickets_space(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
+        """The visible tickets whose conversations the filter's contact takes part in, most recently updated first."""
+        where, params = visible_clause(visible)
+        participating = " AND t.conversation_id IN (SELECT conversation_id FROM participants WHERE contact_id = ?)"
+        offset = (query.page - 1) * query.page_size
+
+        def read() -> TicketPage:
+            arguments = [*params, visible.contact_id]
+            total = self._connection.execute(
+                f"SELECT count(*) FROM tickets t WHERE {where}{participating}",  # noqa: S608 (placeholders only)
+                arguments,
+            ).fetchone()[0]
+            rows = self._connection.execute(
+                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{participating}"
+                " ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
+                [*arguments, query.page_size, offset],
+            ).fetchall()
+            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
+
+        return await self._run(read)

@@ -1,0 +1,1 @@
+"""End-to-end suites: a real browser, the installed wheel, fuzzing and whole-run properties."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/edge/: the request stages, through a real gateway on loopback."""

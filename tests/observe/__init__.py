@@ -1,0 +1,1 @@
+"""Tests of gateway/observe/: the audit log and its chain."""

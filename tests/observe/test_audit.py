@@ -1,0 +1,218 @@
+"""The audit writer and the summary the ``audit`` command prints."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gc
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from gateway.cli import main
+from gateway.observe.audit import (
+    LINGER,
+    AccessResult,
+    AdminChange,
+    AuditEntry,
+    AuditLog,
+    CompanyPolicyResult,
+    IdentityResult,
+    RemovedField,
+)
+from gateway.ops.auditreport import render, summarise
+from gateway.policy.identity import sign_token
+from tests.conftest import CANARY, SECRET, SESSION_COOKIE, Gateway, StartGateway
+
+DESIGN_FIELDS = {
+    "ts",
+    "request_id",
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "status",
+    "duration_ms",
+    "cookies",
+    "identity",
+    "access",
+    "upstream",
+}
+
+
+def test_reopen_after_rotation_writes_to_a_new_file(tmp_path: Path) -> None:
+    path = tmp_path / "logs" / "audit.jsonl"
+    log = AuditLog(path)
+    log.write(AuditEntry("before", "127.0.0.1", "GET", "h", "/a").to_record(0))
+    rotated = path.with_suffix(".jsonl.1")
+    path.rename(rotated)  # logrotate moves the file; the writer's open file goes with it
+    log.write(AuditEntry("moved", "127.0.0.1", "GET", "h", "/b").to_record(0))
+    log.reopen()  # what SIGHUP does
+    log.write(AuditEntry("after", "127.0.0.1", "GET", "h", "/c").to_record(0))
+    log.close()
+    assert [json.loads(line)["request_id"] for line in rotated.read_text().splitlines()] == ["before", "moved"]
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["after"]
+
+
+def test_record_holds_every_field_of_the_entry() -> None:
+    entry = AuditEntry("id", "127.0.0.1", "GET", "h", "/a", status=200, duration_ms=1.5)
+    entry.cookies.received, entry.cookies.stripped = ("a", "b"), ("b",)
+    entry.identity = IdentityResult(method="jwt", user_id="u1", result="verified")
+    entry.access = AccessResult(decision="allow", rule="all")
+    record = entry.to_record(0)
+    assert record == {"ts": "1970-01-01T00:00:00.000+00:00", **dataclasses.asdict(entry)}
+    assert list(record) == ["ts", *(field.name for field in dataclasses.fields(AuditEntry))]
+
+
+def test_record_holds_the_company_policy_and_the_admin_change_like_asdict() -> None:
+    entry = AuditEntry("id", "127.0.0.1", "POST", "h", "/messenger/web/ping", status=200)
+    removed = [RemovedField("company.name", "not_member"), RemovedField("companies", "not_member")]
+    entry.company_policy = CompanyPolicyResult("strip", user_id="u1", verified=True, removed=removed)
+    entry.admin_change = AdminChange("update", "company", "acme", ["name", "plan"])
+    record = entry.to_record(0)
+    assert record == {"ts": "1970-01-01T00:00:00.000+00:00", **dataclasses.asdict(entry)}
+    assert record["company_policy"]["removed"] == [
+        {"field": "company.name", "reason": "not_member"},
+        {"field": "companies", "reason": "not_member"},
+    ]
+    assert record["admin_change"] == {
+        "action": "update",
+        "resource": "company",
+        "id": "acme",
+        "fields": ["name", "plan"],
+    }
+    record["admin_change"]["fields"].append("x")  # a copy, as asdict makes: the entry is not changed through it
+    assert entry.admin_change.fields == ["name", "plan"]
+
+
+async def test_records_written_on_a_loop_reach_the_file_together_after_the_linger(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    ids = [f"r{number}" for number in range(100)]
+    for request_id in ids:
+        log.write(AuditEntry(request_id, "127.0.0.1", "GET", "h", "/a").to_record(0))
+    assert path.read_text() == ""  # held in the batch: nothing was handed to the writer yet
+    await asyncio.sleep(LINGER)
+    deadline = time.monotonic() + 5
+    while len(path.read_text().splitlines()) < len(ids):
+        assert time.monotonic() < deadline, path.read_text()
+        await asyncio.sleep(0.01)
+    log.close()
+    assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ids
+
+
+async def test_every_request_writes_one_record_with_the_design_fields(gateway: Gateway) -> None:
+    ids = []
+    for path in ("healthz", "x", "nothing-here"):
+        async with gateway.client.get(gateway.url / path) as response:
+            ids.append(response.headers["X-Request-Id"])
+    records = [await gateway.audit_for(request_id) for request_id in ids]
+    for record in records:
+        assert record.keys() >= DESIGN_FIELDS
+        assert set(record["cookies"]) >= {"received", "forwarded", "stripped"}
+        assert set(record["identity"]) >= {"method", "user_id", "result", "reason"}
+        assert set(record["access"]) >= {"decision", "rule"}
+        assert set(record["upstream"]) >= {"url", "status"}
+    assert [r["path"] for r in records] == ["/healthz", "/x", "/nothing-here"]
+    assert len(gateway.audit_records()) == 3
+
+
+async def test_a_kept_alive_connection_holds_no_audit_entry_of_its_last_request(gateway: Gateway) -> None:
+    # aiohttp keeps a kept-alive connection's last request until the next one arrives: the entry, written,
+    # must not stay with it (some 1.5 KB per idle connection).
+    async with gateway.client.get(gateway.url / "articles/1", headers={"Cookie": "_ga=1; tracking=2"}) as response:
+        assert response.status == 200
+        await response.read()
+        request_id = response.headers["X-Request-Id"]
+    assert (await gateway.audit_for(request_id))["cookies"]["stripped"] == ["_ga", "tracking"]
+    server = gateway.running.runners[0].server
+    assert server is not None
+    assert len(server.connections) == 1  # still open, waiting for its next request
+    gc.collect()
+    assert not [entry for entry in gc.get_objects() if isinstance(entry, AuditEntry) and entry.request_id == request_id]
+
+
+def test_summary_counts_cookies_statuses_and_set_cookies() -> None:
+    lines = [
+        json.dumps(
+            {
+                "status": 200,
+                "cookies": {
+                    "received": ["intercom-session-ws", "tracking"],
+                    "forwarded": ["intercom-session-ws"],
+                    "stripped": ["tracking"],
+                    "upstream_set": ["intercom-session-ws"],
+                    "upstream_dropped": ["ad"],
+                },
+                "upstream": {"error": None},
+            }
+        ),
+        json.dumps(
+            {
+                "status": 502,
+                "cookies": {"received": ["tracking"], "stripped": ["tracking"]},
+                "upstream": {"error": "unreachable"},
+            }
+        ),
+        json.dumps(
+            {
+                "status": 200,
+                "company_policy": {
+                    "action": "strip",
+                    "removed": [{"field": "user_data.companies", "reason": "not signed in the JWT"}],
+                },
+            }
+        ),
+        json.dumps({"status": 201, "admin_change": {"action": "add", "resource": "membership", "id": "u-1/acme"}}),
+        json.dumps({"status": 404, "admin_change": {"action": "remove", "resource": "membership", "id": "u-1/x"}}),
+        "not json",
+        "",
+    ]
+    summary = summarise(lines)
+    assert (summary.requests, summary.unreadable) == (5, 1)
+    assert summary.statuses == {200: 2, 201: 1, 404: 1, 502: 1}
+    assert summary.cookies["tracking"] == {"received": 2, "stripped": 2}
+    assert summary.cookies["intercom-session-ws"] == {"received": 1, "forwarded": 1}
+    assert summary.set_cookies == {"intercom-session-ws": {"passed": 1}, "ad": {"dropped": 1}}
+    text = render(summary)
+    assert "requests: 5" in text
+    assert "unreadable lines: 1" in text
+    assert "502: 1" in text
+    tracking = next(line for line in text.splitlines() if line.startswith("tracking"))
+    assert tracking.split()[1:] == ["2", "0", "2"]
+    assert "unreachable: 1" in text
+    assert "messenger company updates:\n  strip: 1\n    removed user_data.companies (not signed in the JWT): 1" in text
+    assert "admin changes:" in text
+    assert "  add membership: 1" in text
+    assert "  remove membership (refused): 1" in text
+
+
+async def test_every_request_records_the_cookie_names_it_received(
+    start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only proxied requests: pages, the API, the home page, a 404 and a health check name their cookies."""
+    access = {"rules": [{"attribute": "person.email", "op": "ends_with", "value": "@example.com"}]}
+    gateway = await start_gateway(portal={"access": access})
+    token = sign_token(SECRET, user_id="u-visitor", now=time.time(), ttl=600, email="visitor@example.com")
+    cookie = f"portal-jwt={token}; {SESSION_COOKIE}={CANARY}; _ga={CANARY}"
+    answered = {}
+    for path in ("tickets", "api/v1/me", "", "tickets/999999", "healthz", "articles/1"):
+        async with gateway.client.get(gateway.url / path, headers={"Cookie": cookie}) as response:
+            answered[response.headers["X-Request-Id"]] = ("/" + path, response.status)
+    assert [status for _, status in answered.values()] == [200, 200, 200, 404, 200, 200]
+    records = {request_id: await gateway.audit_for(request_id) for request_id in answered}
+    for request_id, record in records.items():
+        assert record["cookies"]["received"] == ["portal-jwt", SESSION_COOKIE, "_ga"], answered[request_id]
+    # What went upstream stays the proxy's to say, for the one proxied request only.
+    assert [(r["path"], r["cookies"]["forwarded"], r["cookies"]["stripped"]) for r in records.values()][-2:] == [
+        ("/healthz", [], []),
+        ("/articles/1", [SESSION_COOKIE], ["portal-jwt", "_ga"]),
+    ]
+
+    assert main(["audit", str(gateway.config.audit.path)]) == 0
+    report = capsys.readouterr().out
+    counts = {line.split()[0]: line.split()[1:] for line in report.splitlines() if line.startswith(("portal", "_ga"))}
+    # columns: received, forwarded, stripped
+    assert counts == {"portal-jwt": ["6", "0", "1"], "_ga": ["6", "0", "1"]}, report

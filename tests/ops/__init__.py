@@ -1,0 +1,1 @@
+"""Tests of gateway/ops/: the tools ops and security teams run."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/policy/: the pure decisions, with property tests where inputs are many."""

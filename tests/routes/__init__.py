@@ -1,0 +1,1 @@
+"""Tests of routes/: the handlers, through a real gateway over TLS."""

@@ -1,0 +1,1 @@
+"""Tests of gateway/store/: the store's semantics, search and demo data."""
