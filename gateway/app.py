@@ -26,7 +26,7 @@ from gateway.secure import security_headers
 from gateway.slowclients import HeadDeadline, body_middleware
 from gateway.store import SQLiteStore
 from gateway.store.demo import seed_if_empty
-from routes import admin, api, auth, health, messenger, portal, upstream
+from routes import admin, admin_openapi, api, auth, health, messenger, portal, upstream
 
 STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
@@ -83,6 +83,6 @@ def create_app(config: GatewayConfig, metrics: Metrics | None = None) -> web.App
     api.add_routes(app)
     portal.add_routes(app)
     messenger.add_routes(app)
-    admin.add_routes(app)
+    admin.add_routes(app, admin_openapi.openapi)
     upstream.add_routes(app)  # last: the catch-all
     return app
