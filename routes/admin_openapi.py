@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from gateway.guard import ADMIN_PREFIX
 from gateway.store.models import STATE_CATEGORIES, TICKET_ID_PATTERN
 from routes import admin
-from routes.openapi import ERRORS_DESCRIPTION, METHOD_NOT_ALLOWED, SCHEMAS
+from routes.openapi import ERRORS_DESCRIPTION, METHOD_NOT_ALLOWED, SCHEMAS, json_answer, pages_schema
 
 _REF = "#/components/schemas/{model}"
 _TIME = {"type": "integer", "minimum": 0, "description": "Unix seconds."}
@@ -138,15 +138,7 @@ SCHEMAS_ADMIN: dict[str, Any] = {
             "type": {"const": "list"},
             "data": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}},
             "total_count": {"type": "integer", "minimum": 0},
-            "pages": {
-                "type": "object",
-                "required": ["page", "per_page", "total_pages"],
-                "properties": {
-                    "page": _not_null(_LIST_QUERY["page"]),
-                    "per_page": _not_null(_LIST_QUERY["per_page"]),
-                    "total_pages": {"type": "integer", "minimum": 1},
-                },
-            },
+            "pages": pages_schema(_not_null(_LIST_QUERY["page"]), _not_null(_LIST_QUERY["per_page"])),
         },
     },
     **{
@@ -158,13 +150,6 @@ SCHEMAS_ADMIN: dict[str, Any] = {
         for what, key in (("company", "company_id"), ("contact", "user_id"))
     },
 }
-
-
-def _json(ref: str, description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
-    }
 
 
 def _body(ref: str) -> dict[str, Any]:
@@ -181,12 +166,12 @@ def _query(name: str) -> dict[str, Any]:
 
 # Every answer may also be a 401 (no admin token) or a 400 (a path the gateway refuses to read).
 _ALWAYS = {
-    "400": _json("Error", "A path the gateway refuses to read, or a body that is not JSON."),
-    "401": _json("Error", "No admin token, or the wrong one."),
+    "400": json_answer("Error", "A path the gateway refuses to read, or a body that is not JSON."),
+    "401": json_answer("Error", "No admin token, or the wrong one."),
 }
-_MISSING = {"404": _json("Error", "Something the request names does not exist; detail says what.")}
-_REFUSED = {"422": _json("Error", "Input fields refused; fields names each (path and reason).")}
-_CONFLICT = {"409": _json("Error", "It would duplicate something or lose data; detail says what.")}
+_MISSING = {"404": json_answer("Error", "Something the request names does not exist; detail says what.")}
+_REFUSED = {"422": json_answer("Error", "Input fields refused; fields names each (path and reason).")}
+_CONFLICT = {"409": json_answer("Error", "It would duplicate something or lose data; detail says what.")}
 _COMPANY_ID, _USER_ID = _path("company_id", admin.RECORD_KEY), _path("user_id", admin.RECORD_KEY)
 _TICKET_ID = _path("ticket_id", TICKET_ID_PATTERN)
 
@@ -198,7 +183,7 @@ def _operation(
     operation: dict[str, Any] = {
         "summary": summary,
         **more,
-        "responses": {status: _json(ref, description), **_ALWAYS, **{k: v for e in errors for k, v in e.items()}},
+        "responses": {status: json_answer(ref, description), **_ALWAYS, **{k: v for e in errors for k, v in e.items()}},
     }
     if body is not None:
         operation["requestBody"] = _body(body)

@@ -16,6 +16,17 @@ from gateway.store.models import SORT_KEYS, TICKET_ID_PATTERN, TicketState
 from routes.listing import MAX_ID, MAX_PAGE
 
 _STRING_OR_NULL = {"type": ["string", "null"]}
+
+
+def pages_schema(page: dict[str, Any], per_page: dict[str, Any]) -> dict[str, Any]:
+    """The ``pages`` object of a list answer: which page this is, of how many, and their size."""
+    return {
+        "type": "object",
+        "required": ["page", "per_page", "total_pages"],
+        "properties": {"page": page, "per_page": per_page, "total_pages": {"type": "integer", "minimum": 1}},
+    }
+
+
 _TIME = {"type": "integer", "description": "Unix seconds."}
 
 SCHEMAS: dict[str, Any] = {
@@ -100,15 +111,9 @@ SCHEMAS: dict[str, Any] = {
             "scope": {"enum": ["all", "mine"]},
             "tickets": {"type": "array", "items": {"$ref": "#/components/schemas/Ticket"}},
             "total_count": {"type": "integer", "minimum": 0},
-            "pages": {
-                "type": "object",
-                "required": ["page", "per_page", "total_pages"],
-                "properties": {
-                    "page": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
-                    "per_page": {"type": "integer", "minimum": 1},
-                    "total_pages": {"type": "integer", "minimum": 1},
-                },
-            },
+            "pages": pages_schema(
+                {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, {"type": "integer", "minimum": 1}
+            ),
         },
     },
     "TicketDetail": {
@@ -151,7 +156,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
     }
 
 
-def _json(ref: str, description: str) -> dict[str, Any]:
+def json_answer(ref: str, description: str) -> dict[str, Any]:
+    """An answer whose JSON body is the schema ``ref`` of the document's components."""
     return {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
@@ -159,7 +165,7 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 
 def _error(description: str) -> dict[str, Any]:
-    return _json("Error", description)
+    return json_answer("Error", description)
 
 
 ALLOW = {"Allow": {"description": "The methods the path takes.", "schema": {"type": "string"}}}
@@ -231,7 +237,11 @@ def document(states: Sequence[TicketState]) -> dict[str, Any]:
             "/api/v1/me": {
                 "get": {
                     "summary": "Who I am",
-                    "responses": {"200": _json("Visitor", "The visitor."), "401": _UNAUTHENTICATED, "403": _OUTSIDE},
+                    "responses": {
+                        "200": json_answer("Visitor", "The visitor."),
+                        "401": _UNAUTHENTICATED,
+                        "403": _OUTSIDE,
+                    },
                 }
             },
             "/api/v1/me/tickets-space": {
@@ -239,7 +249,7 @@ def document(states: Sequence[TicketState]) -> dict[str, Any]:
                     "summary": "Tickets whose conversation I take part in",
                     "parameters": [_PAGE],
                     "responses": {
-                        "200": _json("TicketList", "One page."),
+                        "200": json_answer("TicketList", "One page."),
                         "400": _UNREADABLE,
                         "401": _UNAUTHENTICATED,
                         "403": _OUTSIDE,
@@ -251,7 +261,7 @@ def document(states: Sequence[TicketState]) -> dict[str, Any]:
                     "summary": "Tickets I may see",
                     "parameters": _list_parameters(states),
                     "responses": {
-                        "200": _json("TicketList", "One page."),
+                        "200": json_answer("TicketList", "One page."),
                         "400": _UNREADABLE,
                         "401": _UNAUTHENTICATED,
                         "403": _OUTSIDE,
@@ -263,7 +273,7 @@ def document(states: Sequence[TicketState]) -> dict[str, Any]:
                     "summary": "One ticket",
                     "parameters": [_TICKET_ID],
                     "responses": {
-                        "200": _json("TicketDetail", "The ticket."),
+                        "200": json_answer("TicketDetail", "The ticket."),
                         "400": _BAD_PATH,
                         "401": _UNAUTHENTICATED,
                         "403": _OUTSIDE,
@@ -277,7 +287,7 @@ def document(states: Sequence[TicketState]) -> dict[str, Any]:
                     "description": "With cookie credentials, send Content-Type: application/json (CSRF defence).",
                     "parameters": [_TICKET_ID],
                     "responses": {
-                        "200": _json("TicketDetail", "The ticket, now with participant true."),
+                        "200": json_answer("TicketDetail", "The ticket, now with participant true."),
                         "400": _error("Cookie credentials without Content-Type: application/json, or a bad path."),
                         "401": _UNAUTHENTICATED,
                         "403": _OUTSIDE,
