@@ -116,8 +116,8 @@ def parse_list(
 
 
 def canonical_query(params: Iterable[tuple[str, str]], states: Sequence[TicketState]) -> list[tuple[str, str]]:
-    """The list's query as its one URL: empty fields left out (a submitted form sends them all) and a state id
-    written as its slug; otherwise the parameters as sent, in their order."""
+    """The list's query as its one URL: no empty fields, a state id as its slug, the rest as sent and in order."""
+    # A submitted filter form sends every field, filled in or not; older links name a state by its id.
     by_id = {str(state.id): state.slug for state in states}
     return [
         (name, by_id.get(value.strip(), value) if name == "state" else value) for name, value in params if value.strip()

@@ -33,8 +33,9 @@ from gateway.identity import sign_token
 from gateway.store import SQLiteStore
 from gateway.store.demo import INTERNAL_WORD, PUBLIC_WORD, STATES, SUPPORT, demo_lines
 from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine, write_line
+from gateway.store.models import TicketState
 from gateway.timefmt import relative
-from routes.listing import DATE_FILTERS
+from routes.listing import DATE_FILTERS, canonical_query
 from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
 
 MINUTE, HOUR, DAY = 60, 3600, 86_400
@@ -693,6 +694,29 @@ async def test_tabs_follow_the_visibility_rules(start_gateway: StartGateway, tmp
 
 
 STATE_SLUGS = ("submitted", "in-progress", "waiting-on-you", "resolved")  # the labels as they stand in URLs
+
+
+@pytest.mark.parametrize(
+    ("label", "slug"),
+    [
+        ("In progress", "in-progress"),
+        ("Waiting on you", "waiting-on-you"),
+        ("  On hold / waiting (3rd party)  ", "on-hold-waiting-3rd-party"),
+        ("Résolu", "résolu"),
+        ("snake_case", "snake-case"),
+        ("✓✓", "7"),  # nothing to spell: the id stands in
+    ],
+)
+def test_a_state_slug_is_its_label_in_lower_case_words_joined_by_hyphens(label: str, slug: str) -> None:
+    assert TicketState(7, "in_progress", "internal", label).slug == slug
+
+
+def test_the_canonical_query_drops_empty_fields_and_names_states_by_slug() -> None:
+    states = [TicketState(1, "submitted", "New", "Submitted"), TicketState(3, "in_progress", "Dev", "In progress")]
+    sent = [("q", ""), ("sort", "id"), ("state", "3"), ("type", " "), ("q", "x"), ("state", "9")]
+    assert canonical_query(sent, states) == [("sort", "id"), ("state", "in-progress"), ("q", "x"), ("state", "9")]
+    clean = [("scope", "all"), ("state", "submitted")]
+    assert canonical_query(clean, states) == clean
 
 
 async def test_state_filter_uses_customer_facing_labels(start_gateway: StartGateway, tmp_path: Path) -> None:
