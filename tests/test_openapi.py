@@ -101,13 +101,7 @@ def schemathesis_failures(
                         found.append(
                             f"{check.name}: {failure.title}: {failure.message}\n{check.failure_info.code_sample}"
                         )
-    described = {
-        f"{method.upper()} {path}"
-        for path, item in document["paths"].items()
-        for method in item
-        if method in HTTP_METHODS
-    }
-    missed = described - operations
+    missed = {f"{method} {path}" for method, path in described_routes(document)} - operations
     unchecked = CHECKS - ran
     return [
         *found,
