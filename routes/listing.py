@@ -39,15 +39,16 @@ def _int(params: Mapping[str, str], name: str, maximum: int) -> int | None:
         return None
     if not (raw.isascii() and raw.isdigit()):
         raise BadParameter(name, "must be a whole number")
-    # Compared as text first: a thousand-digit number is refused without being converted.
-    if len(raw.lstrip("0")) > len(str(maximum)) or int(raw) > maximum:
+    # Measured before it is converted: a thousand-digit number costs nothing to refuse.
+    value = int(raw) if len(raw.lstrip("0")) <= len(str(maximum)) else maximum + 1
+    if value > maximum:
         raise BadParameter(name, f"must be at most {maximum}")
-    if int(raw) < 1:
+    if value < 1:
         raise BadParameter(name, "must be at least 1")
-    return int(raw)
+    return value
 
 
-def state_by_slug(states: Sequence[TicketState], slug: str) -> TicketState | None:
+def _state_by_slug(states: Sequence[TicketState], slug: str) -> TicketState | None:
     """The first state (in workflow order) whose customer-facing label reads as ``slug``."""
     return next((state for state in states if state.slug == slug), None)
 
@@ -59,7 +60,7 @@ def _state(params: Mapping[str, str], states: Sequence[TicketState]) -> int | No
         return _int(params, "state", MAX_ID)
     if not raw:
         return None
-    state = state_by_slug(states, raw)
+    state = _state_by_slug(states, raw)
     if state is None:
         slugs = ", ".join(dict.fromkeys(state.slug for state in states))
         raise BadParameter("state", f"must be one of {slugs}" if slugs else "no ticket states exist")
