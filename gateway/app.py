@@ -35,7 +35,7 @@ from gateway.policy.identity import JWTVerifier
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.sqlite import SQLiteStore
-from routes import admin, api, auth, health, messenger, portal, probe, upstream
+from routes import admin, admin_openapi, api, auth, health, messenger, portal, probe, upstream
 
 STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
@@ -101,7 +101,7 @@ def create_app(
     api.add_routes(app)
     portal.add_routes(app)
     messenger.add_routes(app)
-    admin.add_routes(app)
+    admin.add_routes(app, admin_openapi.openapi)
     probe.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

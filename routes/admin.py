@@ -26,7 +26,7 @@ from functools import partial, wraps
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from gateway.config import CONFIG
 from gateway.edge.errorpages import BadRequest, Unauthorized
@@ -34,8 +34,9 @@ from gateway.edge.guard import ADMIN_PREFIX, GUARD, STORE
 from gateway.errors import Invalid
 from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.observe.metrics import METRICS
-from gateway.store.models import TicketCategory
+from gateway.store.models import TICKET_ID_PATTERN, TicketCategory
 from gateway.store.sqlite import support
+from routes.fallback import namespace_fallback
 
 MAX_PAGE_SIZE = 100
 MAX_PAGE = 1_000_000  # far past any store, and (page - 1) * per_page stays an SQLite integer
@@ -53,9 +54,20 @@ def _scalar(value: Any) -> Any:
     return value
 
 
+def _whole(value: Any) -> Any:
+    # JSON has one kind of number: 5.0 is the whole number 5 (JSON Schema's "integer" reads it so too).
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+"""A whole number, written 5 or 5.0; never "5" or true."""
+# The external id of a company or contact: it stands in admin API paths as one segment, so nothing the
+# gateway refuses in a path (control characters, slashes, backslashes, percent signs, a leading dot).
+RECORD_KEY = r"^[^\x00-\x1f\x7f/\\%.][^\x00-\x1f\x7f/\\%]*$"
+
 # A custom attribute value. Not a plain union: pydantic would name each member type in the error's path
 # (custom_attributes.tier.str, .int, ...), where the client needs the one path it sent.
-Scalar = Annotated[Any, AfterValidator(_scalar)]
+Scalar = Annotated[Any, AfterValidator(_scalar), WithJsonSchema({"type": ["string", "number", "boolean", "null"]})]
 
 
 class _Body(BaseModel):
@@ -67,10 +79,10 @@ class _Body(BaseModel):
 class CompanyIn(_Body):
     """A new company."""
 
-    company_id: str = Field(min_length=1, max_length=255)
+    company_id: str = Field(max_length=255, pattern=RECORD_KEY)
     name: str = Field(min_length=1, max_length=255)
     plan: str | None = None
-    size: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    size: Whole | None = Field(default=None, ge=0, le=MAX_INTEGER)
     monthly_spend: float | None = Field(default=None, ge=0)
     custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
 
@@ -80,7 +92,7 @@ class CompanyPatch(_Body):
 
     name: str = Field(default="", min_length=1, max_length=255)
     plan: str | None = None
-    size: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    size: Whole | None = Field(default=None, ge=0, le=MAX_INTEGER)
     monthly_spend: float | None = Field(default=None, ge=0)
     custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
 
@@ -88,7 +100,7 @@ class CompanyPatch(_Body):
 class ContactIn(_Body):
     """A new contact; companies are joined one by one through the membership routes."""
 
-    user_id: str = Field(min_length=1, max_length=255)
+    user_id: str = Field(max_length=255, pattern=RECORD_KEY)
     email: str | None = Field(default=None, max_length=320)
     name: str | None = Field(default=None, max_length=255)
     custom_attributes: dict[str, Scalar] = Field(default_factory=dict)
@@ -105,7 +117,7 @@ class ContactPatch(_Body):
 class TicketIn(_Body):
     """A new ticket; ``company`` left out follows the association rules."""
 
-    ticket_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    ticket_id: str | None = Field(default=None, pattern=TICKET_ID_PATTERN)
     ticket_type: str = Field(min_length=1, max_length=255)
     state: str = Field(min_length=1, description="internal_label of a ticket state")
     category: TicketCategory = "Customer"
@@ -114,7 +126,7 @@ class TicketIn(_Body):
     creator: str = Field(min_length=1, description="user_id of the contact the ticket is for")
     title: str = Field(min_length=1, max_length=500)
     description: str = ""
-    created_at: int | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
+    created_at: Whole | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
 
 
 class TicketPatch(_Body):
@@ -136,7 +148,7 @@ class PartIn(_Body):
     public: bool
     author: str | None = Field(default=None, description="user_id of a contact author")
     author_name: str | None = Field(default=None, max_length=255, description="a teammate's display name")
-    created_at: int | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
+    created_at: Whole | None = Field(default=None, ge=0, le=MAX_TIMESTAMP)
 
 
 class ListQuery(BaseModel):
@@ -363,18 +375,9 @@ async def add_part(request: web.Request) -> web.Response:
     return _json(await _run(request, add), 201)
 
 
-async def not_found(request: web.Request) -> web.Response:
-    """Anything else under /admin/api: a 405 naming the methods when the path is an admin route's, else the
-    gateway's own 404; never the upstream. Either answer is given only to a caller with the token."""
-    allowed: set[str] = set()
-    for resource in request.app.router.resources():
-        if resource.canonical.startswith(ADMIN_PREFIX + "/"):
-            match, methods = await resource.resolve(request)
-            if match is None:
-                allowed |= methods
-    if allowed:
-        raise web.HTTPMethodNotAllowed(request.method, sorted(allowed))
-    raise web.HTTPNotFound()
+# Anything else under /admin/api: a 405 naming the methods when the path is an admin route's, else the
+# gateway's own 404; never the upstream. Either answer is given only to a caller with the token.
+not_found = namespace_fallback(ADMIN_PREFIX + "/")
 
 
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
@@ -396,14 +399,15 @@ def _route_name(method: str, path: str) -> str:
     return "admin_" + "_".join([method.lower(), *re.findall(r"[a-z]+", path)])
 
 
-def add_routes(app: web.Application) -> None:
-    """The admin API when ``admin.token`` is set; either way its namespace never falls through to the proxy."""
+def add_routes(app: web.Application, openapi: Handler) -> None:
+    """The admin API when ``admin.token`` is set, described by ``openapi`` at /admin/api/openapi.json; either way
+    its namespace never falls through to the proxy."""
     token = app[CONFIG].admin.token
     if token is None:
         # SECURITY: no token, no admin API: not even a 401 that says it is there.
         app.router.add_route("*", ADMIN_PREFIX + "{tail:(/.*)?}", not_found, name="admin_absent")
         return
     app[ADMIN_TOKEN] = token.get_secret_value().encode("utf-8", "surrogateescape")
-    for method, path, handler in ROUTES:
+    for method, path, handler in (*ROUTES, ("GET", "/openapi.json", openapi)):
         app.router.add_route(method, ADMIN_PREFIX + path, _admin(handler), name=_route_name(method, path))
     app.router.add_route("*", ADMIN_PREFIX + "{tail:(/.*)?}", _admin(not_found), name="admin_not_found")

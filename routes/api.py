@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
@@ -9,10 +10,21 @@ from aiohttp import web
 from gateway.config import CONFIG
 from gateway.edge.errorpages import BadRequest
 from gateway.edge.guard import GUARD, STORE, VISITOR
-from gateway.store.models import TicketDetail, TicketPage, TicketSummary
+from gateway.store.models import TICKET_ID_PATTERN, TicketDetail, TicketPage, TicketSummary
+from routes.fallback import namespace_fallback
 from routes.highlight import highlight
 from routes.listing import parse_list
 from routes.openapi import openapi
+
+_TICKET_ID = re.compile(TICKET_ID_PATTERN)
+
+
+def _ticket_id(request: web.Request) -> str:
+    """The path's ticket id; one no ticket can have is a 404 without asking the store."""
+    ticket_id = request.match_info["ticket_id"]
+    if not _TICKET_ID.match(ticket_id):
+        raise web.HTTPNotFound()
+    return ticket_id
 
 
 def ticket_json(ticket: TicketSummary) -> dict[str, Any]:
@@ -69,8 +81,10 @@ async def list_tickets(request: web.Request) -> web.Response:
     """One page of the tickets the visitor may see."""
     visitor = request[VISITOR]
     visibility = request.app[GUARD].visibility
-    wanted = parse_list(request.query, visibility.decide(visitor), request.app[CONFIG].portal.page_size)
-    page = await request.app[STORE].list_tickets(visibility.ticket_filter(visitor, wanted.scope), wanted.query)
+    store = request.app[STORE]
+    page_size = request.app[CONFIG].portal.page_size
+    wanted = parse_list(request.query, visibility.decide(visitor), page_size, await store.ticket_states())
+    page = await store.list_tickets(visibility.ticket_filter(visitor, wanted.scope), wanted.query)
     return _list_response(wanted.scope, page)
 
 
@@ -104,7 +118,7 @@ async def join_ticket(request: web.Request) -> web.Response:
         raise BadRequest("send Content-Type: application/json or an Authorization header")
     visitor = request[VISITOR]
     visible = request.app[GUARD].visibility.ticket_filter(visitor, "all")
-    ticket_id = request.match_info["ticket_id"]
+    ticket_id = _ticket_id(request)
     store = request.app[STORE]
     if visitor.contact is None or not await store.join(visible, ticket_id, visitor.contact.id):
         raise web.HTTPNotFound()
@@ -118,16 +132,14 @@ async def get_ticket(request: web.Request) -> web.Response:
     """One ticket; one the visitor may not see answers exactly like one that does not exist."""
     visitor = request[VISITOR]
     visibility = request.app[GUARD].visibility
-    detail = await request.app[STORE].get_ticket(
-        visibility.ticket_filter(visitor, "all"), request.match_info["ticket_id"]
-    )
+    detail = await request.app[STORE].get_ticket(visibility.ticket_filter(visitor, "all"), _ticket_id(request))
     if detail is None:
         raise web.HTTPNotFound()
     return web.json_response(detail_json(detail))
 
 
 async def not_found(request: web.Request) -> web.Response:
-    """Anything else under /api/v1/, whatever the method: the API's own 404, never the upstream."""
+    """A path the gateway keeps to itself but does not serve, whatever the method: its own 404, never the upstream."""
     raise web.HTTPNotFound()
 
 
@@ -140,4 +152,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket, name="api_ticket")
     app.router.add_post("/api/v1/tickets/{ticket_id}/join", join_ticket, name="api_join")
     # SECURITY: another method or sub-path of a ticket must not reach upstream with the visitor's X-Portal-*.
-    app.router.add_route("*", "/api/v1/{tail:.*}", not_found, name="api_not_found")
+    # Another method on one of the paths above is a 405 naming the methods it takes; anything else a 404.
+    app.router.add_route("*", "/api/v1/{tail:.*}", namespace_fallback("/api/v1/"), name="api_not_found")

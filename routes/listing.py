@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
 from gateway.edge.errorpages import BadRequest
 from gateway.policy.visibility import Scope, VisibilityDecision
-from gateway.store.models import SORT_KEYS, SortKey, TicketQuery
+from gateway.store.models import SORT_KEYS, SortKey, TicketQuery, TicketState
 
 MAX_PAGE = 10_000
+MAX_ID = 999_999_999_999  # twelve digits: far past any store, and never an integer SQLite cannot hold
 DAY = 86_400
 DATE_FILTERS = ("created_after", "created_before", "updated_after", "updated_before")
 FILTER_NAMES = ("q", "state", "type", "creator", *DATE_FILTERS)
@@ -31,16 +32,39 @@ class ListRequest:
     query: TicketQuery
 
 
-def _int(params: Mapping[str, str], name: str, *, minimum: int = 0, maximum: int | None = None) -> int | None:
+def _int(params: Mapping[str, str], name: str, maximum: int) -> int | None:
+    """A whole number from 1 to ``maximum``; None when the parameter is absent or empty."""
     raw = params.get(name, "").strip()
     if not raw:
         return None
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()):
         raise BadParameter(name, "must be a whole number")
-    value = int(raw)
-    if value < minimum or (maximum is not None and value > maximum):
-        raise BadParameter(name, f"must be between {minimum} and {maximum}")
+    # Measured before it is converted: a thousand-digit number costs nothing to refuse.
+    value = int(raw) if len(raw.lstrip("0")) <= len(str(maximum)) else maximum + 1
+    if value > maximum:
+        raise BadParameter(name, f"must be at most {maximum}")
+    if value < 1:
+        raise BadParameter(name, "must be at least 1")
     return value
+
+
+def _state_by_slug(states: Sequence[TicketState], slug: str) -> TicketState | None:
+    """The first state (in workflow order) whose customer-facing label reads as ``slug``."""
+    return next((state for state in states if state.slug == slug), None)
+
+
+def _state(params: Mapping[str, str], states: Sequence[TicketState]) -> int | None:
+    """``state``: the slug of a customer-facing label (``in-progress``), or a state id as older links carry."""
+    raw = params.get("state", "").strip()
+    if raw.isascii() and raw.isdigit():
+        return _int(params, "state", MAX_ID)
+    if not raw:
+        return None
+    state = _state_by_slug(states, raw)
+    if state is None:
+        slugs = ", ".join(dict.fromkeys(state.slug for state in states))
+        raise BadParameter("state", f"must be one of {slugs}" if slugs else "no ticket states exist")
+    return state.id
 
 
 def _day(params: Mapping[str, str], name: str) -> int | None:
@@ -56,8 +80,13 @@ def _day(params: Mapping[str, str], name: str) -> int | None:
     return start + DAY if name.endswith("_before") else start
 
 
-def parse_list(params: Mapping[str, str], decision: VisibilityDecision, page_size: int) -> ListRequest:
-    """Scope (a scope the visitor lacks becomes their own), filters, search, sort, page; unreadable input is a 400."""
+def parse_list(
+    params: Mapping[str, str], decision: VisibilityDecision, page_size: int, states: Sequence[TicketState] = ()
+) -> ListRequest:
+    """Scope (a scope the visitor lacks becomes their own), filters, search, sort, page; unreadable input is a 400.
+
+    ``states`` are the store's ticket states, for reading a ``state`` slug.
+    """
     scope_name = params.get("scope", "") or decision.scopes[0]
     if scope_name not in ("all", "mine"):
         raise BadParameter("scope", "must be all or mine")
@@ -71,9 +100,9 @@ def parse_list(params: Mapping[str, str], decision: VisibilityDecision, page_siz
         raise BadParameter("order", "must be asc or desc")
     q = params.get("q", "").strip() or None
     query = TicketQuery(
-        state_id=_int(params, "state", minimum=1),
-        type_id=_int(params, "type", minimum=1),
-        creator_id=_int(params, "creator", minimum=1),
+        state_id=_state(params, states),
+        type_id=_int(params, "type", MAX_ID),
+        creator_id=_int(params, "creator", MAX_ID),
         created_after=_day(params, "created_after"),
         created_before=_day(params, "created_before"),
         updated_after=_day(params, "updated_after"),
@@ -81,7 +110,16 @@ def parse_list(params: Mapping[str, str], decision: VisibilityDecision, page_siz
         q=q,
         sort=sort_key,
         descending=order == "desc",
-        page=_int(params, "page", minimum=1, maximum=MAX_PAGE) or 1,
+        page=_int(params, "page", MAX_PAGE) or 1,
         page_size=page_size,
     )
     return ListRequest(scope=scope, query=query)
+
+
+def canonical_query(params: Iterable[tuple[str, str]], states: Sequence[TicketState]) -> list[tuple[str, str]]:
+    """The list's query as its one URL: no empty fields, a state id as its slug, the rest as sent and in order."""
+    # A submitted filter form sends every field, filled in or not; older links name a state by its id.
+    by_id = {str(state.id): state.slug for state in states}
+    return [
+        (name, by_id.get(value.strip(), value) if name == "state" else value) for name, value in params if value.strip()
+    ]

@@ -15,7 +15,7 @@ from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
 from routes.api import not_found
 from routes.health import help_center_problem
 from routes.highlight import highlight
-from routes.listing import FILTER_NAMES, parse_list
+from routes.listing import FILTER_NAMES, canonical_query, parse_list
 from routes.timefmt import iso, relative
 
 COLUMNS = (
@@ -61,11 +61,15 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
     """The visitor's tickets: tabs the visibility rules allow, filters, sort, search and pages."""
     visitor = request[VISITOR]
     guard, config, store = request.app[GUARD], request.app[CONFIG], request.app[STORE]
+    all_states = await store.ticket_states()
+    canonical = canonical_query(request.query.items(), all_states)
+    if canonical != list(request.query.items()):
+        # Not permanent: the slug follows the state's label, which may be renamed.
+        raise web.HTTPFound(str(request.rel_url.with_query(canonical)))
     decision = guard.visibility.decide(visitor)
-    wanted = parse_list(request.query, decision, config.portal.page_size)
+    wanted = parse_list(request.query, decision, config.portal.page_size, all_states)
     visible = guard.visibility.ticket_filter(visitor, wanted.scope)
     page = await store.list_tickets(visible, wanted.query)
-    all_states = await store.ticket_states()
     states = {state.external_label: state for state in reversed(all_states)}
     # A shared link may name any state behind a label; the dropdown shows the label it stands for.
     chosen = next((state.external_label for state in all_states if state.id == wanted.query.state_id), None)

@@ -30,9 +30,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from gateway.store.models import StateCategory, TicketCategory
-from gateway.store.sqlite import writes
-from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.models import TICKET_ID_PATTERN, StateCategory, TicketCategory
+from gateway.store.sqlite import SQLiteStore, writes
 
 
 class _Line(BaseModel):
@@ -85,7 +84,7 @@ class TicketLine(_Line):
     """A ticket with its conversation."""
 
     kind: Literal["ticket"]
-    ticket_id: str = Field(min_length=1)
+    ticket_id: str = Field(pattern=TICKET_ID_PATTERN)
     type: str = Field(min_length=1)
     state: str = Field(min_length=1)
     category: TicketCategory

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -10,6 +11,9 @@ from gateway.store.search import search_terms
 TicketCategory = Literal["Customer", "Back-office", "Tracker"]
 StateCategory = Literal["submitted", "in_progress", "waiting_on_customer", "resolved"]
 STATE_CATEGORIES: tuple[StateCategory, ...] = ("submitted", "in_progress", "waiting_on_customer", "resolved")
+TICKET_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""What a ticket id may look like: it stands in URL paths as it is."""
+_NOT_IN_SLUG = re.compile(r"[\W_]+")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,12 @@ class TicketState:
     category: StateCategory
     internal_label: str
     external_label: str
+
+    @property
+    def slug(self) -> str:
+        """The customer-facing label as it stands in a URL: "Waiting on you" is ``waiting-on-you``."""
+        # A label of symbols only has no words to spell: its id stands in (a number is read as an id).
+        return _NOT_IN_SLUG.sub("-", self.external_label.casefold()).strip("-") or str(self.id)
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from multidict import CIMultiDictProxy
@@ -339,6 +340,25 @@ async def test_a_wrong_method_on_an_admin_path_is_405_naming_the_methods_and_401
 
 
 # --- companies ------------------------------------------------------------------------------------
+
+
+async def test_a_record_id_stands_in_a_path_and_a_whole_number_may_be_written_5_0(start_gateway: StartGateway) -> None:
+    # A company or contact created with an id no path can carry could never be read, changed or deleted.
+    gateway = await start_gateway(**ADMIN)
+    for key in ("a/b", "a\\b", "50%", "%41", ".hidden", "..", "tab\there", "nul\u0000"):
+        for collection, field in ((COMPANIES, "company_id"), (CONTACTS, "user_id")):
+            answer = await call(gateway, "POST", collection, {field: key, "name": "Someone"})
+            assert answer.status == 422, (collection, key, answer.body)
+            assert [item["path"] for item in answer.json()["error"]["fields"]] == [field]
+    for key in ("acme-2", "u.dot", "ünïcode", "with space", "a@b.example"):
+        assert (await ok(gateway, "POST", COMPANIES, {"company_id": key, "name": "N"}, 201))["company_id"] == key
+        assert (await ok(gateway, "GET", f"{COMPANIES}/{quote(key)}"))["company_id"] == key
+    # JSON has one kind of number: 5.0 is the whole number 5 (as JSON Schema's "integer" reads it).
+    company = await ok(gateway, "POST", COMPANIES, {"company_id": "whole", "name": "W", "size": 5.0}, 201)
+    assert company["size"] == 5
+    for size in (5.5, "5", True):
+        refused = await call(gateway, "POST", COMPANIES, {"company_id": "half", "name": "H", "size": size})
+        assert refused.status == 422, size
 
 
 async def test_company_create_read_update_delete(start_gateway: StartGateway) -> None:
