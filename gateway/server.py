@@ -20,6 +20,7 @@ from gateway.config import Address, GatewayConfig, RequestsConfig
 from gateway.errors import ConfigError
 from gateway.metrics import METRICS, Metrics
 from gateway.protocol import ProtocolFactory, connection_factory
+from gateway.secure import server_header
 from routes.redirect import create_redirect_app
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,9 @@ async def _https_runner(
 
 async def _redirect_runner(config: GatewayConfig, https_port: int) -> web.AppRunner:
     """The HTTP redirect app's runner, set up but not listening."""
-    return await _set_up(web.AppRunner(create_redirect_app(config.domain, https_port)))
+    app = create_redirect_app(config.domain, https_port)
+    app.on_response_prepare.append(server_header)
+    return await _set_up(web.AppRunner(app))
 
 
 @dataclass
