@@ -319,7 +319,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     else:
         visibility = VisibilityPolicy(config.portal.visibility)
         matched = [c for c in people if visibility.decide(_visitor(c)).restricted]
-        state = "on" if visibility.enabled else "off (saved conditions kept, inactive)"
+        state = "on" if visibility.enabled else "off"
+        if not visibility.enabled and config.portal.visibility.conditions:
+            state += " (saved conditions kept, inactive)"
         print(f"{len(matched)} of {len(people)} contacts see only the tickets they created (portal.visibility {state})")
     for contact in matched[: args.limit]:
         companies = ", ".join(company.name for company in contact.companies) or "no company"

@@ -436,6 +436,14 @@ def test_preview_visibility_counts_the_restricted_contacts(
         assert listed == []
 
 
+def test_preview_visibility_says_off_plainly_without_conditions(cert_files: CertFiles, tmp_path: Path) -> None:
+    visibility = {"enabled": False, "conditions": []}
+    config = write_config(cert_files, tmp_path, store={"seed_demo": True}, portal={"visibility": visibility})
+    run = gateway_cli(tmp_path, "preview", "-c", str(config), "--rules", "visibility")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "0 of 12 contacts see only the tickets they created (portal.visibility off)"
+
+
 def test_serve_refuses_fewer_than_one_worker(cert_files: CertFiles, tmp_path: Path) -> None:
     run = gateway_cli(tmp_path, "serve", "-c", str(write_config(cert_files, tmp_path)), "--workers", "0")
     assert run.returncode == 2, run.stderr
