@@ -82,6 +82,43 @@ def gateway_cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subproc
     )
 
 
+# --- a reader that went away --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["audit", "audit.jsonl"],
+        ["audit", "verify", "audit.jsonl"],
+        ["token", "-c", "gateway.yaml", "--user-id", "u1"],
+        ["preview", "-c", "gateway.yaml"],
+        ["check", "-c", "gateway.yaml"],
+    ],
+)
+def test_a_closed_stdout_ends_every_printing_command_quietly(
+    cert_files: CertFiles, tmp_path: Path, command: list[str]
+) -> None:
+    write_config(cert_files, tmp_path, **DEMO_ACCESS)
+    (tmp_path / "audit.jsonl").write_text("", encoding="utf-8")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `... | head` after head has exited: every write to stdout meets EPIPE
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "gateway", *command],
+            cwd=tmp_path,
+            env=cli_env(),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=RUN_TIMEOUT,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert run.stderr == ""
+    assert run.returncode == 141  # as a shell reports `yes | head`: 128 + SIGPIPE
+
+
 # --- token -------------------------------------------------------------------------------------------
 
 
