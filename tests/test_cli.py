@@ -394,11 +394,14 @@ async def test_the_readme_recipe_serves_a_real_config_with_the_dev_secrets(tmp_p
     bundled = (REPO / "gateway.yaml").read_text(encoding="utf-8")
     mine = bundled.replace("https: 127.0.0.1:8443", "https: 127.0.0.1:0").replace("http: 127.0.0.1:8080", "http: null")
     assert mine.count(": 127.0.0.1:0") == mine.count("http: null") == 1
-    (tmp_path / "my.yaml").write_text(mine, encoding="utf-8")
-    env = cli_env()
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "my.yaml").write_text(mine, encoding="utf-8")
+    # The checkout the reader runs it in: its .venv (this one) beside gateway.yaml; the PATH is left as it is.
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    assert (tmp_path / ".venv" / "bin" / "portal-gateway").exists()
 
-    served = await serve(None, tmp_path, argv=["bash", "-c", readme_block("serve -c my.yaml")], env=env)
+    argv = ["bash", "-c", readme_block("serve -c local/my.yaml")]
+    served = await serve(None, tmp_path, argv=argv, env=cli_env())
     assert not any(DEMO_NOTE in line for line in served.lines), served.lines  # a real deployment: nothing excused
     secrets = tmp_path / "dev-secrets"
     admin_token = (secrets / "PORTAL_ADMIN_TOKEN").read_text(encoding="utf-8").strip()
@@ -422,6 +425,21 @@ async def test_the_readme_recipe_serves_a_real_config_with_the_dev_secrets(tmp_p
     stranger = sign_token("another-secret-" * 3, user_id="u-new", now=now, ttl=60, email="new@example.com", name=None)
     assert await status("/api/v1/me", visitor) == 200
     assert await status("/api/v1/me", stranger) == 401
+    # The README's way in without a login page: its token command, verbatim, signs what the gateway accepts.
+    signing = readme_block("token -c local/my.yaml").split("\ncurl ")[0]
+    signed = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-c", f'{signing}\necho "$TOKEN"'],
+        cwd=tmp_path,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        check=False,
+    )
+    assert signed.returncode == 0, signed.stderr
+    assert signed.stderr == "", signed.stderr
+    assert await status("/api/v1/me", signed.stdout.strip()) == 200
     await served.stop()
 
 
