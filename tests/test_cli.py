@@ -68,18 +68,14 @@ def write_config(cert_files: CertFiles, tmp_path: Path, **overrides: Any) -> Pat
     return path
 
 
+def run_in(tmp_path: Path, argv: list[str], **streams: Any) -> subprocess.CompletedProcess[str]:
+    """``argv`` in ``tmp_path`` with :func:`cli_env`, run to completion; ``streams``: where its input and output go."""
+    return subprocess.run(argv, cwd=tmp_path, env=cli_env(), text=True, timeout=RUN_TIMEOUT, check=False, **streams)
+
+
 def gateway_cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m gateway *args`` in ``tmp_path``, run to completion (fed ``stdin`` when given)."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=tmp_path,
-        env=cli_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    return run_in(tmp_path, [sys.executable, "-m", "gateway", *args], input=stdin, capture_output=True)
 
 
 # --- a reader that went away --------------------------------------------------------------------------
@@ -103,16 +99,7 @@ def test_a_closed_stdout_ends_every_printing_command_quietly(
     read_end, write_end = os.pipe()
     os.close(read_end)  # `... | head` after head has exited: every write to stdout meets EPIPE
     try:
-        run = subprocess.run(
-            [sys.executable, "-m", "gateway", *command],
-            cwd=tmp_path,
-            env=cli_env(),
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
+        run = run_in(tmp_path, [sys.executable, "-m", "gateway", *command], stdout=write_end, stderr=subprocess.PIPE)
     finally:
         os.close(write_end)
     assert run.stderr == ""
@@ -427,16 +414,7 @@ async def test_the_readme_recipe_serves_a_real_config_with_the_dev_secrets(tmp_p
     assert await status("/api/v1/me", stranger) == 401
     # The README's way in without a login page: its token command, verbatim, signs what the gateway accepts.
     signing = readme_block("token -c local/my.yaml").split("\ncurl ")[0]
-    signed = await asyncio.to_thread(
-        subprocess.run,
-        ["bash", "-c", f'{signing}\necho "$TOKEN"'],
-        cwd=tmp_path,
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    signed = await asyncio.to_thread(run_in, tmp_path, ["bash", "-c", f'{signing}\necho "$TOKEN"'], capture_output=True)
     assert signed.returncode == 0, signed.stderr
     assert signed.stderr == "", signed.stderr
     assert await status("/api/v1/me", signed.stdout.strip()) == 200
