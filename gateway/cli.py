@@ -9,6 +9,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import ssl
 import sys
 import time
@@ -50,6 +51,8 @@ log = logging.getLogger("gateway")
 
 EXIT_FAILED = 1
 EXIT_CONFIG = 2
+# What a shell reports for a command that SIGPIPE stopped (128 + 13), as for `yes | head`.
+EXIT_BROKEN_PIPE = 141
 DEMO_NOTE = "demo mode, would stop a real deployment"
 
 
@@ -320,7 +323,9 @@ def cmd_preview(args: argparse.Namespace) -> int:
     else:
         visibility = VisibilityPolicy(config.portal.visibility)
         matched = [c for c in people if visibility.decide(_visitor(c)).restricted]
-        state = "on" if visibility.enabled else "off (saved conditions kept, inactive)"
+        state = "on" if visibility.enabled else "off"
+        if not visibility.enabled and config.portal.visibility.conditions:
+            state += " (saved conditions kept, inactive)"
         print(f"{len(matched)} of {len(people)} contacts see only the tickets they created (portal.visibility {state})")
     for contact in matched[: args.limit]:
         companies = ", ".join(company.name for company in contact.companies) or "no company"
@@ -488,8 +493,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # inside the try: a reader that went away is seen here, not at interpreter exit
     except ConfigError as exc:
         for line in str(exc).splitlines():
             _say(f"config error: {line}")
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # `portal-gateway audit | head`: the reader has all it wanted. End quietly, and point stdout at
+        # devnull so the interpreter's own flush at exit does not report the closed pipe either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     return code

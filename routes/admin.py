@@ -193,7 +193,7 @@ def _list_query(request: web.Request) -> ListQuery:
 def _audit(
     request: web.Request, action: str, resource: str, key: str, fields: dict[str, Any] | None = None
 ) -> AdminChange:
-    """Record the change asked for (the record's status says whether it was made)."""
+    """Record the change asked for; :func:`_run` marks it made once the store commits it."""
     change = AdminChange(action, resource, key, sorted(fields or {}))
     request[AUDIT_ENTRY].admin_change = change
     return change
@@ -203,7 +203,10 @@ T = TypeVar("T")
 
 
 async def _run(request: web.Request, change: Callable[[sqlite3.Connection], T]) -> T:
-    return await request.app[STORE].transaction(change)
+    done = await request.app[STORE].transaction(change)
+    if (audited := request[AUDIT_ENTRY].admin_change) is not None:
+        audited.result = "made"  # committed: only now does the audit record say the write happened
+    return done
 
 
 def _now(request: web.Request) -> int:

@@ -68,18 +68,42 @@ def write_config(cert_files: CertFiles, tmp_path: Path, **overrides: Any) -> Pat
     return path
 
 
+def run_in(tmp_path: Path, argv: list[str], **streams: Any) -> subprocess.CompletedProcess[str]:
+    """``argv`` in ``tmp_path`` with :func:`cli_env`, run to completion; ``streams``: where its input and output go."""
+    return subprocess.run(argv, cwd=tmp_path, env=cli_env(), text=True, timeout=RUN_TIMEOUT, check=False, **streams)
+
+
 def gateway_cli(tmp_path: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """``python -m gateway *args`` in ``tmp_path``, run to completion (fed ``stdin`` when given)."""
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        cwd=tmp_path,
-        env=cli_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=RUN_TIMEOUT,
-        check=False,
-    )
+    return run_in(tmp_path, [sys.executable, "-m", "gateway", *args], input=stdin, capture_output=True)
+
+
+# --- a reader that went away --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["audit", "audit.jsonl"],
+        ["audit", "verify", "audit.jsonl"],
+        ["token", "-c", "gateway.yaml", "--user-id", "u1"],
+        ["preview", "-c", "gateway.yaml"],
+        ["check", "-c", "gateway.yaml"],
+    ],
+)
+def test_a_closed_stdout_ends_every_printing_command_quietly(
+    cert_files: CertFiles, tmp_path: Path, command: list[str]
+) -> None:
+    write_config(cert_files, tmp_path, **DEMO_ACCESS)
+    (tmp_path / "audit.jsonl").write_text("", encoding="utf-8")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `... | head` after head has exited: every write to stdout meets EPIPE
+    try:
+        run = run_in(tmp_path, [sys.executable, "-m", "gateway", *command], stdout=write_end, stderr=subprocess.PIPE)
+    finally:
+        os.close(write_end)
+    assert run.stderr == ""
+    assert run.returncode == 141  # as a shell reports `yes | head`: 128 + SIGPIPE
 
 
 # --- token -------------------------------------------------------------------------------------------
@@ -357,11 +381,14 @@ async def test_the_readme_recipe_serves_a_real_config_with_the_dev_secrets(tmp_p
     bundled = (REPO / "gateway.yaml").read_text(encoding="utf-8")
     mine = bundled.replace("https: 127.0.0.1:8443", "https: 127.0.0.1:0").replace("http: 127.0.0.1:8080", "http: null")
     assert mine.count(": 127.0.0.1:0") == mine.count("http: null") == 1
-    (tmp_path / "my.yaml").write_text(mine, encoding="utf-8")
-    env = cli_env()
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "my.yaml").write_text(mine, encoding="utf-8")
+    # The checkout the reader runs it in: its .venv (this one) beside gateway.yaml; the PATH is left as it is.
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parent.parent)
+    assert (tmp_path / ".venv" / "bin" / "portal-gateway").exists()
 
-    served = await serve(None, tmp_path, argv=["bash", "-c", readme_block("serve -c my.yaml")], env=env)
+    argv = ["bash", "-c", readme_block("serve -c local/my.yaml")]
+    served = await serve(None, tmp_path, argv=argv, env=cli_env())
     assert not any(DEMO_NOTE in line for line in served.lines), served.lines  # a real deployment: nothing excused
     secrets = tmp_path / "dev-secrets"
     admin_token = (secrets / "PORTAL_ADMIN_TOKEN").read_text(encoding="utf-8").strip()
@@ -385,6 +412,12 @@ async def test_the_readme_recipe_serves_a_real_config_with_the_dev_secrets(tmp_p
     stranger = sign_token("another-secret-" * 3, user_id="u-new", now=now, ttl=60, email="new@example.com", name=None)
     assert await status("/api/v1/me", visitor) == 200
     assert await status("/api/v1/me", stranger) == 401
+    # The README's way in without a login page: its token command, verbatim, signs what the gateway accepts.
+    signing = readme_block("token -c local/my.yaml").split("\ncurl ")[0]
+    signed = await asyncio.to_thread(run_in, tmp_path, ["bash", "-c", f'{signing}\necho "$TOKEN"'], capture_output=True)
+    assert signed.returncode == 0, signed.stderr
+    assert signed.stderr == "", signed.stderr
+    assert await status("/api/v1/me", signed.stdout.strip()) == 200
     await served.stop()
 
 
@@ -434,6 +467,14 @@ def test_preview_visibility_counts_the_restricted_contacts(
         assert user_ids == ["u-ben", "u-cho", "u-dev", "u-jon"]  # the globex members, by name
     else:
         assert listed == []
+
+
+def test_preview_visibility_says_off_plainly_without_conditions(cert_files: CertFiles, tmp_path: Path) -> None:
+    visibility = {"enabled": False, "conditions": []}
+    config = write_config(cert_files, tmp_path, store={"seed_demo": True}, portal={"visibility": visibility})
+    run = gateway_cli(tmp_path, "preview", "-c", str(config), "--rules", "visibility")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "0 of 12 contacts see only the tickets they created (portal.visibility off)"
 
 
 def test_serve_refuses_fewer_than_one_worker(cert_files: CertFiles, tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ to the web and are left alone; everything else is checked.
 
 from __future__ import annotations
 
+import argparse
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -14,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+
+from gateway.cli import NESTED_COMMANDS, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 DOCUMENTS = sorted(
@@ -77,3 +81,31 @@ def test_a_link_out_of_the_repository_is_reported(tmp_path: Path) -> None:
     sample.write_text("[design](../DESIGN.md), see `../shared/x.md`, [web](https://example.com)\n", encoding="utf-8")
     assert list(link_targets(sample)) == ["../DESIGN.md"]
     assert list(named_relative_paths(sample)) == ["../shared/x.md"]
+
+
+def command_rows() -> dict[str, str]:
+    """The README's command table: each command's first cell, by the command it names (``token inspect``)."""
+    rows = {}
+    for text in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+        if text.startswith("| `portal-gateway "):
+            cell = text.split("` |", 1)[0].removeprefix("| `portal-gateway ")
+            words = cell.split()
+            name = " ".join(words[:2]) if " ".join(words[:2]) in NESTED_COMMANDS else words[0]
+            rows[name] = cell
+    return rows
+
+
+def test_the_readme_command_table_names_every_option_of_every_command() -> None:
+    parser = build_parser()
+    (commands,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    rows = command_rows()
+    assert set(rows) == set(commands.choices)
+    for name, command in commands.choices.items():
+        for action in command._actions:
+            if action.option_strings and not isinstance(action, argparse._HelpAction):
+                said = [
+                    option
+                    for option in action.option_strings
+                    if re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", rows[name])
+                ]
+                assert said, f"the README's row of {name!r} does not name {'/'.join(action.option_strings)}"

@@ -16,6 +16,14 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+SERVER = "portal-gateway"
+
+
+async def server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """An on_response_prepare hook: name the gateway, never the Python and aiohttp versions behind it."""
+    response.headers["Server"] = SERVER
+
+
 def security_headers(hsts_max_age: int) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
     """An on_response_prepare hook: HSTS and the request id everywhere, page headers on our own pages."""
     hsts = f"max-age={hsts_max_age}"
@@ -24,7 +32,7 @@ def security_headers(hsts_max_age: int) -> Callable[[web.Request, web.StreamResp
         response.headers["Strict-Transport-Security"] = hsts
         if REQUEST_ID in request:
             response.headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
-        response.headers["Server"] = "portal-gateway"
+        await server_header(request, response)
         if request.get(PROXIED):
             return  # upstream's pages keep upstream's own policy
         response.headers["X-Content-Type-Options"] = "nosniff"

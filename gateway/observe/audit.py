@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -122,16 +122,27 @@ class CompanyPolicyResult:
 
 @dataclass
 class AdminChange:
-    """One write through the admin API: what changed, and the names of the fields it set."""
+    """One write asked of the admin API: what it would change, the names of the fields, and whether it was made.
+
+    ``result`` is "refused" until the store commits the write: a 409 delete, a 404 or a failed transaction
+    never reads as a change made.
+    """
 
     action: str
     resource: str
     id: str
     fields: list[str] = field(default_factory=list)
+    result: Literal["made", "refused"] = "refused"
 
     def to_record(self) -> dict[str, Any]:
         """What ``dataclasses.asdict`` would give, for :meth:`AuditEntry.to_record`."""
-        return {"action": self.action, "resource": self.resource, "id": self.id, "fields": list(self.fields)}
+        return {
+            "action": self.action,
+            "resource": self.resource,
+            "id": self.id,
+            "fields": list(self.fields),
+            "result": self.result,
+        }
 
 
 @dataclass

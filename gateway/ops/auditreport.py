@@ -125,6 +125,7 @@ class Summary:
     upstream_errors: Counter[str] = field(default_factory=Counter)
     company_policy: Counter[str] = field(default_factory=Counter)
     admin_changes: Counter[str] = field(default_factory=Counter)
+    admin_results: Counter[str] = field(default_factory=Counter)
     aborted: int = 0
     where: Filter = field(default_factory=Filter)
 
@@ -156,7 +157,10 @@ class Summary:
                 self.company_policy[f"  removed {removed['field']} ({removed['reason']})"] += 1
         change = record.get("admin_change") or {}
         if change.get("action"):
-            refused = " (refused)" if int(record.get("status") or 0) >= 400 else ""
+            # Records written before the gateway said "result" have only their status to go by.
+            result = change.get("result") or ("refused" if int(record.get("status") or 0) >= 400 else "made")
+            self.admin_results[result] += 1
+            refused = " (refused)" if result == "refused" else ""
             self.admin_changes[f"{change['action']} {change['resource']}{refused}"] += 1
 
 
@@ -216,6 +220,9 @@ def render(summary: Summary) -> str:
     ):
         if counts:
             lines += ["", f"{title}:", *(f"  {key}: {n}" for key, n in counts.most_common())]
+    if summary.admin_results:
+        made, refused = summary.admin_results["made"], summary.admin_results["refused"]
+        lines.append(f"  changes made: {made}, refused: {refused}")
     return "\n".join(lines)
 
 
@@ -240,6 +247,7 @@ def summary_json(summary: Summary) -> dict[str, Any]:
         "upstream_errors": dict(summary.upstream_errors),
         "company_policy": dict(summary.company_policy),
         "admin_changes": dict(summary.admin_changes),
+        "admin_results": {result: summary.admin_results[result] for result in ("made", "refused")},
     }
 
 

@@ -1,9 +1,9 @@
 """The end-to-end probe: canary cookies through whatever sits in front of the gateway, judged hop by hop.
 
 ``portal-gateway probe https://help.example.com`` sends both Intercom cookies with random values and
-decoys (random names, and look-alikes of the Intercom names, which are what a sloppy rule in front
-mishandles) to ``GET /_gateway/probe``. The gateway answers, signed with the admin token, what it
-received and what its own cookie policy (``cookies.py``) would send upstream: :func:`answer`. Values
+decoys (fixed names, among them look-alikes of the Intercom names, which are what a sloppy rule in front
+mishandles, each with a random value) to ``GET /_gateway/probe``. The gateway answers, signed with the admin
+token, what it received and what its own cookie policy (``cookies.py``) would send upstream: :func:`answer`. Values
 never travel back: each one is named by an HMAC keyed with the request's nonce, which the CLI
 recomputes from the values it sent. The ``check_*`` functions judge what came back, one
 :class:`~gateway.ops.checks.Check` each; only :func:`observe` touches the network.
@@ -118,18 +118,19 @@ class Canaries:
 
     @classmethod
     def fresh(cls, workspace_id: str) -> Canaries:
-        """New random values; decoys with random names and look-alikes of the Intercom names."""
+        """New random values; decoys under fixed names, look-alikes of the Intercom names among them."""
 
         def value() -> str:
             return secrets.token_urlsafe(18)
 
         session, device = intercom_cookies(workspace_id)
-        tag = secrets.token_hex(3)
+        # Fixed names: what a cookie came as is told by its value's digest, never by its name, so random names
+        # would add nothing but new rows to the audit log's cookie table on every run.
         decoys = (
-            (f"probe{tag}-{session}", value()),  # a name that ends like the session cookie's
-            (f"decoy-{secrets.token_hex(4)}", value()),
-            (f"intercom-session-probe{tag}", value()),  # another workspace's session
-            (f"decoy-{secrets.token_hex(4)}", value()),
+            (f"probe-decoy-{session}", value()),  # a name that ends like the session cookie's
+            ("portal-probe-decoy", value()),
+            ("intercom-session-probedecoy", value()),  # another workspace's session
+            ("portal-probe-decoy-2", value()),
         )
         return cls(secrets.token_hex(16), ((session, value()), (device, value())), decoys)
 
@@ -149,11 +150,12 @@ class Canaries:
 # --- the checks: pure functions of what was observed ------------------------------------------------------
 
 NO_ANSWER = "not checked: no signed answer from the probe endpoint"
-ANSWER, AT_GATEWAY, UPSTREAM, SET_COOKIE = (
+ANSWER, AT_GATEWAY, UPSTREAM, SET_COOKIE, HSTS = (
     "Probe answer",
     "Intercom cookies at the gateway",
     "Cookies towards upstream",
     "Upstream Set-Cookie",
+    "HSTS",
 )
 
 
@@ -266,7 +268,7 @@ def check_redirect(status: int | None, location: str | None, error: str | None, 
 
 def check_hsts(value: str | None) -> Check:
     """The HTTPS answer carries Strict-Transport-Security with a max-age."""
-    name = "HSTS"
+    name = HSTS
     match = _MAX_AGE.search(value or "")
     if match is None or int(match[1]) == 0:
         said = f"is {value!r}" if value else "is missing"
@@ -470,13 +472,19 @@ def judge(
     min_days: int,
 ) -> list[Check]:
     """One check per hop, in the order a request crosses them."""
+    # Without an answer at all, the checks that judge one say so, not what a missing answer lacks.
+    unanswered = NO_ANSWER if observed.error is None else f"not checked: {target.url} unreachable"
     if observed.error is not None:
         parsed: Answer | str = f"{target.url.with_path(PROBE_PATH)} unreachable ({observed.error})"
     else:
         parsed = check_answer(observed.status, observed.body, observed.signature, token, canaries.nonce)
     checks = [check_certificate(observed.certificate, target.host, now, min_days)]
     if isinstance(parsed, str):
-        checks += [Check(ANSWER, False, parsed), Check(AT_GATEWAY, False, NO_ANSWER), Check(UPSTREAM, False, NO_ANSWER)]
+        checks += [
+            Check(ANSWER, False, parsed),
+            Check(AT_GATEWAY, False, unanswered),
+            Check(UPSTREAM, False, unanswered),
+        ]
         signed = None
     else:
         signed = parsed
@@ -486,12 +494,12 @@ def judge(
             check_upstream(canaries, parsed),
         ]
     if signed is None and not observed.set_cookies:
-        checks.append(Check(SET_COOKIE, False, NO_ANSWER))
+        checks.append(Check(SET_COOKIE, False, unanswered))
     else:
         session = canaries.intercom[0][0]
         checks.append(check_set_cookie(observed.set_cookies, session, canaries.nonce, cookie_domain, signed))
     checks += [
-        check_hsts(observed.hsts),
+        check_hsts(observed.hsts) if observed.error is None else Check(HSTS, False, unanswered),
         check_redirect(
             observed.redirect_status, observed.location, observed.redirect_error, target.http_url, target.url
         ),

@@ -16,6 +16,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from gateway.app import HEAD_DEADLINE, create_app
 from gateway.config import Address, GatewayConfig, RequestsConfig
+from gateway.edge.secure import server_header
 from gateway.errors import ConfigError
 from gateway.observe.audit import AUDIT_LOG, AuditLog
 from gateway.observe.metrics import METRICS, Metrics
@@ -57,7 +58,9 @@ async def _https_runner(
 
 async def _redirect_runner(config: GatewayConfig, https_port: int) -> web.AppRunner:
     """The HTTP redirect app's runner, set up but not listening."""
-    return await _set_up(web.AppRunner(create_redirect_app(config.domain, https_port)))
+    app = create_redirect_app(config.domain, https_port)
+    app.on_response_prepare.append(server_header)
+    return await _set_up(web.AppRunner(app))
 
 
 @dataclass

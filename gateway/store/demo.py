@@ -8,6 +8,10 @@ on the customer ends with support's question, a resolved one with the fix).
 Every person's own tickets go through every state, with customer-visible types
 among them, so each filter of the portal shows something for anyone.
 
+A company's tickets have distinct titles: a topic it raises again is told
+apart by who raised it (``Dark mode for the dashboard (sales team)``), and its
+description starts by restating that title.
+
 Deterministic for a given ``now``; written through the importer's own line
 types, so the demo exercises the same path as ``portal-gateway import``.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass
 
 from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine, write_line
@@ -219,6 +224,21 @@ TOPICS: dict[str, list[Topic]] = {
         ),
     ],
 }
+# Who at the company raised a topic again, so that no two of a company's tickets share a title.
+AGAIN = (
+    "finance team",
+    "sales team",
+    "support team",
+    "marketing team",
+    "Berlin office",
+    "Lisbon office",
+    "night shift",
+    "new starters",
+    "trial workspace",
+    "staging workspace",
+    "second workspace",
+    "partner accounts",
+)
 # Support's word while it works on a ticket, and once engineers have it; these hold the public search word.
 UPDATES = [
     "Thanks, that is what we needed. We are working on it now.",
@@ -253,7 +273,18 @@ def _conversation(state: str, topic: Topic, rng: random.Random) -> list[tuple[bo
     return [*answered, (False, rng.choice(UPDATES)), (False, topic.resolution), *ending]
 
 
-def _ticket(number: int, now: int, rng: random.Random) -> TicketLine:
+def _titled(topic: Topic, company: str | None, raised: Counter[tuple[str | None, str]]) -> tuple[str, str]:
+    """The title and description of ``topic`` for ``company``: the plain title the first time, then told apart."""
+    again = raised[company, topic.title]
+    raised[company, topic.title] += 1
+    if again == 0:
+        return topic.title, topic.description
+    round_, who = divmod(again - 1, len(AGAIN))
+    title = f"{topic.title} ({AGAIN[who]}{f' {round_ + 1}' if round_ else ''})"
+    return title, f"{title}. {topic.description}"
+
+
+def _ticket(number: int, now: int, rng: random.Random, raised: Counter[tuple[str | None, str]]) -> TicketLine:
     """The demo ticket ``number``: its creator's ``round``-th ticket, in state ``round`` (mod the states)."""
     round_, person = divmod(number, len(PEOPLE))
     user_id, _, _, companies = PEOPLE[person]
@@ -278,6 +309,8 @@ def _ticket(number: int, now: int, rng: random.Random) -> TicketLine:
         PartLine(author_name=rng.choice(TEAMMATES), body=rng.choice(NOTES), public=False, created_at=at)
         for at in times[len(public) : len(public) + rng.randint(0, 2)]
     ]
+    company = companies[round_ % len(companies)] if companies else None
+    title, description = _titled(topic, company, raised)
     return TicketLine(
         kind="ticket",
         ticket_id=str(1001 + number),
@@ -285,10 +318,10 @@ def _ticket(number: int, now: int, rng: random.Random) -> TicketLine:
         state=state,
         category=category,
         is_shared=category == "Back-office" and round_ % 2 == 0,
-        company=companies[round_ % len(companies)] if companies else None,
+        company=company,
         creator=user_id,
-        title=topic.title,
-        description=topic.description,
+        title=title,
+        description=description,
         created_at=created,
         updated_at=max([created, *(part.created_at for part in parts)]),
         parts=parts,
@@ -312,7 +345,8 @@ def demo_lines(now: int, seed: int = 7) -> list[Line]:
         for user_id, name, email, companies in PEOPLE
     ]
     lines += STATES
-    lines += [_ticket(number, now, rng) for number in range(TICKETS)]
+    raised: Counter[tuple[str | None, str]] = Counter()
+    lines += [_ticket(number, now, rng, raised) for number in range(TICKETS)]
     return lines
 
 

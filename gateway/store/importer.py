@@ -15,8 +15,14 @@ One object per line, told apart by ``kind``::
 
 Companies and contacts are upserted by their external ids; a ticket's type is
 created by name when new; its state is named by ``internal_label`` and must
-exist. Each line is written in its own transaction: a bad line is reported
-with its number and reason and nothing of it is written.
+exist. A ticket already in the store is matched by ``ticket_id``: when the line
+says the same of it (type, state, category, sharing, company, creator, title,
+description, creation time) only its parts and participants not there yet are
+added, so importing a file again changes nothing; a line that says otherwise is
+refused and the stored ticket kept (the admin API may have changed it since, and
+an old export must not silently undo that). Each line is written in its own
+transaction: a bad line is reported with its number and reason and nothing of
+it is written.
 """
 
 from __future__ import annotations
@@ -108,11 +114,7 @@ class LineError(ValueError):
 
 
 class _Refused(Exception):
-    """A line refused inside a strict import: aborts the whole transaction."""
-
-    def __init__(self, number: int, reason: str) -> None:
-        super().__init__(number, reason)
-        self.number, self.reason = number, reason
+    """A strict import with refused lines: aborts the whole transaction."""
 
 
 @dataclass
@@ -163,6 +165,32 @@ def write_line(connection: sqlite3.Connection, line: Line) -> None:
         _write_ticket(connection, line)
 
 
+# What a ticket line says of the ticket itself, and how to read the same from the store.
+_TICKET_FIELDS = ("type", "state", "category", "is_shared", "company", "creator", "title", "description", "created_at")
+_STORED_TICKET = (
+    "SELECT ty.name, s.internal_label, t.category, t.is_shared, c.company_id, cr.user_id, t.title, t.description,"
+    " t.created_at, t.conversation_id FROM tickets t JOIN ticket_types ty ON ty.id = t.type_id"
+    " JOIN ticket_states s ON s.id = t.state_id LEFT JOIN companies c ON c.id = t.company_id"
+    " JOIN contacts cr ON cr.id = t.creator_id WHERE t.ticket_id = ?"
+)
+
+
+def _stored_conversation(connection: sqlite3.Connection, line: TicketLine) -> int | None:
+    """The conversation of the ticket ``line`` names when the store has it as the line says; None when new."""
+    row = connection.execute(_STORED_TICKET, (line.ticket_id,)).fetchone()
+    if row is None:
+        return None
+    *stored, conversation = row
+    said = [getattr(line, name) for name in _TICKET_FIELDS]
+    said[_TICKET_FIELDS.index("is_shared")] = int(line.is_shared)
+    differing = [name for name, old, new in zip(_TICKET_FIELDS, stored, said, strict=True) if old != new]
+    if differing:
+        raise LineError(
+            f"ticket {line.ticket_id} already exists with another {', '.join(differing)}; the stored ticket is kept"
+        )
+    return int(conversation)
+
+
 def _write_ticket(connection: sqlite3.Connection, line: TicketLine) -> None:
     contact_sql = "SELECT id FROM contacts WHERE user_id = ?"
     state = _id_of(connection, "SELECT id FROM ticket_states WHERE internal_label = ?", line.state, "ticket state")
@@ -172,24 +200,27 @@ def _write_ticket(connection: sqlite3.Connection, line: TicketLine) -> None:
         if line.company
         else None
     )
-    conversation = writes.add_ticket(
-        connection,
-        ticket_id=line.ticket_id,
-        type_id=writes.ticket_type_id(connection, line.type),
-        state_id=state,
-        category=line.category,
-        is_shared=line.is_shared,
-        company_id=company,
-        creator_id=creator,
-        title=line.title,
-        description=line.description,
-        created_at=line.created_at,
-        updated_at=line.updated_at,
-    )
+    conversation = _stored_conversation(connection, line)
+    known = conversation is not None  # read again: add only the parts it does not hold yet
+    if conversation is None:
+        conversation = writes.add_ticket(
+            connection,
+            ticket_id=line.ticket_id,
+            type_id=writes.ticket_type_id(connection, line.type),
+            state_id=state,
+            category=line.category,
+            is_shared=line.is_shared,
+            company_id=company,
+            creator_id=creator,
+            title=line.title,
+            description=line.description,
+            created_at=line.created_at,
+            updated_at=line.updated_at,
+        )
     for part in line.parts:
         author = _id_of(connection, contact_sql, part.author, "part author") if part.author else None
         name = part.author_name or _contact_name(connection, author) or "Support"
-        writes.add_part(connection, conversation, author, name, part.body, part.public, part.created_at)
+        writes.add_part(connection, conversation, author, name, part.body, part.public, part.created_at, once=known)
     for user_id in line.participants:
         writes.add_participant(connection, conversation, _id_of(connection, contact_sql, user_id, "participant"))
 
@@ -208,16 +239,23 @@ async def import_lines(store: SQLiteStore, lines: Iterable[str], *, strict: bool
     if strict:
 
         def write_all(connection: sqlite3.Connection) -> None:
+            # Every line is tried, each under a savepoint so a bad one leaves nothing for the next to build on,
+            # and every bad line is reported; then any refusal takes the whole transaction back.
             for number, text in numbered:
+                connection.execute("SAVEPOINT line")
                 try:
                     write_line(connection, parse_line(text))
                 except (ValueError, sqlite3.IntegrityError) as exc:
-                    raise _Refused(number, _reason(exc)) from None
+                    connection.execute("ROLLBACK TO line")
+                    report.errors.append((number, _reason(exc)))
+                connection.execute("RELEASE line")
+            if report.errors:
+                raise _Refused
 
         try:
             await store.transaction(write_all)
-        except _Refused as refused:
-            report.errors.append((refused.number, refused.reason))
+        except _Refused:
+            pass  # the refused lines are in the report; nothing was written
         else:
             report.written = len(numbered)
         return report

@@ -661,6 +661,15 @@ async def test_dev_login_is_where_unauthenticated_visitors_go(start_gateway: Sta
         assert email in page.body
 
 
+async def test_dev_login_shows_each_persons_role(start_gateway: StartGateway) -> None:
+    gateway = await start_gateway(**DEV)
+    page = await fetch(gateway, "/dev/login")
+    rows = {row.split('name="user_id" value="')[1].split('"')[0]: row for row in page.body.split("<tr>")[2:]}
+    assert "<td>admin</td>" in rows["u-ann"]  # the README's demo-people table: Ann admin, Ivy member
+    assert "<td>member</td>" in rows["u-ivy"]
+    assert '<th scope="col">Role</th>' in page.body
+
+
 async def test_dev_login_signs_a_token_the_api_accepts(start_gateway: StartGateway) -> None:
     gateway = await start_gateway(**DEV)
     answer = await fetch(

@@ -82,6 +82,7 @@ def test_record_holds_the_company_policy_and_the_admin_change_like_asdict() -> N
         "resource": "company",
         "id": "acme",
         "fields": ["name", "plan"],
+        "result": "refused",  # until the store commits it
     }
     record["admin_change"]["fields"].append("x")  # a copy, as asdict makes: the entry is not changed through it
     assert entry.admin_change.fields == ["name", "plan"]
@@ -187,6 +188,7 @@ def test_summary_counts_cookies_statuses_and_set_cookies() -> None:
     assert "admin changes:" in text
     assert "  add membership: 1" in text
     assert "  remove membership (refused): 1" in text
+    assert "  changes made: 1, refused: 1" in text
 
 
 async def test_every_request_records_the_cookie_names_it_received(

@@ -202,3 +202,30 @@ async def test_bad_filters_exit_2_and_files_are_read_in_order(
     rotated.write_bytes(current.read_bytes())
     code, out = await audit_cli(capsys, str(rotated), str(current), "--json")
     assert (code, json.loads(out)["requests"]) == (0, 12)
+
+
+async def test_admin_writes_are_counted_made_or_refused(
+    start_gateway: StartGateway, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = "admin-token-for-the-report-0123"
+    gateway = await start_gateway(admin={"token": token}, store={"seed_demo": True})
+    headers = {"Authorization": f"Bearer {token}"}
+    ids = []
+    for method, path, body, status in (
+        ("DELETE", "/admin/api/companies/acme", None, 409),  # acme has tickets: refused, nothing deleted
+        ("POST", "/admin/api/companies", {"company_id": "brief", "name": "Brief"}, 201),
+        ("DELETE", "/admin/api/companies/brief", None, 200),
+    ):
+        async with gateway.client.request(method, gateway.url / path.lstrip("/"), json=body, headers=headers) as answer:
+            assert answer.status == status, await answer.text()
+            ids.append(answer.headers["X-Request-Id"])
+    for request_id in ids:
+        await gateway.audit_for(request_id)
+    path = str(gateway.config.audit.path)
+    code, out = await audit_cli(capsys, path, "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["admin_results"] == {"made": 2, "refused": 1}
+    assert report["admin_changes"] == {"delete company (refused)": 1, "create company": 1, "delete company": 1}
+    code, out = await audit_cli(capsys, path)
+    assert "  changes made: 2, refused: 1" in out.splitlines()

@@ -602,3 +602,28 @@ def test_set_cookie_check_fails_what_a_cdn_changes(headers: list[str], said: str
     assert not check.ok
     assert said in check.detail
     assert check_set_cookie([GOOD], SESSION_COOKIE, NONCE, "example.com", None).ok
+
+
+async def test_decoy_names_stay_the_same_from_run_to_run_so_the_audit_table_does_not_grow(
+    probed: Gateway, cert_files: CertFiles
+) -> None:
+    first, second = Canaries.fresh(WORKSPACE), Canaries.fresh(WORKSPACE)
+    assert [name for name, _ in first.decoys] == [name for name, _ in second.decoys]
+    assert not {value for _, value in first.decoys} & {value for _, value in second.decoys}  # values stay random
+    for canaries in (first, second):
+        assert failing(await probe_directly(direct_target(probed, cert_files), canaries)) == {}
+    async with probed.client.get(probed.url.with_path("/healthz")) as later:
+        await probed.audit_for(later.headers["X-Request-Id"])  # records are written in order
+    received = [record["cookies"]["received"] for record in probed.audit_records() if record["path"] == PROBE]
+    assert len(received) == 2
+    assert received[0] == received[1]
+
+
+async def test_an_unreachable_host_is_said_once_not_diagnosed_as_missing_headers(cert_files: CertFiles) -> None:
+    port = free_port()  # nothing listens there
+    target = Target(URL(f"https://{DOMAIN}:{port}"), free_port(), {(DOMAIN, port): "127.0.0.1"}, cert_files.ca)
+    checks = failing(await probe_directly(target))
+    assert checks["Probe answer"].startswith(f"https://{DOMAIN}:{port}{PROBE} unreachable (")
+    for name in ("Intercom cookies at the gateway", "Cookies towards upstream", "Upstream Set-Cookie", "HSTS"):
+        assert checks[name] == f"not checked: https://{DOMAIN}:{port} unreachable", name
+    assert "Strict-Transport-Security" not in json.dumps(checks)

@@ -411,6 +411,10 @@ async def test_a_company_with_tickets_is_not_deleted_and_nothing_is_lost(start_g
     assert refused.status == 409
     assert f"{len(demo_ticket_ids('acme'))} tickets" in refused.error["detail"]
     assert dump(gateway) == before
+    # SECURITY: the audit must not read as if Acme was deleted.
+    assert (await gateway.audit_for(refused.request_id))["admin_change"] == change("delete", "company", "acme") | {
+        "result": "refused"
+    }
     # Once its tickets are elsewhere, it can go.
     empty = await ok(gateway, "POST", "/admin/api/companies", {"company_id": "empty", "name": "Empty"}, status=201)
     assert empty["user_count"] == 0
@@ -924,7 +928,7 @@ async def test_ticket_search_finds_a_word_of_the_title_within_a_company(start_ga
 
 def change(action: str, resource: str, key: str, *fields: str) -> dict[str, Any]:
     """An expected ``admin_change``; ``*`` in ``key`` stands for the ticket id the gateway chose."""
-    return {"action": action, "resource": resource, "id": key, "fields": sorted(fields)}
+    return {"action": action, "resource": resource, "id": key, "fields": sorted(fields), "result": "made"}
 
 
 PLANTED = {"note": CANARY}

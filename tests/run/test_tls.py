@@ -98,3 +98,10 @@ async def test_http_listener_serves_no_content(gateway: Gateway) -> None:
     async with gateway.client.get(gateway.http_url / "healthz", allow_redirects=False) as response:
         assert response.status == 308
         assert "ok" not in await response.text()
+
+
+async def test_http_redirect_names_the_gateway_as_https_does(gateway: Gateway) -> None:
+    async with gateway.client.get(gateway.http_url / "x", allow_redirects=False) as redirect:
+        assert redirect.status == 308
+    async with gateway.client.get(gateway.url / "healthz") as https:
+        assert redirect.headers["Server"] == https.headers["Server"] == "portal-gateway"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,6 +180,11 @@ async def test_the_search_words_are_where_the_readme_says(store: SQLiteStore) ->
                     found.add("reply" if part.public else "note")
     assert places == {PUBLIC_WORD: {"reply"}, INTERNAL_WORD: {"note"}}
     assert any(ticket.customer_shared and PUBLIC_WORD in part.body for ticket in everything for part in ticket.public)
+
+
+async def test_no_two_tickets_of_a_company_share_a_title(store: SQLiteStore) -> None:
+    titles = Counter((ticket.company, ticket.title) for ticket in await tickets(store))
+    assert [title for title, count in titles.items() if count > 1] == []
 
 
 def test_the_demo_is_deterministic() -> None:

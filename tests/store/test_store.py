@@ -355,10 +355,9 @@ async def test_a_duplicate_ticket_id_is_refused_and_the_first_one_kept(tmp_path:
     duplicate = json.dumps(ticket("1001", title="Impostor", type="Novel type", creator="u-ben"))
     report = await import_lines(store, [*GOOD, duplicate])
     assert report.written == len(GOOD) - 1
-    assert [(number, "conflicts with the store" in reason) for number, reason in report.errors] == [
-        (len(GOOD) + 1, True)
+    assert report.errors == [
+        (len(GOOD) + 1, "ticket 1001 already exists with another type, creator, title; the stored ticket is kept")
     ]
-    assert "ticket_id" in report.errors[0][1]
 
     reference = await SQLiteStore.open(tmp_path / "reference.db")
     try:
@@ -379,22 +378,40 @@ async def test_several_bad_lines_are_each_reported(store: SQLiteStore) -> None:
     assert ids == ["1001", "1002", "1003", "9003"]
 
 
-async def test_strict_import_aborts_the_whole_file_at_the_first_bad_line(store: SQLiteStore) -> None:
+async def test_strict_import_reports_every_bad_line_and_writes_nothing(store: SQLiteStore) -> None:
     lines = [*GOOD[:BAD_AT], "{broken", *GOOD[BAD_AT:], json.dumps(ticket("9009", creator="u-ghost"))]
     report = await import_lines(store, lines, strict=True)
     assert report.written == 0
-    assert len(report.errors) == 1
-    assert report.errors[0][0] == BAD_AT + 1
+    assert [number for number, _ in report.errors] == [BAD_AT + 1, len(lines)]
     assert "not JSON" in report.errors[0][1]
+    assert report.errors[1][1] == "creator 'u-ghost' is not in the store"
     assert all(table == [] for table in (await dump(store)).values())
 
 
 async def test_strict_import_refused_by_a_late_reference_error_writes_nothing(store: SQLiteStore) -> None:
-    report = await import_lines(store, [*GOOD, json.dumps(ticket("1001"))], strict=True)
+    report = await import_lines(store, [*GOOD, json.dumps(ticket("1001", title="Impostor"))], strict=True)
     assert report.written == 0
     assert [number for number, _ in report.errors] == [len(GOOD) + 1]
-    assert "conflicts with the store" in report.errors[0][1]
+    assert "ticket 1001 already exists with another title" in report.errors[0][1]
     assert all(table == [] for table in (await dump(store)).values())
+
+
+async def test_importing_the_same_file_again_changes_nothing(tmp_path: Path, store: SQLiteStore) -> None:
+    assert (await import_lines(store, GOOD)).errors == []
+    once = await dump(store)
+    again = await import_lines(store, GOOD)
+    assert (again.written, again.errors) == (len(GOOD) - 1, [])
+    assert await dump(store) == once  # no ticket, part or participant twice
+    # A later export of the same ticket adds only what is new in its conversation.
+    later = ticket("1001", participants=["u-ann", "u-kim"])
+    later["parts"] = [*later["parts"], {"author": "u-ann", "body": "one more thing", "public": True, "created_at": 3}]
+    assert (await import_lines(store, [json.dumps(later)])).errors == []
+    parts = await rows(
+        store,
+        "SELECT body FROM conversation_parts JOIN tickets USING (conversation_id)"
+        " WHERE ticket_id = '1001' ORDER BY conversation_parts.id",
+    )
+    assert parts == [("public question 1001",), (f"{NOTE_WORD} 1001",), ("public answer 1001",), ("one more thing",)]
 
 
 async def test_strict_import_of_a_good_file_writes_it_all(tmp_path: Path, store: SQLiteStore) -> None:
@@ -608,6 +625,18 @@ def test_cli_import_of_a_good_file_exits_0(tmp_path: Path, cert_files: CertFiles
     assert "refused" not in result.stdout
     counts = table_counts(tmp_path / "portal.db")
     assert (counts["companies"], counts["contacts"], counts["tickets"], counts["memberships"]) == (2, 3, 3, 3)
+
+
+def test_cli_import_of_the_same_file_twice_exits_0_both_times(tmp_path: Path, cert_files: CertFiles) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(GOOD) + "\n", encoding="utf-8")
+    for _ in range(2):
+        result = run_import(tmp_path, cert_files, "data.jsonl")
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert result.stdout == f"imported {len(GOOD) - 1} lines\n"
+    counts = table_counts(tmp_path / "portal.db")
+    assert (counts["tickets"], counts["conversation_parts"]) == (3, 7)
 
 
 def test_cli_strict_import_imports_nothing(tmp_path: Path, cert_files: CertFiles) -> None:

@@ -124,12 +124,20 @@ def add_part(
     body: str,
     public: bool,
     created_at: int,
+    *,
+    once: bool = False,
 ) -> None:
-    """Append a public reply or an internal note to a conversation."""
+    """Append a public reply or an internal note to a conversation; ``once``: unless it holds this very part."""
+    values = (conversation_id, author_contact_id, author_name, body, int(public), created_at)
+    # ``once`` is for an import read again: the same part, by the same author at the same time, is not added twice.
+    unless_there = (
+        " WHERE NOT EXISTS (SELECT 1 FROM conversation_parts WHERE conversation_id = ? AND author_contact_id IS ?"
+        " AND author_name = ? AND body = ? AND is_public = ? AND created_at = ?)"
+    )
     connection.execute(
         "INSERT INTO conversation_parts (conversation_id, author_contact_id, author_name, body, is_public, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (conversation_id, author_contact_id, author_name, body, int(public), created_at),
+        " SELECT ?, ?, ?, ?, ?, ?" + (unless_there if once else ""),
+        values * 2 if once else values,
     )
 
 
