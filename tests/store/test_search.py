@@ -17,10 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.visibility import TicketFilter
 from gateway.store.demo import INTERNAL_WORD, PUBLIC_WORD, seed_if_empty
 from gateway.store.importer import import_lines
-from gateway.store.models import SORT_KEYS, TicketPage, TicketQuery
+from gateway.store.models import SORT_KEYS, TicketFilter, TicketPage, TicketQuery
 from gateway.store.search import (
     CUT,
     ELLIPSIS,

@@ -18,10 +18,9 @@ import pytest
 import yaml
 
 from gateway.errors import StoreUnavailable
-from gateway.policy.visibility import TicketFilter
 from gateway.store.demo import INTERNAL_WORD, seed_if_empty
 from gateway.store.importer import import_lines
-from gateway.store.models import STATE_CATEGORIES, Contact, TicketQuery
+from gateway.store.models import STATE_CATEGORIES, Contact, TicketFilter, TicketQuery
 from gateway.store.sqlite import SQLiteStore, support
 from gateway.store.sqlite.schema import MIGRATIONS, migrate
 from tests.conftest import CertFiles, config_dict
