@@ -23,6 +23,9 @@ refused and the stored ticket kept (the admin API may have changed it since, and
 an old export must not silently undo that). Each line is written in its own
 transaction: a bad line is reported with its number and reason and nothing of
 it is written.
+
+Lines are read and validated here (their models are in ``lines.py``) and written
+by the store (``Store.import_lines``), so every backend runs this same importer.
 """
 
 from __future__ import annotations

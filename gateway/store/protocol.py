@@ -7,8 +7,8 @@ Every backend keeps these semantics (``tests/store/contract/`` holds it to them)
 - a visitor's read or write takes a :class:`TicketFilter` and applies it: only Customer tickets and shared
   Back-office tickets of the filter's companies (or, without a company, the filter's contact's own), and
   only the contact's own with ``own_only``; never a Tracker ticket, never an internal note;
-- the admin methods apply no visibility (only the admin API, behind its token, calls them); each is one
-  transaction, all written or none, and refuses with the :class:`~gateway.errors.ChangeRefused` family:
+- SECURITY: the admin methods apply no visibility (only the admin API, behind its token, calls them);
+  each is one transaction, all written or none, and refuses with the :class:`~gateway.errors.ChangeRefused` family:
   ``Missing`` (404) for an unknown id, ``Conflict`` (409), ``Invalid`` (422) naming the fields.
 """
 

@@ -3,8 +3,9 @@
 Plain functions on a connection, run by the caller inside one transaction
 (``SQLiteStore.transaction``). They return the admin API's records and
 raise the :class:`~gateway.errors.ChangeRefused` family when a change cannot
-be made. SECURITY: nothing here applies visibility; only ``routes/admin.py``,
-behind the admin token, may call it. Memberships change here and nowhere else.
+be made. SECURITY: nothing here applies visibility; only the store's admin
+methods call it, and only ``routes/admin.py``, behind the admin token, calls
+those. Memberships change here and nowhere else.
 """
 
 from __future__ import annotations
