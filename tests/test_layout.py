@@ -113,3 +113,13 @@ def test_policy_never_reaches_the_store_backend() -> None:
 def test_the_store_does_not_import_visibility() -> None:
     """No store ↔ visibility loop: the filter the store applies is a store model that policy builds."""
     assert graph().find_shortest_chains(importer="gateway.store", imported="gateway.policy.visibility") == set()
+
+
+def test_sqlite_stays_inside_its_backend() -> None:
+    """Handlers, CLI, importer and demo reach the data only through the Store protocol; ``open_store`` alone
+    names the SQLite backend."""
+    backend = set(modules("gateway.store.sqlite"))
+    outside = [name for name in (*modules("gateway"), *modules("routes")) if name not in backend]
+    assert [line for name in outside for line in lines(name, "sqlite3")] == []
+    importers = {name for module in backend for name in graph().find_modules_that_directly_import(module)}
+    assert sorted(importers - backend) == ["gateway.store.protocol"]
