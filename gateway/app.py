@@ -34,7 +34,7 @@ from gateway.observe.metrics import METRICS, Metrics
 from gateway.policy.identity import JWTVerifier
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.protocol import open_store
 from routes import admin, admin_openapi, api, auth, health, messenger, portal, probe, upstream
 
 STATIC_PREFIX = "/_gateway/static"
@@ -44,7 +44,7 @@ STATIC_DIR = Path(routes.__file__).parent / "static"
 async def store_context(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: the store, opened (and seeded for the demo) at start, closed at stop."""
     config = app[CONFIG]
-    store = await SQLiteStore.open(config.store.path, busy_timeout=config.store.busy_timeout)
+    store = await open_store(config.store)
     if config.store.seed_demo:
         await seed_if_empty(store, int(time.time()))
     app[STORE] = store

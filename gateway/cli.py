@@ -45,7 +45,7 @@ from gateway.run.tls import server_context
 from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.protocol import Store, open_store
 
 log = logging.getLogger("gateway")
 
@@ -76,8 +76,8 @@ def _load(path: Path | None) -> GatewayConfig:
     return load_config(None, env_defaults={**defaults, **devsetup.DEMO_OVERRIDES})
 
 
-async def _open_store(config: GatewayConfig) -> SQLiteStore:
-    store = await SQLiteStore.open(config.store.path)
+async def _open_store(config: GatewayConfig) -> Store:
+    store = await open_store(config.store)
     if config.store.seed_demo:
         await seed_if_empty(store, int(time.time()))
     return store
@@ -347,7 +347,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     config = _load(args.config)
 
     async def run() -> ImportReport:
-        store = await SQLiteStore.open(config.store.path)
+        store = await open_store(config.store)
         try:
             with args.file.open(encoding="utf-8") as lines:
                 return await import_lines(store, lines, strict=args.strict)

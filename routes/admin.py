@@ -19,11 +19,10 @@ from __future__ import annotations
 import hmac
 import math
 import re
-import sqlite3
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from functools import partial, wraps
-from typing import Annotated, Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
+from functools import wraps
+from typing import Annotated, Any, Generic, TypeVar
 
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
@@ -34,8 +33,16 @@ from gateway.edge.guard import ADMIN_PREFIX, GUARD, STORE
 from gateway.errors import Invalid
 from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.observe.metrics import METRICS
-from gateway.store.models import TICKET_ID_PATTERN, TicketCategory
-from gateway.store.sqlite import support
+from gateway.store.models import (
+    TICKET_ID_PATTERN,
+    AdminCompany,
+    AdminContact,
+    AdminTicket,
+    AdminTicketDetail,
+    AdminTicketPage,
+    TicketCategory,
+)
+from gateway.store.protocol import Store
 from routes.fallback import namespace_fallback
 
 MAX_PAGE_SIZE = 100
@@ -200,10 +207,11 @@ def _audit(
 
 
 T = TypeVar("T")
+JSON = dict[str, Any]
 
 
-async def _run(request: web.Request, change: Callable[[sqlite3.Connection], T]) -> T:
-    done = await request.app[STORE].transaction(change)
+async def _run(request: web.Request, change: Callable[[Store], Awaitable[T]]) -> T:
+    done = await change(request.app[STORE])
     if (audited := request[AUDIT_ENTRY].admin_change) is not None:
         audited.result = "made"  # committed: only now does the audit record say the write happened
     return done
@@ -255,46 +263,108 @@ def _admin(handler: Handler) -> Handler:
     return authorized
 
 
+# --- the JSON of each record ----------------------------------------------------------------------------
+# Shaped here, once for every backend: the store returns typed records and knows nothing of the API's JSON.
+
+
+def company_json(company: AdminCompany) -> JSON:
+    """A company as the admin API shows it."""
+    return {"type": "company", **asdict(company)}
+
+
+def contact_json(contact: AdminContact) -> JSON:
+    """A contact with the ``company_id`` of each company they belong to."""
+    return {"type": "contact", **asdict(contact), "companies": list(contact.companies)}
+
+
+def _ticket_json(ticket: AdminTicket) -> JSON:
+    state = ticket.state
+    return {
+        "type": "ticket",
+        "ticket_id": ticket.ticket_id,
+        "title": ticket.title,
+        "ticket_type": ticket.ticket_type,
+        "state": {
+            "internal_label": state.internal_label,
+            "external_label": state.external_label,
+            "category": state.category,
+        },
+        "category": ticket.category,
+        "is_shared": ticket.is_shared,
+        "company_id": ticket.company_id,
+        "creator": ticket.creator,
+        "created_at": ticket.created_at,
+        "updated_at": ticket.updated_at,
+    }
+
+
+def ticket_json(detail: AdminTicketDetail) -> JSON:
+    """A ticket with its whole conversation: public replies and internal notes, oldest first."""
+    return {
+        **_ticket_json(detail.ticket),
+        "description": detail.description,
+        "parts": [asdict(part) for part in detail.parts],
+    }
+
+
+def page_json(page: AdminTicketPage) -> JSON:
+    """One page of a ticket list."""
+    return {
+        "type": "list",
+        "data": [_ticket_json(ticket) for ticket in page.items],
+        "total_count": page.total,
+        "pages": {"page": page.page, "per_page": page.page_size, "total_pages": page.pages},
+    }
+
+
 # --- companies and contacts ------------------------------------------------------------------------------
+
+Record = TypeVar("Record", AdminCompany, AdminContact)
 
 
 @dataclass(frozen=True)
-class Records:
-    """Companies or contacts through the admin API: their body models and the store's kind of record."""
+class Records(Generic[Record]):
+    """Companies or contacts through the admin API: their body models, their key and the store's calls."""
 
+    what: str
+    key: str
     new: type[_Body]
     patch: type[_Body]
-    kind: support.Kind
+    get: Callable[[Store, str], Awaitable[Record]]
+    create: Callable[[Store, Mapping[str, Any]], Awaitable[Record]]
+    update: Callable[[Store, str, Mapping[str, Any]], Awaitable[Record]]
+    delete: Callable[[Store, str], Awaitable[None]]
+    json: Callable[[Record], JSON]
 
     async def read(self, request: web.Request) -> web.Response:
         """One record."""
-        key = request.match_info[self.kind.key]
-        return _json(await _run(request, lambda connection: self.kind.get(connection, key)))
+        key = request.match_info[self.key]
+        return _json(self.json(await _run(request, lambda store: self.get(store, key))))
 
     async def add(self, request: web.Request) -> web.Response:
         """A new record (409 when its key is taken)."""
         record, fields = await _body(request, self.new)
         values = record.model_dump()
-        _audit(request, "create", self.kind.what, values[self.kind.key], fields)
-        return _json(await _run(request, lambda connection: self.kind.create(connection, values)), 201)
+        _audit(request, "create", self.what, values[self.key], fields)
+        return _json(self.json(await _run(request, lambda store: self.create(store, values))), 201)
 
     async def change(self, request: web.Request) -> web.Response:
         """Change the fields the body sets."""
-        key = request.match_info[self.kind.key]
+        key = request.match_info[self.key]
         _, fields = await _body(request, self.patch)
-        _audit(request, "update", self.kind.what, key, fields)
-        return _json(await _run(request, lambda connection: self.kind.update(connection, key, fields)))
+        _audit(request, "update", self.what, key, fields)
+        return _json(self.json(await _run(request, lambda store: self.update(store, key, fields))))
 
     async def remove(self, request: web.Request) -> web.Response:
         """Delete a record nothing else depends on (409 otherwise: nothing is lost)."""
-        key = request.match_info[self.kind.key]
-        _audit(request, "delete", self.kind.what, key)
-        await _run(request, lambda connection: self.kind.delete(connection, key))
-        return _json({"type": self.kind.what, self.kind.key: key, "deleted": True})
+        key = request.match_info[self.key]
+        _audit(request, "delete", self.what, key)
+        await _run(request, lambda store: self.delete(store, key))
+        return _json({"type": self.what, self.key: key, "deleted": True})
 
     def routes(self, collection: str) -> tuple[tuple[str, str, Handler], ...]:
         """POST to the collection; GET, PATCH and DELETE on one record."""
-        record = f"{collection}/{{{self.kind.key}}}"
+        record = f"{collection}/{{{self.key}}}"
         return (
             ("POST", collection, self.add),
             ("GET", record, self.read),
@@ -303,8 +373,28 @@ class Records:
         )
 
 
-COMPANIES = Records(CompanyIn, CompanyPatch, support.COMPANIES)
-CONTACTS = Records(ContactIn, ContactPatch, support.CONTACTS)
+COMPANIES = Records(
+    "company",
+    "company_id",
+    CompanyIn,
+    CompanyPatch,
+    get=lambda store, key: store.company(key),
+    create=lambda store, fields: store.create_company(fields),
+    update=lambda store, key, fields: store.update_company(key, fields),
+    delete=lambda store, key: store.delete_company(key),
+    json=company_json,
+)
+CONTACTS = Records(
+    "contact",
+    "user_id",
+    ContactIn,
+    ContactPatch,
+    get=lambda store, key: store.contact(key),
+    create=lambda store, fields: store.create_contact(fields),
+    update=lambda store, key, fields: store.update_contact(key, fields),
+    delete=lambda store, key: store.delete_contact(key),
+    json=contact_json,
+)
 
 
 async def company_tickets(request: web.Request) -> web.Response:
@@ -313,8 +403,8 @@ async def company_tickets(request: web.Request) -> web.Response:
     if query.company_id is not None:
         raise Invalid(("query.company_id", "the company is the one in the path"))
     company_id = request.match_info["company_id"]
-    find = partial(support.find_tickets, company_id=company_id, q=query.q, page=query.page, page_size=query.per_page)
-    return _json(await _run(request, find))
+    page = await _run(request, lambda store: store.find_tickets(company_id, query.q, query.page, query.per_page))
+    return _json(page_json(page))
 
 
 # --- memberships -----------------------------------------------------------------------------------------
@@ -324,14 +414,14 @@ async def put_membership(request: web.Request) -> web.Response:
     """Make the contact a member of the company."""
     user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
     _audit(request, "add", "membership", f"{user_id}/{company_id}")
-    return _json(await _run(request, partial(support.add_membership, user_id=user_id, company_id=company_id)))
+    return _json(contact_json(await _run(request, lambda store: store.add_membership(user_id, company_id))))
 
 
 async def delete_membership(request: web.Request) -> web.Response:
     """End the contact's membership of the company."""
     user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
     _audit(request, "remove", "membership", f"{user_id}/{company_id}")
-    return _json(await _run(request, partial(support.remove_membership, user_id=user_id, company_id=company_id)))
+    return _json(contact_json(await _run(request, lambda store: store.remove_membership(user_id, company_id))))
 
 
 # --- tickets ---------------------------------------------------------------------------------------------
@@ -340,24 +430,24 @@ async def delete_membership(request: web.Request) -> web.Response:
 async def find_tickets(request: web.Request) -> web.Response:
     """Tickets of one company or all, matching ``q``: for spotting a duplicate before raising a new one."""
     query = _list_query(request)
-    find = partial(
-        support.find_tickets, company_id=query.company_id, q=query.q, page=query.page, page_size=query.per_page
-    )
-    return _json(await _run(request, find))
+    page = await _run(request, lambda store: store.find_tickets(query.company_id, query.q, query.page, query.per_page))
+    return _json(page_json(page))
 
 
 async def get_ticket(request: web.Request) -> web.Response:
     """One ticket with its whole conversation, internal notes included."""
-    return _json(await _run(request, partial(support.get_ticket, ticket_id=request.match_info["ticket_id"])))
+    ticket_id = request.match_info["ticket_id"]
+    return _json(ticket_json(await _run(request, lambda store: store.support_ticket(ticket_id))))
 
 
 async def create_ticket(request: web.Request) -> web.Response:
     """Raise a ticket for a contact."""
     ticket, fields = await _body(request, TicketIn)
     change = _audit(request, "create", "ticket", ticket.ticket_id or "(next free id)", fields)
-    created = await _run(request, partial(support.create_ticket, fields=ticket.model_dump(), now=_now(request)))
-    change.id = created["ticket_id"]
-    return _json(created, 201)
+    values, now = ticket.model_dump(), _now(request)
+    created = await _run(request, lambda store: store.create_ticket(values, now))
+    change.id = created.ticket.ticket_id
+    return _json(ticket_json(created), 201)
 
 
 async def update_ticket(request: web.Request) -> web.Response:
@@ -365,8 +455,8 @@ async def update_ticket(request: web.Request) -> web.Response:
     ticket_id = request.match_info["ticket_id"]
     _, fields = await _body(request, TicketPatch)
     _audit(request, "update", "ticket", ticket_id, fields)
-    update = partial(support.update_ticket, ticket_id=ticket_id, fields=fields, now=_now(request))
-    return _json(await _run(request, update))
+    now = _now(request)
+    return _json(ticket_json(await _run(request, lambda store: store.update_ticket(ticket_id, fields, now))))
 
 
 async def add_part(request: web.Request) -> web.Response:
@@ -374,8 +464,8 @@ async def add_part(request: web.Request) -> web.Response:
     ticket_id = request.match_info["ticket_id"]
     part, fields = await _body(request, PartIn)
     _audit(request, "create", "public reply" if part.public else "internal note", ticket_id, fields)
-    add = partial(support.add_ticket_part, ticket_id=ticket_id, fields=part.model_dump(), now=_now(request))
-    return _json(await _run(request, add), 201)
+    values, now = part.model_dump(), _now(request)
+    return _json(ticket_json(await _run(request, lambda store: store.add_part(ticket_id, values, now))), 201)
 
 
 # Anything else under /admin/api: a 405 naming the methods when the path is an admin route's, else the

@@ -2,7 +2,7 @@
 
 Request bodies and list queries are the pydantic models of ``routes/admin.py`` as JSON Schema
 (``model_json_schema``), so the description cannot drift from what the handlers accept; the answers are
-the JSON objects of ``gateway/store/sqlite/support.py``, written out here.
+the JSON objects ``routes/admin.py`` shapes from the store's records, written out here.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from gateway.policy.redirects import safe_return_to
 from gateway.policy.rules import Policy, compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.proxy.forward import UPSTREAM_SESSION
-from gateway.store.sqlite import SQLiteStore
+from gateway.store.protocol import Store
 
 API_PREFIX = "/api/v1/"
 ADMIN_PREFIX = "/admin/api"
@@ -48,7 +48,7 @@ _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "
 
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
 VISITOR = web.RequestKey("visitor", Visitor)
-STORE = web.AppKey("store", SQLiteStore)
+STORE = web.AppKey("store", Store)
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Literal
 from gateway.config import VisibilityConfig
 from gateway.policy.identity import Identity
 from gateway.policy.rules import Decision, Facts, Policy, compile_conditions
-from gateway.store.models import Company, Contact
+from gateway.store.models import Company, Contact, TicketFilter
 
 Scope = Literal["all", "mine"]
 ALL_SCOPES: tuple[Scope, ...] = ("all", "mine")
@@ -64,15 +64,6 @@ class Visitor:
             if value is not None:
                 person[key] = value
         return Facts(person=person, companies=[company.attributes() for company in self.companies])
-
-
-@dataclass(frozen=True)
-class TicketFilter:
-    """The tickets one visitor may see in one scope; the store turns it into SQL."""
-
-    company_ids: frozenset[int]
-    contact_id: int | None
-    own_only: bool
 
 
 @dataclass(frozen=True)

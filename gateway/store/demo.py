@@ -19,13 +19,12 @@ types, so the demo exercises the same path as ``portal-gateway import``.
 from __future__ import annotations
 
 import random
-import sqlite3
 from collections import Counter
 from dataclasses import dataclass
 
-from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine, write_line
+from gateway.store.lines import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine
 from gateway.store.models import TicketCategory
-from gateway.store.sqlite.store import SQLiteStore
+from gateway.store.protocol import Store
 
 DAY = 86_400
 HOUR = 3_600
@@ -350,14 +349,6 @@ def demo_lines(now: int, seed: int = 7) -> list[Line]:
     return lines
 
 
-async def seed_if_empty(store: SQLiteStore, now: int) -> bool:
+async def seed_if_empty(store: Store, now: int) -> bool:
     """Write the demo store unless the store already holds contacts; return whether it did."""
-
-    def seed(connection: sqlite3.Connection) -> bool:
-        if connection.execute("SELECT 1 FROM contacts LIMIT 1").fetchone():
-            return False
-        for line in demo_lines(now):
-            write_line(connection, line)
-        return True
-
-    return await store.transaction(seed)
+    return await store.seed(demo_lines(now))

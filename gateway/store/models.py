@@ -118,13 +118,10 @@ class TicketDetail:
     participant: bool
 
 
-@dataclass(frozen=True)
-class TicketPage:
-    """One page of the list and the total it was cut from."""
+class _Paged:
+    """A page of a list cut ``page_size`` at a time from ``total`` items."""
 
-    items: tuple[TicketSummary, ...]
     total: int
-    page: int
     page_size: int
 
     @property
@@ -133,8 +130,27 @@ class TicketPage:
         return max(1, -(-self.total // self.page_size))
 
 
+@dataclass(frozen=True)
+class TicketPage(_Paged):
+    """One page of the list and the total it was cut from."""
+
+    items: tuple[TicketSummary, ...]
+    total: int
+    page: int
+    page_size: int
+
+
 SortKey = Literal["id", "type", "state", "created", "updated", "relevance"]
 SORT_KEYS: tuple[SortKey, ...] = ("id", "type", "state", "created", "updated", "relevance")
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    """The tickets one visitor may see in one scope (built by ``policy/visibility.py``); every backend applies it."""
+
+    company_ids: frozenset[int]
+    contact_id: int | None
+    own_only: bool
 
 
 @dataclass(frozen=True)
@@ -168,3 +184,75 @@ class TicketQuery:
         if self.sort == "relevance" or self.sort is None:
             return "relevance" if self.searching else "updated"
         return self.sort
+
+
+# --- the admin API's view: every record, internal notes included -----------------------------------------
+
+
+@dataclass(frozen=True)
+class AdminCompany:
+    """A company as the admin API shows it, with how many contacts are its members."""
+
+    company_id: str
+    name: str
+    plan: str | None
+    size: int | None
+    monthly_spend: float | None
+    custom_attributes: dict[str, Any]
+    user_count: int
+
+
+@dataclass(frozen=True)
+class AdminContact:
+    """A contact as the admin API shows it, with the ``company_id`` of each company they belong to, sorted."""
+
+    user_id: str
+    email: str | None
+    name: str | None
+    custom_attributes: dict[str, Any]
+    companies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AdminTicket:
+    """A ticket as the admin API lists it: its internal state label and category too."""
+
+    ticket_id: str
+    title: str
+    ticket_type: str
+    state: TicketState
+    category: TicketCategory
+    is_shared: bool
+    company_id: str | None
+    creator: str | None
+    created_at: int
+    updated_at: int
+
+
+@dataclass(frozen=True)
+class AdminPart:
+    """A part of a ticket's conversation: a public reply or an internal note."""
+
+    author_name: str
+    body: str
+    public: bool
+    created_at: int
+
+
+@dataclass(frozen=True)
+class AdminTicketDetail:
+    """A ticket with its description and whole conversation, oldest part first."""
+
+    ticket: AdminTicket
+    description: str
+    parts: tuple[AdminPart, ...]
+
+
+@dataclass(frozen=True)
+class AdminTicketPage(_Paged):
+    """One page of the admin API's ticket list (most recently updated first) and the total it was cut from."""
+
+    items: tuple[AdminTicket, ...]
+    total: int
+    page: int
+    page_size: int

@@ -22,11 +22,12 @@ from hypothesis import strategies as st
 
 from gateway.config import VisibilityConfig
 from gateway.policy.identity import Identity, sign_token
-from gateway.policy.visibility import Scope, TicketFilter, VisibilityPolicy, Visitor
+from gateway.policy.visibility import Scope, VisibilityPolicy, Visitor
 from gateway.store.demo import demo_lines
-from gateway.store.importer import import_lines, write_line
-from gateway.store.models import SORT_KEYS, Contact, TicketQuery
+from gateway.store.importer import import_lines
+from gateway.store.models import SORT_KEYS, Contact, TicketFilter, TicketQuery
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite.lines import write_line
 from gateway.store.sqlite.store import visible_clause
 from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
 

@@ -32,10 +32,11 @@ from yarl import URL
 from gateway.policy.csrf import csrf_token, derive_key
 from gateway.policy.identity import sign_token
 from gateway.store.demo import INTERNAL_WORD, PUBLIC_WORD, STATES, SUPPORT, demo_lines
-from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine, write_line
+from gateway.store.importer import CompanyLine, ContactLine, Line, PartLine, StateLine, TicketLine
 from gateway.store.models import TicketState
 from gateway.store.search import ELLIPSIS, SNIPPET_CHARS
 from gateway.store.sqlite import SQLiteStore
+from gateway.store.sqlite.lines import write_line
 from routes.listing import DATE_FILTERS, canonical_query
 from routes.timefmt import relative
 from tests.conftest import DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway

@@ -20,9 +20,9 @@ import pytest
 from gateway.config import load_config
 from gateway.policy.identity import Identity
 from gateway.policy.rules import compile_rules
-from gateway.policy.visibility import TicketFilter, VisibilityPolicy, Visitor
+from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.store.demo import INTERNAL_WORD, PUBLIC_WORD, TEAMMATES, demo_lines, seed_if_empty
-from gateway.store.models import Contact, TicketQuery
+from gateway.store.models import Contact, TicketFilter, TicketQuery
 from gateway.store.sqlite import SQLiteStore
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -17,10 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.policy.visibility import TicketFilter
 from gateway.store.demo import INTERNAL_WORD, PUBLIC_WORD, seed_if_empty
 from gateway.store.importer import import_lines
-from gateway.store.models import SORT_KEYS, TicketPage, TicketQuery
+from gateway.store.models import TicketFilter, TicketQuery
 from gateway.store.search import (
     CUT,
     ELLIPSIS,
@@ -39,94 +37,25 @@ from gateway.store.search import (
 from gateway.store.sqlite import SQLiteStore, writes
 from gateway.store.sqlite.schema import MIGRATIONS
 from routes.highlight import highlight
+from tests.store.contract.corpus import (
+    LINES,
+    LONG,
+    NOTE_ONLY,
+    SUPPORT,
+    T0,
+    WORD,
+    People,
+    found,
+    people_of,
+    search,
+)
 
 T = TypeVar("T")
-DAY = 86_400
-T0 = 1_767_225_600
-WORD = "falcon"  # in 1001's title, 1002's description, 1003's reply, and 2001's title (another company)
-NOTE_ONLY = "wombat"  # only ever in internal notes
-SUPPORT = "Sam (support)"
-LONG = " ".join(["lorem ipsum dolor sit amet"] * 40)
-
-
-def line(**fields: Any) -> str:
-    return json.dumps(fields)
-
-
-def part(body: str, *, public: bool = True, at: int = T0, author: str | None = None) -> dict[str, Any]:
-    who = {"author": author} if author else {"author_name": SUPPORT}
-    return {**who, "body": body, "public": public, "created_at": at}
-
-
-def ticket(ticket_id: str, title: str, description: str = "", **overrides: Any) -> str:
-    fields: dict[str, Any] = {
-        "kind": "ticket",
-        "ticket_id": ticket_id,
-        "type": "Bug report",
-        "state": "New",
-        "category": "Customer",
-        "company": "acme",
-        "creator": "u-ann",
-        "title": title,
-        "description": description,
-        "created_at": T0,
-        "updated_at": T0 + DAY,
-        "parts": [],
-    }
-    fields.update(overrides)
-    return json.dumps(fields)
-
-
-LINES = [
-    line(kind="company", company_id="acme", name="Acme"),
-    line(kind="company", company_id="globex", name="Globex"),
-    line(kind="contact", user_id="u-ann", name="Ann Archer", companies=["acme"]),
-    line(kind="contact", user_id="u-cho", name="Cho Chen", companies=["acme"]),
-    line(kind="contact", user_id="u-ben", name="Ben Baxter", companies=["globex"]),
-    line(kind="ticket_state", category="submitted", internal_label="New", external_label="Submitted"),
-    line(kind="ticket_state", category="resolved", internal_label="Fixed", external_label="Resolved"),
-    # The title match is diluted on purpose (long description, many replies), and the reply match is short
-    # and repeats the word: bm25 alone would put 1003 first; the tiers must not.
-    ticket(
-        "1001",
-        f"The {WORD} export",
-        LONG,
-        created_at=T0 + 10,
-        parts=[part(LONG, at=T0 + 20 + n) for n in range(5)],
-    ),
-    ticket("1002", "Login page", f"Since Monday the {WORD} job fails", created_at=T0 + 30, state="Fixed"),
-    ticket(
-        "1003",
-        "Slow invoices",
-        "Invoices take a minute",
-        creator="u-cho",
-        created_at=T0 + 40,
-        parts=[
-            part("Hello, any news on this one?", author="u-cho", at=T0 + 100),
-            part(f"{WORD} {WORD} {WORD}", at=T0 + 200),
-            part(f"Escalated to the {NOTE_ONLY} team", public=False, at=T0 + 300),
-            part("Thanks, all good now.", author="u-cho", at=T0 + 400),
-        ],
-    ),
-    ticket("1004", "Webhooks", "Webhooks retry forever", parts=[part(f"{NOTE_ONLY} knows", public=False)]),
-    ticket("2001", f"Globex {WORD} outage", company="globex", creator="u-ben"),
-    ticket("2002", f"Globex {WORD} tracker", company="globex", creator="u-ben", category="Tracker"),
-]
 
 
 async def ids_of(store: SQLiteStore, sql: str, *params: Any) -> dict[str, int]:
     rows = await store.transaction(lambda connection: connection.execute(sql, params).fetchall())
     return {str(key): int(value) for key, value in rows}
-
-
-@dataclass(frozen=True)
-class People:
-    """Filters for the visitors of the fixture store."""
-
-    ann: TicketFilter  # acme, sees all acme tickets
-    cho_own: TicketFilter  # acme, restricted to their own
-    ben: TicketFilter  # globex
-    ghost: TicketFilter  # nobody the store knows
 
 
 @pytest.fixture
@@ -137,28 +66,9 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await opened.close()
 
 
-async def people_of(store: SQLiteStore) -> People:
-    companies = await ids_of(store, "SELECT company_id, id FROM companies")
-    contacts = await ids_of(store, "SELECT user_id, id FROM contacts")
-    return People(
-        ann=TicketFilter(frozenset({companies["acme"]}), contacts["u-ann"], own_only=False),
-        cho_own=TicketFilter(frozenset({companies["acme"]}), contacts["u-cho"], own_only=True),
-        ben=TicketFilter(frozenset({companies["globex"]}), contacts["u-ben"], own_only=False),
-        ghost=TicketFilter(frozenset(), None, own_only=False),
-    )
-
-
 @pytest.fixture
 async def people(store: SQLiteStore) -> People:
     return await people_of(store)
-
-
-async def search(store: SQLiteStore, visible: TicketFilter, q: str | None, **query: Any) -> TicketPage:
-    return await store.list_tickets(visible, TicketQuery(q=q, page_size=query.pop("page_size", 100), **query))
-
-
-async def found(store: SQLiteStore, visible: TicketFilter, q: str | None, **query: Any) -> list[str]:
-    return [item.ticket_id for item in (await search(store, visible, q, **query)).items]
 
 
 async def execute(store: SQLiteStore, sql: str, *params: Any) -> None:
@@ -198,22 +108,6 @@ async def test_title_ranks_before_description_before_reply(store: SQLiteStore, p
     assert (await store.transaction(plain_bm25))[-1] == "1001"
 
 
-async def test_relevance_ascending_is_the_reverse(store: SQLiteStore, people: People) -> None:
-    assert await found(store, people.ann, WORD, descending=False) == ["1003", "1002", "1001"]
-    assert await found(store, people.ann, WORD, sort="relevance", descending=False) == ["1003", "1002", "1001"]
-
-
-async def test_an_explicit_sort_wins_over_relevance(store: SQLiteStore, people: People) -> None:
-    assert await found(store, people.ann, WORD, sort="created") == ["1003", "1002", "1001"]
-    assert await found(store, people.ann, WORD, sort="created", descending=False) == ["1001", "1002", "1003"]
-    assert await found(store, people.ann, WORD, sort="id", descending=False) == ["1001", "1002", "1003"]
-    assert await found(store, people.ann, WORD, sort="state") == ["1002", "1003", "1001"]
-    for key in SORT_KEYS:  # every sort keeps the search filter and the snippets
-        page = await search(store, people.ann, WORD, sort=key)
-        assert sorted(item.ticket_id for item in page.items) == ["1001", "1002", "1003"]
-        assert all(item.snippet and f"{MARK_START}{WORD}{MARK_END}" in item.snippet for item in page.items)
-
-
 def test_the_effective_order() -> None:
     assert TicketQuery().order == "updated"
     assert TicketQuery(q=WORD).order == "relevance"
@@ -222,13 +116,6 @@ def test_the_effective_order() -> None:
     assert TicketQuery(q=' "()" ', sort="relevance").order == "updated"
     assert TicketQuery(q="  ").searching is False
     assert TicketQuery(q="x").searching is True
-
-
-async def test_relevance_without_words_is_the_plain_list(store: SQLiteStore, people: People) -> None:
-    plain = await found(store, people.ann, None)
-    assert await found(store, people.ann, None, sort="relevance") == plain
-    assert await found(store, people.ann, "   ", sort="relevance") == plain
-    assert plain == await found(store, people.ann, None, sort="updated")
 
 
 async def test_a_ticket_id_finds_its_ticket_first(store: SQLiteStore, people: People) -> None:
@@ -255,19 +142,6 @@ async def test_a_ticket_id_finds_its_ticket_first(store: SQLiteStore, people: Pe
     )
     assert await found(store, people.ann, "1002") == ["1002", "10020"]
     assert sorted(await found(store, people.ann, "100")) == sorted(["1001", "1002", "1003", "1004", "10020"])
-
-
-async def test_words_are_anded_across_fields(store: SQLiteStore, people: People) -> None:
-    # "slow" is in 1003's title, "falcon" in one of its replies: both words, different fields.
-    assert await found(store, people.ann, f"slow {WORD}") == ["1003"]
-    assert await found(store, people.ann, f"slow {WORD} nowhere") == []
-
-
-async def test_words_match_as_prefixes_and_without_case_or_accents(store: SQLiteStore, people: People) -> None:
-    assert await found(store, people.ann, "FALC") == ["1001", "1002", "1003"]
-    assert await found(store, people.ann, "fälcon") == ["1001", "1002", "1003"]
-    assert (await search(store, people.ann, "falc")).items[0].snippet == f"The {MARK_START}{WORD}{MARK_END} export"
-    assert await found(store, people.ann, "alcon") == []  # a prefix, not a substring
 
 
 # --- what is indexed -------------------------------------------------------------------------------
@@ -354,51 +228,7 @@ async def test_deleting_a_ticket_removes_it(store: SQLiteStore, people: People) 
 # --- visibility and counts -------------------------------------------------------------------------
 
 
-async def test_visibility_still_applies(store: SQLiteStore, people: People) -> None:
-    assert await found(store, people.ben, WORD) == ["2001"]  # not the Tracker ticket 2002, nor acme's
-    assert "2001" not in await found(store, people.ann, WORD)
-    assert await found(store, people.ann, "globex") == []
-    assert await found(store, people.cho_own, WORD) == ["1003"]  # restricted: only their own
-    assert await found(store, people.cho_own, "export") == []  # 1001 is ann's
-    assert await found(store, people.ghost, WORD) == []
-    assert (await search(store, people.ghost, WORD)).total == 0
-
-
-async def test_the_total_counts_the_matches_on_every_page(store: SQLiteStore, people: People) -> None:
-    seen: list[str] = []
-    for page_number in (1, 2, 3):
-        page = await search(store, people.ann, WORD, page=page_number, page_size=1)
-        assert page.total == 3
-        seen += [item.ticket_id for item in page.items]
-    assert seen == ["1001", "1002", "1003"]
-    past = await search(store, people.ann, WORD, page=9, page_size=2)
-    assert (past.items, past.total, past.pages) == ((), 3, 2)
-    assert (await search(store, people.cho_own, WORD)).total == 1
-    assert (await search(store, people.ann, NOTE_ONLY, page=3)).total == 0
-
-
 # --- snippets -------------------------------------------------------------------------------------
-
-
-async def test_snippets_mark_the_term_and_name_who_wrote_it_when(store: SQLiteStore, people: People) -> None:
-    by_id = {item.ticket_id: item for item in (await search(store, people.ann, WORD)).items}
-    marked = f"{MARK_START}{WORD}{MARK_END}"
-    title, description, reply = by_id["1001"], by_id["1002"], by_id["1003"]
-    assert (title.snippet, title.snippet_author, title.snippet_at) == (f"The {marked} export", "Ann Archer", T0 + 10)
-    assert description.snippet == f"Since Monday the {marked} job fails"
-    assert (description.snippet_author, description.snippet_at) == ("Ann Archer", T0 + 30)
-    # The reply, cut out of the ticket's other replies: its author and time, not the first reply's.
-    assert reply.snippet == f"{marked} {marked} {marked}"  # a short reply whole, no ellipsis
-    assert (reply.snippet_author, reply.snippet_at) == (SUPPORT, T0 + 200)
-    # Without a search there is no snippet.
-    assert all(item.snippet is None for item in (await search(store, people.ann, None)).items)
-
-
-async def test_a_reply_by_a_contact_is_credited_to_them(store: SQLiteStore, people: People) -> None:
-    page = await search(store, people.ann, "news")
-    assert [(i.ticket_id, i.snippet, i.snippet_author, i.snippet_at) for i in page.items] == [
-        ("1003", f"Hello, any {MARK_START}news{MARK_END} on this one?", "Cho Chen", T0 + 100)
-    ]
 
 
 async def test_snippets_of_long_text_are_cut_with_ellipses(store: SQLiteStore, people: People) -> None:
@@ -458,63 +288,6 @@ async def test_stored_text_cannot_forge_markers(store: SQLiteStore, people: Peop
 
 
 # --- hostile input --------------------------------------------------------------------------------
-
-HOSTILE = [
-    '"',
-    '""',
-    f'"{WORD}',
-    f'{WORD}"',
-    f'"{WORD}" OR "export"',
-    "AND",
-    f"{WORD} AND",
-    f"OR {WORD}",
-    f"NOT {WORD}",
-    f"NEAR({WORD} export, 2)",
-    "NEAR(",
-    "*",
-    f"{WORD}*",
-    f"*{WORD}",
-    f"^{WORD}",
-    f"title:{WORD}",
-    f"{{title description}}: {WORD}",
-    f"-{WORD}",
-    f"+{WORD}",
-    "(((",
-    ")))",
-    f"({WORD}",
-    f"{WORD})",
-    "😀",
-    f"😀{WORD}😀",
-    "x" * 10_240,
-    f"{WORD} " * 2_000,
-    " " * 10_000,
-    "",
-    "\t\n\r",
-    "'; DROP TABLE tickets; --",
-    "\x00",
-    f"{MARK_START}{WORD}{MARK_END}",
-    "ǅ \u0301 \ufeff \u200b",
-    "\U0001d523\U0001d51e\U0001d529",  # fraktur letters: words, but not "fal"
-    "\ud7ff\ue000",
-    "%_%",
-    "\\",
-]
-
-
-@pytest.mark.parametrize("q", HOSTILE, ids=lambda q: repr(q[:20]) + (f"+{len(q)}" if len(q) > 20 else ""))
-async def test_hostile_queries_give_results_or_nothing_never_an_error(
-    store: SQLiteStore, people: People, q: str
-) -> None:
-    page = await search(store, people.ann, q)
-    listed = [item.ticket_id for item in page.items]
-    assert page.total == len(listed)
-    assert set(listed) <= {"1001", "1002", "1003", "1004"}
-    words = {term.casefold() for term in search_terms(q)}
-    if words == {WORD}:  # the operators were dropped, the word kept
-        assert listed == ["1001", "1002", "1003"], q
-    if not words:  # nothing to search for: the plain list
-        assert listed == await found(store, people.ann, None)
-        assert all(item.snippet is None for item in page.items)
 
 
 def test_terms_are_capped_and_quoted() -> None:

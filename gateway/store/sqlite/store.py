@@ -3,7 +3,7 @@
 The one exception is the contact cache's check, made on every verified request: a read of SQLite's
 change counter (``PRAGMA data_version``) from the loop's own connection, which never waits for a lock.
 
-Every read of tickets takes a :class:`~gateway.policy.visibility.TicketFilter` and goes
+Every read of tickets takes a :class:`~gateway.store.models.TicketFilter` and goes
 through :func:`visible_clause`; there is no way to list or fetch a ticket without one.
 """
 
@@ -13,28 +13,37 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
-from gateway.policy.visibility import TicketFilter
+from gateway.store.lines import Line
 from gateway.store.models import (
+    AdminCompany,
+    AdminContact,
+    AdminTicketDetail,
+    AdminTicketPage,
     Company,
     Contact,
     Part,
     TicketDetail,
+    TicketFilter,
     TicketPage,
     TicketQuery,
     TicketState,
     TicketSummary,
     TicketType,
 )
+from gateway.store.protocol import ImportMode
 from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
+from gateway.store.sqlite import lines as imports
+from gateway.store.sqlite import support
 from gateway.store.sqlite.schema import migrate
 from gateway.store.sqlite.writes import add_participant
 
@@ -535,3 +544,88 @@ class SQLiteStore:
             return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
         return await self._run(read)
+
+    # --- the admin API (support.py, each call one transaction) ------------------------------------------
+
+    async def company(self, company_id: str) -> AdminCompany:
+        """The company with this external id; Missing when there is none."""
+        return await self.transaction(partial(support.get_company, company_id=company_id))
+
+    async def create_company(self, fields: Mapping[str, Any]) -> AdminCompany:
+        """Add a company; Conflict when its ``company_id`` is taken."""
+        return await self.transaction(partial(support.COMPANIES.create, fields=fields))
+
+    async def update_company(self, company_id: str, fields: Mapping[str, Any]) -> AdminCompany:
+        """Write the fields given over the company's, custom attributes merged; Missing."""
+        return await self.transaction(partial(support.COMPANIES.update, key=company_id, fields=fields))
+
+    async def delete_company(self, company_id: str) -> None:
+        """Delete the company and its memberships; Missing, or Conflict while tickets belong to it."""
+        await self.transaction(partial(support.delete_company, company_id=company_id))
+
+    async def contact(self, user_id: str) -> AdminContact:
+        """The contact with this external id; Missing when there is none."""
+        return await self.transaction(partial(support.get_contact, user_id=user_id))
+
+    async def create_contact(self, fields: Mapping[str, Any]) -> AdminContact:
+        """Add a contact of no company; Conflict when its ``user_id`` is taken."""
+        return await self.transaction(partial(support.CONTACTS.create, fields=fields))
+
+    async def update_contact(self, user_id: str, fields: Mapping[str, Any]) -> AdminContact:
+        """Write the fields given over the contact's, custom attributes merged; Missing."""
+        return await self.transaction(partial(support.CONTACTS.update, key=user_id, fields=fields))
+
+    async def delete_contact(self, user_id: str) -> None:
+        """Delete the contact and their memberships; Missing, or Conflict while tickets or replies are theirs."""
+        await self.transaction(partial(support.delete_contact, user_id=user_id))
+
+    async def add_membership(self, user_id: str, company_id: str) -> AdminContact:
+        """Make the contact a member of the company (no change if they are); Missing."""
+        return await self.transaction(partial(support.add_membership, user_id=user_id, company_id=company_id))
+
+    async def remove_membership(self, user_id: str, company_id: str) -> AdminContact:
+        """End the contact's membership of the company; Missing."""
+        return await self.transaction(partial(support.remove_membership, user_id=user_id, company_id=company_id))
+
+    async def find_tickets(self, company_id: str | None, q: str | None, page: int, page_size: int) -> AdminTicketPage:
+        """Tickets of one company or all, matching ``q``, latest update first."""
+        find = partial(support.find_tickets, company_id=company_id, q=q, page=page, page_size=page_size)
+        return await self.transaction(find)
+
+    async def support_ticket(self, ticket_id: str) -> AdminTicketDetail:
+        """The ticket with its whole conversation, internal notes included; Missing."""
+        return await self.transaction(partial(support.get_ticket, ticket_id=ticket_id))
+
+    async def create_ticket(self, fields: Mapping[str, Any], now: int) -> AdminTicketDetail:
+        """Raise a ticket for a contact; Invalid, Conflict."""
+        return await self.transaction(partial(support.create_ticket, fields=fields, now=now))
+
+    async def update_ticket(self, ticket_id: str, fields: Mapping[str, Any], now: int) -> AdminTicketDetail:
+        """Change the fields given of a ticket; Missing, Invalid."""
+        return await self.transaction(partial(support.update_ticket, ticket_id=ticket_id, fields=fields, now=now))
+
+    async def add_part(self, ticket_id: str, fields: Mapping[str, Any], now: int) -> AdminTicketDetail:
+        """Append a reply or a note to the ticket's conversation; Missing, Invalid."""
+        return await self.transaction(partial(support.add_ticket_part, ticket_id=ticket_id, fields=fields, now=now))
+
+    # --- the importer and the demo (lines.py) -------------------------------------------------------------
+
+    async def import_lines(self, lines: Sequence[tuple[int, Line]], *, mode: ImportMode) -> list[tuple[int, str]]:
+        """Write the numbered lines: each in its own transaction, or all in one (taken back on a refusal)."""
+        if mode != "each":
+            try:
+                await self.transaction(partial(imports.write_all, lines=lines, mode=mode))
+            except imports.TakenBack as back:
+                return back.refused
+            return []
+        refused = []
+        for number, line in lines:
+            try:
+                await self.transaction(partial(imports.write_line, line=line))
+            except (ValueError, sqlite3.IntegrityError) as exc:
+                refused.append((number, imports.reason(exc)))
+        return refused
+
+    async def seed(self, lines: Sequence[Line]) -> bool:
+        """Write the lines in one transaction unless the store holds a contact; whether it did."""
+        return await self.transaction(partial(imports.seed, lines=lines))

@@ -1,10 +1,11 @@
 """The support side of the store, for the admin API: every record, internal notes included.
 
 Plain functions on a connection, run by the caller inside one transaction
-(``SQLiteStore.transaction``). They return the admin API's JSON objects and
+(``SQLiteStore.transaction``). They return the admin API's records and
 raise the :class:`~gateway.errors.ChangeRefused` family when a change cannot
-be made. SECURITY: nothing here applies visibility; only ``routes/admin.py``,
-behind the admin token, may call it. Memberships change here and nowhere else.
+be made. SECURITY: nothing here applies visibility; only the store's admin
+methods call it, and only ``routes/admin.py``, behind the admin token, calls
+those. Memberships change here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,20 +14,28 @@ import json
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from gateway.errors import Conflict, Invalid, Missing
 from gateway.policy.associations import company_for_new_ticket, company_for_ticket
+from gateway.store.models import (
+    AdminCompany,
+    AdminContact,
+    AdminPart,
+    AdminTicket,
+    AdminTicketDetail,
+    AdminTicketPage,
+    TicketState,
+)
 from gateway.store.search import fts_query
 from gateway.store.sqlite import writes
 
-JSON = dict[str, Any]
-
 _COMPANY_FIELDS = ("company_id", "name", "plan", "size", "monthly_spend", "custom_attributes")
 _CONTACT_FIELDS = ("user_id", "email", "name", "custom_attributes")
+R = TypeVar("R", AdminCompany, AdminContact)
 _TICKET_SELECT = """
     SELECT t.id, t.ticket_id, t.title, t.description, ty.name, s.internal_label, s.external_label, s.category,
-        t.category, t.is_shared, c.company_id, p.user_id, t.created_at, t.updated_at, t.conversation_id
+        t.category, t.is_shared, c.company_id, p.user_id, t.created_at, t.updated_at, t.conversation_id, s.id
     FROM tickets t
     JOIN ticket_types ty ON ty.id = t.type_id
     JOIN ticket_states s ON s.id = t.state_id
@@ -61,15 +70,11 @@ def _company_row(connection: sqlite3.Connection, company_id: str) -> Sequence[An
     )
 
 
-def get_company(connection: sqlite3.Connection, company_id: str) -> JSON:
+def get_company(connection: sqlite3.Connection, company_id: str) -> AdminCompany:
     """A company as the admin API shows it."""
     row = _company_row(connection, company_id)
     members = connection.execute("SELECT count(*) FROM memberships WHERE company_id = ?", (row[0],)).fetchone()[0]
-    return {
-        "type": "company",
-        **dict(zip(_COMPANY_FIELDS, (*row[1:6], json.loads(row[6])), strict=True)),
-        "user_count": int(members),
-    }
+    return AdminCompany(row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), int(members))
 
 
 def delete_company(connection: sqlite3.Connection, company_id: str) -> None:
@@ -104,14 +109,10 @@ def _member_of(connection: sqlite3.Connection, contact_id: int) -> list[str]:
     ]
 
 
-def get_contact(connection: sqlite3.Connection, user_id: str) -> JSON:
+def get_contact(connection: sqlite3.Connection, user_id: str) -> AdminContact:
     """A contact with the ``company_id`` of each company they belong to."""
     row = _contact_row(connection, user_id)
-    return {
-        "type": "contact",
-        **dict(zip(_CONTACT_FIELDS, (*row[1:4], json.loads(row[4])), strict=True)),
-        "companies": _member_of(connection, row[0]),
-    }
+    return AdminContact(row[1], row[2], row[3], json.loads(row[4]), tuple(_member_of(connection, row[0])))
 
 
 def delete_contact(connection: sqlite3.Connection, user_id: str) -> None:
@@ -127,17 +128,17 @@ def delete_contact(connection: sqlite3.Connection, user_id: str) -> None:
 
 
 @dataclass(frozen=True)
-class Kind:
+class Kind(Generic[R]):
     """Companies or contacts: their external id, their fields, and how one is written, read and deleted."""
 
     what: str
     key: str
     fields: tuple[str, ...]
     upsert: Callable[..., int]
-    get: Callable[[sqlite3.Connection, str], JSON]
+    get: Callable[[sqlite3.Connection, str], R]
     delete: Callable[[sqlite3.Connection, str], None]
 
-    def create(self, connection: sqlite3.Connection, fields: Mapping[str, Any]) -> JSON:
+    def create(self, connection: sqlite3.Connection, fields: Mapping[str, Any]) -> R:
         """Add one (a contact with no company); 409 when its external id is taken."""
         key = fields[self.key]
         try:
@@ -147,14 +148,14 @@ class Kind:
             return self.get(connection, key)
         raise Conflict(f"{self.what} {key!r} already exists")
 
-    def update(self, connection: sqlite3.Connection, key: str, fields: Mapping[str, Any]) -> JSON:
+    def update(self, connection: sqlite3.Connection, key: str, fields: Mapping[str, Any]) -> R:
         """Write ``fields`` over one's current values, custom attributes merged; its external id stays (and a
         contact's companies too)."""
         current = self.get(connection, key)
-        values = {name: current[name] for name in self.fields} | dict(fields)
+        values = {name: getattr(current, name) for name in self.fields} | dict(fields)
         if "custom_attributes" in fields:  # merged, as Intercom's API does: null removes one attribute
             patch = fields["custom_attributes"]
-            kept = {name: value for name, value in current["custom_attributes"].items() if name not in patch}
+            kept = {name: value for name, value in current.custom_attributes.items() if name not in patch}
             values["custom_attributes"] = kept | {name: value for name, value in patch.items() if value is not None}
         self.upsert(connection, **values)
         return self.get(connection, key)
@@ -164,14 +165,14 @@ COMPANIES = Kind("company", "company_id", _COMPANY_FIELDS, writes.upsert_company
 CONTACTS = Kind("contact", "user_id", _CONTACT_FIELDS, writes.upsert_contact, get_contact, delete_contact)
 
 
-def add_membership(connection: sqlite3.Connection, user_id: str, company_id: str) -> JSON:
+def add_membership(connection: sqlite3.Connection, user_id: str, company_id: str) -> AdminContact:
     """Make the contact a member of the company (no change if they already are)."""
     contact, company = _contact_row(connection, user_id)[0], _company_row(connection, company_id)[0]
     connection.execute("INSERT OR IGNORE INTO memberships (contact_id, company_id) VALUES (?, ?)", (contact, company))
     return get_contact(connection, user_id)
 
 
-def remove_membership(connection: sqlite3.Connection, user_id: str, company_id: str) -> JSON:
+def remove_membership(connection: sqlite3.Connection, user_id: str, company_id: str) -> AdminContact:
     """End the contact's membership of the company; 404 when they are not a member."""
     contact, company = _contact_row(connection, user_id)[0], _company_row(connection, company_id)[0]
     removed = connection.execute(
@@ -185,23 +186,22 @@ def remove_membership(connection: sqlite3.Connection, user_id: str, company_id: 
 # --- tickets ---------------------------------------------------------------------------------------------
 
 
-def _ticket_json(row: Sequence[Any]) -> JSON:
-    return {
-        "type": "ticket",
-        "ticket_id": row[1],
-        "title": row[2],
-        "ticket_type": row[4],
-        "state": {"internal_label": row[5], "external_label": row[6], "category": row[7]},
-        "category": row[8],
-        "is_shared": bool(row[9]),
-        "company_id": row[10],
-        "creator": row[11],
-        "created_at": row[12],
-        "updated_at": row[13],
-    }
+def _ticket(row: Sequence[Any]) -> AdminTicket:
+    return AdminTicket(
+        ticket_id=row[1],
+        title=row[2],
+        ticket_type=row[4],
+        state=TicketState(row[15], row[7], row[5], row[6]),
+        category=row[8],
+        is_shared=bool(row[9]),
+        company_id=row[10],
+        creator=row[11],
+        created_at=row[12],
+        updated_at=row[13],
+    )
 
 
-def get_ticket(connection: sqlite3.Connection, ticket_id: str) -> JSON:
+def get_ticket(connection: sqlite3.Connection, ticket_id: str) -> AdminTicketDetail:
     """A ticket with its whole conversation: public replies and internal notes, oldest first."""
     row = _one(connection, f"{_TICKET_SELECT} WHERE t.ticket_id = ?", ticket_id, "ticket")
     parts = connection.execute(
@@ -209,14 +209,9 @@ def get_ticket(connection: sqlite3.Connection, ticket_id: str) -> JSON:
         " ORDER BY created_at, id",
         (row[14],),
     ).fetchall()
-    return {
-        **_ticket_json(row),
-        "description": row[3],
-        "parts": [
-            {"author_name": name, "body": body, "public": bool(public), "created_at": at}
-            for name, body, public, at in parts
-        ],
-    }
+    return AdminTicketDetail(
+        _ticket(row), row[3], tuple(AdminPart(name, body, bool(public), at) for name, body, public, at in parts)
+    )
 
 
 _NAMED_COLUMNS = (("state", "state_id"), ("ticket_type", "type_id"))
@@ -247,7 +242,7 @@ def _company_row_id(connection: sqlite3.Connection, company_id: str | None) -> i
     return int(_company_row(connection, company_id)[0])
 
 
-def create_ticket(connection: sqlite3.Connection, fields: Mapping[str, Any], now: int) -> JSON:
+def create_ticket(connection: sqlite3.Connection, fields: Mapping[str, Any], now: int) -> AdminTicketDetail:
     """Raise a ticket for a contact, associated with a company by the rules of ``associations.py``."""
     creator = connection.execute("SELECT id FROM contacts WHERE user_id = ?", (fields["creator"],)).fetchone()
     if creator is None:
@@ -275,7 +270,9 @@ def create_ticket(connection: sqlite3.Connection, fields: Mapping[str, Any], now
     return get_ticket(connection, ticket_id)
 
 
-def update_ticket(connection: sqlite3.Connection, ticket_id: str, fields: Mapping[str, Any], now: int) -> JSON:
+def update_ticket(
+    connection: sqlite3.Connection, ticket_id: str, fields: Mapping[str, Any], now: int
+) -> AdminTicketDetail:
     """Change a ticket's state, type, sharing, text or company; its company must be one its creator is in."""
     row_id, creator = _one(connection, "SELECT id, creator_id FROM tickets WHERE ticket_id = ?", ticket_id, "ticket")
     named = _named_ids(connection, fields)
@@ -292,7 +289,9 @@ def update_ticket(connection: sqlite3.Connection, ticket_id: str, fields: Mappin
     return get_ticket(connection, ticket_id)
 
 
-def add_ticket_part(connection: sqlite3.Connection, ticket_id: str, fields: Mapping[str, Any], now: int) -> JSON:
+def add_ticket_part(
+    connection: sqlite3.Connection, ticket_id: str, fields: Mapping[str, Any], now: int
+) -> AdminTicketDetail:
     """Add a public reply or an internal note to a ticket's conversation."""
     row_id, conversation = _one(
         connection, "SELECT id, conversation_id FROM tickets WHERE ticket_id = ?", ticket_id, "ticket"
@@ -314,7 +313,7 @@ def add_ticket_part(connection: sqlite3.Connection, ticket_id: str, fields: Mapp
 
 def _ticket_page(
     connection: sqlite3.Connection, where: str, params: list[Any], q: str | None, page: int, page_size: int
-) -> JSON:
+) -> AdminTicketPage:
     match = fts_query(q)
     if match is not None:
         where += " AND t.id IN (SELECT rowid FROM ticket_search WHERE ticket_search MATCH ?)"
@@ -324,17 +323,12 @@ def _ticket_page(
         f"{_TICKET_SELECT} WHERE {where} ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
         [*params, page_size, (page - 1) * page_size],
     ).fetchall()
-    return {
-        "type": "list",
-        "data": [_ticket_json(row) for row in rows],
-        "total_count": int(total),
-        "pages": {"page": page, "per_page": page_size, "total_pages": max(1, -(-int(total) // page_size))},
-    }
+    return AdminTicketPage(tuple(map(_ticket, rows)), int(total), page, page_size)
 
 
 def find_tickets(
     connection: sqlite3.Connection, company_id: str | None, q: str | None, page: int, page_size: int
-) -> JSON:
+) -> AdminTicketPage:
     """Tickets to check for a duplicate before raising a new one: of one company or all, matching ``q``."""
     if company_id is None:
         return _ticket_page(connection, "1", [], q, page, page_size)

@@ -1,0 +1,1 @@
+"""The store contract: the semantics every backend keeps, run against each one."""

@@ -1,0 +1,117 @@
+"""Search through the store's interface: ranking, sorts, visibility, totals and snippets, for every backend."""
+
+from __future__ import annotations
+
+import pytest
+
+from gateway.store.importer import import_lines
+from gateway.store.models import SORT_KEYS
+from gateway.store.protocol import Store
+from gateway.store.search import MARK_END, MARK_START, search_terms
+from tests.store.contract.corpus import HOSTILE, LINES, NOTE_ONLY, SUPPORT, T0, WORD, People, found, people_of, search
+
+
+@pytest.fixture
+async def store(store: Store) -> Store:
+    """The contract's empty store, holding the search corpus."""
+    assert (await import_lines(store, LINES, strict=True)).errors == []
+    return store
+
+
+@pytest.fixture
+async def people(store: Store) -> People:
+    return await people_of(store)
+
+
+async def test_relevance_ascending_is_the_reverse(store: Store, people: People) -> None:
+    assert await found(store, people.ann, WORD, descending=False) == ["1003", "1002", "1001"]
+    assert await found(store, people.ann, WORD, sort="relevance", descending=False) == ["1003", "1002", "1001"]
+
+
+async def test_an_explicit_sort_wins_over_relevance(store: Store, people: People) -> None:
+    assert await found(store, people.ann, WORD, sort="created") == ["1003", "1002", "1001"]
+    assert await found(store, people.ann, WORD, sort="created", descending=False) == ["1001", "1002", "1003"]
+    assert await found(store, people.ann, WORD, sort="id", descending=False) == ["1001", "1002", "1003"]
+    assert await found(store, people.ann, WORD, sort="state") == ["1002", "1003", "1001"]
+    for key in SORT_KEYS:  # every sort keeps the search filter and the snippets
+        page = await search(store, people.ann, WORD, sort=key)
+        assert sorted(item.ticket_id for item in page.items) == ["1001", "1002", "1003"]
+        assert all(item.snippet and f"{MARK_START}{WORD}{MARK_END}" in item.snippet for item in page.items)
+
+
+async def test_relevance_without_words_is_the_plain_list(store: Store, people: People) -> None:
+    plain = await found(store, people.ann, None)
+    assert await found(store, people.ann, None, sort="relevance") == plain
+    assert await found(store, people.ann, "   ", sort="relevance") == plain
+    assert plain == await found(store, people.ann, None, sort="updated")
+
+
+async def test_words_are_anded_across_fields(store: Store, people: People) -> None:
+    # "slow" is in 1003's title, "falcon" in one of its replies: both words, different fields.
+    assert await found(store, people.ann, f"slow {WORD}") == ["1003"]
+    assert await found(store, people.ann, f"slow {WORD} nowhere") == []
+
+
+async def test_words_match_as_prefixes_and_without_case_or_accents(store: Store, people: People) -> None:
+    assert await found(store, people.ann, "FALC") == ["1001", "1002", "1003"]
+    assert await found(store, people.ann, "fälcon") == ["1001", "1002", "1003"]
+    assert (await search(store, people.ann, "falc")).items[0].snippet == f"The {MARK_START}{WORD}{MARK_END} export"
+    assert await found(store, people.ann, "alcon") == []  # a prefix, not a substring
+
+
+async def test_visibility_still_applies(store: Store, people: People) -> None:
+    assert await found(store, people.ben, WORD) == ["2001"]  # not the Tracker ticket 2002, nor acme's
+    assert "2001" not in await found(store, people.ann, WORD)
+    assert await found(store, people.ann, "globex") == []
+    assert await found(store, people.cho_own, WORD) == ["1003"]  # restricted: only their own
+    assert await found(store, people.cho_own, "export") == []  # 1001 is ann's
+    assert await found(store, people.ghost, WORD) == []
+    assert (await search(store, people.ghost, WORD)).total == 0
+
+
+async def test_the_total_counts_the_matches_on_every_page(store: Store, people: People) -> None:
+    seen: list[str] = []
+    for page_number in (1, 2, 3):
+        page = await search(store, people.ann, WORD, page=page_number, page_size=1)
+        assert page.total == 3
+        seen += [item.ticket_id for item in page.items]
+    assert seen == ["1001", "1002", "1003"]
+    past = await search(store, people.ann, WORD, page=9, page_size=2)
+    assert (past.items, past.total, past.pages) == ((), 3, 2)
+    assert (await search(store, people.cho_own, WORD)).total == 1
+    assert (await search(store, people.ann, NOTE_ONLY, page=3)).total == 0
+
+
+async def test_snippets_mark_the_term_and_name_who_wrote_it_when(store: Store, people: People) -> None:
+    by_id = {item.ticket_id: item for item in (await search(store, people.ann, WORD)).items}
+    marked = f"{MARK_START}{WORD}{MARK_END}"
+    title, description, reply = by_id["1001"], by_id["1002"], by_id["1003"]
+    assert (title.snippet, title.snippet_author, title.snippet_at) == (f"The {marked} export", "Ann Archer", T0 + 10)
+    assert description.snippet == f"Since Monday the {marked} job fails"
+    assert (description.snippet_author, description.snippet_at) == ("Ann Archer", T0 + 30)
+    # The reply, cut out of the ticket's other replies: its author and time, not the first reply's.
+    assert reply.snippet == f"{marked} {marked} {marked}"  # a short reply whole, no ellipsis
+    assert (reply.snippet_author, reply.snippet_at) == (SUPPORT, T0 + 200)
+    # Without a search there is no snippet.
+    assert all(item.snippet is None for item in (await search(store, people.ann, None)).items)
+
+
+async def test_a_reply_by_a_contact_is_credited_to_them(store: Store, people: People) -> None:
+    page = await search(store, people.ann, "news")
+    assert [(i.ticket_id, i.snippet, i.snippet_author, i.snippet_at) for i in page.items] == [
+        ("1003", f"Hello, any {MARK_START}news{MARK_END} on this one?", "Cho Chen", T0 + 100)
+    ]
+
+
+@pytest.mark.parametrize("q", HOSTILE, ids=lambda q: repr(q[:20]) + (f"+{len(q)}" if len(q) > 20 else ""))
+async def test_hostile_queries_give_results_or_nothing_never_an_error(store: Store, people: People, q: str) -> None:
+    page = await search(store, people.ann, q)
+    listed = [item.ticket_id for item in page.items]
+    assert page.total == len(listed)
+    assert set(listed) <= {"1001", "1002", "1003", "1004"}
+    words = {term.casefold() for term in search_terms(q)}
+    if words == {WORD}:  # the operators were dropped, the word kept
+        assert listed == ["1001", "1002", "1003"], q
+    if not words:  # nothing to search for: the plain list
+        assert listed == await found(store, people.ann, None)
+        assert all(item.snippet is None for item in page.items)
