@@ -45,6 +45,7 @@ from tests.conftest import (
     CertFiles,
     Leaks,
     RecordingUpstream,
+    audit_records,
     config_dict,
     deep_merge,
 )
@@ -206,13 +207,6 @@ async def client(client_ssl: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSess
         timeout=aiohttp.ClientTimeout(total=60),
     ) as session:
         yield session
-
-
-def audit_records(path: Path) -> list[dict[str, Any]]:
-    """The records written to an audit file so far (none when it does not exist)."""
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 async def wait_for_audit(path: Path, request_ids: set[str], seconds: float = 5.0) -> list[dict[str, Any]]:
@@ -523,6 +517,15 @@ async def _wait_for_log(served: GatewayProcess, message: str, seconds: float = 1
             if line.startswith("{") and (record := json.loads(line))["msg"].startswith(message):
                 return dict(record)
         assert time.monotonic() < deadline, f"no {message!r} log line; stderr:\n{served.stderr}"
+        assert served.proc.returncode is None, f"the gateway exited; stderr:\n{served.stderr}"
+        await asyncio.sleep(0.05)
+
+
+async def _wait_for_logs(served: GatewayProcess, message: str, count: int, seconds: float = 10.0) -> None:
+    """Until ``count`` JSON log records' messages start with ``message`` (one from each worker, say)."""
+    deadline = time.monotonic() + seconds
+    while sum(json.loads(line)["msg"].startswith(message) for line in served.lines if line.startswith("{")) < count:
+        assert time.monotonic() < deadline, f"not {count} {message!r} log lines; stderr:\n{served.stderr}"
         assert served.proc.returncode is None, f"the gateway exited; stderr:\n{served.stderr}"
         await asyncio.sleep(0.05)
 
@@ -931,11 +934,9 @@ async def test_workers_append_whole_lines_to_one_audit_file_and_reopen_it_on_sig
         await wait_for_audit(audit, first)
         audit.rename(rotated)
         workers.proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 5
-        while not audit.exists():  # each worker reopens once the relayed signal reaches its loop
-            assert time.monotonic() < deadline, f"SIGHUP did not recreate {audit}; stderr:\n{workers.stderr}"
-            await asyncio.sleep(0.02)
-        await asyncio.sleep(0.2)  # the second worker's reopen may trail the first's
+        # Each worker says "reloaded" after its reload queued the reopen: every record it writes after that
+        # goes to the new file, whenever its writer thread gets to the reopen (the file may not be there yet).
+        await _wait_for_logs(workers, "reloaded", WORKERS)
         second = await burst(session, "after", 300)
     workers.proc.send_signal(signal.SIGTERM)
     assert await workers.wait_exit() == 0, workers.stderr
@@ -1025,10 +1026,7 @@ async def test_sighup_to_the_parent_makes_every_worker_reload(
 
     write_config(own_certificate, tmp_path, upstream, listen={"http": None})
     served.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while sum(message.startswith("reload refused") for message in messages()) < WORKERS:
-        assert time.monotonic() < deadline, f"not every worker refused; stderr:\n{served.stderr}"
-        await asyncio.sleep(0.05)
+    await _wait_for_logs(served, "reload refused", WORKERS)
     served.proc.send_signal(signal.SIGTERM)
     assert await served.wait_exit() == 0, served.stderr
 
