@@ -276,6 +276,19 @@ def make_config(cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstre
     return make
 
 
+def audit_records(path: Path) -> list[dict[str, Any]]:
+    """The records written to an audit file so far (none when there is no file): its whole lines only.
+
+    The writer thread appends a batch with one write(2), but a reader polling the live file can see it land
+    page by page, and so read a record cut in two: what follows the last newline is not written yet.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines()]
+
+
 @dataclass
 class Gateway:
     """A running gateway and a client that trusts its certificate."""
@@ -294,9 +307,8 @@ class Gateway:
         return URL.build(scheme="http", host="127.0.0.1", port=self.running.http_port)
 
     def audit_records(self) -> list[dict[str, Any]]:
-        """The audit file as written so far."""
-        path = self.config.audit.path
-        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        """The audit file's whole records so far."""
+        return audit_records(self.config.audit.path)
 
     async def audit_for(self, request_id: str) -> dict[str, Any]:
         """The audit record of one request, waiting for the writer thread to write it."""

@@ -38,7 +38,7 @@ from gateway.edge.hosts import PROBE_PATHS
 from gateway.ops.devsetup import DEMO_OVERRIDES
 from gateway.policy.identity import Identity, JWTVerifier
 from tests.conftest import StartGateway
-from tests.run.test_process import (
+from tests.run.conftest import (
     CLI_PREFIX,
     Launch,
     base_env,

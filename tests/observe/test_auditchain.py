@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from gateway.cli import main
 from gateway.observe.audit import AuditEntry, AuditLog
 from gateway.observe.auditchain import GENESIS, Chain, Location, last_line, line_hash, verify
-from tests.conftest import Gateway, StartGateway
+from tests.conftest import Gateway, StartGateway, audit_records
 
 KEY = "audit-chain-key-held-by-security-0123456789"
 Files = list[tuple[str, list[bytes]]]
@@ -119,6 +119,15 @@ async def wait_written(gateway: Gateway, ids: set[str]) -> list[bytes]:
     for request_id in ids:
         await gateway.audit_for(request_id)
     return gateway.config.audit.path.read_bytes().splitlines(keepends=True)
+
+
+def test_a_poll_of_the_live_log_reads_whole_records_only(tmp_path: Path) -> None:
+    """What ``wait_written`` sees while the writer thread is midway through a batch: the records before it."""
+    path = tmp_path / "audit.jsonl"
+    lines = written(path, 3)
+    path.write_bytes(b"".join(lines[:2]) + lines[2][:100])  # the next batch's first page has landed
+    assert [record["request_id"] for record in audit_records(path)] == ["r0", "r1"]
+    assert audit_records(tmp_path / "not-yet.jsonl") == []
 
 
 async def real_log(gateway: Gateway, tmp_path: Path) -> Files:
