@@ -29,7 +29,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from gateway.config import CONFIG
 from gateway.edge.errorpages import BadRequest, Unauthorized
-from gateway.edge.guard import ADMIN_PREFIX, GUARD, STORE
+from gateway.edge.guard import ADMIN_PREFIX, CLOCK, STORE
 from gateway.errors import Invalid
 from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.observe.metrics import METRICS
@@ -218,7 +218,7 @@ async def _run(request: web.Request, change: Callable[[Store], Awaitable[T]]) ->
 
 
 def _now(request: web.Request) -> int:
-    return int(request.app[GUARD].clock())
+    return int(request.app[CLOCK]())
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:
