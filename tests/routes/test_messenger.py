@@ -417,6 +417,27 @@ async def test_a_forged_token_in_user_data_gets_401_with_its_reason_in_the_audit
     assert (await messenger.audit_for(answer.headers["X-Request-Id"]))["identity"]["reason"] == "expired"
 
 
+async def test_the_messenger_and_the_portal_read_the_same_token_the_same_way(messenger: Gateway) -> None:
+    # One set of credential sources and verifiers: a token in user_data is judged as the portal's bearer token is.
+    tokens = {
+        "verified": jwt("u-ann"),
+        "bad_signature": jwt("u-ann", secret=f"not-the-secret-{CANARY}-0123456789abcdef"),
+        "expired": sign_token(SECRET, user_id="u-ann", now=time.time() - 3600, ttl=60),
+        "malformed": "not.a.jwt",
+        "missing_user_id": jwt(" "),  # a blank user id is no user id
+    }
+    for expected, token in tokens.items():
+        portal_url = URL(f"{messenger.url}/tickets")
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with messenger.client.get(portal_url, headers=bearer, allow_redirects=False) as response:
+            through_portal = await messenger.audit_for(response.headers["X-Request-Id"])
+        answer = await call(messenger, form({"intercom_user_jwt": token}))
+        through_messenger = await messenger.audit_for(answer.headers["X-Request-Id"])
+        assert through_messenger["identity"] == through_portal["identity"], expected
+        identity = through_portal["identity"]
+        assert (identity["result"] if expected == "verified" else identity["reason"]) == expected
+
+
 # --- what else crosses ----------------------------------------------------------------------------------
 
 
