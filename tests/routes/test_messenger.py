@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+import jwt as pyjwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -39,10 +40,12 @@ from tests.conftest import (
     SESSION_COOKIE,
     CertFiles,
     Gateway,
+    JWKSServer,
     RecordingUpstream,
     StartGateway,
     config_dict,
 )
+from tests.policy.test_identity import RSA_KEY, jwk
 
 FORM = "application/x-www-form-urlencoded"
 GLOBEX = {"company_id": "globex", "name": "Globex"}
@@ -436,6 +439,33 @@ async def test_the_messenger_and_the_portal_read_the_same_token_the_same_way(mes
         assert through_messenger["identity"] == through_portal["identity"], expected
         identity = through_portal["identity"]
         assert (identity["result"] if expected == "verified" else identity["reason"]) == expected
+
+
+@pytest.mark.parametrize("through", ["portal", "messenger"])
+async def test_a_token_naming_a_key_published_after_start_is_verified_after_one_refetch(
+    start_gateway: StartGateway, upstream: RecordingUpstream, idp: JWKSServer, through: str
+) -> None:
+    # Both readers of a token go through judged(): an unknown kid fetches the JWKS anew once, then judges again.
+    gateway = await start_gateway(
+        messenger={"upstream": str(upstream.url)},
+        store={"seed_demo": True},
+        identity={"jwt": {"jwks_url": str(idp.url)}},
+    )
+    assert idp.requests == 1  # fetched at start, still empty
+    idp.document = {"keys": [jwk(RSA_KEY, "rotated-in")]}
+    now = int(time.time())
+    signed = pyjwt.encode(
+        {"user_id": "u-ann", "iat": now, "exp": now + 600}, RSA_KEY, algorithm="RS256", headers={"kid": "rotated-in"}
+    )
+    if through == "portal":
+        bearer = {"Authorization": f"Bearer {signed}"}
+        async with gateway.client.get(URL(f"{gateway.url}/tickets"), headers=bearer) as response:
+            request_id = response.headers["X-Request-Id"]
+    else:
+        request_id = (await call(gateway, form({"intercom_user_jwt": signed}))).headers["X-Request-Id"]
+    audit = await gateway.audit_for(request_id)
+    assert audit["identity"] == {"method": "jwt", "user_id": "u-ann", "result": "verified", "reason": None}
+    assert idp.requests == 2
 
 
 # --- what else crosses ----------------------------------------------------------------------------------
