@@ -59,13 +59,13 @@ VISITOR = web.RequestKey("visitor", Visitor)
 STORE = web.AppKey("store", Store)
 VISIBILITY = web.AppKey("visibility", VisibilityPolicy)
 Clock = Callable[[], float]
-"""Unix seconds now: ``time.time`` when serving; tests and tools pass their own."""
+"""Unix seconds now (``time.time`` when serving): passed in, never read directly, so that time can be set."""
 CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class Guard:
-    """Everything the identity and access stages need, compiled once from the config: nothing routes don't."""
+    """What the identity and access stages need, compiled once from the config (routes get theirs by key)."""
 
     verifiers: Verifiers
     sources: tuple[CredentialSource, ...]
