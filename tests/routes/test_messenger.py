@@ -441,6 +441,24 @@ async def test_the_messenger_and_the_portal_read_the_same_token_the_same_way(mes
         assert (identity["result"] if expected == "verified" else identity["reason"]) == expected
 
 
+async def test_the_messenger_and_the_portal_judge_the_same_legacy_pair_the_same_way(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    gateway = await start_gateway(
+        messenger={"upstream": str(upstream.url)}, store={"seed_demo": True}, identity={"hmac": {"enabled": True}}
+    )
+    good = hmac.new(SECRET.encode(), b"u-ben", hashlib.sha256).hexdigest()
+    for user_hash in (good, "0" * 64):
+        cookies = {"Cookie": f"portal-user-id=u-ben; portal-user-hash={user_hash}"}
+        async with gateway.client.get(URL(f"{gateway.url}/tickets"), headers=cookies, allow_redirects=False) as got:
+            through_portal = await gateway.audit_for(got.headers["X-Request-Id"])
+        answer = await call(gateway, form({"user_id": "u-ben", "user_hash": user_hash}))
+        through_messenger = await gateway.audit_for(answer.headers["X-Request-Id"])
+        assert through_messenger["identity"] == through_portal["identity"]
+        assert through_portal["identity"]["method"] == "hmac"
+        assert through_portal["identity"]["result"] == ("verified" if user_hash == good else "rejected")
+
+
 @pytest.mark.parametrize("through", ["portal", "messenger"])
 async def test_a_token_naming_a_key_published_after_start_is_verified_after_one_refetch(
     start_gateway: StartGateway, upstream: RecordingUpstream, idp: JWKSServer, through: str
