@@ -245,13 +245,24 @@ async def test_the_active_company_in_the_query_is_policed_too(messenger: Gateway
     assert upstream.last.raw_query == "v=2"
 
 
-async def test_legacy_user_hash_verifies_the_user_but_signs_no_company(
-    start_gateway: StartGateway, upstream: RecordingUpstream
-) -> None:
-    gateway = await start_gateway(
+@pytest.fixture
+async def legacy(start_gateway: StartGateway, upstream: RecordingUpstream) -> Gateway:
+    """The ``messenger`` gateway with legacy HMAC identity enabled."""
+    return await start_gateway(
         messenger={"upstream": str(upstream.url)}, store={"seed_demo": True}, identity={"hmac": {"enabled": True}}
     )
-    digest = hmac.new(SECRET.encode(), b"u-ben", hashlib.sha256).hexdigest()
+
+
+def user_hash(user_id: str) -> str:
+    """The legacy HMAC of ``user_id`` under the test secret."""
+    return hmac.new(SECRET.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+async def test_legacy_user_hash_verifies_the_user_but_signs_no_company(
+    legacy: Gateway, upstream: RecordingUpstream
+) -> None:
+    gateway = legacy
+    digest = user_hash("u-ben")
     user_data = {"user_id": "u-ben", "user_hash": digest, "companies": [GLOBEX]}
     answer = await call(gateway, form(user_data, user_active_company_id="globex"))
     assert answer.status == 200
@@ -441,22 +452,17 @@ async def test_the_messenger_and_the_portal_read_the_same_token_the_same_way(mes
         assert (identity["result"] if expected == "verified" else identity["reason"]) == expected
 
 
-async def test_the_messenger_and_the_portal_judge_the_same_legacy_pair_the_same_way(
-    start_gateway: StartGateway, upstream: RecordingUpstream
-) -> None:
-    gateway = await start_gateway(
-        messenger={"upstream": str(upstream.url)}, store={"seed_demo": True}, identity={"hmac": {"enabled": True}}
-    )
-    good = hmac.new(SECRET.encode(), b"u-ben", hashlib.sha256).hexdigest()
-    for user_hash in (good, "0" * 64):
-        cookies = {"Cookie": f"portal-user-id=u-ben; portal-user-hash={user_hash}"}
+async def test_the_messenger_and_the_portal_judge_the_same_legacy_pair_the_same_way(legacy: Gateway) -> None:
+    gateway, good = legacy, user_hash("u-ben")
+    for digest in (good, "0" * 64):
+        cookies = {"Cookie": f"portal-user-id=u-ben; portal-user-hash={digest}"}
         async with gateway.client.get(URL(f"{gateway.url}/tickets"), headers=cookies, allow_redirects=False) as got:
             through_portal = await gateway.audit_for(got.headers["X-Request-Id"])
-        answer = await call(gateway, form({"user_id": "u-ben", "user_hash": user_hash}))
+        answer = await call(gateway, form({"user_id": "u-ben", "user_hash": digest}))
         through_messenger = await gateway.audit_for(answer.headers["X-Request-Id"])
         assert through_messenger["identity"] == through_portal["identity"]
         assert through_portal["identity"]["method"] == "hmac"
-        assert through_portal["identity"]["result"] == ("verified" if user_hash == good else "rejected")
+        assert through_portal["identity"]["result"] == ("verified" if digest == good else "rejected")
 
 
 @pytest.mark.parametrize("through", ["portal", "messenger"])
