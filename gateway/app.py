@@ -29,6 +29,7 @@ from gateway.edge.hosts import host_middleware, served_hosts
 from gateway.edge.paths import path_middleware
 from gateway.edge.secure import security_headers
 from gateway.edge.slowclients import HeadDeadline, body_middleware
+from gateway.namespace import NAMESPACES, STATIC_PREFIX, NamespaceTable
 from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.observe.metrics import METRICS, Metrics
 from gateway.policy.identity import JWTVerifier
@@ -37,7 +38,6 @@ from gateway.store.demo import seed_if_empty
 from gateway.store.sqlite import SQLiteStore
 from routes import admin, admin_openapi, api, auth, health, messenger, portal, probe, upstream
 
-STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
 
 
@@ -81,6 +81,7 @@ def create_app(
         client_max_size=config.requests.max_body_size,
     )
     app[CONFIG] = config
+    app[NAMESPACES] = NamespaceTable.for_portal(config.portal.path)  # every stage and route reads its paths here
     app[HEAD_DEADLINE] = head_deadline
     app[METRICS] = metrics or Metrics()
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)

@@ -6,7 +6,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.guard import DEV_LOGIN_PATH, GUARD, SIGN_IN_PATH, SIGN_OUT_PATH, STORE
+from gateway.edge.guard import GUARD, STORE
+from gateway.namespace import DEV_LOGIN_PATH, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.policy.identity import sign_token
 from gateway.policy.redirects import safe_return_to
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from gateway.config import CONFIG
 from gateway.edge.errorpages import BadRequest, Forbidden, Unauthorized
 from gateway.edge.guard import CREDENTIALS, GUARD, STORE, judged, record_identity
+from gateway.namespace import MESSENGER_PREFIX
 from gateway.observe.audit import AUDIT_ENTRY, CompanyPolicyResult, RemovedField
 from gateway.observe.metrics import METRICS
 from gateway.policy.companyupdates import (
@@ -142,4 +143,4 @@ async def messenger(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """The Messenger API routes, every method."""
-    app.router.add_route("*", "/messenger/web/{endpoint:.+}", messenger, name="messenger")
+    app.router.add_route("*", MESSENGER_PREFIX + "/{endpoint:.+}", messenger, name="messenger")

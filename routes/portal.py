@@ -11,6 +11,7 @@ from aiohttp import web
 from gateway.config import CONFIG
 from gateway.edge.errorpages import Forbidden, Link
 from gateway.edge.guard import GUARD, STORE, VISITOR
+from gateway.namespace import FAVICON_PATH
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
 from routes.api import not_found
 from routes.health import help_center_problem
@@ -153,7 +154,7 @@ def add_routes(app: web.Application) -> None:
     if config.portal.mode == "render":
         # The pages link the icon; browsers still ask the host for /favicon.ico (over a JSON answer, say), and
         # in render mode the pages it would be the icon of are not the hosted help center's.
-        app.router.add_get("/favicon.ico", favicon, name="favicon")
+        app.router.add_get(FAVICON_PATH, favicon, name="favicon")
     if config.portal.enabled and config.portal.mode == "render":
         path = config.portal.path
         app.router.add_get(path, ticket_list, name="portal_list")

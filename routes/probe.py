@@ -11,7 +11,7 @@ from aiohttp import web
 
 from gateway.config import CONFIG
 from gateway.edge.errorpages import BadRequest
-from gateway.edge.guard import PROBE_PATH
+from gateway.namespace import PROBE_PATH
 from gateway.observe.audit import AUDIT_ENTRY
 from gateway.ops.probe import NONCE, SIGNATURE_HEADER, answer, sign
 from gateway.proxy.forward import HELP_CENTER

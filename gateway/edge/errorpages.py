@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, LooseHeaders
 
 from gateway.errors import ChangeRefused, ClientTimeout, StoreUnavailable, UpstreamError
+from gateway.namespace import NAMESPACES
 from gateway.observe.audit import AUDIT_ENTRY
 from gateway.run.protocol import refused_status
 
@@ -101,8 +102,8 @@ class Forbidden(Explained, web.HTTPForbidden):
 
 
 def wants_json(request: web.Request) -> bool:
-    """API paths and clients that ask for JSON get JSON errors."""
-    if request.path.startswith(("/api/", "/admin/api", "/messenger/")):
+    """The API namespaces, and clients that ask for JSON, get JSON errors."""
+    if request.app[NAMESPACES].of(request.path).json_errors:
         return True
     accept = request.headers.get("Accept", "")
     return "application/json" in accept and "text/html" not in accept

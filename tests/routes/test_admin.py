@@ -32,7 +32,7 @@ import pytest
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from gateway.edge.guard import ADMIN_PREFIX
+from gateway.namespace import ADMIN_PREFIX
 from gateway.policy.identity import sign_token
 from gateway.store.demo import demo_lines
 from gateway.store.importer import TicketLine
