@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import BadRequest
 from gateway.edge.guard import GUARD, STORE, VISITOR
+from gateway.errors import BadRequest
 from gateway.namespace import API_DESCRIPTION_PATH, API_PREFIX
 from gateway.store.models import TICKET_ID_PATTERN, TicketDetail, TicketPage, TicketSummary
 from routes.fallback import namespace_fallback

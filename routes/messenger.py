@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import BadRequest, Forbidden, Unauthorized
 from gateway.edge.guard import CREDENTIALS, GUARD, STORE, judged, record_identity
+from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.namespace import MESSENGER_PREFIX
 from gateway.observe.audit import AUDIT_ENTRY, CompanyPolicyResult, RemovedField
 from gateway.observe.metrics import METRICS

@@ -9,8 +9,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import Forbidden, Link
 from gateway.edge.guard import GUARD, STORE, VISITOR
+from gateway.errors import Forbidden, Link
 from gateway.namespace import FAVICON_PATH
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
 from routes.api import not_found

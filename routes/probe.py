@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import BadRequest
+from gateway.errors import BadRequest
 from gateway.namespace import PROBE_PATH
 from gateway.observe.audit import AUDIT_ENTRY
 from gateway.ops.probe import NONCE, SIGNATURE_HEADER, answer, sign

@@ -23,8 +23,7 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from gateway.config import GatewayConfig
-from gateway.edge.errorpages import Forbidden, Link, Unauthorized
-from gateway.errors import StoreUnavailable
+from gateway.errors import Forbidden, Link, StoreUnavailable, Unauthorized
 from gateway.namespace import DEV_LOGIN_PATH, NAMESPACES, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.observe.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.observe.metrics import METRICS

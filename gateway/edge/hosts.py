@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.config import GatewayConfig
-from gateway.edge.errorpages import BadRequest
+from gateway.errors import BadRequest
 from gateway.namespace import NAMESPACES
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})

@@ -19,7 +19,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.edge.errorpages import BadRequest
+from gateway.errors import BadRequest
 from gateway.namespace import RESERVED_PREFIXES, decision_path
 
 __all__ = ["decision_path", "path_middleware", "reserved", "target_problem"]
