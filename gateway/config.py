@@ -255,6 +255,11 @@ class JWTConfig(_Model):
             raise ValueError("at least one secret is required")
         return value
 
+    @property
+    def signing_secret(self) -> str:
+        """The secret that signs (the first: the others only verify, during a rotation), as its value."""
+        return self.secrets[0].get_secret_value()
+
 
 class HMACConfig(_Model):
     """Legacy identity verification: user_hash = hex HMAC-SHA256(secret, user_id)."""

@@ -149,7 +149,7 @@ async def join(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """The home page always; the icon and the portal pages in render mode (in proxy mode upstream renders them)."""
     config = app[CONFIG]
-    app[CSRF_KEY] = derive_key(config.identity.jwt.secrets[0].get_secret_value())
+    app[CSRF_KEY] = derive_key(config.identity.jwt.signing_secret)
     app.router.add_get("/", home, name="home")
     if config.portal.mode == "render":
         # The pages link the icon; browsers still ask the host for /favicon.ico (over a JSON answer, say), and
