@@ -9,7 +9,6 @@ may come in. Both only wire the pure functions of ``identity.py``,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -33,6 +32,7 @@ from gateway.policy.redirects import safe_return_to
 from gateway.policy.rules import Policy, compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.proxy.forward import UPSTREAM_SESSION
+from gateway.run.periodic import periodic
 from gateway.store.sqlite import SQLiteStore
 
 CHALLENGE = 'Bearer realm="portal"'
@@ -134,17 +134,8 @@ async def jwks_context(app: web.Application) -> AsyncIterator[None]:
         return
     session = app[UPSTREAM_SESSION]
     await jwks.refresh(session)
-
-    async def refresh_periodically() -> None:
-        while True:
-            await asyncio.sleep(JWKS_REFRESH_SECONDS)
-            await jwks.refresh(session)
-
-    task = asyncio.create_task(refresh_periodically())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with periodic(lambda: jwks.refresh(session), JWKS_REFRESH_SECONDS, name="JWKS refresh"):
+        yield
 
 
 Judgement = TypeVar("Judgement", Identity | Rejection, Identity | Rejection | None)
