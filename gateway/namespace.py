@@ -1,20 +1,9 @@
 """The gateway's URL space in one table: which parts it answers itself, and what each stage does with them.
 
-    namespace        paths                             identity  JSON errors  reserved  any Host  visitor token
-    portal           portal.path (/tickets) and below  yes       no           no        no        yes
-    api              /api/v1 and below                 yes       yes          no        no        yes
-    api_description  /api/v1/openapi.json             no        yes          no        no        yes
-    admin            /admin/api and below              no        yes          yes       no        no (admin token)
-    messenger        /messenger/web and below          no        yes          yes       no        yes
-    health           /healthz, /readyz                 no        no           no        yes       yes
-    metrics          /metrics                          no        no           no        no        yes
-    static           /_gateway/static and below,       no        no           no        no        yes
-                     /favicon.ico
-    probe            /_gateway/probe                   no        no           no        no        no (admin token)
-    dev_login        /dev/login                        no        no           no        no        yes
-    sign_in          /signin, /signout                 no        no           no        no        yes
-    home             /                                 no        no           no        no        yes
-    rest             everything else: proxied          no        no           no        no        yes
+Portal, JSON API and its description, admin API, Messenger, health, metrics,
+static files, probe, dev login, sign-in/out, home, and the proxied rest: the
+table with each namespace's properties is drawn in README's Development section
+(tests/test_namespace.py keeps the drawing true).
 
 Route registration takes its paths from here, and each stage reads one
 property: the access stage ``identity`` (on the broadest reading of the path,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +155,16 @@ def test_the_access_decision_reads_the_broadest_spelling() -> None:
     assert namespaces.of("/Help/Tickets/1").name == "portal"
     assert namespaces.of("/help/tickets").name == "rest"
     assert namespaces.of("/HEALTHZ").name == "rest"
+
+
+def test_the_readme_table_is_the_namespace_table() -> None:
+    """README's Development section draws the table as the code has it: each namespace's row, each property."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| (\w+) \| [^|]+ \| (yes|no) \| (yes|no) \| (yes|no) \| (yes|no) \| (yes|no) \|$", readme, re.M
+    )
+    drawn = {name: tuple(value == "yes" for value in values) for name, *values in rows}
+    namespaces = (*NamespaceTable.for_portal("/tickets").namespaces, REST)
+    assert drawn == {
+        ns.name: (ns.identity, ns.json_errors, ns.reserved, ns.any_host, ns.visitor_token) for ns in namespaces
+    }
