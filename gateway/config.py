@@ -37,6 +37,7 @@ from pydantic import (
 from yarl import URL
 
 from gateway.errors import ConfigError
+from gateway.namespace import overlapped
 
 ENV_PREFIX = "PORTAL_GATEWAY__"
 ADMIN_TOKEN_MIN = 16
@@ -363,6 +364,14 @@ class PortalConfig(_Model):
     visibility: VisibilityConfig = VisibilityConfig()
     preview_column: bool = True
     page_size: int = Field(default=25, ge=1, le=200)
+
+    @field_validator("path")
+    @classmethod
+    def _clear_of_the_gateways_paths(cls, value: str) -> str:
+        # SECURITY: a portal over /admin/api or /healthz (say) would change who may reach them.
+        if (namespace := overlapped(value)) is not None:
+            raise ValueError(f"{value} overlaps the gateway's own {namespace.name} paths")
+        return value
 
 
 Section = Literal["tickets_portal", "articles"]

@@ -22,8 +22,6 @@ from functools import cached_property
 
 from aiohttp import web
 
-from gateway.errors import ConfigError
-
 API_PREFIX = "/api/v1"
 API_DESCRIPTION_PATH = API_PREFIX + "/openapi.json"
 ADMIN_PREFIX = "/admin/api"
@@ -104,14 +102,8 @@ class NamespaceTable:
 
     @classmethod
     def for_portal(cls, portal_path: str) -> NamespaceTable:
-        """The table with the portal at ``portal_path``; refused if the portal would overlap another namespace."""
-        portal = Namespace("portal", prefix=portal_path, identity=True).folded()
-        for namespace in FIXED:
-            folded = namespace.folded()
-            claimed = {*folded.paths, *filter(None, [folded.prefix])}
-            if any(map(portal.holds, claimed)) or folded.holds(portal.prefix or ""):
-                raise ConfigError(("portal.path", f"{portal_path} overlaps the gateway's own {namespace.name} paths"))
-        return cls((dataclasses.replace(portal, prefix=portal_path), *FIXED))
+        """The table with the portal at ``portal_path`` (which the config keeps clear of :func:`overlapped`)."""
+        return cls((_portal(portal_path), *FIXED))
 
     def of(self, path: str) -> Namespace:
         """The namespace ``path`` belongs to, read exactly as given."""
@@ -124,6 +116,22 @@ class NamespaceTable:
     @cached_property
     def _folded(self) -> tuple[Namespace, ...]:
         return tuple(namespace.folded() for namespace in self.namespaces)
+
+
+def _portal(path: str) -> Namespace:
+    return Namespace("portal", prefix=path, identity=True)
+
+
+def overlapped(portal_path: str) -> Namespace | None:
+    """The namespace a portal at ``portal_path`` would overlap on the broadest reading (either holding the
+    other's paths), or None: such a portal would take the gateway's own paths, or lose its own to them."""
+    portal = _portal(portal_path).folded()
+    for namespace in FIXED:
+        folded = namespace.folded()
+        claimed = {*folded.paths, *filter(None, [folded.prefix])}
+        if any(map(portal.holds, claimed)) or folded.holds(portal.prefix or ""):
+            return namespace
+    return None
 
 
 def _owner(namespaces: tuple[Namespace, ...], path: str) -> Namespace:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gateway.config import load_config
 from gateway.errors import ConfigError
 from gateway.namespace import NAMESPACES, REST, Namespace, NamespaceTable
 from tests.conftest import DOMAIN, Gateway, RecordingUpstream, StartGateway, raw_exchange
@@ -139,10 +140,11 @@ async def test_the_identity_stage_reads_a_visitor_token_where_the_namespace_says
 
 
 @pytest.mark.parametrize("portal_path", ["/api", "/admin", "/API/v1/x", "/_gateway", "/Healthz", "/messenger/web/t"])
-def test_a_portal_path_overlapping_another_namespace_is_refused(portal_path: str) -> None:
+def test_a_portal_path_overlapping_another_namespace_is_refused(tmp_path: Path, portal_path: str) -> None:
     """The portal cannot take another namespace's paths (or be taken by them): a config error, not a silent winner."""
-    with pytest.raises(ConfigError, match=r"portal\.path"):
-        NamespaceTable.for_portal(portal_path)
+    (tmp_path / "gateway.yaml").write_text(f"portal: {{path: {portal_path}}}\n")
+    with pytest.raises(ConfigError, match=rf"portal\.path: {re.escape(portal_path)} overlaps the gateway's own"):
+        load_config(tmp_path / "gateway.yaml", environ={"MESSENGER_API_SECRET": "s", "PORTAL_ADMIN_TOKEN": "t" * 32})
 
 
 def test_the_access_decision_reads_the_broadest_spelling() -> None:
