@@ -6,7 +6,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.guard import DEV_LOGIN_PATH, GUARD, SIGN_IN_PATH, SIGN_OUT_PATH, STORE
+from gateway.edge.guard import GUARD, STORE
+from gateway.namespace import DEV_LOGIN_PATH, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.policy.identity import sign_token
 from gateway.policy.redirects import safe_return_to
 
@@ -51,9 +52,13 @@ async def dev_login(request: web.Request) -> web.StreamResponse:
     if contact is None or contact.user_id is None:
         raise web.HTTPBadRequest()
     guard = request.app[GUARD]
-    secret = request.app[CONFIG].identity.jwt.secrets[0].get_secret_value()
     token = sign_token(
-        secret, user_id=contact.user_id, now=guard.clock(), ttl=DEV_TOKEN_TTL, email=contact.email, name=contact.name
+        request.app[CONFIG].identity.jwt.signing_secret,
+        user_id=contact.user_id,
+        now=guard.clock(),
+        ttl=DEV_TOKEN_TTL,
+        email=contact.email,
+        name=contact.name,
     )
     target = safe_return_to(str(form.get("return_to", "")), domain=guard.domain, fallback=guard.portal_path)
     response = web.HTTPSeeOther(target)
