@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-import routes
 from gateway.config import CONFIG, GatewayConfig
 from gateway.edge.errorpages import error_middleware
 from gateway.edge.framing import framing_middleware
@@ -31,6 +29,7 @@ from gateway.edge.hosts import host_middleware, served_hosts
 from gateway.edge.paths import path_middleware
 from gateway.edge.secure import security_headers
 from gateway.edge.slowclients import HeadDeadline, body_middleware
+from gateway.namespace import NAMESPACES, NamespaceTable
 from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.observe.metrics import METRICS, Metrics
 from gateway.policy.identity import JWTVerifier
@@ -38,10 +37,7 @@ from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.protocol import open_store
-from routes import admin, admin_openapi, api, auth, health, messenger, portal, probe, upstream
-
-STATIC_PREFIX = "/_gateway/static"
-STATIC_DIR = Path(routes.__file__).parent / "static"
+from routes import admin, admin_openapi, api, assets, auth, health, messenger, portal, probe, upstream
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -84,6 +80,7 @@ def create_app(
         client_max_size=config.requests.max_body_size,
     )
     app[CONFIG] = config
+    app[NAMESPACES] = NamespaceTable.for_portal(config.portal.path)  # every stage and route reads its paths here
     app[HEAD_DEADLINE] = head_deadline
     app[METRICS] = metrics or Metrics()
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)
@@ -100,7 +97,7 @@ def create_app(
     # aiohttp-jinja2 1.6 keeps its context under a plain string request key, which aiohttp 3.14 warns about
     # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only that library's warning is silenced.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_jinja2")
-    app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static")
+    assets.add_routes(app)
     health.add_routes(app)
     auth.add_routes(app)
     api.add_routes(app)

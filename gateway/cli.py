@@ -278,8 +278,16 @@ def cmd_token(args: argparse.Namespace) -> int:
     except ValueError as exc:
         _say(f"--ttl: {exc}")
         return EXIT_CONFIG
-    secret = config.identity.jwt.secrets[0].get_secret_value()
-    print(sign_token(secret, user_id=args.user_id, now=time.time(), ttl=ttl, email=args.email, name=args.name))
+    print(
+        sign_token(
+            config.identity.jwt.signing_secret,
+            user_id=args.user_id,
+            now=time.time(),
+            ttl=ttl,
+            email=args.email,
+            name=args.name,
+        )
+    )
     return 0
 
 

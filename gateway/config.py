@@ -37,6 +37,7 @@ from pydantic import (
 from yarl import URL
 
 from gateway.errors import ConfigError
+from gateway.namespace import overlapped
 
 ENV_PREFIX = "PORTAL_GATEWAY__"
 ADMIN_TOKEN_MIN = 16
@@ -255,6 +256,11 @@ class JWTConfig(_Model):
             raise ValueError("at least one secret is required")
         return value
 
+    @property
+    def signing_secret(self) -> str:
+        """The secret that signs (the first: the others only verify, during a rotation), as its value."""
+        return self.secrets[0].get_secret_value()
+
 
 class HMACConfig(_Model):
     """Legacy identity verification: user_hash = hex HMAC-SHA256(secret, user_id)."""
@@ -358,6 +364,14 @@ class PortalConfig(_Model):
     visibility: VisibilityConfig = VisibilityConfig()
     preview_column: bool = True
     page_size: int = Field(default=25, ge=1, le=200)
+
+    @field_validator("path")
+    @classmethod
+    def _clear_of_the_gateways_paths(cls, value: str) -> str:
+        # SECURITY: a portal over /admin/api or /healthz (say) would change who may reach them.
+        if (namespace := overlapped(value)) is not None:
+            raise ValueError(f"{value} overlaps the gateway's own {namespace.name} paths")
+        return value
 
 
 Section = Literal["tickets_portal", "articles"]

@@ -2,7 +2,7 @@
 
     GatewayError
     ├── ConfigError            a configuration value is missing or wrong (exit code 2)
-    ├── ClientTimeout          the client stopped sending its request body (408)
+    ├── BodyTimeout            the client stopped sending its request body (408)
     ├── StoreUnavailable       the store is locked, missing or failing (503)
     ├── UpstreamError          the upstream could not answer the proxied request
     │   ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
@@ -12,11 +12,25 @@
         ├── Conflict               it would duplicate something or lose data (409)
         └── Invalid                input fields whose values are refused, by path (422)
 
-Handlers raise these (or ``web.HTTPException``); one error middleware turns
-them into a page or a JSON body, so no handler formats its own errors.
+    web.HTTPException (aiohttp)
+    └── Explained              an HTTP error whose detail, heading and next-step ``Link`` the client may see
+        ├── BadRequest             400, with the reason
+        ├── Unauthorized           401, with the reason (never the credential)
+        └── Forbidden              403, with the reason
+
+    Link                       not an error: the next step an error page offers (href, label)
+
+Handlers raise these (or ``web.HTTPException``); one error middleware
+(gateway/edge/errorpages.py) turns them into a page or a JSON body, so no
+handler formats its own errors.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
+
+from aiohttp import web
+from aiohttp.typedefs import LooseHeaders
 
 
 class GatewayError(Exception):
@@ -31,7 +45,7 @@ class ConfigError(GatewayError):
         super().__init__("\n".join(f"{path}: {reason}" if path else reason for path, reason in problems))
 
 
-class ClientTimeout(GatewayError):
+class BodyTimeout(GatewayError):
     """The client's request body stopped arriving for longer than ``requests.body_timeout``."""
 
     status = 408
@@ -102,3 +116,43 @@ class Invalid(ChangeRefused):
 
     def __init__(self, *fields: tuple[str, str]) -> None:
         super().__init__("; ".join(f"{path}: {reason}" for path, reason in fields), fields)
+
+
+class Link(NamedTuple):
+    """The next step an error page offers: where it goes, and what the link says."""
+
+    href: str
+    label: str
+
+
+class Explained(web.HTTPException):
+    """An HTTP error whose detail (which input, and why) is safe to show the client; mixed into one below.
+
+    ``title`` heads its page in place of the status's own heading, ``link`` is the next step the page offers;
+    neither goes into a JSON body.
+    """
+
+    def __init__(
+        self,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        link: Link | None = None,
+        headers: LooseHeaders | None = None,
+    ) -> None:
+        super().__init__(headers=headers)
+        self.detail = detail
+        self.title = title
+        self.link = link
+
+
+class BadRequest(Explained, web.HTTPBadRequest):
+    """400, with the reason."""
+
+
+class Unauthorized(Explained, web.HTTPUnauthorized):
+    """401, with the reason (never the credential)."""
+
+
+class Forbidden(Explained, web.HTTPForbidden):
+    """403, with the reason."""

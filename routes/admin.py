@@ -28,9 +28,9 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import BadRequest, Unauthorized
-from gateway.edge.guard import ADMIN_PREFIX, CLOCK, STORE
-from gateway.errors import Invalid
+from gateway.edge.guard import CLOCK, STORE
+from gateway.errors import BadRequest, Invalid, Unauthorized
+from gateway.namespace import ADMIN_PREFIX
 from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.observe.metrics import METRICS
 from gateway.store.models import (

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.edge.guard import ADMIN_PREFIX
+from gateway.namespace import ADMIN_PREFIX
 from gateway.store.models import STATE_CATEGORIES, TICKET_ID_PATTERN
 from routes import admin
 from routes.openapi import ERRORS_DESCRIPTION, METHOD_NOT_ALLOWED, SCHEMAS, json_answer, pages_schema

@@ -8,8 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import BadRequest
 from gateway.edge.guard import STORE, VISIBILITY, VISITOR
+from gateway.errors import BadRequest
+from gateway.namespace import API_DESCRIPTION_PATH, API_PREFIX
 from gateway.store.models import TICKET_ID_PATTERN, TicketDetail, TicketPage, TicketSummary
 from routes.fallback import namespace_fallback
 from routes.highlight import highlight
@@ -145,12 +146,12 @@ async def not_found(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the JSON API; the rest of its namespace answers 404 instead of falling through to the proxy."""
-    app.router.add_get("/api/v1/openapi.json", openapi, name="api_openapi")
-    app.router.add_get("/api/v1/me", me, name="api_me")
-    app.router.add_get("/api/v1/me/tickets-space", tickets_space, name="api_tickets_space")
-    app.router.add_get("/api/v1/tickets", list_tickets, name="api_tickets")
-    app.router.add_get("/api/v1/tickets/{ticket_id}", get_ticket, name="api_ticket")
-    app.router.add_post("/api/v1/tickets/{ticket_id}/join", join_ticket, name="api_join")
+    app.router.add_get(API_DESCRIPTION_PATH, openapi, name="api_openapi")
+    app.router.add_get(API_PREFIX + "/me", me, name="api_me")
+    app.router.add_get(API_PREFIX + "/me/tickets-space", tickets_space, name="api_tickets_space")
+    app.router.add_get(API_PREFIX + "/tickets", list_tickets, name="api_tickets")
+    app.router.add_get(API_PREFIX + "/tickets/{ticket_id}", get_ticket, name="api_ticket")
+    app.router.add_post(API_PREFIX + "/tickets/{ticket_id}/join", join_ticket, name="api_join")
     # SECURITY: another method or sub-path of a ticket must not reach upstream with the visitor's X-Portal-*.
     # Another method on one of the paths above is a 405 naming the methods it takes; anything else a 404.
-    app.router.add_route("*", "/api/v1/{tail:.*}", namespace_fallback("/api/v1/"), name="api_not_found")
+    app.router.add_route("*", API_PREFIX + "/{tail:.*}", namespace_fallback(API_PREFIX + "/"), name="api_not_found")

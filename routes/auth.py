@@ -6,7 +6,8 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.guard import CLOCK, DEV_LOGIN_PATH, GUARD, SIGN_IN_PATH, SIGN_OUT_PATH, STORE
+from gateway.edge.guard import CLOCK, GUARD, STORE
+from gateway.namespace import DEV_LOGIN_PATH, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.policy.identity import sign_token
 
 DEV_TOKEN_TTL = 8 * 3600
@@ -49,9 +50,8 @@ async def dev_login(request: web.Request) -> web.StreamResponse:
     if contact is None or contact.user_id is None:
         raise web.HTTPBadRequest()
     guard = request.app[GUARD]
-    secret = request.app[CONFIG].identity.jwt.secrets[0].get_secret_value()
     token = sign_token(
-        secret,
+        request.app[CONFIG].identity.jwt.signing_secret,
         user_id=contact.user_id,
         now=request.app[CLOCK](),
         ttl=DEV_TOKEN_TTL,

@@ -12,6 +12,7 @@ from gateway.config import CONFIG
 from gateway.edge.guard import STORE
 from gateway.edge.headers import peer_in
 from gateway.errors import StoreUnavailable
+from gateway.namespace import HEALTHZ_PATH, METRICS_PATH, READYZ_PATH
 from gateway.observe.metrics import METRICS
 from gateway.proxy.forward import HELP_CENTER, UPSTREAM_SESSION
 
@@ -79,6 +80,6 @@ async def metrics(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the ops endpoints."""
-    app.router.add_get("/healthz", healthz, name="healthz")
-    app.router.add_get("/readyz", readyz, name="readyz")
-    app.router.add_get("/metrics", metrics, name="metrics")
+    app.router.add_get(HEALTHZ_PATH, healthz, name="healthz")
+    app.router.add_get(READYZ_PATH, readyz, name="readyz")
+    app.router.add_get(METRICS_PATH, metrics, name="metrics")

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
 
-from gateway.edge.errorpages import BadRequest
+from gateway.errors import BadRequest
 from gateway.policy.visibility import Scope, VisibilityDecision
 from gateway.store.models import SORT_KEYS, SortKey, TicketQuery, TicketState
 

@@ -13,9 +13,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import BadRequest, Forbidden, Unauthorized
 from gateway.edge.guard import CREDENTIALS, GUARD, STORE, judged, presented, record_identity
-from gateway.observe.audit import AUDIT_ENTRY, CompanyPolicyResult, RemovedField
+from gateway.errors import BadRequest, Forbidden, Unauthorized
+from gateway.namespace import MESSENGER_PREFIX
+from gateway.observe.audit import AUDIT_ENTRY, CompanyPolicyResult
 from gateway.observe.metrics import METRICS
 from gateway.policy.companyupdates import (
     BodyError,
@@ -118,7 +119,7 @@ async def messenger(request: web.Request) -> web.StreamResponse:
         entry.company_policy = CompanyPolicyResult(action="invalid", reason=str(exc))
         metrics.child(metrics.company_policy, "invalid").inc()
         raise BadRequest(str(exc)) from None
-    removed = [RemovedField(removal.field, removal.reason) for removal in verdict.removals]
+    removed = list(verdict.removals)
     action = "pass" if not removed else config.company_update_action
     entry.company_policy = CompanyPolicyResult(
         action=action, user_id=_audited_user(user_data, sender), verified=verdict.verified, removed=removed
@@ -139,4 +140,4 @@ async def messenger(request: web.Request) -> web.StreamResponse:
 
 def add_routes(app: web.Application) -> None:
     """The Messenger API routes, every method."""
-    app.router.add_route("*", "/messenger/web/{endpoint:.+}", messenger, name="messenger")
+    app.router.add_route("*", MESSENGER_PREFIX + "/{endpoint:.+}", messenger, name="messenger")

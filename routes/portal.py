@@ -9,8 +9,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import Forbidden, Link
 from gateway.edge.guard import CLOCK, STORE, VISIBILITY, VISITOR
+from gateway.errors import Forbidden, Link
+from gateway.namespace import FAVICON_PATH
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
 from routes.api import not_found
 from routes.health import help_center_problem
@@ -148,12 +149,12 @@ async def join(request: web.Request) -> web.StreamResponse:
 def add_routes(app: web.Application) -> None:
     """The home page always; the icon and the portal pages in render mode (in proxy mode upstream renders them)."""
     config = app[CONFIG]
-    app[CSRF_KEY] = derive_key(config.identity.jwt.secrets[0].get_secret_value())
+    app[CSRF_KEY] = derive_key(config.identity.jwt.signing_secret)
     app.router.add_get("/", home, name="home")
     if config.portal.mode == "render":
         # The pages link the icon; browsers still ask the host for /favicon.ico (over a JSON answer, say), and
         # in render mode the pages it would be the icon of are not the hosted help center's.
-        app.router.add_get("/favicon.ico", favicon, name="favicon")
+        app.router.add_get(FAVICON_PATH, favicon, name="favicon")
     if config.portal.enabled and config.portal.mode == "render":
         path = config.portal.path
         app.router.add_get(path, ticket_list, name="portal_list")

@@ -10,8 +10,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.errorpages import BadRequest
-from gateway.edge.guard import PROBE_PATH
+from gateway.errors import BadRequest
+from gateway.namespace import PROBE_PATH
 from gateway.observe.audit import AUDIT_ENTRY
 from gateway.ops.probe import NONCE, SIGNATURE_HEADER, answer, sign
 from gateway.proxy.forward import HELP_CENTER

@@ -560,6 +560,8 @@ def test_secret_references_resolve(tmp_path: Path) -> None:
         f"{SECRET_CANARY}-env",
         "inline-secret",
     ]
+    # The first secret signs (token command, dev login, CSRF key); the rest only verify during a rotation.
+    assert config.identity.jwt.signing_secret == f"{SECRET_CANARY}-file"
     assert config.admin.token is not None
     assert config.admin.token.get_secret_value() == f"{SECRET_CANARY}-admin"
 

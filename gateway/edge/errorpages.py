@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from http import HTTPStatus
-from typing import NamedTuple
 
 import aiohttp_jinja2
 from aiohttp import web
-from aiohttp.typedefs import Handler, LooseHeaders
+from aiohttp.typedefs import Handler
 
-from gateway.errors import ChangeRefused, ClientTimeout, StoreUnavailable, UpstreamError
+from gateway.errors import BodyTimeout, ChangeRefused, Explained, Link, StoreUnavailable, UpstreamError
+from gateway.namespace import NAMESPACES
 from gateway.observe.audit import AUDIT_ENTRY
 from gateway.run.protocol import refused_status
 
@@ -60,49 +60,9 @@ _HEADINGS = {
 }
 
 
-class Link(NamedTuple):
-    """The next step an error page offers: where it goes, and what the link says."""
-
-    href: str
-    label: str
-
-
-class Explained(web.HTTPException):
-    """An HTTP error whose detail (which input, and why) is safe to show the client; mixed into one below.
-
-    ``title`` heads its page in place of the status's own heading, ``link`` is the next step the page offers;
-    neither goes into a JSON body.
-    """
-
-    def __init__(
-        self,
-        detail: str | None = None,
-        *,
-        title: str | None = None,
-        link: Link | None = None,
-        headers: LooseHeaders | None = None,
-    ) -> None:
-        super().__init__(headers=headers)
-        self.detail = detail
-        self.title = title
-        self.link = link
-
-
-class BadRequest(Explained, web.HTTPBadRequest):
-    """400, with the reason."""
-
-
-class Unauthorized(Explained, web.HTTPUnauthorized):
-    """401, with the reason (never the credential)."""
-
-
-class Forbidden(Explained, web.HTTPForbidden):
-    """403, with the reason."""
-
-
 def wants_json(request: web.Request) -> bool:
-    """API paths and clients that ask for JSON get JSON errors."""
-    if request.path.startswith(("/api/", "/admin/api", "/messenger/")):
+    """The API namespaces, and clients that ask for JSON, get JSON errors."""
+    if request.app[NAMESPACES].of(request.path).json_errors:
         return True
     accept = request.headers.get("Accept", "")
     return "application/json" in accept and "text/html" not in accept
@@ -163,7 +123,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         for name in ("Allow", "WWW-Authenticate"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
-    except (UpstreamError, ClientTimeout, StoreUnavailable) as exc:
+    except (UpstreamError, BodyTimeout, StoreUnavailable) as exc:
         response = error_response(request, exc.status, exc.title)
     except ChangeRefused as exc:
         response = error_response(request, exc.status, exc.title, str(exc), exc.fields)

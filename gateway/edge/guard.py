@@ -10,7 +10,6 @@ pipeline through their own keys (``STORE``, ``VISIBILITY``, ``CLOCK``), not thro
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,9 +23,8 @@ from aiohttp.typedefs import Handler
 from yarl import URL
 
 from gateway.config import GatewayConfig
-from gateway.edge.errorpages import Forbidden, Link, Unauthorized
-from gateway.edge.paths import decision_path
-from gateway.errors import StoreUnavailable
+from gateway.errors import Forbidden, Link, StoreUnavailable, Unauthorized
+from gateway.namespace import DEV_LOGIN_PATH, NAMESPACES, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.observe.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.observe.metrics import METRICS
 from gateway.policy.credentials import (
@@ -42,15 +40,9 @@ from gateway.policy.redirects import safe_return_to
 from gateway.policy.rules import Policy, compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.proxy.forward import UPSTREAM_SESSION
+from gateway.run.periodic import periodic
 from gateway.store.protocol import Store
 
-API_PREFIX = "/api/v1/"
-ADMIN_PREFIX = "/admin/api"
-PROBE_PATH = "/_gateway/probe"  # the end-to-end probe's endpoint (routes/probe.py), behind the admin token too
-PUBLIC_API = frozenset({"/api/v1/openapi.json"})
-DEV_LOGIN_PATH = "/dev/login"
-SIGN_IN_PATH = "/signin"
-SIGN_OUT_PATH = "/signout"
 CHALLENGE = 'Bearer realm="portal"'
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
 
@@ -99,20 +91,6 @@ class Guard:
             dev_login=identity.dev_login,
             clock=clock,
         )
-
-    def protects(self, path: str) -> bool:
-        """Whether ``path`` belongs to the portal (pages or JSON API) and needs a visitor."""
-        # SECURITY: decided on the broadest reading of the path (paths.py), so that ``/TICKETS``,
-        # ``/tickets;x`` or ``//tickets.`` cannot pass here as "not the portal" and be served upstream as it.
-        path = decision_path(path)
-        if path == API_PREFIX.rstrip("/") or path.startswith(API_PREFIX):
-            return path not in PUBLIC_API
-        portal = self._portal_decision_path
-        return path == portal or path.startswith(portal + "/")
-
-    @cached_property
-    def _portal_decision_path(self) -> str:
-        return decision_path(self.portal_path)
 
     def credentials(self, request: web.Request) -> Identity | Rejection | None:
         """The visitor's identity from the first of the portal's sources that presents a credential."""
@@ -171,17 +149,8 @@ async def jwks_context(app: web.Application) -> AsyncIterator[None]:
         return
     session = app[UPSTREAM_SESSION]
     await jwks.refresh(session)
-
-    async def refresh_periodically() -> None:
-        while True:
-            await asyncio.sleep(JWKS_REFRESH_SECONDS)
-            await jwks.refresh(session)
-
-    task = asyncio.create_task(refresh_periodically())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with periodic(lambda: jwks.refresh(session), JWKS_REFRESH_SECONDS, name="JWKS refresh"):
+        yield
 
 
 Judgement = TypeVar("Judgement", Identity | Rejection, Identity | Rejection | None)
@@ -215,7 +184,7 @@ def record_identity(request: web.Request, result: Identity | Rejection | None) -
 async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
     guard = request.app[GUARD]
-    if request.path in (ADMIN_PREFIX, PROBE_PATH) or request.path.startswith(ADMIN_PREFIX + "/"):
+    if not request.app[NAMESPACES].of(request.path).visitor_token:
         # The admin API and the probe have their own bearer token: it is not a visitor's JWT, nor a failed one.
         request[CREDENTIALS] = None
         return await handler(request)
@@ -248,7 +217,7 @@ def _back_here(request: web.Request) -> str | None:
 
 
 def _wants_page(request: web.Request) -> bool:
-    return request.method in ("GET", "HEAD") and not request.path.startswith(API_PREFIX)
+    return request.method in ("GET", "HEAD") and not request.app[NAMESPACES].of(request.path).json_errors
 
 
 @dataclass(frozen=True)
@@ -297,7 +266,9 @@ async def account_context(request: web.Request) -> dict[str, Account]:
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """On portal paths: no identity, sign in; a bad token, 401; rules not met, 403; otherwise a Visitor."""
     guard = request.app[GUARD]
-    if not guard.protects(request.path):
+    # SECURITY: decided on the broadest reading of the path (gateway/namespace.py), so that ``/TICKETS``,
+    # ``/tickets;x`` or ``//tickets.`` cannot pass here as "not the portal" and be served upstream as it.
+    if not request.app[NAMESPACES].decided(request.path).identity:
         return await handler(request)
     entry = request[AUDIT_ENTRY]
     result = request[CREDENTIALS]

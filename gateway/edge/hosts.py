@@ -14,11 +14,10 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.config import GatewayConfig
-from gateway.edge.errorpages import BadRequest
+from gateway.errors import BadRequest
+from gateway.namespace import NAMESPACES
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-# Probes address a container or pod by IP; these answer nothing built from the Host.
-PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 _HOST = re.compile(r"(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[(?P<ipv6>[0-9a-f:.]+)\])(?::[0-9]{1,5})?")
 
 
@@ -54,8 +53,9 @@ def host_middleware(served: frozenset[str]) -> Middleware:
         if name is None:
             raise BadRequest("The Host header is not a host name.")
         # SECURITY: Host header injection (cache poisoning, password-reset and redirect poisoning):
-        # only our own names get content; probes are exempt and answer nothing built from the Host.
-        if name not in served and request.path not in PROBE_PATHS:
+        # only our own names get content; probes (which address a pod by IP) are exempt, on the path exactly
+        # as decoded, and answer nothing built from the Host.
+        if name not in served and not request.app[NAMESPACES].of(request.path).any_host:
             raise web.HTTPMisdirectedRequest()
         return await handler(request)
 

@@ -5,7 +5,7 @@ never decide on one reading while the upstream acts on another. Targets that
 no browser sends and that servers disagree on (dot segments, backslashes,
 NUL and control characters, double encoding, a raw ``#``, and by default
 encoded slashes) are refused with a 400. For the rest, the access decision is
-taken on :func:`decision_path`, which folds everything a lenient upstream
+taken on :func:`~gateway.namespace.decision_path`, which folds everything a lenient upstream
 might ignore (case, ``;`` parameters, trailing dots, doubled slashes): any
 path that some upstream could read as a portal path is decided as one.
 """
@@ -19,7 +19,10 @@ from urllib.parse import unquote
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.edge.errorpages import BadRequest
+from gateway.errors import BadRequest
+from gateway.namespace import RESERVED_PREFIXES, decision_path
+
+__all__ = ["decision_path", "path_middleware", "reserved", "target_problem"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENCODED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
@@ -48,21 +51,12 @@ def target_problem(raw_target: str, *, allow_encoded_slashes: bool) -> str | Non
     return None
 
 
-def decision_path(path: str) -> str:
-    """The decoded ``path`` as the broadest upstream may read it, for the access decision only:
-    lower case, ``;`` parameters and trailing dots and spaces dropped, empty segments merged."""
-    segments = (segment.split(";")[0].rstrip(". ").lower() for segment in path.split("/"))
-    return "/" + "/".join(segment for segment in segments if segment)
-
-
-# The namespaces the gateway answers itself: /messenger/web under the company-update policy, /admin/api
-# behind the admin token. No other spelling of them may reach the help center through the catch-all proxy.
-RESERVED = ("/messenger/web", "/admin/api")
 _DECODE_ROUNDS = 4
 
 
 def reserved(raw_path: str) -> bool:
-    """Whether ``raw_path`` names a reserved namespace as the most lenient server would read it:
+    """Whether ``raw_path`` names a reserved namespace (gateway/namespace.py: /messenger/web under the
+    company-update policy, /admin/api behind the admin token) as the most lenient server would read it:
     percent-decoded again and again, backslashes as slashes, dot segments resolved, then ``decision_path``."""
     path = raw_path.partition("?")[0]
     for _ in range(_DECODE_ROUNDS):
@@ -71,7 +65,7 @@ def reserved(raw_path: str) -> bool:
             break
         path = decoded
     path = decision_path(posixpath.normpath("/" + path.replace("\\", "/").lstrip("/")))
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in RESERVED)
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES)
 
 
 def path_middleware(allow_encoded_slashes: bool) -> Middleware:

@@ -18,7 +18,7 @@ from aiohttp import StreamReader, web
 from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
-from gateway.errors import ClientTimeout
+from gateway.errors import BodyTimeout
 from gateway.run.protocol import ProtocolFactory
 
 
@@ -57,7 +57,7 @@ class HeadDeadline:
 
 
 async def timed_body(content: StreamReader, seconds: float) -> AsyncIterator[bytes]:
-    """A request body, chunk by chunk as it arrives; raises ClientTimeout when it pauses past ``seconds``."""
+    """A request body, chunk by chunk as it arrives; raises BodyTimeout when it pauses past ``seconds``."""
     while True:
         try:
             async with asyncio.timeout(seconds):
@@ -65,7 +65,7 @@ async def timed_body(content: StreamReader, seconds: float) -> AsyncIterator[byt
         except TimeoutError:
             # SECURITY: slow POST (R.U.D.Y.). Raising (never returning) aborts the upstream request,
             # so a cut body is never sent on as a complete, shorter one.
-            raise ClientTimeout() from None
+            raise BodyTimeout() from None
         if not chunk:
             return
         yield chunk
@@ -81,7 +81,7 @@ def body_middleware(seconds: float, streamed_routes: frozenset[str]) -> Middlewa
                 async with asyncio.timeout(seconds):
                     await request.read()  # kept by aiohttp for the handler's post() or json()
             except TimeoutError:
-                raise ClientTimeout() from None
+                raise BodyTimeout() from None
         return await handler(request)
 
     return middleware

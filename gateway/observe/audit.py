@@ -41,6 +41,7 @@ from aiohttp.typedefs import Handler
 from gateway.config import AuditConfig
 from gateway.observe.auditchain import Chain
 from gateway.observe.metrics import METRICS
+from gateway.policy.companyupdates import Removal
 from gateway.policy.cookies import cookie_names
 
 log = logging.getLogger(__name__)
@@ -90,14 +91,6 @@ class UpstreamResult:
 
 
 @dataclass
-class RemovedField:
-    """A field the company-update policy kept from upstream, and why."""
-
-    field: str
-    reason: str
-
-
-@dataclass
 class CompanyPolicyResult:
     """What the prevent-company-update policy did to a Messenger call: field names and reasons, never values."""
 
@@ -106,7 +99,8 @@ class CompanyPolicyResult:
     user_id: str | None = None
     """The user the call is about: the one in ``user_data``, else the verified sender."""
     verified: bool = False
-    removed: list[RemovedField] = field(default_factory=list)
+    removed: list[Removal] = field(default_factory=list)
+    """The policy's own removals (gateway/policy/companyupdates.py): a field's path and why, never its value."""
     reason: str | None = None
 
     def to_record(self) -> dict[str, Any]:

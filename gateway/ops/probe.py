@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from yarl import URL
 
 from gateway.config import intercom_cookies
-from gateway.edge.guard import PROBE_PATH
+from gateway.namespace import PROBE_PATH
 from gateway.ops.checks import Check
 from gateway.policy.cookies import cookie_names, cookie_value, filter_cookies
 from gateway.proxy.forward import Upstream

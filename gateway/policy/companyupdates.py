@@ -48,7 +48,7 @@ class BodyError(ValueError):
 
 @dataclass(frozen=True)
 class Removal:
-    """One field kept from upstream, and why."""
+    """One field kept from upstream, and why; the audit records it as it is (field path and reason, no value)."""
 
     field: str
     reason: str

@@ -162,7 +162,7 @@ async def forward(
         return await _relay_websocket(request, request.app[UPSTREAM_SESSION], url, headers, upstream)
     data: Body = body
     if body is None and request.body_exists:
-        data = timed_body(request.content, upstream.body_timeout)  # a stall raises ClientTimeout, passed on as is
+        data = timed_body(request.content, upstream.body_timeout)  # a stall raises BodyTimeout, passed on as is
     try:
         response = await request.app[UPSTREAM_POOL].request(
             request.method, upstream.origin, url.raw_path_qs, headers, data, upstream.timeouts

@@ -105,11 +105,8 @@ def concrete_paths(app: web.Application, visitor: Visitor) -> Iterator[tuple[str
         if canonical.startswith(ADMIN_PREFIX):
             continue
         info = resource.get_info()
-        if "directory" in info:  # static files
-            yield str(resource.name), f"{canonical}/{STATIC_FILE}"
-            continue
         template = str(info.get("formatter", info.get("path")))
-        values = {"ticket_id": visitor.ticket_id, **FILLS}
+        values = {"ticket_id": visitor.ticket_id, "filename": STATIC_FILE, **FILLS}
         path = template.format_map(values).format(user_id=visitor.user_id, company_id=visitor.target)
         yield str(resource.name), path
 

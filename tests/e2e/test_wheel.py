@@ -34,7 +34,7 @@ import pytest
 from yarl import URL
 
 from gateway.config import Address, load_config
-from gateway.edge.hosts import PROBE_PATHS
+from gateway.namespace import HEALTH
 from gateway.ops.devsetup import DEMO_OVERRIDES
 from gateway.policy.identity import Identity, JWTVerifier
 from tests.conftest import StartGateway
@@ -150,7 +150,7 @@ async def test_the_healthcheck_gets_its_200_from_a_deployment_that_serves_only_i
 ) -> None:
     # A real deployment: no dev login, no loopback among the served hosts; the probe still asks 127.0.0.1.
     gateway = await start_gateway(listen={"allowed_hosts": []}, identity={"dev_login": False})
-    assert healthcheck_url().path in PROBE_PATHS
+    assert healthcheck_url().path in HEALTH.paths
     async with gateway.client.get(gateway.url / "tickets", headers={"Host": "127.0.0.1:8443"}) as refused:
         assert refused.status == 421  # the Host rule is on: only the probe is exempt
     assert await run_healthcheck(gateway.running.https_port, Path(sys.executable).parent) == 0

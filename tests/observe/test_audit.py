@@ -7,6 +7,7 @@ import dataclasses
 import gc
 import json
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -20,9 +21,9 @@ from gateway.observe.audit import (
     AuditLog,
     CompanyPolicyResult,
     IdentityResult,
-    RemovedField,
 )
 from gateway.ops.auditreport import render, summarise
+from gateway.policy.companyupdates import Removal
 from gateway.policy.identity import sign_token
 from tests.conftest import CANARY, SECRET, SESSION_COOKIE, Gateway, StartGateway
 
@@ -68,7 +69,7 @@ def test_record_holds_every_field_of_the_entry() -> None:
 
 def test_record_holds_the_company_policy_and_the_admin_change_like_asdict() -> None:
     entry = AuditEntry("id", "127.0.0.1", "POST", "h", "/messenger/web/ping", status=200)
-    removed = [RemovedField("company.name", "not_member"), RemovedField("companies", "not_member")]
+    removed = [Removal("company.name", "not_member"), Removal("companies", "not_member")]
     entry.company_policy = CompanyPolicyResult("strip", user_id="u1", verified=True, removed=removed)
     entry.admin_change = AdminChange("update", "company", "acme", ["name", "plan"])
     record = entry.to_record(0)
@@ -86,6 +87,11 @@ def test_record_holds_the_company_policy_and_the_admin_change_like_asdict() -> N
     }
     record["admin_change"]["fields"].append("x")  # a copy, as asdict makes: the entry is not changed through it
     assert entry.admin_change.fields == ["name", "plan"]
+
+
+def test_the_audit_records_the_policys_own_removals() -> None:
+    """One type for a removed field: the company-update policy's ``Removal`` is what the audit entry holds."""
+    assert typing.get_type_hints(CompanyPolicyResult)["removed"] == list[Removal]
 
 
 async def test_records_written_on_a_loop_reach_the_file_together_after_the_linger(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import uvloop
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.errors import ClientTimeout, UpstreamTimeout, UpstreamUnreachable
+from gateway.errors import BodyTimeout, UpstreamTimeout, UpstreamUnreachable
 from gateway.proxy.client import HIGH_WATER, Body, Origin, Timeouts, UpstreamPool, UpstreamResponse
 from tests.conftest import CertFiles
 
@@ -398,10 +398,10 @@ async def test_an_exception_from_the_streamed_body_passes_through_and_the_body_n
 ) -> None:
     async def stalls() -> AsyncIterator[bytes]:
         yield b"first part"
-        raise ClientTimeout()
+        raise BodyTimeout()
 
     upstream = await raw(answering(OK))
-    with pytest.raises(ClientTimeout):
+    with pytest.raises(BodyTimeout):
         await fetch(pool, upstream, method="POST", body=stalls())
     await until(lambda: upstream.closed == 1)
     assert upstream.requests == []  # the chunked body was cut, never terminated

@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from gateway.edge.guard import ADMIN_PREFIX
+from gateway.namespace import ADMIN_PREFIX
 from routes import admin
 from tests.conftest import CANARY, StartGateway
 from tests.routes.adminapi import (

@@ -328,13 +328,6 @@ class SQLiteStore:
         )
         return [TicketState(*row) for row in rows]
 
-    async def ticket_types(self) -> list[TicketType]:
-        """All ticket types by name."""
-        rows = await self._run(
-            lambda: self._connection.execute("SELECT id, name FROM ticket_types ORDER BY name").fetchall()
-        )
-        return [TicketType(*row) for row in rows]
-
     async def list_tickets(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
         """One page of the tickets the filter lets the visitor see, and their total.
 
