@@ -14,8 +14,10 @@ from gateway.config import CONFIG, GatewayConfig
 from gateway.edge.errorpages import error_middleware
 from gateway.edge.framing import framing_middleware
 from gateway.edge.guard import (
+    CLOCK,
     GUARD,
     STORE,
+    VISIBILITY,
     Guard,
     access_middleware,
     account_context,
@@ -31,6 +33,7 @@ from gateway.namespace import NAMESPACES, NamespaceTable
 from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.observe.metrics import METRICS, Metrics
 from gateway.policy.identity import JWTVerifier
+from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.protocol import open_store
@@ -82,7 +85,9 @@ def create_app(
     app[METRICS] = metrics or Metrics()
     app[HELP_CENTER] = Upstream.from_config(config, config.upstream.url)
     app[MESSENGER] = Upstream.from_config(config, config.messenger.upstream)
-    app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt))
+    app[CLOCK] = time.time
+    app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt), app[CLOCK])
+    app[VISIBILITY] = VisibilityPolicy(config.portal.visibility)
     app.cleanup_ctx.extend(
         [audit_log_context(config.audit, audit_log), upstream_pool, upstream_session, store_context, jwks_context]
     )

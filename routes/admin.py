@@ -28,7 +28,7 @@ from aiohttp import web
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
 
 from gateway.config import CONFIG
-from gateway.edge.guard import GUARD, STORE
+from gateway.edge.guard import CLOCK, STORE
 from gateway.errors import BadRequest, Invalid, Unauthorized
 from gateway.namespace import ADMIN_PREFIX
 from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
@@ -218,7 +218,7 @@ async def _run(request: web.Request, change: Callable[[Store], Awaitable[T]]) ->
 
 
 def _now(request: web.Request) -> int:
-    return int(request.app[GUARD].clock())
+    return int(request.app[CLOCK]())
 
 
 def _json(body: dict[str, Any], status: int = 200) -> web.Response:

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.guard import GUARD, STORE, VISITOR
+from gateway.edge.guard import STORE, VISIBILITY, VISITOR
 from gateway.errors import BadRequest
 from gateway.namespace import API_DESCRIPTION_PATH, API_PREFIX
 from gateway.store.models import TICKET_ID_PATTERN, TicketDetail, TicketPage, TicketSummary
@@ -64,7 +64,7 @@ def detail_json(detail: TicketDetail) -> dict[str, Any]:
 async def me(request: web.Request) -> web.Response:
     """Who the visitor is, their companies and the scopes they may use."""
     visitor = request[VISITOR]
-    decision = request.app[GUARD].visibility.decide(visitor)
+    decision = request.app[VISIBILITY].decide(visitor)
     return web.json_response(
         {
             "type": "visitor",
@@ -81,7 +81,7 @@ async def me(request: web.Request) -> web.Response:
 async def list_tickets(request: web.Request) -> web.Response:
     """One page of the tickets the visitor may see."""
     visitor = request[VISITOR]
-    visibility = request.app[GUARD].visibility
+    visibility = request.app[VISIBILITY]
     store = request.app[STORE]
     page_size = request.app[CONFIG].portal.page_size
     wanted = parse_list(request.query, visibility.decide(visitor), page_size, await store.ticket_states())
@@ -104,7 +104,7 @@ def _list_response(scope: str, page: TicketPage) -> web.Response:
 async def tickets_space(request: web.Request) -> web.Response:
     """The tickets whose conversations the visitor takes part in (still only those they may see)."""
     visitor = request[VISITOR]
-    visibility = request.app[GUARD].visibility
+    visibility = request.app[VISIBILITY]
     page_size = request.app[CONFIG].portal.page_size
     wanted = parse_list({"page": request.query.get("page", "")}, visibility.decide(visitor), page_size)
     page = await request.app[STORE].tickets_space(visibility.ticket_filter(visitor, "all"), wanted.query)
@@ -118,7 +118,7 @@ async def join_ticket(request: web.Request) -> web.Response:
     if "Authorization" not in request.headers and request.content_type != "application/json":
         raise BadRequest("send Content-Type: application/json or an Authorization header")
     visitor = request[VISITOR]
-    visible = request.app[GUARD].visibility.ticket_filter(visitor, "all")
+    visible = request.app[VISIBILITY].ticket_filter(visitor, "all")
     ticket_id = _ticket_id(request)
     store = request.app[STORE]
     if visitor.contact is None or not await store.join(visible, ticket_id, visitor.contact.id):
@@ -132,7 +132,7 @@ async def join_ticket(request: web.Request) -> web.Response:
 async def get_ticket(request: web.Request) -> web.Response:
     """One ticket; one the visitor may not see answers exactly like one that does not exist."""
     visitor = request[VISITOR]
-    visibility = request.app[GUARD].visibility
+    visibility = request.app[VISIBILITY]
     detail = await request.app[STORE].get_ticket(visibility.ticket_filter(visitor, "all"), _ticket_id(request))
     if detail is None:
         raise web.HTTPNotFound()

@@ -6,10 +6,9 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.guard import GUARD, STORE
+from gateway.edge.guard import CLOCK, GUARD, STORE
 from gateway.namespace import DEV_LOGIN_PATH, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.policy.identity import sign_token
-from gateway.policy.redirects import safe_return_to
 
 DEV_TOKEN_TTL = 8 * 3600
 _COOKIE_FLAGS = {"path": "/", "secure": True, "httponly": True, "samesite": "Lax"}
@@ -26,8 +25,7 @@ async def signin(request: web.Request) -> web.StreamResponse:
 async def signout(request: web.Request) -> web.StreamResponse:
     """Clear the portal cookie and go back to a same-origin page."""
     guard = request.app[GUARD]
-    target = safe_return_to(request.query.get("return_to"), domain=guard.domain, fallback=guard.portal_path)
-    response = web.HTTPFound(target)
+    response = web.HTTPFound(guard.landing(request.query.get("return_to")))
     response.del_cookie(guard.jwt_cookie, **_COOKIE_FLAGS)  # type: ignore[arg-type]
     raise response
 
@@ -55,13 +53,12 @@ async def dev_login(request: web.Request) -> web.StreamResponse:
     token = sign_token(
         request.app[CONFIG].identity.jwt.signing_secret,
         user_id=contact.user_id,
-        now=guard.clock(),
+        now=request.app[CLOCK](),
         ttl=DEV_TOKEN_TTL,
         email=contact.email,
         name=contact.name,
     )
-    target = safe_return_to(str(form.get("return_to", "")), domain=guard.domain, fallback=guard.portal_path)
-    response = web.HTTPSeeOther(target)
+    response = web.HTTPSeeOther(guard.landing(str(form.get("return_to", ""))))
     response.set_cookie(guard.jwt_cookie, token, max_age=DEV_TOKEN_TTL, **_COOKIE_FLAGS)  # type: ignore[arg-type]
     raise response
 

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.guard import CREDENTIALS, GUARD, STORE, judged, record_identity
+from gateway.edge.guard import CREDENTIALS, GUARD, STORE, judged, presented, record_identity
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.namespace import MESSENGER_PREFIX
 from gateway.observe.audit import AUDIT_ENTRY, CompanyPolicyResult
@@ -26,10 +26,9 @@ from gateway.policy.companyupdates import (
     encode,
     parse_form,
     police,
-    token_in,
     user_data_of,
 )
-from gateway.policy.identity import Identity, Rejection, verify_hmac
+from gateway.policy.identity import Identity, Rejection
 from gateway.proxy.forward import MESSENGER, forward
 
 FORM = "application/x-www-form-urlencoded"
@@ -58,17 +57,15 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 async def _sender(request: web.Request, user_data: dict[str, Any] | None) -> Sender:
     """Who sent the call: the JWT or legacy ``user_hash`` in ``user_data``, else the portal's own credentials.
 
-    A token in ``user_data`` that fails verification answers 401 (the reason goes to the audit log).
+    ``user_data``'s sources come first, then the portal's (bearer, JWT cookie, HMAC cookies), all read through
+    the same interface. A credential in ``user_data`` that fails verification answers 401 (the reason goes to
+    the audit log); the portal's were judged (and audited) once already by the identity stage, and a refused
+    one leaves the call anonymous, as it would be for the Help Center.
     """
     guard = request.app[GUARD]
-    token = token_in(user_data)
-    user_id, user_hash = (user_data or {}).get("user_id"), (user_data or {}).get("user_hash")
-    result: Identity | Rejection
-    if token is not None:
-        result = await judged(request, lambda: guard.verifier.verify(token, guard.clock()))
-        record_identity(request, result)
-    elif guard.hmac_secrets is not None and isinstance(user_id, str) and isinstance(user_hash, str):
-        result = verify_hmac(user_id, user_hash, guard.hmac_secrets)
+    what = presented(request, user_data)
+    result = await judged(request, lambda: guard.identify(guard.messenger_sources, what))
+    if result is not None:
         record_identity(request, result)
     else:
         credentials = request[CREDENTIALS]

@@ -9,7 +9,7 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG
-from gateway.edge.guard import GUARD, STORE, VISITOR
+from gateway.edge.guard import CLOCK, STORE, VISIBILITY, VISITOR
 from gateway.errors import Forbidden, Link
 from gateway.namespace import FAVICON_PATH
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
@@ -61,15 +61,15 @@ async def home(request: web.Request) -> dict[str, Any]:
 async def ticket_list(request: web.Request) -> dict[str, Any]:
     """The visitor's tickets: tabs the visibility rules allow, filters, sort, search and pages."""
     visitor = request[VISITOR]
-    guard, config, store = request.app[GUARD], request.app[CONFIG], request.app[STORE]
+    visibility, config, store = request.app[VISIBILITY], request.app[CONFIG], request.app[STORE]
     all_states = await store.ticket_states()
     canonical = canonical_query(request.query.items(), all_states)
     if canonical != list(request.query.items()):
         # Not permanent: the slug follows the state's label, which may be renamed.
         raise web.HTTPFound(str(request.rel_url.with_query(canonical)))
-    decision = guard.visibility.decide(visitor)
+    decision = visibility.decide(visitor)
     wanted = parse_list(request.query, decision, config.portal.page_size, all_states)
-    visible = guard.visibility.ticket_filter(visitor, wanted.scope)
+    visible = visibility.ticket_filter(visitor, wanted.scope)
     page = await store.list_tickets(visible, wanted.query)
     states = {state.external_label: state for state in reversed(all_states)}
     # A shared link may name any state behind a label; the dropdown shows the label it stands for.
@@ -100,7 +100,7 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
         "sort_label": SORT_LABELS.get(wanted.query.order, "relevance"),
         "show_preview": bool(wanted.query.q) and config.portal.preview_column,
         "link": link,
-        "ago": lambda timestamp: relative(timestamp, guard.clock()),
+        "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
         "iso": iso,
         "highlight": highlight,
     }
@@ -109,16 +109,16 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
 async def ticket_detail(request: web.Request) -> web.Response:
     """One ticket; one the visitor may not see is a 404 like one that does not exist."""
     visitor = request[VISITOR]
-    guard, config = request.app[GUARD], request.app[CONFIG]
+    visibility, config = request.app[VISIBILITY], request.app[CONFIG]
     ticket_id = request.match_info["ticket_id"]
-    detail = await request.app[STORE].get_ticket(guard.visibility.ticket_filter(visitor, "all"), ticket_id)
+    detail = await request.app[STORE].get_ticket(visibility.ticket_filter(visitor, "all"), ticket_id)
     if detail is None:
         raise web.HTTPNotFound()
     context = {
         "portal_path": config.portal.path,
         "ticket": detail,
         "csrf": csrf_token(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}"),
-        "ago": lambda timestamp: relative(timestamp, guard.clock()),
+        "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
         "iso": iso,
         "help_center_missing": detail.participant and await _help_center_missing(request),
     }
@@ -128,7 +128,7 @@ async def ticket_detail(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.StreamResponse:
     """Join the ticket's conversation (idempotent); needs the form's CSRF token."""
     visitor = request[VISITOR]
-    guard, config = request.app[GUARD], request.app[CONFIG]
+    visibility, config = request.app[VISIBILITY], request.app[CONFIG]
     ticket_id = request.match_info["ticket_id"]
     form = await request.post()
     token = str(form.get("csrf_token", ""))
@@ -140,7 +140,7 @@ async def join(request: web.Request) -> web.StreamResponse:
             title="This form has expired",
             link=Link(ticket_path, "Back to the ticket"),
         )
-    visible = guard.visibility.ticket_filter(visitor, "all")
+    visible = visibility.ticket_filter(visitor, "all")
     if visitor.contact is None or not await request.app[STORE].join(visible, ticket_id, visitor.contact.id):
         raise web.HTTPNotFound()
     raise web.HTTPSeeOther(ticket_path)

@@ -4,7 +4,8 @@
 ``access_middleware`` decides, on the portal's own paths only, whether they
 may come in. Both only wire the pure functions of ``identity.py``,
 ``rules.py`` and ``visibility.py`` to the request, the store and the audit.
-``account_context`` tells every page's header who is signed in.
+``account_context`` tells every page's header who is signed in. Routes read what they need of the
+pipeline through their own keys (``STORE``, ``VISIBILITY``, ``CLOCK``), not through the ``Guard``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -26,8 +27,15 @@ from gateway.errors import Forbidden, Link, StoreUnavailable, Unauthorized
 from gateway.namespace import DEV_LOGIN_PATH, NAMESPACES, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.observe.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.observe.metrics import METRICS
-from gateway.policy.cookies import cookie_value
-from gateway.policy.identity import Identity, JWTVerifier, Rejection, verify_hmac
+from gateway.policy.credentials import (
+    CredentialSource,
+    Presented,
+    Verifiers,
+    identify,
+    messenger_sources,
+    portal_sources,
+)
+from gateway.policy.identity import Identity, JWTVerifier, Rejection
 from gateway.policy.redirects import safe_return_to
 from gateway.policy.rules import Policy, compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
@@ -41,61 +49,62 @@ _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
 VISITOR = web.RequestKey("visitor", Visitor)
 STORE = web.AppKey("store", Store)
+VISIBILITY = web.AppKey("visibility", VisibilityPolicy)
+Clock = Callable[[], float]
+"""Unix seconds now (``time.time`` when serving): passed in, never read directly, so that time can be set."""
+CLOCK: web.AppKey[Clock] = web.AppKey("clock", Clock)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class Guard:
-    """Everything the identity and access stages need, compiled once from the config."""
+    """What the identity and access stages need, compiled once from the config (routes get theirs by key)."""
 
-    verifier: JWTVerifier
-    hmac_secrets: tuple[str, ...] | None
+    verifiers: Verifiers
+    sources: tuple[CredentialSource, ...]
+    """The portal's credential sources, in precedence order."""
+    messenger_sources: tuple[CredentialSource, ...]
+    """The sources a Messenger call's ``user_data`` puts in front of the portal's."""
     jwt_cookie: str
-    hmac_cookies: tuple[str, str]
     enforce: bool
     access: Policy
-    visibility: VisibilityPolicy
     portal_path: str
     domain: str
     login_url: URL | None
     dev_login: bool
-    clock: Callable[[], float] = time.time
+    clock: Clock = time.time
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, verifier: JWTVerifier) -> Guard:
-        """Compile the rules and gather the identity settings."""
+    def from_config(cls, config: GatewayConfig, verifier: JWTVerifier, clock: Clock = time.time) -> Guard:
+        """Compile the rules, and build the credential sources and their verifiers."""
         identity = config.identity
         secrets = tuple(secret.get_secret_value() for secret in identity.jwt.secrets)
         return cls(
-            verifier=verifier,
-            hmac_secrets=secrets if identity.hmac.enabled else None,
+            verifiers=Verifiers(verifier, secrets if identity.hmac.enabled else None),
+            sources=portal_sources(identity),
+            messenger_sources=messenger_sources(identity),
             jwt_cookie=identity.jwt.cookie,
-            hmac_cookies=(identity.hmac.user_id_cookie, identity.hmac.user_hash_cookie),
             enforce=identity.enforce,
             access=compile_rules(config.portal.access, "portal.access"),
-            visibility=VisibilityPolicy(config.portal.visibility),
             portal_path=config.portal.path,
             domain=config.domain,
             login_url=identity.login_url,
             dev_login=identity.dev_login,
+            clock=clock,
         )
 
     def credentials(self, request: web.Request) -> Identity | Rejection | None:
-        """The visitor's identity from the bearer token, the JWT cookie or (if enabled) the legacy HMAC cookies."""
+        """The visitor's identity from the first of the portal's sources that presents a credential."""
         if not self.enforce:
             return None
-        authorization = request.headers.get("Authorization", "")
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return self.verifier.verify(token.strip(), self.clock())
-        cookies = request.headers.getall("Cookie", ())
-        from_cookie = cookie_value(cookies, self.jwt_cookie)
-        if from_cookie:
-            return self.verifier.verify(from_cookie, self.clock())
-        if self.hmac_secrets is not None:
-            user_id, user_hash = (cookie_value(cookies, name) or "" for name in self.hmac_cookies)
-            if user_id and user_hash:
-                return verify_hmac(user_id, user_hash, self.hmac_secrets)
-        return None
+        return self.identify(self.sources, presented(request))
+
+    def identify(self, sources: tuple[CredentialSource, ...], what: Presented) -> Identity | Rejection | None:
+        """The first credential ``sources`` find in ``what``, verified now; None when none finds one."""
+        return identify(sources, what, self.verifiers, self.clock())
+
+    def landing(self, return_to: str | None) -> str:
+        """``return_to`` when it is a same-origin path, else the portal: where a sign-in or sign-out lands."""
+        return safe_return_to(return_to, domain=self.domain, fallback=self.portal_path)
 
     @cached_property
     def _login(self) -> URL | None:
@@ -105,8 +114,7 @@ class Guard:
         """The login page with an absolute same-origin ``return_to``; None when there is no login page."""
         if self._login is None:
             return None
-        target = safe_return_to(return_to, domain=self.domain, fallback=self.portal_path)
-        return self._login.update_query(return_to=f"https://{self.domain}{target}")
+        return self._login.update_query(return_to=f"https://{self.domain}{self.landing(return_to)}")
 
     @cached_property
     def sign_out_url(self) -> str:
@@ -117,18 +125,25 @@ class Guard:
         """Sign out, then sign in (as anyone) and come back to ``return_to``; None when there is no login page."""
         if self._login is None:
             return None
-        target = safe_return_to(return_to, domain=self.domain, fallback=self.portal_path)
+        target = self.landing(return_to)
         # Both hops stay on this domain (relative paths), as /signout's return_to must.
         return str(URL(SIGN_OUT_PATH).with_query(return_to=str(URL(SIGN_IN_PATH).with_query(return_to=target))))
 
 
 GUARD = web.AppKey("guard", Guard)
+
+
+def presented(request: web.Request, user_data: dict[str, Any] | None = None) -> Presented:
+    """What ``request`` presents to the credential sources, as plain data (plus a Messenger call's user_data)."""
+    return Presented(request.headers.get("Authorization", ""), tuple(request.headers.getall("Cookie", ())), user_data)
+
+
 JWKS_REFRESH_SECONDS = 600.0
 
 
 async def jwks_context(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: with ``jwks_url`` set, fetch the keys at start and again every few minutes."""
-    jwks = app[GUARD].verifier.jwks
+    jwks = app[GUARD].verifiers.jwt.jwks
     if jwks is None:
         yield
         return
@@ -145,7 +160,7 @@ async def judged(request: web.Request, judge: Callable[[], Judgement]) -> Judgem
     """``judge()``; judged again once after fetching the JWKS anew, when it names a key not fetched yet."""
     guard = request.app[GUARD]
     result = judge()
-    jwks = guard.verifier.jwks
+    jwks = guard.verifiers.jwt.jwks
     if isinstance(result, Rejection) and result.reason == "unknown_kid" and jwks and jwks.needs_refetch(guard.clock()):
         # A new signing key may have been published since the last fetch: fetch once, then judge again.
         await jwks.refresh(request.app[UPSTREAM_SESSION])

@@ -17,7 +17,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookies import Morsel, SimpleCookie
@@ -30,10 +30,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
-from gateway.edge.guard import STORE
+from gateway.app import create_app
+from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY
 from gateway.policy.identity import sign_token
+from gateway.policy.visibility import VisibilityPolicy
 from gateway.store.demo import PEOPLE
-from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, RecordingUpstream, StartGateway
+from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, MakeConfig, RecordingUpstream, StartGateway
 from tests.routes.test_portal import parse_html
 
 LOGIN_URL = "https://app.example.com/login"
@@ -788,3 +790,19 @@ async def test_connection_header_cannot_strip_the_gateways_identity_headers(
         ("X-Portal-User-Id", "u-ben"),
     ]
     assert upstream.last.headers["X-Forwarded-For"] == "127.0.0.1"
+
+
+# --- what the routes get besides the guard ------------------------------------------------------------------
+
+
+def test_routes_get_visibility_and_the_clock_through_their_own_keys_and_the_guard_keeps_identity_and_access(
+    make_config: MakeConfig,
+) -> None:
+    config = make_config(**PORTAL, identity={"hmac": {"enabled": True}})
+    app = create_app(config)
+    assert isinstance(app[VISIBILITY], VisibilityPolicy)
+    assert app[CLOCK] is app[GUARD].clock  # one clock: the one the identity stage verifies tokens with
+    guard = app[GUARD]
+    assert [source.name for source in guard.sources] == ["bearer", "jwt_cookie", "hmac_cookies"]
+    assert [source.name for source in guard.messenger_sources] == ["user_data_jwt", "user_data_hmac"]
+    assert {field.name for field in fields(guard)}.isdisjoint({"visibility", "hmac_secrets", "hmac_cookies"})

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode
 
+import jwt as pyjwt
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
@@ -39,10 +40,12 @@ from tests.conftest import (
     SESSION_COOKIE,
     CertFiles,
     Gateway,
+    JWKSServer,
     RecordingUpstream,
     StartGateway,
     config_dict,
 )
+from tests.policy.test_identity import RSA_KEY, jwk
 
 FORM = "application/x-www-form-urlencoded"
 GLOBEX = {"company_id": "globex", "name": "Globex"}
@@ -242,13 +245,24 @@ async def test_the_active_company_in_the_query_is_policed_too(messenger: Gateway
     assert upstream.last.raw_query == "v=2"
 
 
-async def test_legacy_user_hash_verifies_the_user_but_signs_no_company(
-    start_gateway: StartGateway, upstream: RecordingUpstream
-) -> None:
-    gateway = await start_gateway(
+@pytest.fixture
+async def legacy(start_gateway: StartGateway, upstream: RecordingUpstream) -> Gateway:
+    """The ``messenger`` gateway with legacy HMAC identity enabled."""
+    return await start_gateway(
         messenger={"upstream": str(upstream.url)}, store={"seed_demo": True}, identity={"hmac": {"enabled": True}}
     )
-    digest = hmac.new(SECRET.encode(), b"u-ben", hashlib.sha256).hexdigest()
+
+
+def user_hash(user_id: str) -> str:
+    """The legacy HMAC of ``user_id`` under the test secret."""
+    return hmac.new(SECRET.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+async def test_legacy_user_hash_verifies_the_user_but_signs_no_company(
+    legacy: Gateway, upstream: RecordingUpstream
+) -> None:
+    gateway = legacy
+    digest = user_hash("u-ben")
     user_data = {"user_id": "u-ben", "user_hash": digest, "companies": [GLOBEX]}
     answer = await call(gateway, form(user_data, user_active_company_id="globex"))
     assert answer.status == 200
@@ -415,6 +429,67 @@ async def test_a_forged_token_in_user_data_gets_401_with_its_reason_in_the_audit
     answer = await call(messenger, form({"intercom_user_jwt": stale}))
     assert answer.status == 401
     assert (await messenger.audit_for(answer.headers["X-Request-Id"]))["identity"]["reason"] == "expired"
+
+
+async def test_the_messenger_and_the_portal_read_the_same_token_the_same_way(messenger: Gateway) -> None:
+    # One set of credential sources and verifiers: a token in user_data is judged as the portal's bearer token is.
+    tokens = {
+        "verified": jwt("u-ann"),
+        "bad_signature": jwt("u-ann", secret=f"not-the-secret-{CANARY}-0123456789abcdef"),
+        "expired": sign_token(SECRET, user_id="u-ann", now=time.time() - 3600, ttl=60),
+        "malformed": "not.a.jwt",
+        "missing_user_id": jwt(" "),  # a blank user id is no user id
+    }
+    for expected, token in tokens.items():
+        portal_url = URL(f"{messenger.url}/tickets")
+        bearer = {"Authorization": f"Bearer {token}"}
+        async with messenger.client.get(portal_url, headers=bearer, allow_redirects=False) as response:
+            through_portal = await messenger.audit_for(response.headers["X-Request-Id"])
+        answer = await call(messenger, form({"intercom_user_jwt": token}))
+        through_messenger = await messenger.audit_for(answer.headers["X-Request-Id"])
+        assert through_messenger["identity"] == through_portal["identity"], expected
+        identity = through_portal["identity"]
+        assert (identity["result"] if expected == "verified" else identity["reason"]) == expected
+
+
+async def test_the_messenger_and_the_portal_judge_the_same_legacy_pair_the_same_way(legacy: Gateway) -> None:
+    gateway, good = legacy, user_hash("u-ben")
+    for digest in (good, "0" * 64):
+        cookies = {"Cookie": f"portal-user-id=u-ben; portal-user-hash={digest}"}
+        async with gateway.client.get(URL(f"{gateway.url}/tickets"), headers=cookies, allow_redirects=False) as got:
+            through_portal = await gateway.audit_for(got.headers["X-Request-Id"])
+        answer = await call(gateway, form({"user_id": "u-ben", "user_hash": digest}))
+        through_messenger = await gateway.audit_for(answer.headers["X-Request-Id"])
+        assert through_messenger["identity"] == through_portal["identity"]
+        assert through_portal["identity"]["method"] == "hmac"
+        assert through_portal["identity"]["result"] == ("verified" if digest == good else "rejected")
+
+
+@pytest.mark.parametrize("through", ["portal", "messenger"])
+async def test_a_token_naming_a_key_published_after_start_is_verified_after_one_refetch(
+    start_gateway: StartGateway, upstream: RecordingUpstream, idp: JWKSServer, through: str
+) -> None:
+    # Both readers of a token go through judged(): an unknown kid fetches the JWKS anew once, then judges again.
+    gateway = await start_gateway(
+        messenger={"upstream": str(upstream.url)},
+        store={"seed_demo": True},
+        identity={"jwt": {"jwks_url": str(idp.url)}},
+    )
+    assert idp.requests == 1  # fetched at start, still empty
+    idp.document = {"keys": [jwk(RSA_KEY, "rotated-in")]}
+    now = int(time.time())
+    signed = pyjwt.encode(
+        {"user_id": "u-ann", "iat": now, "exp": now + 600}, RSA_KEY, algorithm="RS256", headers={"kid": "rotated-in"}
+    )
+    if through == "portal":
+        bearer = {"Authorization": f"Bearer {signed}"}
+        async with gateway.client.get(URL(f"{gateway.url}/tickets"), headers=bearer) as response:
+            request_id = response.headers["X-Request-Id"]
+    else:
+        request_id = (await call(gateway, form({"intercom_user_jwt": signed}))).headers["X-Request-Id"]
+    audit = await gateway.audit_for(request_id)
+    assert audit["identity"] == {"method": "jwt", "user_id": "u-ann", "result": "verified", "reason": None}
+    assert idp.requests == 2
 
 
 # --- what else crosses ----------------------------------------------------------------------------------
