@@ -35,7 +35,7 @@ from gateway.policy.identity import JWTVerifier
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.sqlite import SQLiteStore
-from routes import admin, admin_openapi, api, auth, health, messenger, portal, probe, upstream
+from routes import admin, admin_openapi, api, auth, brand, health, messenger, portal, probe, upstream
 
 STATIC_PREFIX = "/_gateway/static"
 STATIC_DIR = Path(routes.__file__).parent / "static"
@@ -96,6 +96,7 @@ def create_app(
     # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only that library's warning is silenced.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_jinja2")
     app.router.add_static(STATIC_PREFIX, STATIC_DIR, name="static")
+    brand.add_routes(app)
     health.add_routes(app)
     auth.add_routes(app)
     api.add_routes(app)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import aiohttp_jinja2
@@ -30,12 +29,6 @@ COLUMNS = (
 SORT_LABELS = {"id": "ID", "type": "type", "state": "state", "created": "creation date", "updated": "last update"}
 TABS = {"all": "All", "mine": "Created by me"}
 CSRF_KEY = web.AppKey("csrf_key", bytes)
-FAVICON = Path(__file__).parent / "static" / "favicon.svg"
-
-
-async def favicon(request: web.Request) -> web.FileResponse:
-    """The gateway's own icon, for browsers that ask /favicon.ico (in render mode the pages are the gateway's)."""
-    return web.FileResponse(FAVICON)
 
 
 async def _help_center_missing(request: web.Request) -> bool:
@@ -146,14 +139,10 @@ async def join(request: web.Request) -> web.StreamResponse:
 
 
 def add_routes(app: web.Application) -> None:
-    """The home page always; the icon and the portal pages in render mode (in proxy mode upstream renders them)."""
+    """The home page always; the portal pages in render mode (in proxy mode upstream renders them)."""
     config = app[CONFIG]
     app[CSRF_KEY] = derive_key(config.identity.jwt.secrets[0].get_secret_value())
     app.router.add_get("/", home, name="home")
-    if config.portal.mode == "render":
-        # The pages link the icon; browsers still ask the host for /favicon.ico (over a JSON answer, say), and
-        # in render mode the pages it would be the icon of are not the hosted help center's.
-        app.router.add_get("/favicon.ico", favicon, name="favicon")
     if config.portal.enabled and config.portal.mode == "render":
         path = config.portal.path
         app.router.add_get(path, ticket_list, name="portal_list")
