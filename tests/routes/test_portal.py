@@ -657,6 +657,21 @@ async def test_home_hides_the_tickets_card(start_gateway: StartGateway, override
     assert "Your tickets" not in root.text()
 
 
+async def test_home_searches_the_portal_for_a_signed_in_visitor(start_gateway: StartGateway, tmp_path: Path) -> None:
+    portal = await open_portal(start_gateway, tmp_path, portal={"path": "/support/tickets"})
+    signed_in = parse_html((await portal.call("GET", "/")).text)
+    form = signed_in.find("form", cls="home-search")
+    assert (form.attrs["method"], form.attrs["action"]) == ("get", "/support/tickets")
+    field = form.find("input", type="search")
+    assert field.attrs["name"] == "q"
+    assert signed_in.find("label", **{"for": field.attrs["id"]}).text() == "Search your tickets"
+    # What the form sends is the portal's own search.
+    found = await portal.page("/support/tickets", params={field.attrs["name"]: "printing"})
+    assert found.ids == ["9003"]
+    async with portal.gateway.client.get(portal.gateway.url.with_path("/")) as response:  # no credentials
+        assert parse_html(await response.text()).maybe("form", cls="home-search") is None
+
+
 async def test_a_moved_portal_path_moves_every_portal_link(start_gateway: StartGateway, tmp_path: Path) -> None:
     portal = await open_portal(start_gateway, tmp_path, portal={"path": "/support/tickets"})
     page = await portal.page("/support/tickets")
