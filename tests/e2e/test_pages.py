@@ -68,8 +68,10 @@ async def visitor_page(gateway: Gateway, browser: Browser, viewport: ViewportSiz
     context.set_default_timeout(TIMEOUT_MS)
     if user_id is not None:
         token = sign_token(SECRET, user_id=user_id, now=time.time(), ttl=600)
-        cookie = {"name": gateway.config.identity.jwt.cookie, "value": token, "url": str(gateway.url)}
-        await context.add_cookies([{**cookie, "secure": True, "httpOnly": True, "sameSite": "Lax"}])
+        name, url = gateway.config.identity.jwt.cookie, str(gateway.url)
+        await context.add_cookies(
+            [{"name": name, "value": token, "url": url, "secure": True, "httpOnly": True, "sameSite": "Lax"}]
+        )
     return await context.new_page()
 
 
