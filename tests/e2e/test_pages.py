@@ -45,7 +45,7 @@ PAGES: dict[str, tuple[str | None, str, int]] = {
     "list": (BEN, "/tickets?scope=all", 200),
     "list-search": (BEN, f"/tickets?scope=all&q={PUBLIC_WORD}", 200),
     "list-empty-search": (BEN, f"/tickets?scope=all&q={INTERNAL_WORD}", 200),
-    "detail": (BEN, "/tickets/1003", 200),
+    "detail": (BEN, "/tickets/1014", 200),  # a thread of support and Ben
     "401": (None, "/tickets", 401),
     "403": (CHO, "/tickets", 403),
     "404": (BEN, "/tickets/99999", 404),
@@ -99,6 +99,7 @@ async def test_every_page_passes_axe_and_fits(start_gateway: StartGateway, brows
         assert response is not None
         assert response.status == status, name
         await page.screenshot(path=folder / f"{name}.png", full_page=True)
+        await page.screenshot(path=folder / f"{name}-first-screen.png")  # what shows before any scrolling
         problems: list[str] = await page.evaluate(PAGE_PROBLEMS_JS, viewport["width"])
         assert problems == [], f"{name} at {size}: {problems}"
         results = await axe.run(page)
