@@ -1151,6 +1151,9 @@ async def test_active_filters_are_chips_that_remove_themselves(start_gateway: St
     assert (clear_all.text(), query_of(clear_all.attrs["href"])) == ("Clear all", {})
     # The panel holding the chosen filters stands open, so the choice is in view without JavaScript.
     assert "open" in page.root.find("details", cls="filter-panel").attrs
+    assert page.root.find("details", cls="filter-panel").find("summary").text() == "Filters (3)"  # the search aside
+    searched = await portal.page(params={"q": "printing"})
+    assert searched.root.find("details", cls="filter-panel").find("summary").text() == "Filters"
     assert "open" in page.root.find("details", cls="more-filters").attrs
     plain = await portal.page()
     assert plain.root.maybe("ul", cls="chips") is None
