@@ -37,7 +37,7 @@ from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.protocol import open_store
-from routes import admin, admin_openapi, api, assets, auth, health, messenger, portal, probe, upstream
+from routes import admin, admin_openapi, api, assets, auth, brand, health, messenger, portal, probe, upstream
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -98,6 +98,7 @@ def create_app(
     # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only that library's warning is silenced.
     warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_jinja2")
     assets.add_routes(app)
+    brand.add_routes(app)
     health.add_routes(app)
     auth.add_routes(app)
     api.add_routes(app)

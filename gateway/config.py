@@ -378,10 +378,93 @@ Section = Literal["tickets_portal", "articles"]
 SECTIONS: tuple[Section, ...] = ("tickets_portal", "articles")
 
 
+_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+MIN_CONTRAST = 4.5  # WCAG 2 AA for body-size text
+IMAGE_TYPES = {
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".ico": "image/x-icon",
+}
+
+
+def contrast_with_white(colour: str) -> float:
+    """The WCAG 2 contrast ratio of white text on ``colour`` (``#rrggbb``)."""
+
+    def channel(value: int) -> float:
+        srgb = value / 255
+        return srgb / 12.92 if srgb <= 0.04045 else ((srgb + 0.055) / 1.055) ** 2.4
+
+    red, green, blue = (channel(int(colour[i : i + 2], 16)) for i in (1, 3, 5))
+    luminance = 0.2126 * red + 0.7152 * green + 0.0722 * blue
+    return 1.05 / (luminance + 0.05)
+
+
+def _image_file(value: Path | None) -> Path | None:
+    """A brand image the gateway serves itself: a readable file of a type browsers show as an image."""
+    if value is None:
+        return None
+    if value.suffix.lower() not in IMAGE_TYPES:
+        raise ValueError(f"{value}: must be one of {', '.join(sorted(IMAGE_TYPES))}")
+    if not value.is_file():
+        raise ValueError(f"{value}: no such file")
+    return value
+
+
+class BrandConfig(_Model):
+    """How the gateway's own pages look: the name, the logo, the primary colour and the icon."""
+
+    name: str = Field(default="Help Center", min_length=1, max_length=60, description="Shown in the header and titles.")
+    logo: str | None = Field(
+        default=None, description="file:PATH served by the gateway, or a /path on this domain; null: the name only."
+    )
+    primary_color: str = Field(default="#0b57d0", description="#rrggbb behind white text: links, buttons, focus.")
+    favicon: Path | None = Field(default=None, description="An icon file; null: the gateway's own.")
+
+    @field_validator("logo")
+    @classmethod
+    def _logo(cls, value: str | None) -> str | None:
+        if value is None or (value.startswith("/") and not value.startswith("//")):
+            return value
+        if value.startswith("file:"):
+            _image_file(Path(value[5:]))
+            return value
+        # SECURITY: the pages' Content-Security-Policy allows images from this origin only (img-src 'self').
+        raise ValueError(
+            f"{value}: must be file:PATH or a /path on this domain (the pages' CSP blocks images of other sites)"
+        )
+
+    @field_validator("favicon")
+    @classmethod
+    def _favicon(cls, value: Path | None) -> Path | None:
+        return _image_file(value)
+
+    @field_validator("primary_color")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        if not _HEX_COLOUR.match(value):
+            raise ValueError(f"{value}: must be a colour written #rrggbb")
+        ratio = contrast_with_white(value)
+        if ratio < MIN_CONTRAST:
+            # Floored, not rounded: 4.46 must not read as the 4.5 it fails.
+            raise ValueError(
+                f"{value} has contrast {int(ratio * 10) / 10}:1 against white text; need at least {MIN_CONTRAST}:1"
+            )
+        return value.lower()
+
+    @property
+    def logo_file(self) -> Path | None:
+        """The logo's file when the gateway serves it."""
+        return Path(self.logo[5:]) if self.logo and self.logo.startswith("file:") else None
+
+
 class HelpCenterConfig(_Model):
-    """The Help Center home page."""
+    """The Help Center home page and the look of the gateway's pages."""
 
     sections: tuple[Section, ...] = Field(default=SECTIONS, description="Home page cards, in order.")
+    brand: BrandConfig = BrandConfig()
 
     @field_validator("sections")
     @classmethod

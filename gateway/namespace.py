@@ -30,6 +30,7 @@ HEALTHZ_PATH = "/healthz"
 READYZ_PATH = "/readyz"
 METRICS_PATH = "/metrics"
 STATIC_PREFIX = "/_gateway/static"
+BRAND_PREFIX = "/_gateway/brand"  # help_center.brand: its stylesheet, logo and icon (routes/brand.py)
 FAVICON_PATH = "/favicon.ico"
 PROBE_PATH = "/_gateway/probe"  # the end-to-end probe's endpoint (routes/probe.py), behind the admin token too
 DEV_LOGIN_PATH = "/dev/login"
@@ -85,12 +86,13 @@ MESSENGER = Namespace("messenger", prefix=MESSENGER_PREFIX, json_errors=True, re
 HEALTH = Namespace("health", paths=frozenset({HEALTHZ_PATH, READYZ_PATH}), any_host=True)
 METRICS = Namespace("metrics", paths=frozenset({METRICS_PATH}))
 STATIC = Namespace("static", paths=frozenset({FAVICON_PATH}), prefix=STATIC_PREFIX)
+BRAND = Namespace("brand", prefix=BRAND_PREFIX)
 PROBE = Namespace("probe", paths=frozenset({PROBE_PATH}), visitor_token=False)
 DEV_LOGIN = Namespace("dev_login", paths=frozenset({DEV_LOGIN_PATH}))
 SIGN_IN = Namespace("sign_in", paths=frozenset({SIGN_IN_PATH, SIGN_OUT_PATH}))
 HOME = Namespace("home", paths=frozenset({HOME_PATH}))
 REST = Namespace("rest")
-FIXED = (API, API_DESCRIPTION, ADMIN, MESSENGER, HEALTH, METRICS, STATIC, PROBE, DEV_LOGIN, SIGN_IN, HOME)
+FIXED = (API, API_DESCRIPTION, ADMIN, MESSENGER, HEALTH, METRICS, STATIC, BRAND, PROBE, DEV_LOGIN, SIGN_IN, HOME)
 RESERVED_PREFIXES = tuple(namespace.prefix for namespace in FIXED if namespace.reserved and namespace.prefix)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import re
 from typing import Any
 
 import aiohttp_jinja2
@@ -11,13 +11,12 @@ from aiohttp import web
 from gateway.config import CONFIG
 from gateway.edge.guard import CLOCK, STORE, VISIBILITY, VISITOR
 from gateway.errors import Forbidden, Link
-from gateway.namespace import FAVICON_PATH
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
 from routes.api import not_found
 from routes.health import help_center_problem
 from routes.highlight import highlight
 from routes.listing import FILTER_NAMES, canonical_query, parse_list
-from routes.timefmt import iso, relative
+from routes.timefmt import exact, iso, relative
 
 COLUMNS = (
     ("id", "ID"),
@@ -30,13 +29,14 @@ COLUMNS = (
 )
 SORT_LABELS = {"id": "ID", "type": "type", "state": "state", "created": "creation date", "updated": "last update"}
 TABS = {"all": "All", "mine": "Created by me"}
+FILTER_LABELS = {
+    "created_after": "Created from",
+    "created_before": "Created to",
+    "updated_after": "Updated from",
+    "updated_before": "Updated to",
+}
+PAGE_WINDOW = 2  # page links shown each side of the current page, besides the first and the last
 CSRF_KEY = web.AppKey("csrf_key", bytes)
-FAVICON = Path(__file__).parent / "static" / "favicon.svg"
-
-
-async def favicon(request: web.Request) -> web.FileResponse:
-    """The gateway's own icon, for browsers that ask /favicon.ico (in render mode the pages are the gateway's)."""
-    return web.FileResponse(FAVICON)
 
 
 async def _help_center_missing(request: web.Request) -> bool:
@@ -55,6 +55,24 @@ async def home(request: web.Request) -> dict[str, Any]:
         "portal_path": config.portal.path,
         "help_center_missing": "articles" in config.help_center.sections and await _help_center_missing(request),
     }
+
+
+def initials(name: str) -> str:
+    """One or two letters for an avatar: the first and last words' first letters ("Ann Archer" -> "AA");
+    a part in parentheses is a role, not a name ("Sam (support)" -> "S")."""
+    words = re.sub(r"\([^)]*\)", " ", name).split()
+    return "".join(word[0] for word in words[:1] + words[1:][-1:]).upper() or "?"
+
+
+def page_numbers(current: int, last: int) -> list[int | None]:
+    """The page links to show: the first, the last, and a window around ``current``; None where pages are left out."""
+    shown = sorted({1, last, *range(max(1, current - PAGE_WINDOW), min(last, current + PAGE_WINDOW) + 1)})
+    numbers: list[int | None] = []
+    for number in shown:
+        if numbers and number - (numbers[-1] or 0) > 1:
+            numbers.append(None)
+        numbers.append(number)
+    return numbers
 
 
 @aiohttp_jinja2.template("tickets.html")
@@ -83,25 +101,52 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
                 query.pop(name, None)
         return str(request.rel_url.with_query(query))
 
+    show_creator = wanted.scope != "mine"  # all the visitor's own: the column would say their name on every row
+    show_company = len(visitor.companies) != 1  # one company: the column would say its name on every row
+    types = await store.visible_types(visible)
+    creators = await store.creators(visible)
+    names = {
+        "q": lambda value: f"“{value}”",
+        "state": lambda value: f"State: {chosen or value}",
+        "type": lambda value: f"Type: {next((t.name for t in types if str(t.id) == value), value)}",
+        "creator": lambda value: f"Created by: {next((n for i, n in creators if str(i) == value), value)}",
+    }
+    # Each chip links to the list without its filter.
+    chips = [
+        (names[name](value) if name in names else f"{FILTER_LABELS[name]} {value}", link(**{name: None, "page": None}))
+        for name in FILTER_NAMES
+        if (value := request.query.get(name))
+    ]
     return {
         "portal_path": config.portal.path,
         "tabs": [(scope, TABS[scope]) for scope in decision.scopes],
+        "chips": chips,
+        "clear_all": link(**dict.fromkeys(FILTER_NAMES), page=None),
+        # Open when the visitor chose something in it, so what they chose is in view.
+        "panel_open": any(request.query.get(name) for name in FILTER_NAMES if name != "q"),
+        "more_open": any(request.query.get(name) for name in FILTER_NAMES if name not in ("q", "state", "type")),
+        "show_creator": show_creator,
+        "show_company": show_company,
+        "page_numbers": page_numbers(page.page, page.pages),
         "current_scope": wanted.scope,
         "params": {name: request.query.get(name) for name in FILTER_NAMES},
         "filtered": any(request.query.get(name) for name in FILTER_NAMES),
         "states": sorted(states.values(), key=lambda state: state.id),
         "chosen_state": chosen,
-        "types": await store.visible_types(visible),
-        "creators": await store.creators(visible),
+        "types": types,
+        "creators": creators,
         "page": page,
-        "columns": COLUMNS,
+        "columns": [
+            (key, label)
+            for key, label in COLUMNS
+            if (label != "Company" or show_company) and (label != "Created by" or show_creator)
+        ],
         "current_sort": wanted.query.order,
         "descending": wanted.query.descending,
         "sort_label": SORT_LABELS.get(wanted.query.order, "relevance"),
         "show_preview": bool(wanted.query.q) and config.portal.preview_column,
         "link": link,
         "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
-        "iso": iso,
         "highlight": highlight,
     }
 
@@ -119,7 +164,9 @@ async def ticket_detail(request: web.Request) -> web.Response:
         "ticket": detail,
         "csrf": csrf_token(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}"),
         "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
-        "iso": iso,
+        "initials": initials,
+        # Set by the join's redirect: the page says what the button did.
+        "joined": request.query.get("joined") == "1" and detail.participant,
         "help_center_missing": detail.participant and await _help_center_missing(request),
     }
     return aiohttp_jinja2.render_template("ticket.html", request, context)
@@ -143,18 +190,15 @@ async def join(request: web.Request) -> web.StreamResponse:
     visible = visibility.ticket_filter(visitor, "all")
     if visitor.contact is None or not await request.app[STORE].join(visible, ticket_id, visitor.contact.id):
         raise web.HTTPNotFound()
-    raise web.HTTPSeeOther(ticket_path)
+    raise web.HTTPSeeOther(f"{ticket_path}?joined=1")
 
 
 def add_routes(app: web.Application) -> None:
-    """The home page always; the icon and the portal pages in render mode (in proxy mode upstream renders them)."""
+    """The home page always; the portal pages in render mode (in proxy mode upstream renders them)."""
     config = app[CONFIG]
     app[CSRF_KEY] = derive_key(config.identity.jwt.signing_secret)
+    aiohttp_jinja2.get_env(app).globals.update(iso=iso, exact=exact)
     app.router.add_get("/", home, name="home")
-    if config.portal.mode == "render":
-        # The pages link the icon; browsers still ask the host for /favicon.ico (over a JSON answer, say), and
-        # in render mode the pages it would be the icon of are not the hosted help center's.
-        app.router.add_get(FAVICON_PATH, favicon, name="favicon")
     if config.portal.enabled and config.portal.mode == "render":
         path = config.portal.path
         app.router.add_get(path, ticket_list, name="portal_list")

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from yarl import URL
 
-from gateway.config import Address, GatewayConfig, load_config
+from gateway.config import Address, GatewayConfig, contrast_with_white, load_config
 from gateway.errors import ConfigError
 from tests.conftest import DOMAIN, CertFiles, config_dict, deep_merge
 
@@ -286,6 +286,43 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
             "help_center.sections",
             "a section is listed twice",
             id="duplicate-section",
+        ),
+        pytest.param(
+            {"help_center": {"brand": {"primary_color": "#ffd700"}}},
+            "help_center.brand.primary_color",
+            "#ffd700 has contrast 1.4:1 against white text; need at least 4.5:1",
+            id="brand-colour-unreadable",
+        ),
+        pytest.param(
+            # 4.48:1, which rounding would show as the 4.5 it fails
+            {"help_center": {"brand": {"primary_color": "#777777"}}},
+            "help_center.brand.primary_color",
+            "#777777 has contrast 4.4:1 against white text",
+            id="brand-colour-just-below",
+        ),
+        pytest.param(
+            {"help_center": {"brand": {"primary_color": "blue"}}},
+            "help_center.brand.primary_color",
+            "blue: must be a colour written #rrggbb",
+            id="brand-colour-name",
+        ),
+        pytest.param(
+            {"help_center": {"brand": {"logo": "https://cdn.example.com/logo.svg"}}},
+            "help_center.brand.logo",
+            "must be file:PATH or a /path on this domain (the pages' CSP blocks images of other sites)",
+            id="brand-logo-other-site",
+        ),
+        pytest.param(
+            {"help_center": {"brand": {"logo": "file:{tmp}/missing.svg"}}},
+            "help_center.brand.logo",
+            "{tmp}/missing.svg: no such file",
+            id="brand-logo-missing",
+        ),
+        pytest.param(
+            {"help_center": {"brand": {"favicon": "{tmp}/gateway.yaml"}}},
+            "help_center.brand.favicon",
+            "gateway.yaml: must be one of .ico, .jpeg, .jpg, .png, .svg, .webp",
+            id="brand-favicon-not-an-image",
         ),
         pytest.param({"portal": {"page_size": 0}}, "portal.page_size", "greater than or equal to 1", id="page-size-0"),
         pytest.param(
@@ -819,3 +856,17 @@ def test_serve_refuses_to_start_when_a_prerequisite_fails(cert_files: CertFiles,
     failed = [line for line in result.stderr.splitlines() if line.startswith("FAIL")]
     assert len(failed) == 1, result.stderr
     assert failed[0].startswith("FAIL  Cookie forwarding: off; set cookie_forwarding.enabled: true")
+
+
+@pytest.mark.parametrize(
+    ("colour", "ratio"),
+    [("#ffffff", 1.0), ("#000000", 21.0), ("#0000ff", 8.59), ("#767676", 4.54), ("#ffd700", 1.4)],
+)
+def test_contrast_with_white_follows_wcag(colour: str, ratio: float) -> None:
+    """The published WCAG 2 ratios of white on these colours (white, black, pure blue, the lightest AA grey)."""
+    assert contrast_with_white(colour) == pytest.approx(ratio, abs=0.05)
+
+
+def test_a_readable_brand_colour_is_kept_in_lower_case(tmp_path: Path) -> None:
+    config = load(tmp_path, {"help_center": {"brand": {"primary_color": "#7B1FA2", "name": "Acme Support"}}})
+    assert (config.help_center.brand.primary_color, config.help_center.brand.name) == ("#7b1fa2", "Acme Support")

@@ -105,6 +105,7 @@ class Part:
     author_name: str
     body: str
     created_at: int
+    by_support: bool = False  # written by a teammate (no contact authored it), not by the customer's side
 
 
 @dataclass(frozen=True)

@@ -325,11 +325,15 @@ async def test_the_installed_wheel_runs_from_an_empty_folder(venv: Venv, launch:
             assert response.url.path == "/tickets"
             page = Page(listing := await response.text())
             assert 'href="/tickets/' in listing, listing[:2000]
-        (stylesheet,) = page.stylesheets
+        stylesheet, brand = page.stylesheets  # the package's file, then the brand's colours
         async with client.get(served.url.join(URL(stylesheet))) as response:
             assert response.status == 200
             assert response.content_type == "text/css"
             assert await response.read() == (venv.site_packages() / "routes" / "static" / "gateway.css").read_bytes()
+        async with client.get(served.url.join(URL(brand))) as response:
+            assert response.status == 200
+            assert response.content_type == "text/css"
+            assert "--accent: #0b57d0;" in await response.text()
 
     assert await run_healthcheck(served.https_port, venv.bin) == 0
 

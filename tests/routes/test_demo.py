@@ -12,15 +12,15 @@ import time
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from gateway.policy.identity import sign_token
 from gateway.store.demo import PEOPLE
-from routes.portal import FAVICON
+from routes.brand import DEFAULT_FAVICON, FAVICON
 from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
 from tests.proxy.test_proxy import free_port
 from tests.routes.test_portal import EVERYONE_IN, Element, parse_html
 
-ICON_LINK = "/_gateway/static/favicon.svg"
 NOTE = "Demo: no help center behind this gateway"
 
 
@@ -34,15 +34,15 @@ async def test_render_mode_answers_favicon_itself_and_links_its_icon(
     async with gateway.client.get(gateway.url / "favicon.ico") as response:
         assert response.status == 200
         assert response.headers["Content-Type"] == "image/svg+xml"
-        assert await response.read() == FAVICON.read_bytes()
+        assert await response.read() == DEFAULT_FAVICON.read_bytes()
         record = await gateway.audit_for(response.headers["X-Request-Id"])
     assert (record["status"], record["upstream"]["url"]) == (200, None)
     async with gateway.client.get(gateway.url.with_path("/")) as response:
         icons = [link for link in parse_html(await response.text()).find_all("link") if link.attrs["rel"] == "icon"]
-    assert [icon.attrs["href"] for icon in icons] == [ICON_LINK]
-    async with gateway.client.get(gateway.url.with_path(ICON_LINK)) as response:
+    assert [URL(icon.attrs["href"]).path for icon in icons] == [FAVICON]
+    async with gateway.client.get(gateway.url.join(URL(icons[0].attrs["href"]))) as response:
         assert response.status == 200
-        assert await response.read() == FAVICON.read_bytes()
+        assert await response.read() == DEFAULT_FAVICON.read_bytes()
     assert [request.path for request in upstream.requests] == []
 
 

@@ -62,6 +62,8 @@ LEAKS = (
     *("operationalerror", "traceback", "internal error"),
 )
 TICKET_COLUMNS = ["ID", "Title", "Type", "State", "Company", "Created by", "Updated"]
+# Ann's columns: she is a member of one company, so no column says its name on every row.
+ONE_COMPANY_COLUMNS = [label for label in TICKET_COLUMNS if label != "Company"]
 
 
 # --- the store and its oracle --------------------------------------------------------------------
@@ -175,6 +177,7 @@ class Reply:
     author: str
     body: str
     at: int
+    by_support: bool  # a teammate's reply: the line names no contact author
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,7 @@ class World:
             if not isinstance(line, TicketLine):
                 continue
             replies = tuple(
-                Reply(part.author_name or names[part.author or ""], part.body, part.created_at)
+                Reply(part.author_name or names[part.author or ""], part.body, part.created_at, part.author is None)
                 for part in line.parts
                 if part.public
             )
@@ -364,8 +367,8 @@ class Row:
     title: str
     type: str
     state: str
-    company: str
-    creator: str
+    company: str | None  # None: the column is hidden (a visitor of one company)
+    creator: str | None  # None: the column is hidden ("Created by me")
     updated: str
     updated_iso: str
     links: tuple[str, ...]
@@ -435,8 +438,8 @@ def read_list_page(text: str) -> ListPage:
                     title=cells["Title"].text(),
                     type=cells["Type"].text(),
                     state=cells["State"].text(),
-                    company=cells["Company"].text(),
-                    creator=cells["Created by"].text(),
+                    company=cells["Company"].text() if "Company" in cells else None,
+                    creator=cells["Created by"].text() if "Created by" in cells else None,
                     updated=time_element.text(),
                     updated_iso=time_element.attrs.get("datetime", ""),
                     links=tuple(a.attrs["href"] for a in tr.find_all("a")),
@@ -655,6 +658,21 @@ async def test_home_hides_the_tickets_card(start_gateway: StartGateway, override
     assert "Your tickets" not in root.text()
 
 
+async def test_home_searches_the_portal_for_a_signed_in_visitor(start_gateway: StartGateway, tmp_path: Path) -> None:
+    portal = await open_portal(start_gateway, tmp_path, portal={"path": "/support/tickets"})
+    signed_in = parse_html((await portal.call("GET", "/")).text)
+    form = signed_in.find("form", cls="home-search")
+    assert (form.attrs["method"], form.attrs["action"]) == ("get", "/support/tickets")
+    field = form.find("input", type="search")
+    assert field.attrs["name"] == "q"
+    assert signed_in.find("label", **{"for": field.attrs["id"]}).text() == "Search your tickets"
+    # What the form sends is the portal's own search.
+    found = await portal.page("/support/tickets", params={field.attrs["name"]: "printing"})
+    assert found.ids == ["9003"]
+    async with portal.gateway.client.get(portal.gateway.url.with_path("/")) as response:  # no credentials
+        assert parse_html(await response.text()).maybe("form", cls="home-search") is None
+
+
 async def test_a_moved_portal_path_moves_every_portal_link(start_gateway: StartGateway, tmp_path: Path) -> None:
     portal = await open_portal(start_gateway, tmp_path, portal={"path": "/support/tickets"})
     page = await portal.page("/support/tickets")
@@ -751,7 +769,11 @@ async def test_tabs_follow_the_visibility_rules(start_gateway: StartGateway, tmp
     assert {row.ticket_id for row in rows} == (own if restricted else everything)
     mine, _ = await portal.walk({"scope": "mine"})
     assert {row.ticket_id for row in mine} == own
-    assert {row.creator for row in mine} == {"Ann Archer"}
+    # All Ann's own: no "Created by" column saying her name on each row, and no creator filter.
+    assert {row.creator for row in mine} == {None}
+    mine_page = await portal.page(params={"scope": "mine"})
+    assert "Created by" not in [header.label for header in mine_page.headers]
+    assert "creator" not in mine_page.selects
     # A restricted visitor asking for everything still gets only their own.
     asked_all, pages = await portal.walk({"scope": "all"})
     assert {row.ticket_id for row in asked_all} == (own if restricted else everything)
@@ -1089,7 +1111,69 @@ async def test_total_count_text(start_gateway: StartGateway, tmp_path: Path) -> 
     none = await portal.page(params={"q": INTERNAL_WORD})
     assert none.count == f"0 tickets matching “{INTERNAL_WORD}”"
     assert none.rows == []
-    assert none.empty == "No tickets here with these filters."
+    assert none.empty == "Search looks in the title, description, ID and public replies of the tickets you can see."
+
+
+async def test_an_empty_search_says_what_was_searched_and_how_to_clear_it(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    portal = await open_portal(start_gateway, tmp_path)
+    params = {"q": INTERNAL_WORD, "state": "resolved", "sort": "id"}
+    none = await portal.page(params=params)
+    state = none.root.find("section", cls="empty-state")
+    assert state.find("h2").text() == f"No tickets match “{INTERNAL_WORD}”"
+    assert "within the other filters" in state.find("p", cls="empty").text()
+    actions = {link.text(): query_of(link.attrs["href"]) for link in state.find_all("a")}
+    # Clearing the search keeps the rest of the view; clearing everything keeps the scope and the sort only.
+    assert actions == {
+        "Clear search": {"state": "resolved", "sort": "id"},
+        "Clear all filters": {"sort": "id"},
+    }
+    cleared = await portal.page(params=actions["Clear search"])
+    assert cleared.rows, "resolved tickets exist"
+
+
+async def test_active_filters_are_chips_that_remove_themselves(start_gateway: StartGateway, tmp_path: Path) -> None:
+    portal = await open_portal(start_gateway, tmp_path)
+    creator = str(portal.contact_ids[IVY])
+    params = {"q": "printing", "state": "waiting-on-you", "creator": creator, "updated_after": "2020-01-01"}
+    page = await portal.page(params=params)
+    chips = {
+        link.text().replace("\u00d7", "").replace("(remove)", "").strip(): query_of(link.attrs["href"])
+        for link in page.root.find("ul", cls="chips").find_all("a", cls="chip")
+    }
+    assert chips == {
+        "“printing”": {name: value for name, value in params.items() if name != "q"},
+        "State: Waiting on you": {name: value for name, value in params.items() if name != "state"},
+        "Created by: Ivy Ito": {name: value for name, value in params.items() if name != "creator"},
+        "Updated from 2020-01-01": {name: value for name, value in params.items() if name != "updated_after"},
+    }
+    clear_all = page.root.find("ul", cls="chips").find_all("a")[-1]
+    assert (clear_all.text(), query_of(clear_all.attrs["href"])) == ("Clear all", {})
+    # The panel holding the chosen filters stands open, so the choice is in view without JavaScript.
+    assert "open" in page.root.find("details", cls="filter-panel").attrs
+    assert page.root.find("details", cls="filter-panel").find("summary").text() == "Filters (3)"  # the search aside
+    searched = await portal.page(params={"q": "printing"})
+    assert searched.root.find("details", cls="filter-panel").find("summary").text() == "Filters"
+    assert "open" in page.root.find("details", cls="more-filters").attrs
+    plain = await portal.page()
+    assert plain.root.maybe("ul", cls="chips") is None
+    assert "open" not in plain.root.find("details", cls="filter-panel").attrs
+
+
+async def test_the_pages_are_numbered(start_gateway: StartGateway, tmp_path: Path) -> None:
+    portal = await open_portal(start_gateway, tmp_path, portal={"page_size": 1})
+    total = len(portal.world.visible(ANN))
+    assert total >= 8, "enough tickets for a gap on each side"
+    middle = total // 2
+    page = await portal.page(params={"page": str(middle)})
+    numbers = page.root.find("ol", cls="page-numbers")
+    shown = [item.text() for item in numbers.find_all("li")]
+    window = [str(n) for n in range(middle - 2, middle + 3)]
+    gap_before, gap_after = (["…"] if middle - 2 > 2 else []), (["…"] if middle + 2 < total - 1 else [])
+    assert shown == ["1", *gap_before, *window, *gap_after, str(total)]
+    current = numbers.find("a", aria_current="page")
+    assert (current.text(), query_of(current.attrs["href"]).get("page")) == (str(middle), str(middle))
 
 
 FILTER_SETS = [
@@ -1156,14 +1240,13 @@ async def test_columns_show_the_ticket(start_gateway: StartGateway, tmp_path: Pa
     portal = await open_portal(start_gateway, tmp_path)
     now = portal.world.now
     rows, pages = await portal.walk({})
-    assert [header.label for header in pages[0].headers] == TICKET_COLUMNS
+    assert [header.label for header in pages[0].headers] == ONE_COMPANY_COLUMNS
     by_id = {row.ticket_id: row for row in rows}
-    month_ago = datetime.fromtimestamp(now - 30 * DAY, UTC)
     expected = {
-        "9001": ("Marmalade jar export", "Bug report", "In progress", f"{month_ago.day} {month_ago:%b %Y}"),
-        "9002": ("Dashboard question", "Billing question", "Submitted", "5m"),
-        "9003": ("Printing issue", "Bug report", "Waiting on you", "3h"),
-        "9004": ("Invoice <b>bold</b> & co", "Billing question", "Resolved", "3d"),
+        "9001": ("Marmalade jar export", "Bug report", "In progress", "1 mo ago"),
+        "9002": ("Dashboard question", "Billing question", "Submitted", "5 min ago"),
+        "9003": ("Printing issue", "Bug report", "Waiting on you", "3 h ago"),
+        "9004": ("Invoice <b>bold</b> & co", "Billing question", "Resolved", "3 d ago"),
     }
     for ticket_id, (title, type_name, state, updated) in expected.items():
         row = by_id[ticket_id]
@@ -1172,22 +1255,31 @@ async def test_columns_show_the_ticket(start_gateway: StartGateway, tmp_path: Pa
             title,
             type_name,
             state,
-            "Acme Corp",
+            None,
             "Ivy Ito",
             updated,
         ), ticket_id
         assert row.updated_iso == iso(ticket.updated)
-        assert row.links == (f"/tickets/{ticket_id}", f"/tickets/{ticket_id}")
+        # One link per row: the title (the ID beside it is text).
+        assert row.links == (f"/tickets/{ticket_id}",)
+    month_ago = datetime.fromtimestamp(now - 30 * DAY, UTC)
+    title = next(time for time in pages[0].root.find_all("time") if time.text() == "1 mo ago").attrs["title"]
+    assert title == f"{month_ago.day} {month_ago:%b %Y, %H:%M} UTC"
     assert "<b>bold</b>" not in pages[0].html
     assert "Invoice &lt;b&gt;bold&lt;/b&gt; &amp; co" in "".join(page.html for page in pages)
     for row in rows:
         ticket = portal.world.tickets[row.ticket_id]
-        assert (row.type, row.state, row.company, row.creator) == (
-            ticket.type,
-            ticket.state,
-            ticket.company_name,
-            ticket.creator_name,
-        )
+        assert (row.type, row.state, row.creator) == (ticket.type, ticket.state, ticket.creator_name)
+
+
+async def test_the_company_column_shows_for_a_member_of_two_companies(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    portal = await open_portal(start_gateway, tmp_path)
+    rows, pages = await portal.walk({}, user=BEN)
+    assert [header.label for header in pages[0].headers] == TICKET_COLUMNS
+    assert {row.company for row in rows} == {ticket.company_name for ticket in portal.world.visible(BEN)}
+    assert {row.company for row in rows} >= {"Acme Corp", "Globex"}
 
 
 @pytest.mark.parametrize(
@@ -1196,17 +1288,18 @@ async def test_columns_show_the_ticket(start_gateway: StartGateway, tmp_path: Pa
         (0, "now"),
         (-30, "now"),  # a clock a little behind the store
         (59, "now"),
-        (60, "1m"),
-        (5 * MINUTE, "5m"),
-        (HOUR - 1, "59m"),
-        (HOUR, "1h"),
-        (3 * HOUR, "3h"),
-        (DAY - 1, "23h"),
-        (DAY, "1d"),
-        (3 * DAY, "3d"),
-        (7 * DAY - 1, "6d"),
-        (7 * DAY, "14 Nov 2023"),
-        (400 * DAY, "17 Oct 2022"),
+        (60, "1 min ago"),
+        (5 * MINUTE, "5 min ago"),
+        (HOUR - 1, "59 min ago"),
+        (HOUR, "1 h ago"),
+        (3 * HOUR, "3 h ago"),
+        (DAY - 1, "23 h ago"),
+        (DAY, "1 d ago"),
+        (29 * DAY, "29 d ago"),
+        (30 * DAY, "1 mo ago"),  # "mo", never an "m" that could be minutes
+        (100 * DAY, "3 mo ago"),
+        (364 * DAY, "12 mo ago"),
+        (400 * DAY, "1 y ago"),
     ],
 )
 def test_relative_time(age: int, expected: str) -> None:
@@ -1254,7 +1347,7 @@ async def test_search_finds_a_word_in_a_public_reply_with_a_preview(
     row = next(row for row in ours.rows if row.ticket_id == "9003")
     assert row.preview is not None
     assert [mark.text() for mark in row.preview.find_all("mark")] == ["setting"]
-    assert row.preview.find("p", cls="meta").text() == f"{SUPPORT} · 3h"
+    assert row.preview.find("p", cls="meta").text() == f"{SUPPORT} · 3 h ago"
 
     listed = await portal.api("/api/v1/tickets", {"q": PUBLIC_WORD, "page": "1"})
     assert listed["total_count"] == len(hits)
@@ -1309,7 +1402,7 @@ async def test_preview_column_can_be_switched_off(start_gateway: StartGateway, t
     portal = await open_portal(start_gateway, tmp_path, portal={"preview_column": False})
     page = await portal.page(params={"q": PUBLIC_WORD})
     assert page.rows, "still found"
-    assert [header.label for header in page.headers] == TICKET_COLUMNS
+    assert [header.label for header in page.headers] == ONE_COMPANY_COLUMNS
     assert all(row.preview is None for row in page.rows)
     assert "<mark>" not in page.html
 
@@ -1429,12 +1522,28 @@ async def test_detail_shows_the_ticket_and_only_its_public_replies(start_gateway
     parts = [
         (
             item.find("p", cls="meta").find("strong").text(),
-            item.find_all("p")[1].text(),
+            item.find("p", cls="body").text(),
             item.find("time").attrs["datetime"],
+            item.find("span", cls="role").text(),
+            "from-support" in item.attrs["class"].split(),
+            item.find("span", cls="avatar").text(),
         )
         for item in root.find("ol", cls="conversation").find_all("li")
     ]
-    assert parts == [(reply.author, reply.body, iso(reply.at)) for reply in ticket.replies]
+    expected_parts = [
+        (
+            reply.author,
+            reply.body,
+            iso(reply.at),
+            "Support" if reply.by_support else "Customer",
+            reply.by_support,
+            {SUPPORT: "S", "Ivy Ito": "II"}[reply.author],  # "(support)" is a role, not a name
+        )
+        for reply in ticket.replies
+    ]
+    assert parts == expected_parts
+    # Support and customer both speak in this thread: the page tells them apart.
+    assert {part[3] for part in parts} == {"Support", "Customer"}
     assert NOTE_WORD not in answer.text
     assert "keep quiet" not in answer.text
     assert "Needs customer" not in answer.text
@@ -1496,9 +1605,15 @@ async def test_joining_a_conversation_needs_the_csrf_token(start_gateway: StartG
 
     joined = await portal.call("POST", "/tickets/9003/join", data={"csrf_token": token})
     assert joined.status == 303
-    assert portal.url(joined.headers["Location"]) == portal.url("/tickets/9003")
-    after = await portal.call("GET", "/tickets/9003")
+    # Back on the ticket, which says what the button did.
+    assert portal.url(joined.headers["Location"]) == portal.url("/tickets/9003?joined=1")
+    after = await portal.call("GET", "/tickets/9003?joined=1")
+    assert parse_html(after.text).find("p", cls="notice").text().startswith("You joined this conversation.")
     assert "Send us a message" in after.text
+    # The notice is for the redirect only: a visitor who is not in the conversation is not told they joined.
+    assert (
+        parse_html((await portal.call("GET", "/tickets/9003?joined=1", user=BEN)).text).maybe("p", cls="notice") is None
+    )
     assert parse_html(after.text).maybe("form", method="post") is None
     again = await portal.call("POST", "/tickets/9003/join", data={"csrf_token": token})
     assert again.status == 303, "joining twice is fine"

@@ -459,7 +459,7 @@ class SQLiteStore:
             if row is None:
                 return None
             parts = self._connection.execute(
-                "SELECT author_name, body, created_at FROM conversation_parts"
+                "SELECT author_name, body, created_at, author_contact_id IS NULL FROM conversation_parts"
                 " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id",
                 (row[10],),
             ).fetchall()
@@ -471,7 +471,7 @@ class SQLiteStore:
                 summary=_summary(row),
                 description=row[9],
                 conversation_id=row[10],
-                parts=tuple(Part(*part) for part in parts),
+                parts=tuple(Part(name, body, at, bool(by_support)) for name, body, at, by_support in parts),
                 participant=participant is not None,
             )
 
