@@ -116,3 +116,29 @@ async def test_every_page_passes_axe_and_fits(start_gateway: StartGateway, brows
             assert bottom <= viewport["height"], f"the first ticket's title ends at {bottom}px, below the fold"
     for page in pages.values():
         await page.context.close()
+
+
+async def test_a_replys_exact_time_shows_on_hover_and_keyboard_focus(
+    start_gateway: StartGateway, browser: Browser
+) -> None:
+    """The thread's times carry the exact time for the mouse (title) and show it on keyboard focus."""
+    gateway = await start_gateway(store={"seed_demo": True}, portal={"access": ONLY_BEN})
+    page = await visitor_page(gateway, browser, SIZES["desktop-1280x800"], BEN)
+    _, path, _ = PAGES["detail"]
+    await page.goto(path)
+    times = page.locator(".conversation time")
+    assert await times.count() > 0
+    first = times.first
+    exact = await first.get_attribute("title")
+    assert exact is not None
+    assert exact.endswith("UTC")
+    after = "(el) => getComputedStyle(el, '::after').content"
+    assert await first.evaluate(after) in ("none", "normal", "")
+    for _ in range(50):  # Tab through the page until the first reply's time has the keyboard focus
+        await page.keyboard.press("Tab")
+        if await first.evaluate("(el) => el === document.activeElement"):
+            break
+    else:
+        raise AssertionError("Tab never reaches the reply's time")
+    assert await first.evaluate(after) == f'" ({exact})"'
+    await page.context.close()
