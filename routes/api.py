@@ -11,7 +11,7 @@ from gateway.config import CONFIG
 from gateway.edge.guard import STORE, VISIBILITY, VISITOR
 from gateway.errors import BadRequest
 from gateway.namespace import API_DESCRIPTION_PATH, API_PREFIX
-from gateway.store.models import TICKET_ID_PATTERN, TicketDetail, TicketPage, TicketSummary
+from gateway.store.models import TICKET_ID_PATTERN, TicketDetail, TicketFilter, TicketPage, TicketSummary
 from routes.fallback import namespace_fallback
 from routes.highlight import highlight
 from routes.listing import parse_list
@@ -111,19 +111,25 @@ async def tickets_space(request: web.Request) -> web.Response:
     return _list_response("all", page)
 
 
+async def join_conversation(request: web.Request, ticket_id: str) -> TicketFilter:
+    """The one join flow, for the page and the API: the visitor joins the ticket's conversation (idempotent);
+    a ticket they may not see is a 404, as one that does not exist. Returns the filter the ticket was seen by."""
+    visitor = request[VISITOR]
+    visible = request.app[VISIBILITY].ticket_filter(visitor, "all")
+    if visitor.contact is None or not await request.app[STORE].join(visible, ticket_id, visitor.contact.id):
+        raise web.HTTPNotFound()
+    return visible
+
+
 async def join_ticket(request: web.Request) -> web.Response:
     """Join a ticket's conversation (idempotent); answers the ticket as it now stands."""
     # SECURITY: with cookie credentials a cross-site page could post here; a form cannot send JSON or a
     # bearer token without a CORS preflight, which the gateway never grants.
     if "Authorization" not in request.headers and request.content_type != "application/json":
         raise BadRequest("send Content-Type: application/json or an Authorization header")
-    visitor = request[VISITOR]
-    visible = request.app[VISIBILITY].ticket_filter(visitor, "all")
     ticket_id = _ticket_id(request)
-    store = request.app[STORE]
-    if visitor.contact is None or not await store.join(visible, ticket_id, visitor.contact.id):
-        raise web.HTTPNotFound()
-    detail = await store.get_ticket(visible, ticket_id)
+    visible = await join_conversation(request, ticket_id)
+    detail = await request.app[STORE].get_ticket(visible, ticket_id)
     if detail is None:
         raise web.HTTPNotFound()
     return web.json_response(detail_json(detail))

@@ -12,7 +12,7 @@ from gateway.config import CONFIG
 from gateway.edge.guard import CLOCK, STORE, VISIBILITY, VISITOR
 from gateway.errors import Forbidden, Link
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
-from routes.api import not_found
+from routes.api import join_conversation, not_found
 from routes.health import help_center_problem
 from routes.highlight import highlight
 from routes.listing import FILTER_NAMES, canonical_query, parse_list
@@ -175,7 +175,7 @@ async def ticket_detail(request: web.Request) -> web.Response:
 async def join(request: web.Request) -> web.StreamResponse:
     """Join the ticket's conversation (idempotent); needs the form's CSRF token."""
     visitor = request[VISITOR]
-    visibility, config = request.app[VISIBILITY], request.app[CONFIG]
+    config = request.app[CONFIG]
     ticket_id = request.match_info["ticket_id"]
     form = await request.post()
     token = str(form.get("csrf_token", ""))
@@ -187,9 +187,7 @@ async def join(request: web.Request) -> web.StreamResponse:
             title="This form has expired",
             link=Link(ticket_path, "Back to the ticket"),
         )
-    visible = visibility.ticket_filter(visitor, "all")
-    if visitor.contact is None or not await request.app[STORE].join(visible, ticket_id, visitor.contact.id):
-        raise web.HTTPNotFound()
+    await join_conversation(request, ticket_id)
     raise web.HTTPSeeOther(f"{ticket_path}?joined=1")
 
 
