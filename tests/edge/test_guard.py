@@ -36,7 +36,7 @@ from gateway.policy.identity import sign_token
 from gateway.policy.visibility import VisibilityPolicy
 from gateway.store.demo import PEOPLE
 from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, MakeConfig, RecordingUpstream, StartGateway
-from tests.routes.test_portal import parse_html
+from tests.routes.portalkit import parse_html
 
 LOGIN_URL = "https://app.example.com/login"
 ORIGIN = f"https://{DOMAIN}"

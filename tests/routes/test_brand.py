@@ -10,7 +10,7 @@ from yarl import URL
 from gateway.edge.secure import CONTENT_SECURITY_POLICY
 from routes.brand import BRAND_CSS, DEFAULT_FAVICON, FAVICON, LOGO
 from tests.conftest import Gateway, StartGateway
-from tests.routes.test_portal import parse_html
+from tests.routes.portalkit import parse_html
 
 LOGO_SVG = '<svg xmlns="http://www.w3.org/2000/svg" width="32" height="32"><rect width="32" height="32"/></svg>'
 ICON_PNG = b"\x89PNG\r\n\x1a\n not really a png, only its bytes matter here"

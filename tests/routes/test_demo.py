@@ -3,7 +3,7 @@ links to the hosted help center marked as failing while, in demo mode, nothing a
 
 Demo mode, as the pages see it, is ``identity.dev_login`` on (``serve`` without ``-c`` turns it on); a link to
 the hosted help center is marked when, in demo mode, the help-center upstream does not answer the probe
-``/readyz`` makes. The other tests of the portal pages are in ``test_portal.py``.
+``/readyz`` makes. The other tests of the portal pages are in ``test_portal_*.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from gateway.store.demo import PEOPLE
 from routes.brand import DEFAULT_FAVICON, FAVICON
 from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
 from tests.proxy.test_proxy import free_port
-from tests.routes.test_portal import EVERYONE_IN, Element, parse_html
+from tests.routes.portalkit import EVERYONE_IN, Element, parse_html
 
 NOTE = "Demo: no help center behind this gateway"
 
