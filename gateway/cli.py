@@ -185,12 +185,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     config = _load(args.config)
     try:
         pinned = probe.parse_resolve(args.resolve)
-        token = args.token_file.read_text(encoding="utf-8").strip() if args.token_file else None
     except ValueError as exc:
         _say(f"--resolve: {exc}")
         return EXIT_CONFIG
-    except OSError as exc:
-        _say(f"--token-file: cannot read {args.token_file}: {exc.strerror}")
+    try:
+        # The same reading as a file: secret in the config (an empty or unreadable file says so).
+        token = resolve_secret(f"file:{args.token_file}") if args.token_file else None
+    except ValueError as exc:
+        _say(f"--token-file: {exc}")
         return EXIT_CONFIG
     if token is None and config.admin.token is not None:
         token = config.admin.token.get_secret_value()

@@ -7,20 +7,19 @@ the JSON objects ``routes/admin.py`` shapes from the store's records, written ou
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from aiohttp import web
 from pydantic import BaseModel
 
 from gateway.namespace import ADMIN_PREFIX
-from gateway.store.models import STATE_CATEGORIES, TICKET_ID_PATTERN
+from gateway.store.models import STATE_CATEGORIES, TICKET_ID_PATTERN, TicketCategory
 from routes import admin
-from routes.openapi import ERRORS_DESCRIPTION, METHOD_NOT_ALLOWED, SCHEMAS, json_answer, pages_schema
+from routes.openapi import ERRORS_DESCRIPTION, METHOD_NOT_ALLOWED, SCHEMAS, STRING_OR_NULL, json_answer, pages_schema
 
 _REF = "#/components/schemas/{model}"
 _TIME = {"type": "integer", "minimum": 0, "description": "Unix seconds."}
-_OPTIONAL_STRING = {"type": ["string", "null"]}
-_TICKET_CATEGORIES = ["Customer", "Back-office", "Tracker"]
+_TICKET_CATEGORIES = list(get_args(TicketCategory))
 
 
 def _body_schema(model: type[BaseModel], *, patch: bool = False) -> dict[str, Any]:
@@ -58,7 +57,7 @@ SCHEMAS_ADMIN: dict[str, Any] = {
             "type": {"const": "company"},
             "company_id": {"type": "string"},
             "name": {"type": "string"},
-            "plan": _OPTIONAL_STRING,
+            "plan": STRING_OR_NULL,
             "size": {"type": ["integer", "null"], "minimum": 0},
             "monthly_spend": {"type": ["number", "null"], "minimum": 0},
             **_RECORD,
@@ -71,8 +70,8 @@ SCHEMAS_ADMIN: dict[str, Any] = {
         "properties": {
             "type": {"const": "contact"},
             "user_id": {"type": "string"},
-            "email": _OPTIONAL_STRING,
-            "name": _OPTIONAL_STRING,
+            "email": STRING_OR_NULL,
+            "name": STRING_OR_NULL,
             **_RECORD,
             "companies": {"type": "array", "items": {"type": "string"}, "description": "company_id of each."},
         },
@@ -99,8 +98,8 @@ SCHEMAS_ADMIN: dict[str, Any] = {
             },
             "category": {"enum": _TICKET_CATEGORIES},
             "is_shared": {"type": "boolean"},
-            "company_id": _OPTIONAL_STRING,
-            "creator": _OPTIONAL_STRING,
+            "company_id": STRING_OR_NULL,
+            "creator": STRING_OR_NULL,
             "created_at": _TIME,
             "updated_at": _TIME,
         },
@@ -147,7 +146,7 @@ SCHEMAS_ADMIN: dict[str, Any] = {
             "required": ["type", key, "deleted"],
             "properties": {"type": {"const": what}, key: {"type": "string"}, "deleted": {"const": True}},
         }
-        for what, key in (("company", "company_id"), ("contact", "user_id"))
+        for what, key in ((records.what, records.key) for records in (admin.COMPANIES, admin.CONTACTS))
     },
 }
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import aiohttp_jinja2
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway.config import CONFIG, IMAGE_TYPES, BrandConfig
 from gateway.namespace import BRAND_PREFIX, FAVICON_PATH
@@ -33,11 +34,14 @@ def _image(path: Path) -> web.FileResponse:
     return web.FileResponse(path, headers={"Content-Type": IMAGE_TYPES[path.suffix.lower()], "Cache-Control": CACHE})
 
 
-async def stylesheet(request: web.Request) -> web.Response:
-    """``/_gateway/brand/brand.css``: the brand's colours."""
-    return web.Response(
-        text=brand_css(request.app[CONFIG].help_center.brand), content_type="text/css", headers={"Cache-Control": CACHE}
-    )
+def stylesheet(brand: BrandConfig) -> Handler:
+    """``/_gateway/brand/brand.css``: the brand's colours, written once (a reload builds a new app)."""
+    css = brand_css(brand)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=css, content_type="text/css", headers={"Cache-Control": CACHE})
+
+    return handler
 
 
 async def logo(request: web.Request) -> web.FileResponse:
@@ -64,7 +68,7 @@ def add_routes(app: web.Application) -> None:
         brand_logo=f"{LOGO}?v={version}" if brand.logo_file else brand.logo,
         brand_icon=f"{FAVICON}?v={version}",
     )
-    app.router.add_get(BRAND_CSS, stylesheet, name="brand_css")
+    app.router.add_get(BRAND_CSS, stylesheet(brand), name="brand_css")
     app.router.add_get(LOGO, logo, name="brand_logo")
     app.router.add_get(FAVICON, favicon, name="brand_favicon")
     if config.portal.mode == "render":

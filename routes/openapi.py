@@ -15,7 +15,7 @@ from gateway.edge.guard import STORE
 from gateway.store.models import SORT_KEYS, TICKET_ID_PATTERN, TicketState
 from routes.listing import MAX_ID, MAX_PAGE
 
-_STRING_OR_NULL = {"type": ["string", "null"]}
+STRING_OR_NULL = {"type": ["string", "null"]}
 
 
 def pages_schema(page: dict[str, Any], per_page: dict[str, Any]) -> dict[str, Any]:
@@ -61,8 +61,8 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "type": {"const": "visitor"},
             "user_id": {"type": "string"},
-            "email": _STRING_OR_NULL,
-            "name": _STRING_OR_NULL,
+            "email": STRING_OR_NULL,
+            "name": STRING_OR_NULL,
             "companies": {
                 "type": "array",
                 "items": {
@@ -91,15 +91,15 @@ SCHEMAS: dict[str, Any] = {
                     "label": {"type": "string", "description": "The customer-facing (external) label."},
                 },
             },
-            "company": _STRING_OR_NULL,
-            "creator": _STRING_OR_NULL,
+            "company": STRING_OR_NULL,
+            "creator": STRING_OR_NULL,
             "created_at": _TIME,
             "updated_at": _TIME,
             "snippet": {
                 "type": ["object", "null"],
                 "description": "While searching: the best match, the term between <mark> and </mark>, text escaped.",
                 "required": ["html", "author", "created_at"],
-                "properties": {"html": {"type": "string"}, "author": _STRING_OR_NULL, "created_at": _TIME},
+                "properties": {"html": {"type": "string"}, "author": STRING_OR_NULL, "created_at": _TIME},
             },
         },
     },

@@ -16,6 +16,7 @@ from gateway.observe.audit import AUDIT_ENTRY
 from gateway.ops.probe import NONCE, SIGNATURE_HEADER, answer, sign
 from gateway.proxy.forward import HELP_CENTER
 from routes.admin import ADMIN_TOKEN, admin_token_valid
+from routes.api import not_found
 
 
 async def probe(request: web.Request) -> web.Response:
@@ -42,14 +43,9 @@ async def probe(request: web.Request) -> web.Response:
     return response
 
 
-async def absent(request: web.Request) -> web.Response:
-    """No admin token configured: no probe, the gateway's own 404."""
-    raise web.HTTPNotFound()
-
-
 def add_routes(app: web.Application) -> None:
     """The probe endpoint; registered before the catch-all, so that its path never reaches upstream."""
     if app[CONFIG].admin.token is None:
-        app.router.add_route("*", PROBE_PATH, absent, name="probe_absent")
+        app.router.add_route("*", PROBE_PATH, not_found, name="probe_absent")
         return
     app.router.add_route("*", PROBE_PATH, probe, name="probe")

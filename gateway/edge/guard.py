@@ -41,6 +41,7 @@ from gateway.policy.rules import Policy, compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.proxy.forward import UPSTREAM_SESSION
 from gateway.run.periodic import periodic
+from gateway.store.models import Contact
 from gateway.store.protocol import Store
 
 CHALLENGE = 'Bearer realm="portal"'
@@ -49,6 +50,19 @@ _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
 VISITOR = web.RequestKey("visitor", Visitor)
 STORE = web.AppKey("store", Store)
+CONTACT = web.RequestKey("contact", Contact | None)  # type: ignore[arg-type]
+
+
+async def visitor_contact(request: web.Request, user_id: str) -> Contact | None:
+    """The verified visitor's contact, read from the store once per request: the page header, the access
+    decision and the upstream headers all ask for it."""
+    if CONTACT in request:
+        return request[CONTACT]
+    contact = await request.app[STORE].contact_by_user_id(user_id)
+    request[CONTACT] = contact  # type: ignore[misc]  # mypy cannot infer the value type of a union-typed key
+    return contact
+
+
 VISIBILITY = web.AppKey("visibility", VisibilityPolicy)
 Clock = Callable[[], float]
 """Unix seconds now (``time.time`` when serving): passed in, never read directly, so that time can be set."""
@@ -199,7 +213,7 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     result = request[CREDENTIALS]
     if not isinstance(result, Identity):
         return {}
-    visitor = request.get(VISITOR) or Visitor(result, await request.app[STORE].contact_by_user_id(result.user_id))
+    visitor = request.get(VISITOR) or Visitor(result, await visitor_contact(request, result.user_id))
     headers = {
         "X-Portal-User-Id": result.user_id,
         "X-Portal-Company-Ids": ",".join(company.company_id for company in visitor.companies),
@@ -258,7 +272,7 @@ async def account_context(request: web.Request) -> dict[str, Account]:
     if known is not None and known.name is None and known.email is None:
         # A bare user id: the store may know their name. A header is not worth failing the page for.
         with contextlib.suppress(StoreUnavailable):
-            known = Visitor(known.identity, await request.app[STORE].contact_by_user_id(known.identity.user_id))
+            known = Visitor(known.identity, await visitor_contact(request, known.identity.user_id))
     return {"account": Account(request, known)}
 
 
@@ -297,7 +311,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     # SECURITY: the store's contact cache is emptied by any commit (store/sqlite.py): a membership the admin
     # API removes (or a company's attributes it changes) is out of the very next request's access decision,
     # visibility and headers.
-    visitor = Visitor(identity=result, contact=await request.app[STORE].contact_by_user_id(result.user_id))
+    visitor = Visitor(identity=result, contact=await visitor_contact(request, result.user_id))
     decision = guard.access(visitor.facts())
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)
     if not decision.allowed:

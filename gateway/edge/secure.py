@@ -8,15 +8,13 @@ from aiohttp import web
 
 from gateway.observe.audit import REQUEST_ID, REQUEST_ID_HEADER
 from gateway.proxy.forward import PROXIED
+from gateway.run.protocol import SERVER
 
 # No inline script, no framing, forms only to ourselves.
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-
-
-SERVER = "portal-gateway"
 
 
 async def server_header(request: web.Request, response: web.StreamResponse) -> None:

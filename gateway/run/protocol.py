@@ -35,6 +35,8 @@ from gateway.config import RequestsConfig
 
 log = logging.getLogger(__name__)
 
+SERVER = "portal-gateway"  # the Server header of every answer, the parser's refusals included
+
 # A 10 KB search, percent-encoded, must reach the handler (aiohttp's default request line is 8190 bytes).
 MAX_LINE = 32 * 1024
 ProtocolFactory = Callable[[], RequestHandler]
@@ -142,7 +144,7 @@ class QuietRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("the response had started; the connection is closed instead")
         phrase = HTTPStatus(status).phrase
-        response = web.Response(status=status, text=f"{status} {phrase}\n", headers={"Server": "portal-gateway"})
+        response = web.Response(status=status, text=f"{status} {phrase}\n", headers={"Server": SERVER})
         response.force_close()
         return response
 
