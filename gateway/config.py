@@ -521,6 +521,46 @@ class AuditConfig(_Model):
     )
 
 
+IntercomRegion = Literal["us", "eu", "au"]
+"""The regions Intercom hosts workspaces in."""
+INTERCOM_API_URLS: Mapping[IntercomRegion, str] = {
+    "us": "https://api.intercom.io",
+    "eu": "https://api.eu.intercom.io",
+    "au": "https://api.au.intercom.io",
+}
+"""The REST API's base URL in each region (Intercom's "Regional hosting" page)."""
+INTERCOM_VERSION = "2.16"
+"""The ``Intercom-Version`` header sent on every call: the API version the connector is written and tested against."""
+
+
+class IntercomConfig(_Model):
+    """The Intercom connector: the portal's tickets, contacts and companies read from the workspace's REST API."""
+
+    enabled: bool = Field(default=False, description="Sync from Intercom; off: the store holds only what is imported.")
+    access_token: Secret | None = Field(default=None, description="The app's access token (env:/file:).")
+    region: IntercomRegion = Field(default="us", description="Where the workspace is hosted: us, eu or au.")
+    api_url: HttpURL | None = Field(default=None, description="The REST API's base URL; default: the region's.")
+    sync_interval: float = Field(default=300.0, gt=0, description="Seconds between background syncs in serve.")
+    webhook_secret: Secret | None = Field(
+        default=None, description="The app's client secret, that signs webhook deliveries; unset refuses them all."
+    )
+    admin_id: str | None = Field(default=None, description="The Intercom admin who performs joins.")
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> IntercomConfig:
+        # A connector switched on without its credentials would fail on its first call: refuse it at load.
+        if self.enabled:
+            missing = [name for name in ("access_token", "admin_id") if getattr(self, name) is None]
+            if missing:
+                raise ValueError(f"enabled needs {' and '.join(missing)}")
+        return self
+
+    @property
+    def base_url(self) -> URL:
+        """The REST API's base URL: ``api_url`` when set, else the region's."""
+        return self.api_url or URL(INTERCOM_API_URLS[self.region])
+
+
 class GatewayConfig(_Model):
     """The whole gateway configuration."""
 
@@ -538,6 +578,7 @@ class GatewayConfig(_Model):
     store: StoreConfig = StoreConfig()
     admin: AdminConfig = AdminConfig()
     audit: AuditConfig = AuditConfig()
+    intercom: IntercomConfig = IntercomConfig()
 
     @field_validator("domain")
     @classmethod

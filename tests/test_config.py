@@ -332,6 +332,11 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
             id="trusted-proxy",
         ),
         pytest.param({"messenger": {"company_update_action": "drop"}}, "messenger.company_update_action", "'strip'"),
+        pytest.param({"intercom": {"enabled": True}}, "intercom", "enabled needs access_token and admin_id"),
+        pytest.param(
+            {"intercom": {"enabled": True, "access_token": "t"}}, "intercom", "enabled needs admin_id", id="no-admin"
+        ),
+        pytest.param({"intercom": {"region": "ca"}}, "intercom.region", "'us', 'eu' or 'au'"),
     ],
 )
 def test_bad_config_names_the_key_in_one_line(
@@ -870,3 +875,20 @@ def test_contrast_with_white_follows_wcag(colour: str, ratio: float) -> None:
 def test_a_readable_brand_colour_is_kept_in_lower_case(tmp_path: Path) -> None:
     config = load(tmp_path, {"help_center": {"brand": {"primary_color": "#7B1FA2", "name": "Acme Support"}}})
     assert (config.help_center.brand.primary_color, config.help_center.brand.name) == ("#7b1fa2", "Acme Support")
+
+
+@pytest.mark.parametrize(
+    ("intercom", "base_url"),
+    [
+        ({}, "https://api.intercom.io"),
+        ({"region": "eu"}, "https://api.eu.intercom.io"),
+        ({"region": "au"}, "https://api.au.intercom.io"),
+        ({"region": "eu", "api_url": "http://127.0.0.1:9/"}, "http://127.0.0.1:9/"),
+    ],
+)
+def test_the_intercom_base_url_follows_the_region_unless_given(
+    tmp_path: Path, intercom: dict[str, Any], base_url: str
+) -> None:
+    config = load(tmp_path, {"intercom": intercom})
+    assert config.intercom.base_url == URL(base_url)
+    assert config.intercom.enabled is False
