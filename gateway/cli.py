@@ -296,7 +296,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_token_inspect(args: argparse.Namespace) -> int:
     """Decode a token and say whether (and why not) the gateway of this configuration accepts it."""
     config = _load(args.config).identity.jwt
-    token = (sys.stdin.read() if args.token in (None, "-") else args.token).strip()
+    token = (_read_token() if args.token in (None, "-") else args.token).strip()
     if not token:
         _say("token inspect: no token (give it as the argument, or on stdin)")
         return EXIT_CONFIG
@@ -304,6 +304,15 @@ def cmd_token_inspect(args: argparse.Namespace) -> int:
     inspection = inspect_token(token, config, time.time(), jwks)
     print(json.dumps(inspection.to_json(), indent=2) if args.json else inspection.render())
     return 0 if inspection.accepted else EXIT_FAILED
+
+
+def _read_token() -> str:
+    """The token from stdin: all of a pipe, or one line typed at a terminal (after saying what is awaited)."""
+    if sys.stdin.isatty():
+        # Without this line a terminal would sit silent, and waiting for end-of-file there needs Ctrl-D.
+        _say("token inspect: paste the token and press Enter")
+        return sys.stdin.readline()
+    return sys.stdin.read()
 
 
 async def _fetched_jwks(url: URL) -> JWKSKeys:

@@ -170,6 +170,13 @@ class ListenConfig(_Model):
 
     https: Address = Field(description="The HTTPS listener that serves everything.")
     http: Address | None = Field(default=None, description="Plain HTTP listener; only answers 308 to HTTPS.")
+    public_https_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The HTTPS port clients reach (behind a port mapping or a load balancer), where the HTTP "
+        "listener redirects; default: the HTTPS listener's own port.",
+    )
     trusted_proxies: frozenset[IPvAnyNetwork] = Field(
         default=frozenset(), description="Peers (addresses or networks) whose X-Forwarded-* headers are believed."
     )

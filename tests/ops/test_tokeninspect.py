@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +25,7 @@ from gateway.config import JWTConfig
 from gateway.ops.tokeninspect import duration, fingerprint, inspect_token, relative, thumbprint
 from tests.conftest import SECRET, CertFiles, JWKSServer, RecordingUpstream, StartGateway, config_dict, deep_merge
 from tests.policy.test_identity import EC_KEY, OTHER_RSA_KEY, RSA_KEY, craft, jwk, loaded
-from tests.test_cli import gateway_cli
+from tests.test_cli import cli_env, gateway_cli
 
 SECOND = "rotated-in-inspect-secret-fedcba9876543210"
 WRONG = "not-our-secret-at-all-0123456789abcdef"
@@ -281,3 +286,32 @@ def test_both_forms_of_the_token_command_as_processes(cert_files: CertFiles, tmp
     assert empty.returncode == 2
     assert "no token" in empty.stderr
     assert SECRET not in signed.stderr + refused.stdout + refused.stderr
+
+
+def test_at_a_terminal_it_asks_for_the_token_and_reads_one_line(cert_files: CertFiles, tmp_path: Path) -> None:
+    """Run in a real pseudo-terminal: the prompt shows before anything is typed, and Enter (not Ctrl-D) ends it."""
+    config = str(write_config(tmp_path / "gateway.yaml", config_dict(cert_files, tmp_path, "http://127.0.0.1:9")))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "token", "inspect", "-c", config],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    os.close(terminal)
+    try:
+        shown = b""
+        while b"press Enter" not in shown:
+            ready, _, _ = select.select([controller], [], [], 30)
+            assert ready, f"no prompt at the terminal: {shown!r}"
+            shown += os.read(controller, 1024)
+        assert shown.startswith(b"portal-gateway: token inspect: paste the token and press Enter"), shown
+        os.write(controller, hs256(now=time.time()).encode() + b"\n")
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        os.close(controller)
+    assert process.returncode == 0, out
+    assert b"verdict: accepted" in out
