@@ -82,9 +82,10 @@ API = Namespace("api", prefix=API_PREFIX, identity=True, json_errors=True)
 API_DESCRIPTION = Namespace("api_description", paths=frozenset({API_DESCRIPTION_PATH}), json_errors=True)
 ADMIN = Namespace("admin", prefix=ADMIN_PREFIX, json_errors=True, reserved=True, visitor_token=False)
 MESSENGER = Namespace("messenger", prefix=MESSENGER_PREFIX, json_errors=True, reserved=True)
-# Only liveness and readiness answer any Host: /metrics is asked by a scraper that names the domain.
+# Probes and scrapers address a pod or container by IP (a kubelet, Prometheus' service discovery), so the health
+# checks and /metrics answer any Host; /metrics still answers only `listen.metrics_allow`'s peers.
 HEALTH = Namespace("health", paths=frozenset({HEALTHZ_PATH, READYZ_PATH}), any_host=True)
-METRICS = Namespace("metrics", paths=frozenset({METRICS_PATH}))
+METRICS = Namespace("metrics", paths=frozenset({METRICS_PATH}), any_host=True)
 STATIC = Namespace("static", paths=frozenset({FAVICON_PATH}), prefix=STATIC_PREFIX)
 BRAND = Namespace("brand", prefix=BRAND_PREFIX)
 PROBE = Namespace("probe", paths=frozenset({PROBE_PATH}), visitor_token=False)
