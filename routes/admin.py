@@ -236,7 +236,12 @@ def admin_token_valid(request: web.Request) -> bool:
     token = presented.strip().encode("utf-8", "surrogateescape")
     # SECURITY: constant-time comparison; an empty or missing token never matches.
     valid = scheme.lower() == "bearer" and bool(token) and hmac.compare_digest(token, request.app[ADMIN_TOKEN])
-    reason = None if valid else ("missing" if not token else "bad_token")
+    return admin_credential_checked(request, None if valid else ("missing" if not token else "bad_token"))
+
+
+def admin_credential_checked(request: web.Request, reason: str | None) -> bool:
+    """Audit and count how the admin credential fared (``reason`` None: verified); whether it was verified."""
+    valid = reason is None
     request[AUDIT_ENTRY].identity = IdentityResult(
         method="admin_token", result="verified" if valid else "rejected", reason=reason
     )
