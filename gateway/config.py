@@ -255,6 +255,10 @@ class JWTConfig(_Model):
     leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on exp and nbf.")
     require_exp: bool = Field(default=True, description="Refuse tokens without an expiry.")
     jwks_url: HttpURL | None = Field(default=None, description="Optional JWKS for RS256/ES256 tokens.")
+    audience: frozenset[str] = Field(
+        default=frozenset(),
+        description="The aud values accepted; a token must name one. Empty: a token naming any audience is refused.",
+    )
 
     @field_validator("secrets")
     @classmethod

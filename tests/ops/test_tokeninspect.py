@@ -118,7 +118,7 @@ def test_accepted_token_shows_its_times_in_utc_and_the_secret_by_position_and_fi
         ("eyJhbGciOiJIUzI1NiJ9.not-a-token", "malformed", "malformed: not a JWT"),
         (hs256(exp=None), "malformed", "malformed: no exp: sign an expiry (identity.jwt.require_exp is on)"),
         (hs256(exp="tomorrow"), "malformed", "malformed: exp must be a number of seconds since 1970"),
-        (hs256(aud="portal"), "malformed", "malformed: an aud claim"),
+        (hs256(aud="portal"), "wrong_audience", "aud 'portal', but identity.jwt.audience is empty: leave aud out"),
     ],
 )
 def test_each_refusal_names_the_audit_reason_then_the_fix(token: str, reason: str, explanation: str) -> None:
@@ -208,6 +208,7 @@ CASES = {
     "not a token": Case(lambda now: "eyJhbGciOiJIUzI1NiJ9.garbage", "malformed"),
     "no exp": Case(lambda now: hs256(exp=None, now=now), "malformed"),
     "kid not in the jwks": Case(lambda now: rs256(RSA_KEY, "rsa-9", now), "unknown_kid"),
+    "minted for another service": Case(lambda now: hs256(aud="crm", now=now), "wrong_audience"),
 }
 
 
@@ -315,3 +316,18 @@ def test_at_a_terminal_it_asks_for_the_token_and_reads_one_line(cert_files: Cert
         os.close(controller)
     assert process.returncode == 0, out
     assert b"verdict: accepted" in out
+
+
+@pytest.mark.parametrize(
+    ("aud", "explanation"),
+    [
+        (None, "no aud: identity.jwt.audience requires one of help-center, portal"),
+        ("crm", "aud 'crm' names none of identity.jwt.audience (help-center, portal): a token minted for elsewhere"),
+    ],
+)
+def test_a_configured_audience_is_named_in_the_explanation(aud: str | None, explanation: str) -> None:
+    config = jwt_config(audience=["portal", "help-center"])
+    token = hs256(now=NOW) if aud is None else hs256(aud=aud, now=NOW)
+    inspection = inspect_token(token, config, NOW)
+    assert (inspection.reason, inspection.explanation) == ("wrong_audience", explanation)
+    assert inspect_token(hs256(aud=["x", "portal"], now=NOW), config, NOW).accepted
