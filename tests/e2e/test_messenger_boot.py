@@ -77,7 +77,7 @@ async def fake_messenger(cert_files: CertFiles) -> AsyncIterator[FakeMessenger]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_context(cert_files.cert, cert_files.key))
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = runner.addresses[0][1]
     fake.url = URL.build(scheme="https", host="127.0.0.1", port=port, path=f"/widget/{WORKSPACE}")
     yield fake
     await runner.cleanup()
