@@ -185,6 +185,8 @@ async def ticket_detail(request: web.Request) -> web.Response:
     if booting:
         # Intercom's hosts only on the page that boots the Messenger; every other page keeps the strict policy.
         response.headers["Content-Security-Policy"] = request.app[BOOT_POLICY]
+        # SECURITY: the page carries the visitor's Messenger token: no cache (shared or the browser's) keeps it.
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -233,6 +233,7 @@ async def test_the_messenger_boots_only_where_switched_on_and_for_a_visitor_in_t
     assert link.attrs["data-messenger-api-base"] == str(on.gateway.url)
     assert [script.attrs["src"] for script in root.find_all("script")] == ["/_gateway/static/messenger.js"]
     check_page_headers(answer)  # still no inline script allowed
+    assert answer.headers["Cache-Control"] == "no-store"  # it holds the visitor's Messenger token
     sources = policy_sources(answer)
     assert {"https://api-iam.au.intercom.io", "wss://nexus-australia-websocket.intercom.io"} <= sources
     assert not {source for source in sources if ".eu" in source or "europe" in source or "api-iam.intercom" in source}
