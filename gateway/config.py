@@ -291,8 +291,28 @@ class IdentityConfig(_Model):
     dev_login: bool = Field(default=False, description="Demo only: /dev/login signs a token for any store contact.")
 
 
+class MessengerBootConfig(_Model):
+    """The portal's "Send us a message" button booting Intercom's Messenger on the ticket page."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="Boot the Messenger; null (the default): exactly when intercom.enabled, whose tickets' "
+        "conversations are the workspace's own (imported or demo ones would open nothing in the Messenger).",
+    )
+    script_url: HttpURL | None = Field(
+        default=None,
+        description="The Messenger's script; default: Intercom's https://widget.intercom.io/widget/<workspace_id>.",
+    )
+    token_ttl: int = Field(
+        default=600,
+        ge=60,
+        le=3600,
+        description="Seconds the intercom_user_jwt the page carries stays valid; past it the button follows its link.",
+    )
+
+
 class MessengerConfig(_Model):
-    """The Messenger API proxy."""
+    """The Messenger API proxy, and the Messenger boot on the portal's ticket page."""
 
     upstream: HttpURL = Field(description="Where Messenger API calls are forwarded.")
     prevent_company_updates: bool = Field(default=True, description="Block company changes in user_data.")
@@ -305,6 +325,7 @@ class MessengerConfig(_Model):
         le=16 * 1024**2,
         description="Largest Messenger request body read for the policy; a bigger one gets a 400.",
     )
+    boot: MessengerBootConfig = MessengerBootConfig()
 
 
 Operator = Literal[
@@ -540,6 +561,8 @@ INTERCOM_API_URLS: Mapping[IntercomRegion, str] = {
     "au": "https://api.au.intercom.io",
 }
 """The REST API's base URL in each region (Intercom's "Regional hosting" page)."""
+INTERCOM_WIDGET_URL = "https://widget.intercom.io/widget"
+"""Where the Messenger's script is loaded from, ``/<app_id>`` after it, in every region (Intercom's install snippet)."""
 INTERCOM_VERSION = "2.16"
 """The ``Intercom-Version`` header sent on every call: the API version the connector is written and tested against."""
 
@@ -604,6 +627,17 @@ class GatewayConfig(_Model):
         if not self.cookie_forwarding.enabled:
             return frozenset()
         return frozenset(intercom_cookies(self.workspace_id))
+
+    @property
+    def messenger_boots(self) -> bool:
+        """Whether the ticket page boots the Messenger: ``messenger.boot.enabled``, unset: the connector's switch."""
+        enabled = self.messenger.boot.enabled
+        return self.intercom.enabled if enabled is None else enabled
+
+    @property
+    def messenger_script_url(self) -> URL:
+        """The Messenger's script: ``messenger.boot.script_url``, else Intercom's for this workspace (any region)."""
+        return self.messenger.boot.script_url or URL(INTERCOM_WIDGET_URL) / self.workspace_id
 
     @property
     def cookie_domain(self) -> str:

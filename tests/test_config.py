@@ -892,3 +892,33 @@ def test_the_intercom_base_url_follows_the_region_unless_given(
     config = load(tmp_path, {"intercom": intercom})
     assert config.intercom.base_url == URL(base_url)
     assert config.intercom.enabled is False
+
+
+CONNECTOR_ON = {"enabled": True, "access_token": "t", "admin_id": "1"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "boots"),
+    [
+        ({}, False),  # the demo and imported stores: their conversations are not the workspace's
+        ({"intercom": CONNECTOR_ON}, True),
+        ({"intercom": CONNECTOR_ON, "messenger": {"boot": {"enabled": False}}}, False),
+        ({"messenger": {"boot": {"enabled": True}}}, True),  # tickets synced by the operator's own means
+    ],
+)
+def test_the_messenger_boots_with_the_connector_unless_told(
+    tmp_path: Path, overrides: dict[str, Any], boots: bool
+) -> None:
+    assert load(tmp_path, overrides).messenger_boots is boots
+
+
+def test_the_messenger_script_is_intercoms_for_the_workspace_unless_given(tmp_path: Path) -> None:
+    assert load(tmp_path).messenger_script_url == URL("https://widget.intercom.io/widget/ws1a2b3c")
+    mirror = {"messenger": {"boot": {"script_url": "https://127.0.0.1:8443/widget.js"}}}
+    assert load(tmp_path, mirror).messenger_script_url == URL("https://127.0.0.1:8443/widget.js")
+
+
+@pytest.mark.parametrize("ttl", [0, 59, 3601])
+def test_a_messenger_token_lifetime_out_of_bounds_is_refused(tmp_path: Path, ttl: int) -> None:
+    error = config_error(tmp_path, {"messenger": {"boot": {"token_ttl": ttl}}})
+    assert "messenger.boot.token_ttl" in str(error)

@@ -205,9 +205,9 @@ class Flow:
         await self.page.wait_for_url(re.compile(rf"[?&]q={re.escape(word)}(&|$)"))
 
 
-async def sign_in(gateway: Gateway, browser: Browser, viewport: ViewportSize) -> Page:
+async def sign_in(gateway: Gateway, browser: Browser, viewport: ViewportSize, *, javascript: bool = True) -> Page:
     """A fresh context with Ben's portal cookie, as the customer's web app would have set it."""
-    context = await browser.new_context(viewport=viewport, base_url=str(gateway.url))
+    context = await browser.new_context(viewport=viewport, base_url=str(gateway.url), java_script_enabled=javascript)
     context.set_default_timeout(TIMEOUT_MS)
     token = sign_token(SECRET, user_id=BEN_ID, now=time.time(), ttl=600, email=BEN_EMAIL, name=BEN)
     await context.add_cookies(
