@@ -184,7 +184,7 @@ def test_untrusted_peer_forwarded_for_is_exactly_the_peer(
     given_headers = headers(*sent)
     fwd = forwarding(str(peer), given_headers, host=HOST, trusted=TRUSTED)
     assert fwd == Forwarding(client_ip=str(peer), forwarded_for=str(peer), proto="https", host=HOST)
-    out = upstream_request_headers(given_headers, cookie=None, fwd=fwd)
+    out = upstream_request_headers(given_headers, cookie=None, fwd=fwd).headers
     assert out.getall("X-Forwarded-For") == [str(peer)]
     assert out.getall("X-Forwarded-Proto") == ["https"]
     assert out.getall("X-Forwarded-Host") == [HOST]
@@ -221,7 +221,7 @@ FWD = Forwarding(client_ip="203.0.113.5", forwarded_for="203.0.113.5", proto="ht
 
 
 def test_upstream_headers_with_filtered_cookie() -> None:
-    out = upstream_request_headers(CLIENT, cookie="intercom-session-ws1a2b3c=a", fwd=FWD)
+    out = upstream_request_headers(CLIENT, cookie="intercom-session-ws1a2b3c=a", fwd=FWD).headers
     assert sorted(out.items()) == sorted(
         [
             ("Accept", "text/html"),
@@ -239,7 +239,7 @@ def test_upstream_headers_with_filtered_cookie() -> None:
 
 @pytest.mark.parametrize("cookie", [None, ""])
 def test_upstream_headers_without_cookie(cookie: str | None) -> None:
-    out = upstream_request_headers(CLIENT, cookie=cookie, fwd=FWD)
+    out = upstream_request_headers(CLIENT, cookie=cookie, fwd=FWD).headers
     assert "Cookie" not in out
     assert "Host" not in out
     for name in ("Forwarded", "X-Real-IP", "Connection", "Keep-Alive", "X-Hop"):
@@ -249,7 +249,7 @@ def test_upstream_headers_without_cookie(cookie: str | None) -> None:
 
 def test_upstream_headers_carry_the_trusted_chain() -> None:
     fwd = forwarding("10.0.0.1", headers(("X-Forwarded-For", "198.51.100.7")), host=HOST, trusted=TRUSTED)
-    out = upstream_request_headers(headers(("X-Forwarded-For", "198.51.100.7")), cookie=None, fwd=fwd)
+    out = upstream_request_headers(headers(("X-Forwarded-For", "198.51.100.7")), cookie=None, fwd=fwd).headers
     assert out.getall("X-Forwarded-For") == ["198.51.100.7, 10.0.0.1"]
 
 
@@ -299,18 +299,15 @@ CLAIMS = headers(
 
 
 def test_client_identity_claims_never_reach_upstream() -> None:
-    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD)
+    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD).headers
     assert sorted(
         key for key in out if key.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
-    ) == [
-        "Accept",
-        "X-Portalish",
-    ]
+    ) == ["Accept"]
 
 
 def test_gateway_identity_replaces_client_claims() -> None:
     own = {"X-Portal-User-Id": "u-42", "X-Portal-Company-Ids": "c9"}
-    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD, identity=own)
+    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD, identity=own).headers
     assert out.getall("X-Portal-User-Id") == ["u-42"]
     assert out.getall("X-Portal-Company-Ids") == ["c9"]
     assert "X_Portal_Company_Ids" not in out
@@ -340,7 +337,7 @@ SPOOFED_FORWARDING = headers(
 
 def test_client_forwarding_claims_in_any_spelling_never_reach_upstream() -> None:
     """Class 3, header spoofing: underscore and case variants of X-Forwarded-*, Forwarded and URL overrides."""
-    out = upstream_request_headers(SPOOFED_FORWARDING, cookie=None, fwd=FWD)
+    out = upstream_request_headers(SPOOFED_FORWARDING, cookie=None, fwd=FWD).headers
     assert sorted(out.items()) == sorted(
         [
             ("Accept", "text/html"),
@@ -355,7 +352,7 @@ def test_connection_cannot_name_away_the_gateways_own_headers() -> None:
     """Class 3, hop-by-hop abuse: ``Connection: X-Portal-User-Id, X-Forwarded-For`` removes nothing the gateway sets."""
     client = headers(("Connection", "close, X-Portal-User-Id, X-Forwarded-For, X-Forwarded-Host, Cookie"))
     own = {"X-Portal-User-Id": "u-42", "X-Portal-Company-Ids": "c9"}
-    out = upstream_request_headers(client, cookie="intercom-session-ws1a2b3c=a", fwd=FWD, identity=own)
+    out = upstream_request_headers(client, cookie="intercom-session-ws1a2b3c=a", fwd=FWD, identity=own).headers
     assert out.getall("X-Portal-User-Id") == ["u-42"]
     assert out.getall("X-Forwarded-For") == ["203.0.113.5"]
     assert out.getall("X-Forwarded-Host") == [HOST]

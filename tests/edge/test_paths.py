@@ -16,8 +16,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.edge.paths import decision_path, target_problem
+from gateway.namespace import NamespaceTable
 from tests.conftest import DOMAIN, RecordingUpstream, StartGateway, raw_exchange
 
+TABLE = NamespaceTable.for_portal("/tickets")
 REFUSED = [
     "/tickets/../admin",
     "/admin/../tickets",
@@ -39,6 +41,7 @@ REFUSED = [
     "/tickets#fragment",
     "/x#/../tickets",
     "/api/v1/../../tickets",
+    "/100%25done",  # a "%" left after one decode: some reader decodes it again
 ]
 PROTECTED = [
     "/tickets",
@@ -58,7 +61,7 @@ PROTECTED = [
     "/api/v1/me;x",
     "/api//v1/me",
 ]
-PROXIED = ["/articles/1", "/tickets-help", "/ticketsx/1", "/x/tickets", "/a.b/c;d=1", "/100%25done"]
+PROXIED = ["/articles/1", "/tickets-help", "/ticketsx/1", "/x/tickets", "/a.b/c;d=1", "/caf%C3%A9"]
 
 
 def interpretations(raw_path: str) -> set[str]:
@@ -125,7 +128,7 @@ SEGMENT = st.text(alphabet="abtickesTICKES.;%25fF2cC5e0/\\#", max_size=12)
 def test_a_forwarded_path_is_protected_whenever_a_lenient_upstream_reads_a_portal_path(parts: list[str]) -> None:
     """Class 2 property: a target that passes is decided as protected whenever any reading of it is a portal path."""
     raw_path = "/" + "/".join(parts)
-    if target_problem(raw_path, allow_encoded_slashes=False) is not None:
+    if target_problem(raw_path, allow_encoded_slashes=False, guarded=TABLE.guarded) is not None:
         return
     if any(portal_like(reading) for reading in interpretations(raw_path)):
         assert portal_like(decision_path(unquote(raw_path))), raw_path
@@ -134,7 +137,7 @@ def test_a_forwarded_path_is_protected_whenever_a_lenient_upstream_reads_a_porta
 @pytest.mark.parametrize("raw_path", REFUSED)
 def test_refused_targets_name_their_reason(raw_path: str) -> None:
     """Class 2: every refused target says why, in words safe to show the client."""
-    reason = target_problem(raw_path, allow_encoded_slashes=False)
+    reason = target_problem(raw_path, allow_encoded_slashes=False, guarded=TABLE.guarded)
     assert reason is not None
     assert raw_path not in reason
 
