@@ -62,7 +62,7 @@ def target_problem(raw_target: str, *, allow_encoded_slashes: bool, guarded: Cal
     """Why a raw request target (path and query, as sent) is refused, or None when it has one reading.
 
     ``guarded(path)`` says whether a decoded path lies in a namespace the gateway guards (the portal, the
-    APIs): a path that only a lenient reader takes into one is refused.
+    APIs): a path whose lenient reading differs from it (other than in case) and lies in one is refused.
     """
     raw_path, _, _ = raw_target.partition("?")
     # SECURITY: each of these has bypassed a proxy's path rules in some upstream (CVE-class: path confusion).
@@ -94,7 +94,7 @@ def target_problem(raw_target: str, *, allow_encoded_slashes: bool, guarded: Cal
     # are refused outright.
     if "\\" in lenient or "%" in lenient:
         return "Look-alikes of / \\ or % are not accepted in paths."
-    if guarded(lenient) and not guarded(decoded):
+    if guarded(lenient) and lenient != decoded.casefold():
         return "Look-alikes of the portal's or the API's paths are not accepted."
     return None
 

@@ -10,9 +10,13 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.edge.headers import (
+    GATEWAY_PREFIXES,
+    HOP_BY_HOP,
+    STANDARD_REQUEST_HEADERS,
     Forwarding,
     Network,
     forwarding,
+    passes,
     peer_in,
     upstream_request_headers,
     without_hop_by_hop,
@@ -358,3 +362,110 @@ def test_connection_cannot_name_away_the_gateways_own_headers() -> None:
     assert out.getall("X-Forwarded-Host") == [HOST]
     assert out.getall("Cookie") == ["intercom-session-ws1a2b3c=a"]
     assert "Connection" not in out
+
+
+# --- the positive model (issue 20, classes 1 and 2) ---------------------------------------------
+
+# Names that servers behind a proxy have believed: identity (param-miner's list), forwarding, overrides,
+# framing; each is spelled by the strategy below in any case and with "_" for any "-".
+BELIEVED = (
+    "x-auth-user",
+    "iv-user",
+    "x-username",
+    "user-id",
+    "proxy-user",
+    "x-remote-user",
+    "x-portal-user-id",
+    "cf-connecting-ip",
+    "x-originating-ip",
+    "x-forward-for",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-http-path-override",
+    "x-http-method-override",
+    "x-original-url",
+    "transfer-encoding",
+    "content-length",
+)
+GATEWAYS_OWN = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+TCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+.^_`|~-"
+
+
+@st.composite
+def spelled(draw: st.DrawFn, names: tuple[str, ...] = BELIEVED) -> str:
+    """One of ``names`` in any case, any of its "-" perhaps "_"."""
+    name = draw(st.sampled_from(names))
+    return "".join(
+        draw(st.sampled_from(["-", "_"])) if char == "-" else draw(st.sampled_from([char, char.upper()]))
+        for char in name
+    )
+
+
+ANY_NAME = st.text(alphabet=TCHAR, min_size=1, max_size=24)
+STANDARD_NAME = spelled(tuple(sorted(STANDARD_REQUEST_HEADERS)))
+VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=16)
+
+
+@given(
+    st.lists(st.tuples(st.one_of(spelled(), ANY_NAME, STANDARD_NAME), VALUE), max_size=24),
+    st.frozensets(st.one_of(ANY_NAME, spelled()).map(str.lower), max_size=4),
+)
+def test_only_standard_or_passed_names_reach_upstream_and_every_other_is_named(
+    items: list[tuple[str, str]], extra: frozenset[str]
+) -> None:
+    """Classes 1 and 2 property: whatever the client sends and whatever ``extra`` lists, a name reaches
+    upstream only when standard or listed, never with "_" nor under X-Portal-*/X-Forwarded-* (the gateway's
+    own); every other name is in ``dropped`` (names only), unless hop-by-hop or rewritten by the gateway."""
+    out = upstream_request_headers(headers(*items), cookie=None, fwd=FWD, extra=extra)
+    for name in out.headers:
+        lower = name.lower()
+        if lower in GATEWAYS_OWN:
+            continue
+        assert "_" not in lower, name
+        assert not lower.startswith(GATEWAY_PREFIXES), name
+        assert lower in STANDARD_REQUEST_HEADERS or lower in extra or lower.startswith(("sec-fetch-", "sec-ch-"))
+    forwarded = {name.lower() for name in out.headers}
+    for name, _ in items:
+        lower = name.lower()
+        assert lower in forwarded or lower in out.dropped or lower in HOP_BY_HOP | GATEWAYS_OWN | {"host", "cookie"}, (
+            name
+        )
+    assert set(out.dropped) <= {name.lower() for name, _ in items}
+    assert len(out.dropped) == len(set(out.dropped))
+
+
+@given(spelled())
+def test_no_config_lets_a_name_with_an_underscore_or_the_gateways_prefix_pass(name: str) -> None:
+    """Class 1 property: ``upstream.pass_headers`` can only add names; "_" and X-Portal-*/X-Forwarded-* never pass."""
+    lower = name.lower()
+    if "_" in lower or lower.startswith(GATEWAY_PREFIXES):
+        assert not passes(lower, frozenset({lower, lower.replace("_", "-")}))
+
+
+def test_passed_names_reach_upstream_and_the_rest_are_dropped_in_order() -> None:
+    """Class 2: ``extra`` extends the model; the dropped names come once each, lower case, as first sent."""
+    client = headers(
+        ("X-Auth-User", "admin"),
+        ("X-Tenant", "t1"),
+        ("Transfer_Encoding", "chunked"),
+        ("x-auth-user", "again"),
+        ("Accept", "text/html"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("X-Forwarded-Port", "80"),
+    )
+    out = upstream_request_headers(client, cookie=None, fwd=FWD, extra=frozenset({"x-tenant"}))
+    assert [name for name in out.headers if name.lower() not in GATEWAYS_OWN] == [
+        "X-Tenant",
+        "Accept",
+        "Sec-Fetch-Mode",
+    ]
+    assert out.dropped == ("x-auth-user", "transfer_encoding", "x-forwarded-port")
+
+
+def test_a_name_the_connection_header_lists_is_dropped_and_named() -> None:
+    """Hop-by-hop: ``Connection: Accept-Language`` makes even a standard header hop-by-hop; the audit says so."""
+    out = upstream_request_headers(
+        headers(("Connection", "Accept-Language"), ("Accept-Language", "en"), ("Keep-Alive", "5")), cookie=None, fwd=FWD
+    )
+    assert "Accept-Language" not in out.headers
+    assert out.dropped == ("accept-language",)
