@@ -264,3 +264,19 @@ async def test_a_canonical_refusal_is_a_400_page_and_nothing_goes_upstream(
             assert got.status == 400, raw_path
             assert got.headers["X-Request-Id"]
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize(
+    "target",
+    [b"/\xc0\xaftickets", b"/\xef\xbd\x94ickets", b"/t\xc4\xb1ckets/1", b"/tickets\xff", b"/\xe2\x88\x95tickets"],
+)
+async def test_raw_bytes_in_the_request_line_get_the_same_rules(
+    start_gateway: StartGateway, upstream: RecordingUpstream, client_ssl: ssl.SSLContext, target: bytes
+) -> None:
+    """Class 3: bytes above 0x7F sent unencoded in the request line (no client library writes them) are held
+    to the same canonical form as their percent-encoded spelling: refused, nothing upstream."""
+    gateway = await start_gateway(portal={"mode": "proxy"})
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: " + DOMAIN.encode() + b"\r\nConnection: close\r\n\r\n"
+    answer = await raw_exchange(gateway, head, client_ssl, seconds=2.0)
+    assert answer.statuses == [400], answer.data[:400]
+    assert upstream.requests == []
