@@ -64,7 +64,9 @@ def create_app(
         middlewares=[
             head_deadline.middleware,  # the request head arrived in time (server.py starts the clock)
             audit_middleware,  # request id, audit record, metrics: sees the final status
-            framing_middleware,  # ambiguous framing refused; no keep-alive after an upgrade that did not happen
+            # Ambiguous framing refused (and "_" in header names, if so configured); no keep-alive after an
+            # upgrade that did not happen.
+            framing_middleware(config.requests.underscore_headers == "refuse"),
             error_middleware,  # exceptions and upstream failures become pages
             host_middleware(served_hosts(config)),  # only our own Host names get content
             path_middleware(config.requests.allow_encoded_slashes),  # paths servers read two ways refused

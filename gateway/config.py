@@ -44,6 +44,8 @@ ADMIN_TOKEN_MIN = 16
 BUNDLED_CONFIG = "gateway.yaml"
 
 _ATTRIBUTE = re.compile(r"^(person|company)\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# RFC 9110 token characters without "_" (which some upstreams read as "-": requests.underscore_headers).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^`|~0-9a-z-]+")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -218,6 +220,10 @@ class RequestsConfig(_Model):
     allow_encoded_slashes: bool = Field(
         default=False, description="Forward paths with %2F or %5C; refused by default (an upstream may decode them)."
     )
+    underscore_headers: Literal["drop", "refuse"] = Field(
+        default="drop",
+        description="A header name with `_` is never forwarded: dropped (and audited), or the request refused (400).",
+    )
 
 
 class TLSConfig(_Model):
@@ -236,6 +242,23 @@ class UpstreamConfig(_Model):
     read_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to wait for each upstream read, and for the whole response head."
     )
+    pass_headers: frozenset[str] = Field(
+        default=frozenset(),
+        description="Request headers upstream (and the Messenger API) may receive beyond the standard ones; "
+        "all others are dropped and audited.",
+    )
+
+    @field_validator("pass_headers")
+    @classmethod
+    def _passable(cls, value: frozenset[str]) -> frozenset[str]:
+        names = frozenset(name.lower() for name in value)
+        for name in sorted(names):
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name (letters, digits and -, no _)")
+            # SECURITY: the gateway alone writes these; passing a client's would let it claim an identity.
+            if name in ("host", "cookie") or name.startswith(("x-portal-", "x-forwarded-")):
+                raise ValueError(f"{name} is the gateway's own to send")
+        return names
 
 
 class CookieForwardingConfig(_Model):

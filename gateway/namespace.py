@@ -116,6 +116,12 @@ class NamespaceTable:
         """The namespace ``path`` belongs to on the broadest reading (:func:`decision_path`), for access."""
         return _owner(self._folded, decision_path(path))
 
+    def guarded(self, path: str) -> bool:
+        """Whether a decoded ``path``, on the broadest reading, lies where the gateway guards what passes:
+        behind the access rules (portal, JSON API) or reserved (admin API, Messenger)."""
+        namespace = self.decided(path)
+        return namespace.identity or namespace.reserved
+
     @cached_property
     def _folded(self) -> tuple[Namespace, ...]:
         return tuple(namespace.folded() for namespace in self.namespaces)

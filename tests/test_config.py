@@ -210,6 +210,33 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
         ),
         pytest.param({"listen": {"https": "127.0.0.1:70000"}}, "listen.https.port", "65535", id="listen-port-too-big"),
         pytest.param({"listen": {"workers": 0}}, "listen.workers", "greater than or equal to 1", id="workers-zero"),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X_Tenant"]}}, "upstream.pass_headers", "no _", id="pass-header-underscore"
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X-Tenant: 1"]}},
+            "upstream.pass_headers",
+            "not a header name",
+            id="pass-colon",
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X-Portal-User-Id"]}},
+            "upstream.pass_headers",
+            "the gateway's own",
+            id="pass-header-portal",
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X-Forwarded-Port"]}},
+            "upstream.pass_headers",
+            "the gateway's own",
+            id="pass-header-forwarded",
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["Cookie"]}}, "upstream.pass_headers", "the gateway's own", id="pass-cookie"
+        ),
+        pytest.param(
+            {"requests": {"underscore_headers": "pass"}}, "requests.underscore_headers", "drop", id="underscores-pass"
+        ),
         pytest.param({"workspace_id": "ws 1"}, "workspace_id", "pattern", id="workspace-id-with-space"),
         pytest.param({"domain": "https://help.example.com"}, "domain", "without scheme or port", id="domain-scheme"),
         pytest.param({"domain": "help.example.com:443"}, "domain", "without scheme or port", id="domain-port"),
@@ -922,3 +949,9 @@ def test_the_messenger_script_is_intercoms_for_the_workspace_unless_given(tmp_pa
 def test_a_messenger_token_lifetime_out_of_bounds_is_refused(tmp_path: Path, ttl: int) -> None:
     error = config_error(tmp_path, {"messenger": {"boot": {"token_ttl": ttl}}})
     assert "messenger.boot.token_ttl" in str(error)
+
+
+def test_pass_headers_are_kept_lower_case(tmp_path: Path) -> None:
+    """upstream.pass_headers: names compared as the header model compares them, whatever case the file uses."""
+    config = load(tmp_path, {"upstream": {"pass_headers": ["X-Tenant", "x-request-start"]}})
+    assert config.upstream.pass_headers == frozenset({"x-tenant", "x-request-start"})

@@ -64,6 +64,13 @@ class CookieNames:
 
 
 @dataclass
+class HeaderNames:
+    """The names (never values) of the client's request headers that the positive model kept from upstream."""
+
+    dropped: tuple[str, ...] = ()
+
+
+@dataclass
 class IdentityResult:
     """How the visitor was identified, or why not."""
 
@@ -152,6 +159,7 @@ class AuditEntry:
     duration_ms: float | None = None
     aborted: bool = False
     cookies: CookieNames = field(default_factory=CookieNames)
+    headers: HeaderNames = field(default_factory=HeaderNames)
     identity: IdentityResult = field(default_factory=IdentityResult)
     access: AccessResult = field(default_factory=AccessResult)
     upstream: UpstreamResult = field(default_factory=UpstreamResult)
@@ -172,6 +180,7 @@ class AuditEntry:
             "duration_ms": self.duration_ms,
             "aborted": self.aborted,
             "cookies": dict(vars(self.cookies)),
+            "headers": dict(vars(self.headers)),
             "identity": dict(vars(self.identity)),
             "access": dict(vars(self.access)),
             "upstream": dict(vars(self.upstream)),

@@ -61,6 +61,12 @@ class Metrics:
             ["name"],
             registry=self.registry,
         )
+        self.headers_dropped = Counter(
+            "gateway_request_headers_dropped",
+            "Client request headers not forwarded upstream, by reason (underscore, not_allowed).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=self.registry
         )
