@@ -116,11 +116,11 @@ class NamespaceTable:
         """The namespace ``path`` belongs to on the broadest reading (:func:`decision_path`), for access."""
         return _owner(self._folded, decision_path(path))
 
-    def guarded(self, path: str) -> bool:
-        """Whether a decoded ``path``, on the broadest reading, lies where the gateway guards what passes:
-        behind the access rules (portal, JSON API) or reserved (admin API, Messenger)."""
+    def guarded(self, path: str) -> str | None:
+        """The name of the namespace a decoded ``path`` lies in on the broadest reading, when the gateway
+        guards what passes there: the access rules (portal, JSON API) or reserved (admin API, Messenger)."""
         namespace = self.decided(path)
-        return namespace.identity or namespace.reserved
+        return namespace.name if namespace.identity or namespace.reserved else None
 
     @cached_property
     def _folded(self) -> tuple[Namespace, ...]:

@@ -69,8 +69,8 @@ def _whole(value: Any) -> Any:
 Whole = Annotated[int, BeforeValidator(_whole)]
 """A whole number, written 5 or 5.0; never "5" or true."""
 # The external id of a company or contact: it stands in admin API paths as one segment, so nothing the
-# gateway refuses in a path (control characters, slashes, backslashes, percent signs, a leading dot).
-RECORD_KEY = r"^[^\x00-\x1f\x7f/\\%.][^\x00-\x1f\x7f/\\%]*$"
+# gateway refuses in a path (control characters, slashes, backslashes, percent signs, ? and #, a leading dot).
+RECORD_KEY = r"^[^\x00-\x1f\x7f/\\%?#.][^\x00-\x1f\x7f/\\%?#]*$"
 
 # A custom attribute value. Not a plain union: pydantic would name each member type in the error's path
 # (custom_attributes.tier.str, .int, ...), where the client needs the one path it sent.

@@ -32,7 +32,7 @@ from gateway.namespace import NAMESPACES, RESERVED_PREFIXES, decision_path
 
 __all__ = ["canonical", "decision_path", "path_middleware", "reserved", "target_problem"]
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENCODED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
 # "0x2e" is how a few decoders (and the traversal corpora) spell a dot.
 _SEPARATORS = re.compile(r"[/\\]")
@@ -58,11 +58,12 @@ def _lenient(path: str) -> str:
     return unicodedata.normalize("NFKC", upper).casefold().translate(_SLASH_LOOKALIKES)
 
 
-def target_problem(raw_target: str, *, allow_encoded_slashes: bool, guarded: Callable[[str], bool]) -> str | None:
+def target_problem(raw_target: str, *, allow_encoded_slashes: bool, guarded: Callable[[str], str | None]) -> str | None:
     """Why a raw request target (path and query, as sent) is refused, or None when it has one reading.
 
-    ``guarded(path)`` says whether a decoded path lies in a namespace the gateway guards (the portal, the
-    APIs): a path whose lenient reading differs from it (other than in case) and lies in one is refused.
+    ``guarded(path)`` names the namespace the gateway guards (the portal, the APIs) that a decoded path
+    lies in, if any: a path whose lenient reading lies in a guarded namespace that it does not lie in
+    itself is refused.
     """
     raw_path, _, _ = raw_target.partition("?")
     # SECURITY: each of these has bypassed a proxy's path rules in some upstream (CVE-class: path confusion).
@@ -94,7 +95,8 @@ def target_problem(raw_target: str, *, allow_encoded_slashes: bool, guarded: Cal
     # are refused outright.
     if "\\" in lenient or "%" in lenient:
         return "Look-alikes of / \\ or % are not accepted in paths."
-    if guarded(lenient) and lenient != decoded.casefold():
+    namespace = guarded(lenient)
+    if namespace is not None and namespace != guarded(decoded):
         return "Look-alikes of the portal's or the API's paths are not accepted."
     return None
 

@@ -235,7 +235,7 @@ def test_a_path_that_passes_has_one_reading(raw_path: str) -> None:
         ("/t%c4%b1ckets", "Look-alikes"),
         ("/%e2%88%95tickets", "Look-alikes"),
         ("/%EF%BD%81dmin/api/contacts", "Look-alikes"),
-        ("/tickets%c2%85", "control"),
+        ("/tickets%7f", "control"),
         ("/%ef%bc%8e%ef%bc%8e/tickets", "Dot segments"),
         ("/0x2e0x2e/tickets", "Dot segments"),
     ],
@@ -247,9 +247,13 @@ def test_each_rule_of_the_canonical_form_names_itself(raw_path: str, reason: str
     assert reason in problem
 
 
-@pytest.mark.parametrize("raw_path", ["/caf%C3%A9", "/%E6%97%A5%E6%9C%AC", "/articles/%ef%bd%94", "/TICKETS"])
-def test_unicode_outside_the_guarded_namespaces_passes(raw_path: str) -> None:
-    """Class 3 control: non-ASCII paths that no reading takes into a guarded namespace are not refused."""
+@pytest.mark.parametrize(
+    "raw_path",
+    ["/caf%C3%A9", "/%E6%97%A5%E6%9C%AC", "/articles/%ef%bd%94", "/TICKETS", "/api/v1/%ef%bd%8de", "/tickets/%C2%BE"],
+)
+def test_unicode_that_names_no_other_guarded_namespace_passes(raw_path: str) -> None:
+    """Class 3 control: a non-ASCII path passes when no reading takes it into a guarded namespace, or when
+    it lies in that namespace already (the access stage guards it, as for the admin API's non-ASCII ids)."""
     assert target_problem(raw_path, allow_encoded_slashes=False, guarded=TABLE.guarded) is None
 
 
@@ -259,7 +263,7 @@ async def test_a_canonical_refusal_is_a_400_page_and_nothing_goes_upstream(
     """Class 3 through the gateway: the error tree's BadRequest, through the one error middleware, as JSON
     on the API's namespace; the upstream sees none of them."""
     gateway = await start_gateway(portal={"mode": "proxy"})
-    for raw_path in ("/%ef%bd%94ickets", "/tickets%3fx", "/..%%32%66tickets", "/%c0%aftickets", "/api/v1/%ef%bd%8de"):
+    for raw_path in ("/%ef%bd%94ickets", "/tickets%3fx", "/..%%32%66tickets", "/%c0%aftickets", "/%ef%bd%81pi/v1/me"):
         async with gateway.client.get(URL(f"{gateway.url}{raw_path}", encoded=True), headers={"Host": DOMAIN}) as got:
             assert got.status == 400, raw_path
             assert got.headers["X-Request-Id"]
