@@ -29,6 +29,7 @@ from gateway.edge.hosts import host_middleware, served_hosts
 from gateway.edge.paths import path_middleware
 from gateway.edge.secure import security_headers
 from gateway.edge.slowclients import HeadDeadline, body_middleware
+from gateway.intercom.connector import intercom_context
 from gateway.namespace import NAMESPACES, NamespaceTable
 from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.observe.metrics import METRICS, Metrics
@@ -89,7 +90,14 @@ def create_app(
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt), app[CLOCK])
     app[VISIBILITY] = VisibilityPolicy(config.portal.visibility)
     app.cleanup_ctx.extend(
-        [audit_log_context(config.audit, audit_log), upstream_pool, upstream_session, store_context, jwks_context]
+        [
+            audit_log_context(config.audit, audit_log),
+            upstream_pool,
+            upstream_session,
+            store_context,
+            jwks_context,
+            intercom_context,  # after the store: the background sync writes into it
+        ]
     )
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)

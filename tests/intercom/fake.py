@@ -82,6 +82,7 @@ class FakeIntercom:
     invalid: list[str] = field(default_factory=list)
     limit_crossed: int = 0
     scroll_page: int = 50
+    scroll_expires_after: int | None = None  # scroll pages served with a parameter before every scroll expires
     companies_page: int = 10
     token: str = TOKEN
     clock: int = 1_767_225_600
@@ -411,6 +412,11 @@ class FakeIntercom:
             left = list(self.companies)
         elif param in self._scrolls:
             left = self._scrolls.pop(param)
+            if self.scroll_expires_after is not None:
+                self.scroll_expires_after -= 1
+                if self.scroll_expires_after < 0:  # once: the next scroll runs to its end
+                    self.scroll_expires_after = None
+                    return _error(404, "scroll_parameter_not_found", "scroll parameter not found", {})
         else:
             return _error(404, "scroll_parameter_not_found", "scroll parameter not found, restart the scroll", {})
         page, rest = left[: self.scroll_page], left[self.scroll_page :]
