@@ -38,7 +38,20 @@ from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.protocol import open_store
-from routes import admin, admin_openapi, api, assets, auth, brand, health, messenger, portal, probe, upstream
+from routes import (
+    admin,
+    admin_openapi,
+    api,
+    assets,
+    auth,
+    brand,
+    health,
+    intercom,
+    messenger,
+    portal,
+    probe,
+    upstream,
+)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -114,5 +127,6 @@ def create_app(
     messenger.add_routes(app)
     admin.add_routes(app, admin_openapi.openapi)
     probe.add_routes(app)
+    intercom.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

@@ -3,6 +3,7 @@ and the lines ``check`` adds for it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -16,6 +17,7 @@ from gateway.edge.guard import STORE
 from gateway.errors import IntercomError, IntercomUnauthorized
 from gateway.intercom.client import IntercomClient
 from gateway.intercom.sync import Progress, Syncer
+from gateway.intercom.webhooks import Inbox
 from gateway.observe.metrics import METRICS, Metrics
 from gateway.ops.checks import Check
 from gateway.run.periodic import periodic
@@ -30,7 +32,9 @@ class Connector:
 
     client: IntercomClient
     syncer: Syncer
+    inbox: Inbox
     admin_id: str
+    webhook_secret: bytes | None
 
 
 INTERCOM = web.AppKey("intercom", Connector)
@@ -49,7 +53,9 @@ async def connected(
     """The connector on a session of its own, closed when the block ends."""
     async with aiohttp.ClientSession() as session:
         client = IntercomClient(session, config.base_url, _token(config), metrics)
-        yield Connector(client, Syncer(client, store, metrics, progress=progress), config.admin_id or "")
+        syncer = Syncer(client, store, metrics, progress=progress)
+        secret = config.webhook_secret.get_secret_value().encode() if config.webhook_secret else None
+        yield Connector(client, syncer, Inbox(syncer), config.admin_id or "", secret)
 
 
 async def background_sync(syncer: Syncer) -> None:
@@ -68,8 +74,14 @@ async def intercom_context(app: web.Application) -> AsyncIterator[None]:
         return
     async with connected(config, app[STORE], app[METRICS]) as connector:
         app[INTERCOM] = connector
-        async with periodic(lambda: background_sync(connector.syncer), config.sync_interval, name="Intercom sync"):
-            yield
+        worker = asyncio.create_task(connector.inbox.work(), name="Intercom webhooks")
+        try:
+            async with periodic(lambda: background_sync(connector.syncer), config.sync_interval, name="Intercom sync"):
+                yield
+        finally:
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
 
 
 async def connector_checks(config: GatewayConfig, store: Store) -> list[Check]:

@@ -234,6 +234,40 @@ class Syncer:
                 return seen, newest
             await self._renew()
 
+    # --- one item, as a webhook names it ------------------------------------------------------------------
+
+    async def refresh(self, kind: RemoteKind | None, remote_id: str | None) -> None:
+        """Read one item again from the API and mirror it, or forget it when Intercom no longer has it."""
+        if kind is None or remote_id is None:
+            return
+        path = {"ticket": "/tickets/", "contact": "/contacts/", "company": "/companies/"}[kind] + remote_id
+        try:
+            item = await self.client.get(path)
+        except IntercomNotFound:
+            await self.store.forget(kind, remote_id)
+            return
+        if kind == "company":
+            await self.store.mirror([objects.company_line(item)])
+        elif kind == "contact":
+            await self._refresh_contact(item)
+        else:
+            await self._refresh_ticket(item)
+
+    async def _refresh_contact(self, contact: JSON) -> None:
+        member_of, companies = await self.companies_of(contact, {})
+        line = objects.contact_line(contact, member_of)
+        await self.store.mirror([*companies, *([line] if line else [])])
+
+    async def _refresh_ticket(self, ticket: JSON) -> None:
+        lines = objects.ticket_lines(ticket)
+        try:
+            await self.store.mirror(lines)
+        except LineError:
+            # A contact the store does not have yet (new since the last sync): read them, then the ticket.
+            for reference in (ticket.get("contacts") or {}).get("contacts") or []:
+                await self.refresh("contact", str(reference["id"]))
+            await self.store.mirror(lines)
+
     async def _forget_missing(self, report: SyncReport, kind: RemoteKind, seen: set[str]) -> None:
         for remote_id in await self.store.remote_ids(kind) - seen:
             if await self.store.forget(kind, remote_id):
