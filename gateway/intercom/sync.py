@@ -10,7 +10,9 @@ filters are coarse, and a ticket changed while a run reads is read again by the
 next), in cursor pages. Every page is written in one transaction; the
 checkpoint moves only when the tickets are all read, so a run killed midway is
 done again from the old checkpoint and, the writes being upserts, duplicates
-nothing. ``--full`` reads every ticket and forgets what Intercom no longer has.
+nothing. Contacts and companies are read whole every run, so those Intercom no
+longer has are forgotten every run; ``--full`` reads every ticket too, and
+forgets the tickets Intercom no longer has (webhooks tell of the rest).
 
 Only the holder of the store's lease syncs: with several workers or nodes, the
 others find it taken and skip their turn.
@@ -130,11 +132,11 @@ class Syncer:
         saved = await self.store.sync_checkpoint(CHECKPOINT)
         since = 0 if full or saved is None else max(0, int(saved) - OVERLAP_SECONDS)
         tickets, newest = await self._tickets(report, since)
-        if full:
-            # Tickets first: forgetting a contact forgets their tickets, which then count as tickets.
+        if full:  # only a full run reads every ticket; contacts and companies are read whole every run
             await self._forget_missing(report, "ticket", tickets)
-            await self._forget_missing(report, "contact", contacts)
-            await self._forget_missing(report, "company", set(companies))
+        # Tickets first: forgetting a contact forgets their tickets, which must not count twice.
+        await self._forget_missing(report, "contact", contacts)
+        await self._forget_missing(report, "company", set(companies))
         checkpoint = max(newest, int(saved or 0))
         await self.store.save_sync_checkpoint(CHECKPOINT, str(checkpoint))
         report.checkpoint = checkpoint

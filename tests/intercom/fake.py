@@ -87,6 +87,7 @@ class FakeIntercom:
     token: str = TOKEN
     clock: int = 1_767_225_600
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    _numbers: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _scrolls: dict[str, list[str]] = field(default_factory=dict)  # open scroll param -> company ids left
 
     # --- changes, as a teammate or a customer makes them in Intercom ---------------------------------------
@@ -166,7 +167,7 @@ class FakeIntercom:
         self.conversations[conversation_id] = [contact_id]
         self.tickets[ticket_id] = {
             "id": ticket_id,
-            "ticket_id": str(len(self.tickets) + 1),
+            "ticket_id": str(next(self._numbers)),  # the number customers see; never reused, as in Intercom
             "category": category,
             "title": title,
             "description": description,
@@ -208,6 +209,14 @@ class FakeIntercom:
     def delete_ticket(self, ticket_id: str) -> None:
         """Remove the ticket (Intercom's ticket deletion)."""
         del self.tickets[ticket_id]
+
+    def delete_company(self, company_id: str) -> None:
+        """Remove the company, and every contact's link to it."""
+        del self.companies[company_id]
+        for contact, linked in self.links.items():
+            if company_id in linked:
+                linked.remove(company_id)
+                self.contacts[contact]["updated_at"] = self.tick()
 
     def expire_scrolls(self) -> None:
         """Every open scroll parameter stops working (unused for a minute, in Intercom)."""
