@@ -29,6 +29,7 @@ from gateway.edge.hosts import host_middleware, served_hosts
 from gateway.edge.paths import path_middleware
 from gateway.edge.secure import security_headers
 from gateway.edge.slowclients import HeadDeadline, body_middleware
+from gateway.intercom.connector import intercom_context
 from gateway.namespace import NAMESPACES, NamespaceTable
 from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.observe.metrics import METRICS, Metrics
@@ -37,7 +38,20 @@ from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.protocol import open_store
-from routes import admin, admin_openapi, api, assets, auth, brand, health, messenger, portal, probe, upstream
+from routes import (
+    admin,
+    admin_openapi,
+    api,
+    assets,
+    auth,
+    brand,
+    health,
+    intercom,
+    messenger,
+    portal,
+    probe,
+    upstream,
+)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -91,7 +105,14 @@ def create_app(
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt), app[CLOCK])
     app[VISIBILITY] = VisibilityPolicy(config.portal.visibility)
     app.cleanup_ctx.extend(
-        [audit_log_context(config.audit, audit_log), upstream_pool, upstream_session, store_context, jwks_context]
+        [
+            audit_log_context(config.audit, audit_log),
+            upstream_pool,
+            upstream_session,
+            store_context,
+            jwks_context,
+            intercom_context,  # after the store: the background sync writes into it
+        ]
     )
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
@@ -108,5 +129,6 @@ def create_app(
     messenger.add_routes(app)
     admin.add_routes(app, admin_openapi.openapi)
     probe.add_routes(app)
+    intercom.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

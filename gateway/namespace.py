@@ -37,6 +37,7 @@ DEV_LOGIN_PATH = "/dev/login"
 SIGN_IN_PATH = "/signin"
 SIGN_OUT_PATH = "/signout"
 HOME_PATH = "/"
+INTERCOM_WEBHOOKS_PATH = "/intercom/webhooks"  # Intercom's deliveries (routes/intercom.py), signed, never proxied
 
 
 def decision_path(path: str) -> str:
@@ -92,8 +93,26 @@ PROBE = Namespace("probe", paths=frozenset({PROBE_PATH}), visitor_token=False)
 DEV_LOGIN = Namespace("dev_login", paths=frozenset({DEV_LOGIN_PATH}))
 SIGN_IN = Namespace("sign_in", paths=frozenset({SIGN_IN_PATH, SIGN_OUT_PATH}))
 HOME = Namespace("home", paths=frozenset({HOME_PATH}))
+# The signature is the credential; no visitor's token is read, and no spelling of the path reaches the help center.
+INTERCOM_WEBHOOKS = Namespace(
+    "intercom_webhooks", prefix=INTERCOM_WEBHOOKS_PATH, json_errors=True, reserved=True, visitor_token=False
+)
 REST = Namespace("rest")
-FIXED = (API, API_DESCRIPTION, ADMIN, MESSENGER, HEALTH, METRICS, STATIC, BRAND, PROBE, DEV_LOGIN, SIGN_IN, HOME)
+FIXED = (
+    API,
+    API_DESCRIPTION,
+    ADMIN,
+    MESSENGER,
+    HEALTH,
+    METRICS,
+    STATIC,
+    BRAND,
+    PROBE,
+    DEV_LOGIN,
+    SIGN_IN,
+    HOME,
+    INTERCOM_WEBHOOKS,
+)
 RESERVED_PREFIXES = tuple(namespace.prefix for namespace in FIXED if namespace.reserved and namespace.prefix)
 
 

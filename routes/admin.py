@@ -30,6 +30,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from gateway.config import CONFIG
 from gateway.edge.guard import CLOCK, STORE
 from gateway.errors import BadRequest, Invalid, Unauthorized
+from gateway.intercom import writes as intercom_writes
+from gateway.intercom.connector import INTERCOM
 from gateway.namespace import ADMIN_PREFIX
 from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.observe.metrics import METRICS
@@ -419,14 +421,26 @@ async def put_membership(request: web.Request) -> web.Response:
     """Make the contact a member of the company."""
     user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
     _audit(request, "add", "membership", f"{user_id}/{company_id}")
-    return _json(contact_json(await _run(request, lambda store: store.add_membership(user_id, company_id))))
+
+    async def add(store: Store) -> AdminContact:
+        if INTERCOM in request.app:  # Intercom first: the store follows only what it accepted
+            await intercom_writes.attach(request.app[INTERCOM], store, user_id, company_id)
+        return await store.add_membership(user_id, company_id)
+
+    return _json(contact_json(await _run(request, add)))
 
 
 async def delete_membership(request: web.Request) -> web.Response:
     """End the contact's membership of the company."""
     user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
     _audit(request, "remove", "membership", f"{user_id}/{company_id}")
-    return _json(contact_json(await _run(request, lambda store: store.remove_membership(user_id, company_id))))
+
+    async def remove(store: Store) -> AdminContact:
+        if INTERCOM in request.app:
+            await intercom_writes.detach(request.app[INTERCOM], store, user_id, company_id)
+        return await store.remove_membership(user_id, company_id)
+
+    return _json(contact_json(await _run(request, remove)))
 
 
 # --- tickets ---------------------------------------------------------------------------------------------

@@ -147,6 +147,21 @@ class AdminChange:
 
 
 @dataclass
+class WebhookResult:
+    """What became of an Intercom webhook delivery: its topic and ids, never its body or signature."""
+
+    result: Literal["accepted", "unsigned", "bad_signature", "oversized", "replayed", "malformed", "off", "busy"]
+    topic: str | None = None
+    notification_id: str | None = None
+    item: str | None = None
+    """The item's type and Intercom id, as ``ticket/123``."""
+
+    def to_record(self) -> dict[str, Any]:
+        """What ``dataclasses.asdict`` would give, for :meth:`AuditEntry.to_record`."""
+        return {"result": self.result, "topic": self.topic, "notification_id": self.notification_id, "item": self.item}
+
+
+@dataclass
 class AuditEntry:
     """The audit record of one request, filled in as it crosses the pipeline."""
 
@@ -165,6 +180,7 @@ class AuditEntry:
     upstream: UpstreamResult = field(default_factory=UpstreamResult)
     company_policy: CompanyPolicyResult | None = None
     admin_change: AdminChange | None = None
+    webhook: WebhookResult | None = None
 
     def to_record(self, ts: float) -> dict[str, Any]:
         """The JSON object written to the log."""
@@ -186,6 +202,7 @@ class AuditEntry:
             "upstream": dict(vars(self.upstream)),
             "company_policy": None if self.company_policy is None else self.company_policy.to_record(),
             "admin_change": None if self.admin_change is None else self.admin_change.to_record(),
+            "webhook": None if self.webhook is None else self.webhook.to_record(),
         }
 
 

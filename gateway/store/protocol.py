@@ -33,6 +33,8 @@ from gateway.store.models import (
     TicketType,
 )
 
+RemoteKind = Literal["company", "contact", "ticket"]
+"""The records the Intercom connector mirrors, each named by Intercom's id for it (``remote_id``)."""
 ImportMode = Literal["each", "all", "check"]
 """How :meth:`Store.import_lines` commits: each line alone; all or none; or none at all (only the report)."""
 
@@ -135,6 +137,41 @@ class Store(Protocol):
     async def seed(self, lines: Sequence[Line]) -> bool:
         """Write the lines in one transaction unless the store holds a contact; whether it did; LineError if
         a line is refused (then nothing is written)."""
+
+    # --- the Intercom connector: the store as a mirror of the workspace ------------------------------------
+
+    async def mirror(self, lines: Sequence[Line]) -> None:
+        """Write the lines as Intercom holds them, in one transaction (LineError: none written): records found by
+        ``remote_id`` first, else by their own id; a ticket's fields, parts and participants replaced by the
+        line's, its company its creator's only one (none with several); a contact's tickets follow their
+        memberships."""
+
+    async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
+        """Delete what Intercom deleted: a ticket with its conversation; a contact with their memberships and
+        tickets (their replies kept, unsigned); a company with its memberships (its tickets keep no company).
+        Whether there was such a record."""
+
+    async def remote_ids(self, kind: RemoteKind) -> set[str]:
+        """The Intercom ids of every mirrored record of that kind (a full sync forgets those Intercom lacks)."""
+
+    async def remote_id(self, kind: RemoteKind, key: str) -> str | None:
+        """Intercom's id of the record with this id of the store's (``company_id``, ``user_id``, ``ticket_id``)."""
+
+    async def remote_conversation(self, ticket_id: str) -> str | None:
+        """Intercom's id of the ticket's linked conversation, None when it has none (or is no mirrored ticket)."""
+
+    async def sync_checkpoint(self, name: str) -> str | None:
+        """The checkpoint saved under ``name``, or None when there is none."""
+
+    async def save_sync_checkpoint(self, name: str, value: str) -> None:
+        """Save (replace) the checkpoint under ``name``."""
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl``; False while another holder's lease
+        has not expired."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it (no change otherwise)."""
 
 
 async def open_store(config: StoreConfig) -> Store:

@@ -31,15 +31,17 @@ def _id_of(connection: sqlite3.Connection, sql: str, key: str, what: str) -> int
 def write_line(connection: sqlite3.Connection, line: Line) -> None:
     """Write one validated line on ``connection`` (the caller owns the transaction)."""
     if isinstance(line, CompanyLine):
-        writes.upsert_company(
+        company = writes.upsert_company(
             connection, line.company_id, line.name, line.plan, line.size, line.monthly_spend, line.custom_attributes
         )
+        writes.set_remote_id(connection, "companies", company, line.remote_id)
     elif isinstance(line, ContactLine):
         companies = [
             _id_of(connection, "SELECT id FROM companies WHERE company_id = ?", key, "company")
             for key in line.companies
         ]
         contact = writes.upsert_contact(connection, line.user_id, line.email, line.name, line.custom_attributes)
+        writes.set_remote_id(connection, "contacts", contact, line.remote_id)
         writes.set_memberships(connection, contact, companies)
     elif isinstance(line, StateLine):
         writes.upsert_ticket_state(connection, line.category, line.internal_label, line.external_label)
@@ -99,6 +101,7 @@ def _write_ticket(connection: sqlite3.Connection, line: TicketLine) -> None:
             created_at=line.created_at,
             updated_at=line.updated_at,
         )
+        writes.set_remote_ticket(connection, conversation, line.remote_id, line.conversation)
     for part in line.parts:
         author = _id_of(connection, contact_sql, part.author, "part author") if part.author else None
         name = part.author_name or _contact_name(connection, author) or "Support"

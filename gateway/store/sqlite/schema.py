@@ -151,6 +151,19 @@ MIGRATIONS: tuple[str, ...] = (
         coalesce(company_id, -creator_id), updated_at, category, is_shared, creator_id, type_id, state_id
     );
     """,
+    # 4: the Intercom connector: each record's Intercom id (webhooks and deletions name records by it), a
+    # ticket's linked Intercom conversation (joins go there), the sync's checkpoints and its one lease.
+    """
+    ALTER TABLE companies ADD COLUMN remote_id TEXT;
+    CREATE UNIQUE INDEX companies_by_remote_id ON companies(remote_id);
+    ALTER TABLE contacts ADD COLUMN remote_id TEXT;
+    CREATE UNIQUE INDEX contacts_by_remote_id ON contacts(remote_id);
+    ALTER TABLE tickets ADD COLUMN remote_id TEXT;
+    ALTER TABLE tickets ADD COLUMN remote_conversation TEXT;
+    CREATE UNIQUE INDEX tickets_by_remote_id ON tickets(remote_id);
+    CREATE TABLE sync_checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
+    """,
 )
 
 

@@ -40,10 +40,10 @@ from gateway.store.models import (
     TicketSummary,
     TicketType,
 )
-from gateway.store.protocol import ImportMode
+from gateway.store.protocol import ImportMode, RemoteKind
 from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
 from gateway.store.sqlite import lines as imports
-from gateway.store.sqlite import support
+from gateway.store.sqlite import mirror, support
 from gateway.store.sqlite.schema import migrate
 from gateway.store.sqlite.writes import add_participant
 
@@ -622,3 +622,41 @@ class SQLiteStore:
     async def seed(self, lines: Sequence[Line]) -> bool:
         """Write the lines in one transaction unless the store holds a contact; whether it did."""
         return await self.transaction(partial(imports.seed, lines=lines))
+
+    # --- the Intercom connector ------------------------------------------------------------------------------
+
+    async def mirror(self, lines: Sequence[Line]) -> None:
+        """Write the lines as Intercom holds them, in one transaction."""
+        await self.transaction(partial(mirror.mirror_lines, lines=lines))
+
+    async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
+        """Delete what Intercom deleted; whether there was such a record."""
+        return await self.transaction(partial(mirror.forget, kind=kind, remote_id=remote_id))
+
+    async def remote_ids(self, kind: RemoteKind) -> set[str]:
+        """The Intercom ids of every mirrored record of that kind."""
+        return await self._run(lambda: mirror.remote_ids(self._connection, kind))
+
+    async def remote_id(self, kind: RemoteKind, key: str) -> str | None:
+        """Intercom's id of the record with this id of the store's."""
+        return await self._run(lambda: mirror.remote_id(self._connection, kind, key))
+
+    async def remote_conversation(self, ticket_id: str) -> str | None:
+        """Intercom's id of the ticket's linked conversation."""
+        return await self._run(lambda: mirror.remote_conversation(self._connection, ticket_id))
+
+    async def sync_checkpoint(self, name: str) -> str | None:
+        """The checkpoint saved under ``name``, or None when there is none."""
+        return await self._run(lambda: mirror.checkpoint(self._connection, name))
+
+    async def save_sync_checkpoint(self, name: str, value: str) -> None:
+        """Save (replace) the checkpoint under ``name``."""
+        await self.transaction(partial(mirror.save_checkpoint, name=name, value=value))
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl``; False while another holds it."""
+        return await self.transaction(partial(mirror.acquire_lease, name=name, holder=holder, ttl=ttl, now=now))
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it."""
+        await self.transaction(partial(mirror.release_lease, name=name, holder=holder))
