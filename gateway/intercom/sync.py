@@ -20,6 +20,8 @@ others find it taken and skip their turn.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -217,24 +219,38 @@ class Syncer:
         seen: set[str] = set()
         newest = 0
         query: dict[str, Any] = {"query": {"field": "updated_at", "operator": ">", "value": since}}
-        after: str | None = None
-        while True:
+
+        def search(after: str | None) -> asyncio.Task[JSON]:
             pagination: dict[str, Any] = {"per_page": PAGE_SIZE, **({"starting_after": after} if after else {})}
-            page = await self.client.post("/tickets/search", {**query, "pagination": pagination})
-            lines: list[Line] = []
-            for ticket in page.get("tickets") or []:
-                found = objects.ticket_lines(ticket)
-                if not found:
-                    report.skipped += 1
-                    continue
-                lines += found
-                seen.add(str(ticket["id"]))
-                newest = max(newest, int(ticket.get("updated_at") or 0))
-            await self._write(report, "tickets", lines)
-            after = ((page.get("pages") or {}).get("next") or {}).get("starting_after")
-            if not after:
-                return seen, newest
-            await self._renew()
+            return asyncio.ensure_future(self.client.post("/tickets/search", {**query, "pagination": pagination}))
+
+        # The next page is asked for while this one is written (the store works in its own thread), so the run
+        # waits on the API or the store, not on both in turn.
+        fetch = search(None)
+        try:
+            while True:
+                page = await fetch
+                after = ((page.get("pages") or {}).get("next") or {}).get("starting_after")
+                if after:
+                    fetch = search(after)
+                lines: list[Line] = []
+                for ticket in page.get("tickets") or []:
+                    found = objects.ticket_lines(ticket)
+                    if not found:
+                        report.skipped += 1
+                        continue
+                    lines += found
+                    seen.add(str(ticket["id"]))
+                    newest = max(newest, int(ticket.get("updated_at") or 0))
+                await self._write(report, "tickets", lines)
+                if not after:
+                    return seen, newest
+                await self._renew()
+        finally:
+            # A failed write or a lost lease: the page asked for ahead is not wanted, nor is its outcome.
+            fetch.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await fetch
 
     # --- one item, as a webhook names it ------------------------------------------------------------------
 
