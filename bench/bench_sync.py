@@ -51,7 +51,7 @@ import trustme
 from aiohttp import web
 from yarl import URL
 
-from gateway.config import GatewayConfig
+from bench.bench_portal import loopback_config
 from gateway.intercom.client import JSON, IntercomClient
 from gateway.intercom.sync import Syncer
 from gateway.run.server import start
@@ -244,29 +244,19 @@ async def webhooks(api: URL, control: URL, db: Path, count: int, interval: float
     """The real gateway on the synced store; ``count`` deliveries, one every ``interval`` s; p50 and p99."""
     folder = db.parent
     ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
-    config = GatewayConfig.model_validate(
-        {
-            "workspace_id": "bench",
-            "domain": "localhost",
-            "listen": {"https": "127.0.0.1:0"},
-            "tls": {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")},
-            "upstream": {"url": "http://127.0.0.1:9"},
-            "identity": {"jwt": {"secrets": ["bench-secret-0123456789abcdef0123456789"]}},
-            "messenger": {"upstream": "http://127.0.0.1:9"},
-            "store": {"path": str(db)},
-            "audit": {"path": str(folder / "audit.jsonl")},
-            "intercom": {
-                "enabled": True,
-                "api_url": str(api).rstrip("/"),
-                "access_token": TOKEN,
-                "admin_id": ADMIN_ID,
-                "webhook_secret": CLIENT_SECRET,
-                "sync_interval": 3600,  # no background sync during the measurement
-            },
-        }
+    config = loopback_config(
+        folder,
+        ca,
+        "bench-secret-0123456789abcdef0123456789",
+        store={"path": str(db)},
+        intercom={
+            "enabled": True,
+            "api_url": str(api).rstrip("/"),
+            "access_token": TOKEN,
+            "admin_id": ADMIN_ID,
+            "webhook_secret": CLIENT_SECRET,
+            "sync_interval": 3600,  # no background sync during the measurement
+        },
     )
     running = await start(config, server_context(config.tls.cert, config.tls.key))
     client = ssl.create_default_context()

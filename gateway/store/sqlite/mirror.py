@@ -109,21 +109,9 @@ def _mirror_ticket(connection: sqlite3.Connection, line: TicketLine) -> None:
         (line.remote_id, line.ticket_id),
     ).fetchone()
     if found is None:
-        conversation = writes.add_ticket(
-            connection,
-            ticket_id=line.ticket_id,
-            type_id=fields[0],
-            state_id=fields[1],
-            category=line.category,
-            is_shared=line.is_shared,
-            company_id=fields[4],
-            creator_id=creator,
-            title=line.title,
-            description=line.description,
-            created_at=line.created_at,
-            updated_at=line.updated_at,
+        conversation = imports.insert_ticket(
+            connection, line, type_id=fields[0], state_id=fields[1], company_id=fields[4], creator_id=creator
         )
-        writes.set_remote_ticket(connection, conversation, line.remote_id, line.conversation)
     else:
         conversation = int(found[1])
         connection.execute(
