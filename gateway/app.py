@@ -37,7 +37,7 @@ from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.protocol import open_store
-from routes import admin, admin_openapi, api, assets, auth, brand, health, messenger, portal, probe, upstream
+from routes import admin, admin_openapi, api, assets, auth, brand, events, health, messenger, portal, probe, upstream
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -91,6 +91,11 @@ def create_app(
     app.cleanup_ctx.extend(
         [audit_log_context(config.audit, audit_log), upstream_pool, upstream_session, store_context, jwks_context]
     )
+    if events.served(config):
+        # After the store's context: the change hub reads it. On shutdown, before the grace starts counting
+        # in-flight requests, every event stream ends (the pages reconnect to the next worker).
+        app.cleanup_ctx.append(events.feed_context)
+        app.on_shutdown.append(events.end_streams)
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
     app[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY] = (account_context,)
@@ -102,6 +107,7 @@ def create_app(
     health.add_routes(app)
     auth.add_routes(app)
     api.add_routes(app)
+    events.add_routes(app)  # before the portal's: its detail route would take "events" for a ticket id
     portal.add_routes(app)
     messenger.add_routes(app)
     admin.add_routes(app, admin_openapi.openapi)
