@@ -134,21 +134,22 @@ class _Stream:
         self.app = request.app
         self.sent = 0
 
-    async def allowed(self) -> bool:
-        """The access stage's decision again, on the visitor's contact as the store has it now."""
+    async def unchanged(self) -> bool:
+        """Whether the visitor still sees what the page shows: the access stage's decision again, on their contact
+        as the store has it now, and the same ticket filter as when the stream opened."""
         identity = self.visitor.identity
         visitor = Visitor(identity, await self.app[STORE].contact_by_user_id(identity.user_id))
-        if not self.app[GUARD].access(visitor.facts()).allowed:
-            return False
-        self.visitor = visitor
-        return True
+        visibility = self.app[VISIBILITY]
+        return self.app[GUARD].access(visitor.facts()).allowed and visibility.ticket_filter(
+            visitor, self.scope
+        ) == visibility.ticket_filter(self.visitor, self.scope)
 
     async def deliver(self, change: Change) -> bool:
-        """Send the change if the visitor may see its ticket now; False when their access ended."""
+        """Send the change if the visitor may see its ticket now; False when what they may see changed."""
         if change.kind == "access":
             contact = self.visitor.contact
             if change.contact_id is None or (contact is not None and change.contact_id == contact.id):
-                return await self.allowed()
+                return await self.unchanged()
             return True
         if change.ticket_id is None:
             return True
@@ -177,8 +178,8 @@ class _Stream:
                 if expires is not None and now >= expires:
                     return "expired"
                 if now >= recheck_at:
-                    if not await self.allowed():
-                        return "revoked"
+                    if not await self.unchanged():
+                        return await self.revoked()
                     recheck_at = now + config.recheck
                 deadlines = [config.heartbeat, recheck_at - now, *([expires - now] if expires is not None else [])]
                 await hub.wait(cursor, max(0.0, min(deadlines)))
@@ -192,12 +193,19 @@ class _Stream:
                     await self.response.write(b": heartbeat\n\n")  # also how a page that left is noticed
                 for change in batch.changes:
                     if not await self.deliver(change):
-                        return "revoked"
+                        return await self.revoked()
                     cursor = change.id
         except ConnectionResetError:
             return "client_gone"
         except StoreUnavailable:  # the response is under way: no error page can follow, the page reconnects
             return "error"
+
+    async def revoked(self) -> Ended:
+        """End the stream: the visitor lost access, or sees other tickets than the page shows (a membership
+        ended). SECURITY: no event follows for the old set; the page reloads into what they see now."""
+        await self.response.write(_frame("reload", {"reason": "access"}))
+        self.sent += 1
+        return "revoked"
 
     async def reload(self, latest: int) -> int:
         """Tell the page it missed changes the feed no longer holds; it goes on from ``latest``."""

@@ -8,7 +8,7 @@ import pytest
 from gateway.config import StoreConfig
 from gateway.errors import Conflict
 from gateway.store.demo import seed_if_empty
-from gateway.store.lines import CompanyLine, ContactLine
+from gateway.store.lines import CompanyLine, ContactLine, Line
 from gateway.store.models import Change
 from gateway.store.protocol import Store, open_store
 from tests.store.contract.test_records import NOW, new_ticket
@@ -86,7 +86,7 @@ async def test_a_membership_or_contact_change_asks_that_contacts_streams_to_chec
 
 
 async def test_an_import_records_its_changes(store: Store) -> None:
-    lines = [
+    lines: list[tuple[int, Line]] = [
         (1, CompanyLine(kind="company", company_id="acme", name="Acme")),
         (2, ContactLine(kind="contact", user_id="u-1", companies=["acme"])),
     ]
