@@ -91,7 +91,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [audit_log_context(config.audit, audit_log), upstream_pool, upstream_session, store_context, jwks_context]
     )
-    if events.served(config):
+    if config.portal.live:
         # After the store's context: the change hub reads it. On shutdown, before the grace starts counting
         # in-flight requests, every event stream ends (the pages reconnect to the next worker).
         app.cleanup_ctx.append(events.feed_context)

@@ -386,6 +386,11 @@ class PortalConfig(_Model):
     page_size: int = Field(default=25, ge=1, le=200)
     events: EventsConfig = EventsConfig()
 
+    @property
+    def live(self) -> bool:
+        """Whether the gateway serves the live pages' event stream: the portal rendered here, events on."""
+        return self.enabled and self.mode == "render" and self.events.enabled
+
     @field_validator("path")
     @classmethod
     def _clear_of_the_gateways_paths(cls, value: str) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from gateway.config import CONFIG, EventsConfig, GatewayConfig
+from gateway.config import CONFIG, EventsConfig
 from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY, VISITOR
 from gateway.errors import BadRequest, ServiceBusy, StoreUnavailable, TooManyRequests
 from gateway.namespace import EVENTS_SUFFIX
@@ -243,14 +243,9 @@ async def events(request: web.Request) -> web.StreamResponse:
         return response
 
 
-def served(config: GatewayConfig) -> bool:
-    """Whether the gateway serves the stream: the portal rendered here, with ``portal.events`` on."""
-    return config.portal.enabled and config.portal.mode == "render" and config.portal.events.enabled
-
-
 def add_routes(app: web.Application) -> None:
     """Register the stream (before the ticket detail route, which would take ``events`` as a ticket id)."""
     config = app[CONFIG]
-    if served(config):
+    if config.portal.live:
         app[STREAMS] = Streams(config.portal.events)
         app.router.add_get(config.portal.path + EVENTS_SUFFIX, events, name="portal_events")
