@@ -45,6 +45,7 @@ from routes import (
     assets,
     auth,
     brand,
+    events,
     health,
     intercom,
     messenger,
@@ -114,6 +115,11 @@ def create_app(
             intercom_context,  # after the store: the background sync writes into it
         ]
     )
+    if config.portal.live:
+        # After the store's context: the change hub reads it. On shutdown, before the grace starts counting
+        # in-flight requests, every event stream ends (the pages reconnect to the next worker).
+        app.cleanup_ctx.append(events.feed_context)
+        app.on_shutdown.append(events.end_streams)
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
     app[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY] = (account_context,)
@@ -125,6 +131,7 @@ def create_app(
     health.add_routes(app)
     auth.add_routes(app)
     api.add_routes(app)
+    events.add_routes(app)  # before the portal's: its detail route would take "events" for a ticket id
     portal.add_routes(app)
     messenger.add_routes(app)
     admin.add_routes(app, admin_openapi.openapi)

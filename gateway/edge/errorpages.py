@@ -128,7 +128,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response = error_response(request, exc.status, exc.reason, exc.detail, heading=exc.title, link=exc.link)
         else:
             response = error_response(request, exc.status, exc.reason)
-        for name in ("Allow", "WWW-Authenticate"):
+        for name in ("Allow", "WWW-Authenticate", "Retry-After"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
     except (UpstreamError, BodyTimeout, StoreUnavailable, IntercomError) as exc:

@@ -162,6 +162,21 @@ class WebhookResult:
 
 
 @dataclass
+class StreamResult:
+    """One event stream, recorded once when it ends: not a record per event."""
+
+    opened: str
+    """When it opened (ISO 8601); the record's ``ts`` is when it ended."""
+    scope: str
+    resumed: bool = False
+    """Whether the page resumed an earlier stream (``Last-Event-ID``)."""
+    events: int = 0
+    """Events sent (heartbeats not counted)."""
+    ended: str = "client_gone"
+    """Why it ended: client_gone, expired (the token), revoked (access), shutdown, or error."""
+
+
+@dataclass
 class AuditEntry:
     """The audit record of one request, filled in as it crosses the pipeline."""
 
@@ -181,6 +196,7 @@ class AuditEntry:
     company_policy: CompanyPolicyResult | None = None
     admin_change: AdminChange | None = None
     webhook: WebhookResult | None = None
+    stream: StreamResult | None = None
 
     def to_record(self, ts: float) -> dict[str, Any]:
         """The JSON object written to the log."""
@@ -203,6 +219,7 @@ class AuditEntry:
             "company_policy": None if self.company_policy is None else self.company_policy.to_record(),
             "admin_change": None if self.admin_change is None else self.admin_change.to_record(),
             "webhook": None if self.webhook is None else self.webhook.to_record(),
+            "stream": None if self.stream is None else dict(vars(self.stream)),
         }
 
 
