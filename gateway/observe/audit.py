@@ -3,8 +3,8 @@
 Each request gets an :class:`AuditEntry` that the pipeline stages fill in
 (cookie names, identity, access, upstream); the audit middleware stamps the
 request id, status and duration and hands it to :class:`AuditLog`. The record
-is encoded at once (a few microseconds, on the loop: the GIL would make the
-loop wait for it on a thread anyway) and collected for at most ``LINGER``
+is encoded at once by orjson (a microsecond or two, on the loop: the GIL would
+make the loop wait for it on a thread anyway) and collected for at most ``LINGER``
 seconds; the writer thread then appends the whole batch with one ``write(2)``
 on an ``O_APPEND`` descriptor. So the loop never waits on the disk, the writer
 wakes a few times a second instead of once a request, and several worker
@@ -24,17 +24,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import queue
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -49,7 +51,48 @@ log = logging.getLogger(__name__)
 REQUEST_ID_HEADER = "X-Request-Id"
 LINGER = 0.05  # seconds a record may wait for others before the batch goes to the writer
 MAX_BATCH = 512  # records; a fuller batch goes at once
-_encode = json.JSONEncoder(separators=(",", ":")).encode
+_escaped = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_record(record: Mapping[str, Any]) -> bytes:
+    """A record as compact UTF-8 JSON: the bytes of ``json.dumps(record, ensure_ascii=False, separators=(",", ":"))``.
+
+    orjson writes them several times faster than the standard library. What orjson refuses to write (a lone
+    surrogate, which a token's claims may carry; an integer past 64 bits) the standard library writes instead,
+    escaped to ASCII: the same JSON value, and no record lost.
+    """
+    try:
+        return orjson.dumps(record)
+    except orjson.JSONEncodeError:
+        return _escaped(record).encode()
+
+
+class Timestamps:
+    """Unix times as ISO 8601 UTC to the millisecond, what ``datetime.isoformat(timespec="milliseconds")`` writes.
+
+    The date and time of day are formatted once a second rather than once a record (they cost more than the
+    rest of the record together); the fraction is rounded to the microsecond as ``datetime.fromtimestamp``
+    rounds it, so the two never differ, even a microsecond before the next second.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, ts: float) -> str:
+        """``ts`` (Unix seconds, not before 1970) as ``2026-12-07T05:46:59.123+00:00``."""
+        fraction, whole = math.modf(ts)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            whole, micros = whole + 1, micros - 1_000_000
+        second = int(whole)
+        if second != self._second:
+            self._prefix = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{micros // 1000:03d}+00:00"
+
+
+timestamp = Timestamps()
 
 
 @dataclass
@@ -186,7 +229,7 @@ class AuditEntry:
         """The JSON object written to the log."""
         # Spelled out rather than dataclasses.asdict(), which costs more than the rest of the record together.
         return {
-            "ts": datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds"),
+            "ts": timestamp(ts),
             "request_id": self.request_id,
             "client_ip": self.client_ip,
             "method": self.method,
@@ -234,7 +277,7 @@ class AuditLog:
     def write(self, record: dict[str, Any]) -> None:
         """Encode one record, link it into the chain and add it to the batch; never blocks the caller."""
         try:
-            line = self.chain.link(_encode(record))
+            line = self.chain.link(encode_record(record))
         except (TypeError, ValueError):
             log.exception("audit record could not be encoded")
             return
