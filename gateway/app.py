@@ -32,7 +32,7 @@ from gateway.edge.slowclients import HeadDeadline, body_middleware
 from gateway.intercom.connector import intercom_context
 from gateway.namespace import NAMESPACES, NamespaceTable
 from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
-from gateway.observe.metrics import METRICS, Metrics
+from gateway.observe.metrics import METRICS, Metrics, metrics_context
 from gateway.policy.identity import JWTVerifier
 from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
@@ -107,6 +107,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [
             audit_log_context(config.audit, audit_log),
+            metrics_context,
             upstream_pool,
             upstream_session,
             store_context,

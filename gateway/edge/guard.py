@@ -191,7 +191,7 @@ def record_identity(request: web.Request, result: Identity | Rejection | None) -
         entry.identity = IdentityResult(method=result.method, result="rejected", reason=result.reason)
     if result is not None:
         metrics = request.app[METRICS]
-        metrics.child(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "").inc()
+        metrics.count(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "")
 
 
 @web.middleware
