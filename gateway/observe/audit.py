@@ -1,7 +1,7 @@
 """The audit log: one JSON line per request, written off the event loop.
 
 Each request gets an :class:`AuditEntry` that the pipeline stages fill in
-(cookie names, identity, access, upstream); the audit middleware stamps the
+(cookie names, identity, access, upstream); the pipeline (gateway/edge/pipeline.py) stamps the
 request id, status and duration and hands it to :class:`AuditLog`. The record
 is encoded at once by orjson (a microsecond or two, on the loop: the GIL would
 make the loop wait for it on a thread anyway) and collected for at most ``LINGER``
@@ -38,7 +38,6 @@ from typing import Any, Literal
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway.config import AuditConfig
 from gateway.observe.auditchain import Chain
@@ -386,14 +385,8 @@ def route_name(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
-@web.middleware
-async def audit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request an id and an audit entry; write the entry when the request ends.
-
-    Outermost, so that it records the status the client really got, after
-    the error middleware has turned exceptions into pages.
-    """
-    started = time.perf_counter()
+def open_entry(request: web.Request) -> AuditEntry:
+    """Give the request an id and an audit entry, which the stages fill in and :func:`close_entry` writes."""
     entry = AuditEntry(
         request_id=secrets.token_hex(16),  # 128 random bits (a uuid4 has 122), without building a UUID
         client_ip=request.remote or "",
@@ -405,22 +398,15 @@ async def audit_middleware(request: web.Request, handler: Handler) -> web.Stream
     )
     request[AUDIT_ENTRY] = entry
     request[REQUEST_ID] = entry.request_id  # for the response header, which may be prepared after this returns
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except BaseException:
-        entry.aborted = True
-        raise
-    finally:
-        entry.status = status
-        entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
-        request.app[AUDIT_LOG].write(entry.to_record(time.time()))
-        request.app[METRICS].observe_request(route_name(request), status, entry.duration_ms / 1000, entry.cookies)
-        # Written: the entry is done with. aiohttp keeps a kept-alive connection's last request until the
-        # next one arrives, and an entry (cookie names, identity, reasons) is some 1.5 KB of that.
-        del request[AUDIT_ENTRY]
+    return entry
+
+
+def close_entry(request: web.Request, entry: AuditEntry, status: int, started: float) -> None:
+    """Stamp the status the client got and the time since ``started`` (``perf_counter``); write and count it."""
+    entry.status = status
+    entry.duration_ms = round((time.perf_counter() - started) * 1000, 3)
+    request.app[AUDIT_LOG].write(entry.to_record(time.time()))
+    request.app[METRICS].observe_request(route_name(request), status, entry.duration_ms / 1000, entry.cookies)
+    # Written: the entry is done with. aiohttp keeps a kept-alive connection's last request until the
+    # next one arrives, and an entry (cookie names, identity, reasons) is some 1.5 KB of that.
+    del request[AUDIT_ENTRY]
