@@ -31,9 +31,18 @@ from pathlib import Path
 
 import psutil
 import trustme
-import yaml
 
-from bench.edge import HOST, REPO, SECRET, Processes, free_port, platform_line, raise_file_limit, wait_ready
+from bench.edge import (
+    HOST,
+    REPO,
+    SECRET,
+    Processes,
+    free_port,
+    gateway_config,
+    platform_line,
+    raise_file_limit,
+    wait_ready,
+)
 from bench.load import rss_with_idle_connections
 from gateway.policy.identity import sign_token
 from gateway.store.demo import demo_lines
@@ -68,25 +77,18 @@ async def build_store(path: Path) -> None:
 
 
 def config(folder: Path, port: int, streams: int) -> Path:
-    path = folder / "gateway.yaml"
-    raw = {
-        "workspace_id": "bench",
-        "domain": "localhost",
-        "listen": {"https": f"{HOST}:{port}", "shutdown_grace": 2},
-        "tls": {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")},
-        "upstream": {"url": f"http://{HOST}:{free_port()}"},
-        "identity": {"jwt": {"secrets": ["env:BENCH_JWT_SECRET"]}, "login_url": "https://app.example.com/login"},
-        "messenger": {"upstream": f"http://{HOST}:{free_port()}"},
-        "portal": {
+    """The bench's gateway: the rendered portal for every example.com address, room for every stream, the admin API;
+    nothing listens upstream."""
+    return gateway_config(
+        folder,
+        port,
+        free_port(),
+        portal={
             "access": {"rules": [{"attribute": "person.email", "op": "contains", "value": "example.com"}]},
             "events": {"max_streams": streams + 100},
         },
-        "store": {"path": str(folder / "portal.db")},
-        "admin": {"token": "env:BENCH_ADMIN_TOKEN"},
-        "audit": {"path": str(folder / "audit.jsonl")},
-    }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+        admin={"token": "env:BENCH_ADMIN_TOKEN"},
+    )
 
 
 class Stream:

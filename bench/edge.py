@@ -202,8 +202,9 @@ def measure(target: Target, headers: dict[str, str], seconds: float, request: by
     return Row(target, result, idle, peak.peak, with_idle)
 
 
-def gateway_config(folder: Path, port: int, upstream_port: int) -> Path:
-    """The gateway's YAML for the run: proxy-mode portal behind an email-domain rule, audit on, metrics on."""
+def gateway_config(folder: Path, port: int, upstream_port: int, **sections: object) -> Path:
+    """The gateway's YAML for the run: proxy-mode portal behind an email-domain rule, audit on, metrics on;
+    ``sections`` replace these top-level sections."""
     path = folder / "gateway.yaml"
     config = {
         "workspace_id": WORKSPACE,
@@ -219,6 +220,7 @@ def gateway_config(folder: Path, port: int, upstream_port: int) -> Path:
         },
         "store": {"path": str(folder / "portal.db")},
         "audit": {"path": str(folder / "audit.jsonl")},
+        **sections,
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
