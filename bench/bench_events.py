@@ -42,6 +42,7 @@ from bench.edge import (
     platform_line,
     raise_file_limit,
     wait_ready,
+    write_certificate,
 )
 from bench.load import rss_with_idle_connections
 from gateway.policy.identity import sign_token
@@ -189,9 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     raise_file_limit()
     folder = Path(tempfile.mkdtemp(prefix="bench-events-"))
     ca = trustme.CA()
-    leaf = ca.issue_cert(HOST, "localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+    write_certificate(folder, ca)
     context = ssl.create_default_context()
     ca.configure_trust(context)
     asyncio.run(build_store(folder / "portal.db"))
