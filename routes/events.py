@@ -3,7 +3,8 @@
 Each change of the store's feed (gateway/store/feed.py) becomes an event for this
 visitor only if the store, asked through the same visibility filter the pages use,
 shows them the ticket now; what the event carries is what the page would show
-(state, update time, the public replies), never more. ``Last-Event-ID`` resumes
+(state, update time, the public replies), never more. The streams woken by one
+change share that read per filter (:class:`SharedReads`). ``Last-Event-ID`` resumes
 after the last event the page got; a page further behind than the feed's retention
 gets a ``reload`` event. The stream re-checks the visitor's access (the access rules
 on their current contact) at every change to their memberships or attributes and
@@ -13,6 +14,7 @@ expires, or when the worker stops. One audit record per stream, when it ends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -23,14 +25,15 @@ from typing import Any, Literal
 from aiohttp import web
 
 from gateway.config import CONFIG, EventsConfig
-from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY, VISITOR
+from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY, VISITOR, Clock
 from gateway.errors import BadRequest, ServiceBusy, StoreUnavailable, TooManyRequests
 from gateway.namespace import EVENTS_SUFFIX
 from gateway.observe.audit import AUDIT_ENTRY, StreamResult
 from gateway.policy.visibility import Visitor
 from gateway.run.periodic import periodic
 from gateway.store.feed import ChangeHub
-from gateway.store.models import Change, TicketDetail
+from gateway.store.models import Change, TicketDetail, TicketFilter
+from gateway.store.protocol import Store
 from routes.portal import initials
 from routes.timefmt import exact, iso, relative
 
@@ -83,12 +86,54 @@ class Streams:
 STREAMS = web.AppKey("event_streams", Streams)
 
 
+class SharedReads:
+    """A change's event for one visibility filter, read once for every stream that waits on that filter.
+
+    A change wakes every stream at once; those with the same filter (the same
+    visitor's pages; visitors whose filters are equal) would each read the same
+    ticket through the same filter. The first starts the read, the others wait
+    for it; the read is forgotten the moment it ends, so a stream that comes
+    later reads again and never gets an answer older than its own request.
+    """
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._reading: dict[tuple[int, TicketFilter], asyncio.Task[bytes | None]] = {}
+
+    async def frame(self, change: Change, ticket_id: str, visible: TicketFilter) -> bytes | None:
+        """The event of ``change`` (of the ticket ``ticket_id``) for a visitor with the filter ``visible``; None
+        when the filter does not show them the ticket now."""
+        key = (change.id, visible)  # SECURITY: the filter is in the key: a read is never shared across filters
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.create_task(self._read(key, change, ticket_id, visible))
+        # shield: a stream whose page leaves (its task cancelled) does not cancel the read the others wait on
+        return await asyncio.shield(reading)
+
+    async def _read(
+        self, key: tuple[int, TicketFilter], change: Change, ticket_id: str, visible: TicketFilter
+    ) -> bytes | None:
+        try:
+            # SECURITY: the pages' own filter and read: an event exists only for a ticket the visitor's detail page
+            # would show now, and carries only what that page shows.
+            detail = await self._store.get_ticket(visible, ticket_id)
+        finally:
+            del self._reading[key]
+        return None if detail is None else _frame("ticket", ticket_event(change, detail, self._clock()), change.id)
+
+
+READS = web.AppKey("shared_reads", SharedReads)
+
+
 async def feed_context(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: this worker's change hub, watching the store every ``store.change_poll`` seconds."""
+    """Cleanup context: this worker's change hub, watching the store every ``store.change_poll`` seconds, and the
+    reads its streams share."""
     config = app[CONFIG]
     hub = ChangeHub(app[STORE])
     await hub.start()
     app[HUB] = hub
+    app[READS] = SharedReads(app[STORE], app[CLOCK])
     async with periodic(hub.pump, config.store.change_poll, name="change feed"):
         yield
 
@@ -162,12 +207,10 @@ class _Stream:
             return True
         if change.ticket_id is None:
             return True
-        # SECURITY: the pages' own filter and read: an event exists only for a ticket the visitor's detail page
-        # would show now, and carries only what that page shows.
         visible = self.app[VISIBILITY].ticket_filter(self.visitor, self.scope)
-        detail = await self.app[STORE].get_ticket(visible, change.ticket_id)
-        if detail is not None:
-            await self.response.write(_frame("ticket", ticket_event(change, detail, self.app[CLOCK]()), change.id))
+        frame = await self.app[READS].frame(change, change.ticket_id, visible)
+        if frame is not None:
+            await self.response.write(frame)
             self.sent += 1
         return True
 
