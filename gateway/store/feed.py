@@ -34,6 +34,7 @@ class ChangeHub:
         self._recent: deque[Change] = deque()
         self._covered_from = 0  # every change after this id is in _recent (up to latest)
         self._waiting: set[asyncio.Future[None]] = set()
+        self._answer: tuple[int, int, ChangeBatch] | None = None  # the last from memory: woken streams ask alike
         self.latest = 0
         """The newest change id this worker knows of: where a stream with nothing to resume from starts."""
         self.closed = False
@@ -48,6 +49,7 @@ class ChangeHub:
         """Read what was committed since the last pump, if anything may have been, and wake the streams."""
         if not await self._store.changes_pending():
             return
+        self._answer = None
         before = self.latest
         while True:
             batch = await self._store.changes_after(self.latest, READ_BATCH)
@@ -69,13 +71,17 @@ class ChangeHub:
     async def after(self, cursor: int, limit: int = READ_BATCH) -> ChangeBatch:
         """The changes after ``cursor``: from memory when it holds them all, else from the store."""
         if cursor >= self._covered_from:
+            if self._answer is not None and self._answer[:2] == (cursor, limit):
+                return self._answer[2]  # every stream a change woke is at the same cursor: one answer for all
             newer: list[Change] = []
             for change in reversed(self._recent):  # the newest are at the right: a live stream looks at few
                 if change.id <= cursor:
                     break
                 newer.append(change)
             newer.reverse()
-            return ChangeBatch(tuple(newer[:limit]), self.latest, 0)
+            answer = ChangeBatch(tuple(newer[:limit]), self.latest, 0)
+            self._answer = (cursor, limit, answer)
+            return answer
         return await self._store.changes_after(cursor, limit)
 
     async def wait(self, cursor: int, seconds: float) -> None:

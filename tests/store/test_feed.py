@@ -48,6 +48,11 @@ async def test_news_wakes_every_waiting_stream_and_a_wait_behind_returns_at_once
     await asyncio.wait_for(asyncio.gather(*waits), GUARD)
     assert hub.latest > cursor
     assert (await hub.after(cursor, limit=1_000)).changes[-1].id == hub.latest  # the news, from memory
+    seeded = hub.latest
+    assert (await hub.after(seeded)).changes == ()  # a stream caught up
+    await store.update_ticket("1001", {"state": "Fixed"}, int(time.time()))
+    await hub.pump()
+    assert [change.id for change in (await hub.after(seeded)).changes] == [hub.latest]  # and its next news
     await asyncio.wait_for(hub.wait(cursor, FOREVER), GUARD)  # already behind: no wait at all
 
 
