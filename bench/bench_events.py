@@ -181,12 +181,17 @@ async def measure(port: int, pid: int, context: ssl.SSLContext, streams: int, ch
     }
 
 
+def _load() -> str:
+    return " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the measurement once and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=5_000)
     parser.add_argument("--changes", type=int, default=5)
     args = parser.parse_args(argv)
+    load = _load()  # before the bench adds its own: what the other users of the cores were doing
     raise_file_limit()
     folder = Path(tempfile.mkdtemp(prefix="bench-events-"))
     ca = trustme.CA()
@@ -221,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     per_connection = (rss_connections - rss_idle) / args.streams
     per_stream = (figures["rss_streams"] - rss_connections) / args.streams
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, {platform_line()}")
+    print(f"load average (1, 5, 15 min) before the run {load}, after it {_load()}: the cores are shared")
     print(f"{args.streams:,} streams on one worker, {args.changes} changes, each reaching every stream")
     rows = [
         ("gateway RSS idle", f"{rss_idle / 1e6:.1f} MB"),
