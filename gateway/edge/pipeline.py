@@ -21,7 +21,7 @@ would have it (bench/bench_pipeline.py measures each stage's share).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import aiohttp_jinja2
@@ -55,8 +55,8 @@ class Pipeline:
     head_deadline: HeadDeadline
     refuse_underscores: bool
     """``requests.underscore_headers: refuse``: a header name with "_" is a framing problem."""
-    stages: Sequence[Stage]
-    """Inside the error pages, in order: what refuses here gets a page (and still an audit record)."""
+    stages: Mapping[str, Stage]
+    """Inside the error pages, in order, by name: what refuses here gets a page (and still an audit record)."""
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -90,7 +90,7 @@ class Pipeline:
     async def _staged(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The stages and the handler, any failure of theirs answered by the error pages."""
         try:
-            for stage in self.stages:
+            for stage in self.stages.values():
                 pending = stage(request)
                 if pending is not None:
                     await pending
@@ -101,3 +101,7 @@ class Pipeline:
             return error_answer(request, exc)
         except Exception as exc:  # every other failure is a page too: error_answer logs the bugs among them
             return error_answer(request, exc)
+
+
+PIPELINE = web.AppKey("pipeline", Pipeline)
+"""The app's pipeline, as ``create_app`` built it (its one middleware is this object's)."""
