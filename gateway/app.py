@@ -85,9 +85,9 @@ def create_app(
             "path": path_stage(config.requests.allow_encoded_slashes),  # paths servers read two ways refused
             "forwarded": forwarded_stage(config.listen.trusted_proxies),  # client address, X-Forwarded-*
             "identity": identity_stage,  # who: verified identity, or why not
-            # The header's account for every page (the processors below); before access, so that the pages
+            # The header's account for every page (its context processor); before access, so that the pages
             # the access stage answers with know the visitor too.
-            "page_context": page_context_stage,
+            "page_context": page_context_stage((account_context,)),
             "access": access_stage,  # whether: portal paths need a visitor who meets the access rules
             "body": body_stage(config.requests.body_timeout, frozenset({upstream.ROUTE_NAME})),  # read in time
         },
@@ -125,7 +125,6 @@ def create_app(
         app.on_shutdown.append(events.end_streams)
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
-    app[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY] = (account_context,)
     # aiohttp-jinja2 1.6 keeps its context under a plain string request key, which aiohttp 3.14 warns about
     # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only the warning for that library's key is silenced,
     # where it is set: in the library, and in the pipeline's page context stage.

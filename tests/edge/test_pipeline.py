@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from gateway.edge.guard import access_stage, identity_stage
-from gateway.edge.pipeline import PIPELINE, page_context_stage
+from gateway.edge.pipeline import PIPELINE
 from gateway.errors import Forbidden
 from gateway.policy.identity import sign_token
 from tests.conftest import DOMAIN, SECRET, Gateway, MakeConfig, StartGateway, audit_records, raw_exchange
@@ -32,7 +32,6 @@ async def test_the_app_runs_its_stages_in_this_order(gateway: Gateway) -> None:
     assert list(app.middlewares) == [pipeline.middleware]
     assert list(pipeline.stages) == ORDER
     assert pipeline.stages["identity"] is identity_stage
-    assert pipeline.stages["page_context"] is page_context_stage
     assert pipeline.stages["access"] is access_stage
 
 
