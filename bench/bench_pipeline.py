@@ -5,9 +5,10 @@
 Builds the app that ``make bench`` measures in rows d (``bench/edge.py``'s
 config: the portal in proxy mode behind an email-domain rule, audit log and
 metrics on), then sends the benchmark's request (six cookies, a valid JWT)
-through the first k middlewares around a handler that answers at once, for k
-from 0 to all of them: each row is what one more stage adds. The reference,
-k = 0, is aiohttp building the request and the response, in the same run.
+through the app's own pipeline (``gateway/edge/pipeline.py``) with the first k
+of its ``stages`` around a handler that answers at once, for k from 0 to all of
+them: each row is what one more stage adds. The reference is aiohttp building
+the request and the response with no pipeline at all, in the same run.
 Then the pure functions the catch-all route runs before it opens an upstream
 connection. No sockets: TLS and the upstream client are what the rows of
 ``make bench`` measure. Machines are noisy: each figure is the best of
@@ -17,6 +18,7 @@ several runs (the median, for the pure functions); read the increments, not the 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import os
 import tempfile
@@ -40,6 +42,7 @@ from gateway.app import create_app
 from gateway.config import load_config
 from gateway.edge.headers import Forwarding, upstream_request_headers
 from gateway.edge.paths import reserved
+from gateway.edge.pipeline import PIPELINE
 from gateway.policy.cookies import filter_cookies
 from gateway.policy.identity import sign_token
 
@@ -91,9 +94,9 @@ async def answer(request: web.Request) -> web.StreamResponse:
 
 
 async def stages(app: web.Application, headers: dict[str, str]) -> list[tuple[str, float]]:
-    """µs per request through the first k middlewares, for every k."""
-    middlewares = list(app.middlewares)
-
+    """µs per request through the app's own pipeline with its first k stages, for every k (and none at all)."""
+    pipeline = app[PIPELINE]
+    named = list(pipeline.stages.items())
     received = CIMultiDictProxy(CIMultiDict(headers))
     raw = tuple((name.encode(), value.encode()) for name, value in headers.items())
     loop, task = asyncio.get_running_loop(), asyncio.current_task()
@@ -107,11 +110,17 @@ async def stages(app: web.Application, headers: dict[str, str]) -> list[tuple[st
         made._match_info = match_info
         return made
 
+    # The reference, then the pipeline's frame (head deadline, audit, framing, error pages), then one more
+    # stage of ``Pipeline.stages`` a row, in the order the app runs them.
+    chains: list[tuple[str, Callable[[web.Request], Awaitable[web.StreamResponse]]]] = [
+        ("(aiohttp: request and response)", answer)
+    ]
+    for count in range(len(named) + 1):
+        partial_pipeline = dataclasses.replace(pipeline, stages=dict(named[:count]))
+        name = named[count - 1][0] + " stage" if count else "pipeline: deadline, audit, framing, errors"
+        chains.append((name, partial(partial_pipeline.middleware, handler=answer)))
     rows = []
-    for count in range(len(middlewares) + 1):
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = answer
-        for middleware in reversed(middlewares[:count]):
-            handler = partial(middleware, handler=handler)
+    for name, handler in chains:
 
         async def one(handler: Callable[[web.Request], Awaitable[web.StreamResponse]] = handler) -> None:
             response = await handler(await request())
@@ -119,8 +128,7 @@ async def stages(app: web.Application, headers: dict[str, str]) -> list[tuple[st
                 raise RuntimeError(f"the pipeline answered {response.status}, not 200")
 
         await best_async_us(one, REQUESTS // 10)  # warm-up
-        name = getattr(middlewares[count - 1], "__qualname__", "?").removesuffix(".<locals>.middleware")
-        rows.append(("(aiohttp: request and response)" if count == 0 else name, await best_async_us(one, REQUESTS)))
+        rows.append((name, await best_async_us(one, REQUESTS)))
     return rows
 
 
@@ -163,15 +171,15 @@ async def main() -> None:
         rows = await stages(runner.app, headers)
     finally:
         await runner.cleanup()
-    print(f"{'pipeline stage (outermost first)':<36}{'µs/request':>11}{'adds µs':>9}")
+    print(f"{'pipeline, Pipeline.stages in order':<44}{'µs/request':>11}{'adds µs':>9}")
     for index, (name, value) in enumerate(rows):
         added = value - rows[index - 1][1] if index else 0.0
-        print(f"{name:<36}{value:>11.1f}{added:>9.1f}")
-    print(f"{'all stages':<36}{'':>11}{rows[-1][1] - rows[0][1]:>9.1f}")
+        print(f"{name:<44}{value:>11.1f}{added:>9.1f}")
+    print(f"{'the whole pipeline':<44}{'':>11}{rows[-1][1] - rows[0][1]:>9.1f}")
     print()
-    print(f"{'before the upstream call':<36}{'µs/call':>11}")
+    print(f"{'before the upstream call':<44}{'µs/call':>11}")
     for name, value in preparations(headers, config.allowed_cookies):
-        print(f"{name:<36}{value:>11.1f}")
+        print(f"{name:<44}{value:>11.1f}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import ssl
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psutil
@@ -49,17 +51,30 @@ def wrk(url: str, headers: dict[str, str], *, seconds: float, connections: int) 
     return WrkResult.parse(done.stdout)
 
 
+def _members(pids: list[int]) -> Iterator[psutil.Process]:
+    """Each process given and each of their descendants."""
+    for pid in pids:
+        process = psutil.Process(pid)
+        yield from (process, *process.children(recursive=True))
+
+
 def tree_rss(pids: list[int]) -> list[int]:
     """The resident set size of each process given and each of their descendants, in bytes."""
     sizes = []
-    for pid in pids:
-        process = psutil.Process(pid)
-        for member in (process, *process.children(recursive=True)):
-            try:
-                sizes.append(int(member.memory_info().rss))
-            except psutil.NoSuchProcess:
-                continue
+    for member in _members(pids):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            sizes.append(int(member.memory_info().rss))
     return sizes
+
+
+def tree_cpu(pids: list[int]) -> float:
+    """The CPU seconds (user and system) the processes given and their descendants have used so far."""
+    total = 0.0
+    for member in _members(pids):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = member.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 class PeakRSS:

@@ -25,7 +25,7 @@ from gateway.edge.guard import (
 from gateway.edge.headers import forwarded_stage
 from gateway.edge.hosts import host_stage, served_hosts
 from gateway.edge.paths import path_stage
-from gateway.edge.pipeline import Pipeline, page_context_stage
+from gateway.edge.pipeline import PIPELINE, Pipeline, page_context_stage
 from gateway.edge.secure import security_headers
 from gateway.edge.slowclients import HeadDeadline, body_stage
 from gateway.intercom.connector import intercom_context
@@ -80,17 +80,17 @@ def create_app(
     pipeline = Pipeline(
         head_deadline,
         refuse_underscores=config.requests.underscore_headers == "refuse",
-        stages=(
-            host_stage(served_hosts(config)),  # only our own Host names get content
-            path_stage(config.requests.allow_encoded_slashes),  # paths servers read two ways refused
-            forwarded_stage(config.listen.trusted_proxies),  # client address, X-Forwarded-*
-            identity_stage,  # who: verified identity, or why not
-            # The header's account for every page (the processors below); before access, so that the pages
+        stages={
+            "host": host_stage(served_hosts(config)),  # only our own Host names get content
+            "path": path_stage(config.requests.allow_encoded_slashes),  # paths servers read two ways refused
+            "forwarded": forwarded_stage(config.listen.trusted_proxies),  # client address, X-Forwarded-*
+            "identity": identity_stage,  # who: verified identity, or why not
+            # The header's account for every page (its context processor); before access, so that the pages
             # the access stage answers with know the visitor too.
-            page_context_stage,
-            access_stage,  # whether: portal paths need a visitor who meets the access rules
-            body_stage(config.requests.body_timeout, frozenset({upstream.ROUTE_NAME})),  # read in time
-        ),
+            "page_context": page_context_stage((account_context,)),
+            "access": access_stage,  # whether: portal paths need a visitor who meets the access rules
+            "body": body_stage(config.requests.body_timeout, frozenset({upstream.ROUTE_NAME})),  # read in time
+        },
     )
     app = web.Application(
         middlewares=[pipeline.middleware],
@@ -98,6 +98,7 @@ def create_app(
         client_max_size=config.requests.max_body_size,
     )
     app[CONFIG] = config
+    app[PIPELINE] = pipeline  # tests and bench/bench_pipeline.py read its stages here
     app[NAMESPACES] = NamespaceTable.for_portal(config.portal.path)  # every stage and route reads its paths here
     app[HEAD_DEADLINE] = head_deadline
     app[METRICS] = metrics or Metrics()
@@ -124,7 +125,6 @@ def create_app(
         app.on_shutdown.append(events.end_streams)
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
-    app[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY] = (account_context,)
     # aiohttp-jinja2 1.6 keeps its context under a plain string request key, which aiohttp 3.14 warns about
     # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only the warning for that library's key is silenced,
     # where it is set: in the library, and in the pipeline's page context stage.

@@ -10,8 +10,10 @@ property: the access stage ``identity`` (on the broadest reading of the path,
 :func:`decision_path`), the catch-all proxy ``reserved`` (on a reading broader
 still, gateway/edge/paths.py), the Host check ``any_host``, the error pages
 ``json_errors`` and the identity stage ``visitor_token`` (on the path as aiohttp
-decoded it, case and all). A path belongs to the namespace that names it
-exactly, else to the one with the longest prefix holding it, else to ``rest``.
+decoded it, case and all; looked up once a request, :func:`request_namespace`).
+A path belongs to the namespace that names it exactly, else to the one with
+the longest prefix holding it, else to ``rest``: the table answers that from
+dicts built once, not by asking every namespace on every request.
 """
 
 from __future__ import annotations
@@ -129,11 +131,11 @@ class NamespaceTable:
 
     def of(self, path: str) -> Namespace:
         """The namespace ``path`` belongs to, read exactly as given."""
-        return _owner(self.namespaces, path)
+        return self._exact.owner(path)
 
     def decided(self, path: str) -> Namespace:
         """The namespace ``path`` belongs to on the broadest reading (:func:`decision_path`), for access."""
-        return _owner(self._folded, decision_path(path))
+        return self._folded.owner(decision_path(path))
 
     def guarded(self, path: str) -> str | None:
         """The name of the namespace a decoded ``path`` lies in on the broadest reading, when the gateway
@@ -142,8 +144,47 @@ class NamespaceTable:
         return namespace.name if namespace.identity or namespace.reserved else None
 
     @cached_property
-    def _folded(self) -> tuple[Namespace, ...]:
-        return tuple(namespace.folded() for namespace in self.namespaces)
+    def _exact(self) -> _Index:
+        return _Index.of(self.namespaces)
+
+    @cached_property
+    def _folded(self) -> _Index:
+        return _Index.of(tuple(namespace.folded() for namespace in self.namespaces))
+
+
+@dataclass(frozen=True)
+class _Index:
+    """Namespaces by exact path and by prefix, built once: a path's owner in a few dict look-ups."""
+
+    paths: dict[str, Namespace]
+    prefixes: dict[str, Namespace]
+
+    @classmethod
+    def of(cls, namespaces: tuple[Namespace, ...]) -> _Index:
+        """The index of ``namespaces``; where two claim the same path or prefix, the first in the table wins."""
+        paths: dict[str, Namespace] = {}
+        prefixes: dict[str, Namespace] = {}
+        for namespace in namespaces:
+            for path in namespace.paths:
+                paths.setdefault(path, namespace)
+            if namespace.prefix is not None:
+                prefixes.setdefault(namespace.prefix, namespace)
+        return cls(paths, prefixes)
+
+    def owner(self, path: str) -> Namespace:
+        """Exact paths first, then the longest prefix holding ``path``, then ``rest``."""
+        namespace = self.paths.get(path)
+        if namespace is not None:
+            return namespace
+        # A prefix holds the path when it is the path, or the path up to one of its slashes: try those,
+        # longest first, instead of asking every namespace on every request.
+        candidate = path
+        while candidate:
+            namespace = self.prefixes.get(candidate)
+            if namespace is not None:
+                return namespace
+            candidate = candidate[: max(candidate.rfind("/"), 0)]
+        return REST
 
 
 def _portal(path: str) -> Namespace:
@@ -171,13 +212,14 @@ def overlapped(portal_path: str) -> Namespace | None:
     return None
 
 
-def _owner(namespaces: tuple[Namespace, ...], path: str) -> Namespace:
-    """Exact paths first, then the longest prefix, then ``rest``."""
-    for namespace in namespaces:
-        if path in namespace.paths:
-            return namespace
-    holding = [namespace for namespace in namespaces if namespace.prefix is not None and namespace.holds(path)]
-    return max(holding, key=lambda namespace: len(namespace.prefix or ""), default=REST)
-
-
 NAMESPACES = web.AppKey("namespaces", NamespaceTable)
+NAMESPACE = web.RequestKey("namespace", Namespace)
+
+
+def request_namespace(request: web.Request) -> Namespace:
+    """The namespace of ``request.path`` read exactly (:meth:`NamespaceTable.of`): looked up by the first
+    stage or page that asks, then carried on the request for the others (identity, error pages, host)."""
+    namespace = request.get(NAMESPACE)
+    if namespace is None:
+        namespace = request[NAMESPACE] = request.app[NAMESPACES].of(request.path)
+    return namespace

@@ -6,7 +6,9 @@ without an edit here; each rule names the module and the line that broke it.
 
 from __future__ import annotations
 
+import ast
 from functools import cache
+from pathlib import Path
 
 import grimp
 import pytest
@@ -123,3 +125,56 @@ def test_sqlite_stays_inside_its_backend() -> None:
     assert [line for name in outside for line in lines(name, "sqlite3")] == []
     importers = {name for module in backend for name in graph().find_modules_that_directly_import(module)}
     assert sorted(importers - backend) == ["gateway.store.protocol"]
+
+
+ENVIRONMENT = frozenset({"environ", "environb", "getenv", "getenvb"})
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def environment_reads(path: Path) -> list[int]:
+    """The lines where a source file reads the process's environment: ``os.environ`` (but as the target of an
+    assignment: a value written for a library that reads it), ``os.getenv``, or either imported from os."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    written = {
+        id(node.value) for node in ast.walk(tree) if isinstance(node, ast.Subscript) and isinstance(node.ctx, ast.Store)
+    }
+    reads = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr in ENVIRONMENT
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "os"
+        and id(node) not in written
+    ]
+    imported = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom)
+        and node.module == "os"
+        and {alias.name for alias in node.names} & ENVIRONMENT
+    ]
+    return sorted(reads + imported)
+
+
+def test_nothing_outside_the_config_loader_reads_the_environment() -> None:
+    """DESIGN's rule: every setting comes through gateway/config.py, so the environment is read there only;
+    the other modules are handed what they need (the metrics their workers' folder, by the run layer)."""
+    sources = sorted(path for package in ("gateway", "routes") for path in (ROOT / package).rglob("*.py"))
+    reads = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sources
+        if path != ROOT / "gateway" / "config.py"
+        for line in environment_reads(path)
+    ]
+    assert reads == []
+
+
+def test_the_environment_check_sees_each_way_of_reading_it(tmp_path: Path) -> None:
+    """The check above finds a read written any of the usual ways, and lets a write through."""
+    source = tmp_path / "module.py"
+    source.write_text(
+        "import os\nfrom os import getenv\na = os.environ.get('A')\nb = os.environ['B']\nc = os.getenv('C')\n"
+        "os.environ['D'] = 'written for a library'\n"
+    )
+    assert environment_reads(source) == [2, 3, 4, 5]

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.config import load_config
 from gateway.errors import ConfigError
-from gateway.namespace import NAMESPACES, REST, Namespace, NamespaceTable
+from gateway.namespace import NAMESPACES, REST, Namespace, NamespaceTable, decision_path
 from tests.conftest import DOMAIN, Gateway, RecordingUpstream, StartGateway, raw_exchange
 
 ADMIN_TOKEN = "admin-token-for-namespace-tests-0123456789"
@@ -158,6 +160,43 @@ def test_the_access_decision_reads_the_broadest_spelling() -> None:
     assert namespaces.of("/Help/Tickets/1").name == "portal"
     assert namespaces.of("/help/tickets").name == "rest"
     assert namespaces.of("/HEALTHZ").name == "rest"
+
+
+def owner(namespaces: tuple[Namespace, ...], path: str) -> str:
+    """The namespace ``path`` belongs to by the table's definition: the first naming it exactly, else the one
+    with the longest prefix holding it (the first of equals), else ``rest``."""
+    exact = [ns for ns in namespaces if path in ns.paths]
+    holding = sorted((ns for ns in namespaces if ns.holds(path) and ns.prefix), key=lambda ns: -len(ns.prefix or ""))
+    return (exact or holding or [REST])[0].name
+
+
+# Where paths start (each namespace's own paths and prefixes, the portal's at any depth, in the spellings the
+# broadest reading folds) and segments to go on with.
+PORTALS = ["/tickets", "/help/tickets", "/t"]
+STARTS = sorted(
+    {"", "/help", "/TICKETS.", "//api;x", "/API/v1"}
+    | {path for ns in NamespaceTable.for_portal(PORTALS[1]).namespaces for path in {*ns.paths, ns.prefix or ""}}
+)
+SEGMENTS = sorted({segment for path in (*SAMPLES.values(), *STARTS) for segment in path.split("/")} | {".", "X"})
+
+
+@given(
+    portal=st.sampled_from(PORTALS),
+    start=st.sampled_from(STARTS),
+    segments=st.lists(st.sampled_from(SEGMENTS), max_size=4),
+    trailing_slash=st.booleans(),
+)
+def test_the_tables_index_answers_as_the_definition_reads(
+    portal: str, start: str, segments: list[str], trailing_slash: bool
+) -> None:
+    """The table looks a path up in a few dict look-ups, built once; it answers as its definition reads, on
+    the exact reading and on the broadest one."""
+    namespaces = NamespaceTable.for_portal(portal)
+    path = "/".join([start, *segments]) + ("/" if trailing_slash else "")
+    path = path if path.startswith("/") else "/" + path
+    assert namespaces.of(path).name == owner(namespaces.namespaces, path)
+    folded = tuple(ns.folded() for ns in namespaces.namespaces)
+    assert namespaces.decided(path).name == owner(folded, decision_path(path))
 
 
 def test_the_readme_table_is_the_namespace_table() -> None:

@@ -25,7 +25,7 @@ from gateway.errors import (
     StoreUnavailable,
     UpstreamError,
 )
-from gateway.namespace import NAMESPACES
+from gateway.namespace import request_namespace
 from gateway.observe.audit import AUDIT_ENTRY
 from gateway.run.protocol import refused_status
 
@@ -69,7 +69,7 @@ _HEADINGS = {
 
 def wants_json(request: web.Request) -> bool:
     """The API namespaces, and clients that ask for JSON, get JSON errors."""
-    if request.app[NAMESPACES].of(request.path).json_errors:
+    if request_namespace(request).json_errors:
         return True
     accept = request.headers.get("Accept", "")
     return "application/json" in accept and "text/html" not in accept

@@ -23,7 +23,7 @@ from yarl import URL
 
 from gateway.config import GatewayConfig
 from gateway.errors import Forbidden, Link, StoreUnavailable, Unauthorized
-from gateway.namespace import DEV_LOGIN_PATH, NAMESPACES, SIGN_IN_PATH, SIGN_OUT_PATH
+from gateway.namespace import DEV_LOGIN_PATH, NAMESPACES, SIGN_IN_PATH, SIGN_OUT_PATH, request_namespace
 from gateway.observe.audit import AUDIT_ENTRY, AccessResult, IdentityResult
 from gateway.observe.metrics import METRICS
 from gateway.policy.credentials import (
@@ -211,7 +211,7 @@ def identity_stage(request: web.Request) -> Awaitable[None] | None:
 
     Synchronous but for the rare token whose key must be fetched first (then it returns what to await).
     """
-    if not request.app[NAMESPACES].of(request.path).visitor_token:
+    if not request_namespace(request).visitor_token:
         # The admin API and the probe have their own bearer token: it is not a visitor's JWT, nor a failed one.
         request[CREDENTIALS] = None
         return None
@@ -256,7 +256,7 @@ def _back_here(request: web.Request) -> str | None:
 
 
 def _wants_page(request: web.Request) -> bool:
-    return request.method in ("GET", "HEAD") and not request.app[NAMESPACES].of(request.path).json_errors
+    return request.method in ("GET", "HEAD") and not request_namespace(request).json_errors
 
 
 @dataclass(frozen=True)

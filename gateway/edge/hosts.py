@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway.config import GatewayConfig
 from gateway.errors import BadRequest
-from gateway.namespace import NAMESPACES
+from gateway.namespace import request_namespace
 
 if TYPE_CHECKING:
     from gateway.edge.pipeline import Stage
@@ -57,7 +57,7 @@ def host_stage(served: frozenset[str]) -> Stage:
         # SECURITY: Host header injection (cache poisoning, password-reset and redirect poisoning):
         # only our own names get content; probes (which address a pod by IP) are exempt, on the path exactly
         # as decoded, and answer nothing built from the Host.
-        if name not in served and not request.app[NAMESPACES].of(request.path).any_host:
+        if name not in served and not request_namespace(request).any_host:
             raise web.HTTPMisdirectedRequest()
 
     return stage

@@ -21,8 +21,9 @@ would have it (bench/bench_pipeline.py measures each stage's share).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -37,15 +38,24 @@ Stage = Callable[[web.Request], Awaitable[None] | None]
 """One step of the pipeline: raises to refuse; returns None when done, or an awaitable to finish it."""
 
 
-async def page_context_stage(request: web.Request) -> None:
-    """Run aiohttp-jinja2's context processors into the request's template context, as its middleware would."""
-    # Its own middleware would be one more layer for every request; the context is kept under its plain string
-    # key (gateway/app.py silences the warning aiohttp gives for that key once a process).
-    context = request.get(aiohttp_jinja2.REQUEST_CONTEXT_KEY)
-    if context is None:
-        context = request[aiohttp_jinja2.REQUEST_CONTEXT_KEY] = {}
-    for processor in request.config_dict[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY]:
-        context.update(await processor(request))
+ContextProcessor = Callable[[web.Request], Awaitable[dict[str, Any]]]
+"""An aiohttp-jinja2 context processor: what every page's template sees of the request."""
+
+
+def page_context_stage(processors: Sequence[ContextProcessor]) -> Stage:
+    """Run ``processors`` into the request's template context, as aiohttp-jinja2's middleware would."""
+
+    # Its own middleware would be one more layer for every request, and would look its processors up in the
+    # app's chained state on each; the context is kept under its plain string key (gateway/app.py silences
+    # the warning aiohttp gives for that key once a process).
+    async def stage(request: web.Request) -> None:
+        context = request.get(aiohttp_jinja2.REQUEST_CONTEXT_KEY)
+        if context is None:
+            context = request[aiohttp_jinja2.REQUEST_CONTEXT_KEY] = {}
+        for processor in processors:
+            context.update(await processor(request))
+
+    return stage
 
 
 @dataclass(frozen=True)
@@ -55,8 +65,8 @@ class Pipeline:
     head_deadline: HeadDeadline
     refuse_underscores: bool
     """``requests.underscore_headers: refuse``: a header name with "_" is a framing problem."""
-    stages: Sequence[Stage]
-    """Inside the error pages, in order: what refuses here gets a page (and still an audit record)."""
+    stages: Mapping[str, Stage]
+    """Inside the error pages, in order, by name: what refuses here gets a page (and still an audit record)."""
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -90,7 +100,7 @@ class Pipeline:
     async def _staged(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """The stages and the handler, any failure of theirs answered by the error pages."""
         try:
-            for stage in self.stages:
+            for stage in self.stages.values():
                 pending = stage(request)
                 if pending is not None:
                     await pending
@@ -101,3 +111,7 @@ class Pipeline:
             return error_answer(request, exc)
         except Exception as exc:  # every other failure is a page too: error_answer logs the bugs among them
             return error_answer(request, exc)
+
+
+PIPELINE = web.AppKey("pipeline", Pipeline)
+"""The app's pipeline, as ``create_app`` built it (its one middleware is this object's)."""

@@ -36,15 +36,18 @@ SIBLING_TIMEOUT = 1.0  # seconds a scrape waits for the other workers to fold; a
 _FOLD, _FOLDED = b"F", b"D"  # a fold request and its answer, each followed by the scrape's nonce
 
 
-def count_in_shared_folder(folder: Path) -> None:
-    """From now on, this process's metrics count into ``folder``, which its sibling workers share.
+def shared_metrics(folder: Path) -> Metrics:
+    """This process's metrics, counted from now on into ``folder``, which its sibling workers share.
 
     Called in each worker before its app exists: prometheus_client picks the value class when it is
     imported (the parent imported it before the number of workers was known), so it is set again here.
     """
+    # prometheus_client reads its folder from the environment (its values' files, its gauges' modes): written
+    # here for it; the gateway itself is told the folder, never reads it back (only gateway/config.py reads).
     os.environ[SHARED_FOLDER] = str(folder)
     pid = os.getpid()  # a worker never forks again: its files' name, without a getpid(2) on every count
     values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
+    return Metrics(folder)
 
 
 class _CookieCounts(Protocol):
@@ -71,7 +74,9 @@ class _Fold:
 class Metrics:
     """The gateway's counters and histograms: counted in-process, folded into prometheus_client when scraped."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared_folder: Path | None = None) -> None:
+        # With workers, the folder every worker's values are in (shared_metrics()); None: this process's only.
+        self.shared_folder = shared_folder
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(_Fold(self))
         self.requests = Counter(
@@ -181,7 +186,7 @@ class Metrics:
 
     async def exposition(self) -> bytes:
         """The text a scrape gets: this app's registry, or every worker's counts summed with workers."""
-        folder = os.environ.get(SHARED_FOLDER)
+        folder = self.shared_folder
         if folder is None:
             return generate_latest(self.registry)
         self.fold()
@@ -207,9 +212,8 @@ class Metrics:
     def attach(self) -> None:
         """One more app counts here (a reload hands the metrics on); the first, with workers, joins the others."""
         self._users += 1
-        folder = os.environ.get(SHARED_FOLDER)
-        if self._siblings is None and folder is not None:
-            self._siblings = Siblings(Path(folder), self.fold)
+        if self._siblings is None and self.shared_folder is not None:
+            self._siblings = Siblings(self.shared_folder, self.fold)
 
     def detach(self) -> None:
         """An app is done with the metrics; after the last, the counts are folded and the exchange closed."""

@@ -123,8 +123,10 @@ async def upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 
 def _is_websocket(request: web.Request) -> bool:
-    connection = {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
-    return "upgrade" in connection and request.headers.get("Upgrade", "").lower() == "websocket"
+    # Upgrade first: almost no request has one, so the Connection header's tokens are seldom read.
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        return False
+    return "upgrade" in {token.strip().lower() for token in request.headers.get("Connection", "").split(",")}
 
 
 def _fail(

@@ -135,12 +135,12 @@ class Running:
         return int(listener.sockets[0].getsockname()[1])
 
 
-async def start(config: GatewayConfig, context: ssl.SSLContext) -> Running:
+async def start(config: GatewayConfig, context: ssl.SSLContext, metrics: Metrics | None = None) -> Running:
     """Start the HTTPS listener and, when configured, the HTTP redirect listener.
 
     With ``listen.workers`` above 1 each worker process binds the same addresses with SO_REUSEPORT.
     """
-    running = Running(config=config, context=context, runners=[await _https_runner(config)])
+    running = Running(config=config, context=context, runners=[await _https_runner(config, metrics)])
     try:
         running.https_port = await running.listen(running.runners[0], config.listen.https, context)
         if config.listen.http is not None:
@@ -185,19 +185,24 @@ def announce(running: Running) -> None:
 
 
 async def serve(
-    config: GatewayConfig, context: ssl.SSLContext, reload: Reload, ready: Callable[[Running], None] = announce
+    config: GatewayConfig,
+    context: ssl.SSLContext,
+    reload: Reload,
+    ready: Callable[[Running], None] = announce,
+    metrics: Metrics | None = None,
 ) -> None:
     """Serve until SIGTERM or SIGINT, then stop accepting and let in-flight requests finish.
 
     SIGHUP serves what ``reload`` returns (configuration and certificate) and reopens the audit log.
-    ``ready`` is called once every signal handler is in place and the listeners accept.
+    ``ready`` is called once every signal handler is in place and the listeners accept. ``metrics``: a
+    worker's, which count with its siblings' (gateway/run/workers.py); else the app's own.
     """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     # Handlers first: a SIGTERM that arrives while (or right after) the listeners start still drains.
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    running = await start(config, context)
+    running = await start(config, context, metrics)
     # What start built (config, compiled rules, templates, routes) lives as long as the process: the
     # collector need not walk it again on every full collection.
     gc.freeze()
@@ -219,8 +224,12 @@ async def serve(
 
 
 def run(
-    config: GatewayConfig, context: ssl.SSLContext, reload: Reload, ready: Callable[[Running], None] = announce
+    config: GatewayConfig,
+    context: ssl.SSLContext,
+    reload: Reload,
+    ready: Callable[[Running], None] = announce,
+    metrics: Metrics | None = None,
 ) -> None:
     """Run :func:`serve` on uvloop."""
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(config, context, reload, ready))
+        runner.run(serve(config, context, reload, ready, metrics))

@@ -44,7 +44,7 @@ from pathlib import Path
 from types import FrameType
 
 from gateway.config import Address, GatewayConfig, ListenConfig
-from gateway.observe.metrics import count_in_shared_folder
+from gateway.observe.metrics import shared_metrics
 from gateway.run import server
 
 log = logging.getLogger(__name__)
@@ -112,14 +112,14 @@ def _worker(
     reload: server.Reload,
     number: int,
     parent: Connection,
-    metrics: Path,
+    metrics_folder: Path,
     parent_pid: int,
 ) -> None:
     """One worker: serve like a single gateway; tell the parent when listening; stop when it dies."""
     for signum in _SIGNALS:  # the parent's relaying handlers came along with the fork
         signal.signal(signum, signal.SIG_DFL)
     _stop_with(parent_pid)  # delivered, like every stop signal, once the loop's handlers are in place
-    count_in_shared_folder(metrics)
+    metrics = shared_metrics(metrics_folder)
 
     def ready(running: server.Running) -> None:
         log.info("worker listening", extra={"worker": number, "pid": os.getpid()})
@@ -128,7 +128,7 @@ def _worker(
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGNALS)  # the loop's handlers are in place: deliver
 
     try:
-        server.run(config, context, reload, ready)
+        server.run(config, context, reload, ready, metrics)
     except OSError as exc:
         log.error("worker %d cannot listen: %s", number, exc)
         sys.exit(EXIT_FAILED)

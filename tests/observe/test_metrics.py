@@ -64,12 +64,12 @@ async def test_a_workers_scrape_passes_over_a_worker_that_has_gone(
 ) -> None:
     """With workers (tests/run/test_workers.py sums real ones): an exited worker's socket file stays in the
     folder; a scrape is not held up by it, and reports this worker's own counts from its files."""
-    monkeypatch.setenv(SHARED_FOLDER, str(tmp_path))
+    monkeypatch.setenv(SHARED_FOLDER, str(tmp_path))  # where prometheus_client's values write (shared_metrics)
     monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())  # type: ignore[no-untyped-call]
     gone = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     gone.bind(str(tmp_path / "fold-1.sock"))
     gone.close()
-    metrics = Metrics()
+    metrics = Metrics(tmp_path)
     metrics.attach()
     metrics.observe_request("proxy", 200, 0.004, CookieNames())
     with caplog.at_level(logging.WARNING):
