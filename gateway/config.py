@@ -409,6 +409,19 @@ class VisibilityConfig(_Model):
     conditions: list[Rule] = Field(default_factory=list)
 
 
+class EventsConfig(_Model):
+    """The portal's live updates: ``GET <portal.path>/events``, one event stream per open page."""
+
+    enabled: bool = Field(default=True, description="Serve the event stream; off: pages update on reload only.")
+    heartbeat: float = Field(default=15.0, gt=0, description="Seconds between comment lines on a quiet stream.")
+    recheck: float = Field(
+        default=60.0, gt=0, description="Seconds between checks of a stream's visitor's access without a change."
+    )
+    per_visitor: int = Field(default=8, ge=1, description="Open streams one visitor may hold in one worker (429).")
+    max_streams: int = Field(default=10_000, ge=1, description="Open streams one worker serves in all (503).")
+    retry_after: int = Field(default=10, ge=1, description="Seconds a refused stream is told to wait (Retry-After).")
+
+
 class PortalConfig(_Model):
     """The customer tickets portal."""
 
@@ -419,6 +432,12 @@ class PortalConfig(_Model):
     visibility: VisibilityConfig = VisibilityConfig()
     preview_column: bool = True
     page_size: int = Field(default=25, ge=1, le=200)
+    events: EventsConfig = EventsConfig()
+
+    @property
+    def live(self) -> bool:
+        """Whether the gateway serves the live pages' event stream: the portal rendered here, events on."""
+        return self.enabled and self.mode == "render" and self.events.enabled
 
     @field_validator("path")
     @classmethod
@@ -542,6 +561,17 @@ class StoreConfig(_Model):
     seed_demo: bool = Field(default=False, description="Fill an empty store with the demo data at start.")
     busy_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for another process's lock before answering 503."
+    )
+    change_retention: int = Field(
+        default=10_000,
+        ge=100,
+        description="Changes the feed keeps for live pages to resume from; a page further behind reloads.",
+    )
+    change_poll: float = Field(
+        default=0.15,
+        gt=0,
+        le=5,
+        description="Seconds between each worker's cheap checks for new changes (how soon live pages learn).",
     )
 
     @field_validator("backend", mode="before")

@@ -21,7 +21,9 @@
     └── Explained              an HTTP error whose detail, heading and next-step ``Link`` the client may see
         ├── BadRequest             400, with the reason
         ├── Unauthorized           401, with the reason (never the credential)
-        └── Forbidden              403, with the reason
+        ├── Forbidden              403, with the reason
+        ├── TooManyRequests        429, with the reason and a Retry-After
+        └── ServiceBusy            503, with the reason and a Retry-After
 
     Link                       not an error: the next step an error page offers (href, label)
 
@@ -186,3 +188,11 @@ class Unauthorized(Explained, web.HTTPUnauthorized):
 
 class Forbidden(Explained, web.HTTPForbidden):
     """403, with the reason."""
+
+
+class TooManyRequests(Explained, web.HTTPTooManyRequests):
+    """429, with the reason; ``headers`` carry the Retry-After."""
+
+
+class ServiceBusy(Explained, web.HTTPServiceUnavailable):
+    """503, with the reason; ``headers`` carry the Retry-After."""

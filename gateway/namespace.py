@@ -125,7 +125,7 @@ class NamespaceTable:
     @classmethod
     def for_portal(cls, portal_path: str) -> NamespaceTable:
         """The table with the portal at ``portal_path`` (which the config keeps clear of :func:`overlapped`)."""
-        return cls((_portal(portal_path), *FIXED))
+        return cls((_portal(portal_path), _events(portal_path), *FIXED))
 
     def of(self, path: str) -> Namespace:
         """The namespace ``path`` belongs to, read exactly as given."""
@@ -148,6 +148,15 @@ class NamespaceTable:
 
 def _portal(path: str) -> Namespace:
     return Namespace("portal", prefix=path, identity=True)
+
+
+EVENTS_SUFFIX = "/events"
+
+
+def _events(portal_path: str) -> Namespace:
+    # The live pages' event stream (routes/events.py): the portal's visitors, but a script reads it, so a
+    # refusal (401, 429, 503) is JSON, never a sign-in redirect an EventSource would follow in vain.
+    return Namespace("events", paths=frozenset({portal_path + EVENTS_SUFFIX}), identity=True, json_errors=True)
 
 
 def overlapped(portal_path: str) -> Namespace | None:

@@ -8,10 +8,11 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.config import CONFIG
+from gateway.config import CONFIG, GatewayConfig
 from gateway.edge.guard import CLOCK, STORE, VISIBILITY, VISITOR
 from gateway.edge.secure import content_security_policy
 from gateway.errors import Forbidden, Link
+from gateway.namespace import EVENTS_SUFFIX
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
 from gateway.policy.messengerboot import boot, messenger_sources
 from routes.api import join_conversation, not_found
@@ -76,6 +77,13 @@ def page_numbers(current: int, last: int) -> list[int | None]:
             numbers.append(None)
         numbers.append(number)
     return numbers
+
+
+def events_url(config: GatewayConfig, scope: str) -> str | None:
+    """Where the page's script follows its changes (routes/events.py); None when live updates are off."""
+    if not config.portal.live:
+        return None
+    return config.portal.path + EVENTS_SUFFIX + ("?scope=mine" if scope == "mine" else "")
 
 
 @aiohttp_jinja2.template("tickets.html")
@@ -151,6 +159,7 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
         "link": link,
         "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
         "highlight": highlight,
+        "events_url": events_url(config, wanted.scope),
     }
 
 
@@ -177,6 +186,7 @@ async def ticket_detail(request: web.Request) -> web.Response:
         "csrf": csrf_token(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}"),
         "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
         "initials": initials,
+        "events_url": events_url(config, "all"),
         # Set by the join's redirect: the page says what the button did.
         "joined": request.query.get("joined") == "1" and detail.participant,
         "help_center_missing": detail.participant and await _help_center_missing(request),

@@ -24,6 +24,7 @@ from gateway.store.models import (
     AdminContact,
     AdminTicketDetail,
     AdminTicketPage,
+    ChangeBatch,
     Contact,
     TicketDetail,
     TicketFilter,
@@ -77,6 +78,17 @@ class Store(Protocol):
 
     async def tickets_space(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
         """One page of the visible tickets the filter's contact takes part in, most recently updated first."""
+
+    # --- the change feed: written in each write's own transaction, read by every worker's ChangeHub -------
+
+    async def changes_after(self, after: int, limit: int) -> ChangeBatch:
+        """Up to ``limit`` changes with ids above ``after``, oldest first, the newest id and the newest dropped one
+        (retention keeps ``store.change_retention`` changes); a change is never visible before its commit."""
+
+    async def changes_pending(self) -> bool:
+        """Whether something may have been committed (by anyone) since the last call, without waiting: a cheap
+        check a worker's watcher makes every ``store.change_poll`` seconds (SQLite's ``data_version``; a
+        LISTEN/NOTIFY backend answers whether a notification came). True when unsure: it costs one read."""
 
     # --- the admin API: every record, no visibility ------------------------------------------------------
 
@@ -181,6 +193,8 @@ async def open_store(config: StoreConfig) -> Store:
             # Imported here: each backend's driver loads only when it is the one configured.
             from gateway.store.sqlite import SQLiteStore
 
-            return await SQLiteStore.open(config.path, busy_timeout=config.busy_timeout)
+            return await SQLiteStore.open(
+                config.path, busy_timeout=config.busy_timeout, change_retention=config.change_retention
+            )
         case unknown:
             assert_never(unknown)

@@ -215,7 +215,8 @@ async def test_the_messenger_boots_only_where_switched_on_and_for_a_visitor_in_t
     assert link.text() == "Send us a message"
     assert link.attrs["href"].startswith("/conversations/")
     assert not [name for name in link.attrs if name.startswith("data-")]
-    assert parse_html(answer.text).maybe("script") is None
+    scripts = [script.attrs["src"] for script in parse_html(answer.text).find_all("script")]
+    assert scripts == ["/_gateway/static/live.js"]  # the live updates' only: no Messenger
     assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
 
     # The same store, served by a gateway that boots the Messenger of a workspace hosted in Australia.
@@ -231,7 +232,10 @@ async def test_the_messenger_boots_only_where_switched_on_and_for_a_visitor_in_t
     assert link.attrs["href"].startswith("/conversations/")  # kept for a browser without JavaScript
     assert link.attrs["data-messenger-conversation"] == link.attrs["href"].removeprefix("/conversations/")
     assert link.attrs["data-messenger-api-base"] == str(on.gateway.url)
-    assert [script.attrs["src"] for script in root.find_all("script")] == ["/_gateway/static/messenger.js"]
+    assert [script.attrs["src"] for script in root.find_all("script")] == [
+        "/_gateway/static/messenger.js",
+        "/_gateway/static/live.js",
+    ]
     check_page_headers(answer)  # still no inline script allowed
     assert answer.headers["Cache-Control"] == "no-store"  # it holds the visitor's Messenger token
     sources = policy_sources(answer)

@@ -120,15 +120,44 @@ def _mirror_ticket(connection: sqlite3.Connection, line: TicketLine) -> None:
             " ticket_id = ?, remote_id = ? WHERE id = ?",
             (*fields, line.ticket_id, line.remote_id, found[0]),
         )
-        # The conversation as Intercom has it now: parts edited, redacted or made internal are replaced whole.
-        connection.execute("DELETE FROM conversation_parts WHERE conversation_id = ?", (conversation,))
         connection.execute("DELETE FROM participants WHERE conversation_id = ?", (conversation,))
-    for part in line.parts:
-        author = _contact_row(connection, part.author, "part author") if part.author else None
-        name = part.author_name or "Support"
-        writes.add_part(connection, conversation, author, name, part.body, part.public, part.created_at)
+    parts = [
+        (
+            _contact_row(connection, part.author, "part author") if part.author else None,
+            part.author_name or "Support",
+            part.body,
+            part.public,
+            part.created_at,
+        )
+        for part in line.parts
+    ]
+    for part in parts[_kept_parts(connection, conversation, parts) :]:
+        writes.add_part(connection, conversation, *part)
     for user_id in line.participants:
         writes.add_participant(connection, conversation, _contact_row(connection, user_id, "participant"))
+
+
+def _kept_parts(
+    connection: sqlite3.Connection, conversation: int, parts: list[tuple[int | None, str, str, bool, int]]
+) -> int:
+    """How many of the conversation's stored parts stay: all when Intercom's begin with them, else none.
+
+    A ticket synced again usually only gained replies: appending just those keeps the change feed to what is
+    new (a part deleted and written again would be a "reply" to every open page). Parts edited, redacted or
+    made internal are replaced whole.
+    """
+    stored = [
+        (row[0], row[1], row[2], bool(row[3]), row[4])
+        for row in connection.execute(
+            "SELECT author_contact_id, author_name, body, is_public, created_at FROM conversation_parts"
+            " WHERE conversation_id = ? ORDER BY id",
+            (conversation,),
+        )
+    ]
+    if parts[: len(stored)] == stored:
+        return len(stored)
+    connection.execute("DELETE FROM conversation_parts WHERE conversation_id = ?", (conversation,))
+    return 0
 
 
 def forget(connection: sqlite3.Connection, kind: RemoteKind, remote_id: str) -> bool:

@@ -29,6 +29,8 @@ from gateway.store.models import (
     AdminContact,
     AdminTicketDetail,
     AdminTicketPage,
+    Change,
+    ChangeBatch,
     Company,
     Contact,
     Part,
@@ -150,9 +152,10 @@ def _company(row: Sequence[Any]) -> Company:
 class SQLiteStore:
     """The async store over one SQLite connection owned by one worker thread."""
 
-    def __init__(self, path: Path, busy_timeout: float, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, path: Path, busy_timeout: float, executor: ThreadPoolExecutor, change_retention: int) -> None:
         self._path = path
         self._busy_timeout = busy_timeout
+        self._change_retention = change_retention
         self._executor = executor
         self._connection = self._connect()
         self._file = self._identity()
@@ -160,12 +163,15 @@ class SQLiteStore:
         self._watched = self._file
         self._contacts: LRUCache[str, Contact | None] = LRUCache(CONTACT_CACHE_SIZE)
         self._contacts_seen: tuple[tuple[int, int], int] | None = None
+        self._changes_seen: tuple[tuple[int, int], int] | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout: float = 5.0) -> SQLiteStore:
-        """Open (creating and migrating) the database at ``path``; wait ``busy_timeout`` s for others' locks."""
+    async def open(cls, path: Path, *, busy_timeout: float = 5.0, change_retention: int = 10_000) -> SQLiteStore:
+        """Open (creating and migrating) the database at ``path``; wait ``busy_timeout`` s for others' locks;
+        keep the newest ``change_retention`` changes."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        return await asyncio.get_running_loop().run_in_executor(executor, cls, path, busy_timeout, executor)
+        opened = partial(cls, path, busy_timeout, executor, change_retention)
+        return await asyncio.get_running_loop().run_in_executor(executor, opened)
 
     def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -175,6 +181,9 @@ class SQLiteStore:
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         migrate(connection)
+        # The triggers that prune the feed read the retention from the file: every opener sets it (the same
+        # config everywhere); written only when it differs, so an open alone wakes no watcher.
+        connection.execute("UPDATE change_feed SET retained = ? WHERE retained IS NOT ?", (self._change_retention,) * 2)
         return connection
 
     def _watcher(self) -> sqlite3.Connection:
@@ -537,6 +546,36 @@ class SQLiteStore:
             return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
         return await self._run(read)
+
+    # --- the change feed (written by the triggers of schema.py's migration 4) -----------------------------
+
+    async def changes_after(self, after: int, limit: int) -> ChangeBatch:
+        """Up to ``limit`` changes after ``after``, oldest first, with the newest id and the newest dropped."""
+
+        def read() -> ChangeBatch:
+            # One read transaction, so the changes, the newest id and the horizon agree.
+            self._connection.execute("BEGIN")
+            try:
+                rows = self._connection.execute(
+                    "SELECT id, kind, ticket_id, contact_id FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit),
+                ).fetchall()
+                latest, dropped = self._connection.execute(
+                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0), dropped_through"
+                    " FROM change_feed"
+                ).fetchone()
+            finally:
+                self._connection.execute("COMMIT")
+            return ChangeBatch(tuple(Change(*row) for row in rows), int(latest), int(dropped))
+
+        return await self._run(read)
+
+    async def changes_pending(self) -> bool:
+        """Whether the change counter moved since the last call (True when it cannot be read without waiting)."""
+        seen = self._generation()
+        moved = seen is None or seen != self._changes_seen
+        self._changes_seen = seen
+        return moved
 
     # --- the admin API (support.py, each call one transaction) ------------------------------------------
 
