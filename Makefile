@@ -21,8 +21,8 @@ run: $(BIN)/portal-gateway
 # (the browser tests drive Debian's chromium, installed here when missing: Playwright never downloads a browser;
 # the probe tests put Debian's nginx in front of the gateway as the CDN)
 test: $(BIN)/portal-gateway
-	$(BIN)/ruff check gateway routes tests bench
-	$(BIN)/ruff format --check gateway routes tests bench
+	$(BIN)/ruff check gateway routes tests bench setup.py
+	$(BIN)/ruff format --check gateway routes tests bench setup.py
 	$(BIN)/mypy
 	[ -x /usr/bin/chromium ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 	[ -x /usr/sbin/nginx ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx)

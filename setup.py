@@ -10,18 +10,20 @@ an edited ``.py`` would silently shadow the edit.
 from __future__ import annotations
 
 import os
+import runpy
 import sys
+from pathlib import Path
 from typing import Any
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# The modules compiled, all mypy --strict typed and free of the dynamic code mypyc rejects.
+# The modules compiled (all mypy --strict typed, free of the dynamic code mypyc rejects), named where the
+# running gateway reports its variant from; read without importing the package, whose dependencies the
+# build environment may lack.
 COMPILED = [
-    "gateway/policy/cookies.py",
-    "gateway/edge/headers.py",
-    "gateway/edge/paths.py",
-    "gateway/policy/rules.py",
+    f"{name.replace('.', '/')}.py"
+    for name in runpy.run_path(str(Path(__file__).parent / "gateway" / "ops" / "variant.py"))["COMPILED"]
 ]
 
 
@@ -33,7 +35,7 @@ def wanted() -> bool:
     return not editable or os.environ.get("PORTAL_GATEWAY_COMPILE", "") not in ("", "0")
 
 
-def compiled_modules() -> list[Any]:
+def compiled_modules() -> list[Any]:  # mypyc's Extension: setuptools' or distutils'
     """The mypyc extensions, or none (pure Python) when mypyc or a C compiler is missing."""
     if not wanted():
         print("portal-gateway: building pure Python", file=sys.stderr)
