@@ -170,10 +170,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     lines a real deployment would fail are marked, and the exit code says whether the demo starts."""
     demo = args.config is None
     config = _setup(args.config)
-    _say(f"running {version_line()}")  # ops see which build answers (stdout holds only the checks)
     checks = run_checks(config)
     if config.intercom.enabled:
         checks += asyncio.run(_connector_checks(config))
+    checks.append(Check("Build", True, version_line()))  # which build answers: compiled or pure Python
     for check in checks:
         print(f"{DEMO_NOTE}: {check}" if demo and not check.ok else check)
     if not demo:
