@@ -6,8 +6,13 @@ FROM python:3.11-slim AS build
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
+# A C compiler so setup.py's mypyc build makes the compiled wheel (this stage only: the image gets the wheel,
+# not the compiler). The image's own Python ships its headers; Debian's python3-dev would be another Python's.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 RUN pip install "build>=1.2"
-COPY pyproject.toml README.md gateway.yaml ./
+COPY pyproject.toml setup.py README.md gateway.yaml ./
 COPY gateway ./gateway
 COPY routes ./routes
 RUN python -m build --wheel --outdir /dist

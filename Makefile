@@ -19,12 +19,13 @@ run: $(BIN)/portal-gateway
 
 ## set up, lint, type-check and run the whole test suite
 # (the browser tests drive Debian's chromium, installed here when missing: Playwright never downloads a browser;
-# the probe tests put Debian's nginx in front of the gateway as the CDN)
+# the probe tests put Debian's nginx in front of the gateway as the CDN; tests/e2e/test_wheel.py compiles with gcc)
 test: $(BIN)/portal-gateway
-	$(BIN)/ruff check gateway routes tests bench
-	$(BIN)/ruff format --check gateway routes tests bench
+	$(BIN)/ruff check gateway routes tests bench setup.py
+	$(BIN)/ruff format --check gateway routes tests bench setup.py
 	$(BIN)/mypy
 	[ -x /usr/bin/chromium ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
+	command -v gcc >/dev/null || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev)
 	[ -x /usr/sbin/nginx ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx)
 	$(BIN)/pytest
 

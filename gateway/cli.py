@@ -39,6 +39,7 @@ from gateway.ops.auditreport import (
 )
 from gateway.ops.checks import Check, run_checks
 from gateway.ops.tokeninspect import inspect_token
+from gateway.ops.variant import version_line
 from gateway.policy.identity import Identity, JWKSKeys, parse_ttl, sign_token
 from gateway.policy.rules import compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
@@ -172,6 +173,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     checks = run_checks(config)
     if config.intercom.enabled:
         checks += asyncio.run(_connector_checks(config))
+    checks.append(Check("Build", True, version_line()))  # which build answers: compiled or pure Python
     for check in checks:
         print(f"{DEMO_NOTE}: {check}" if demo and not check.ok else check)
     if not demo:
@@ -437,6 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="portal-gateway", description="Edge gateway for a help center's customer tickets portal."
     )
+    parser.add_argument("--version", action="version", version=version_line(), help="the version and the build")
     commands = parser.add_subparsers(dest="command", required=True)
     config_help = "configuration file (default: the bundled gateway.yaml with dev secrets and certificates)"
 

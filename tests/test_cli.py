@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +43,7 @@ PREREQUISITES = [
     "Identity verification",
     "Dev login",
     "Messenger company updates",
+    "Build",  # not a prerequisite: which build runs, compiled or pure Python (always PASS)
 ]
 DEMO_ACCESS: dict[str, Any] = {
     "portal": {"access": {"rules": [{"attribute": "person.email", "op": "contains", "value": "example.com"}]}},
@@ -189,6 +191,16 @@ def test_check_passes_on_a_complete_configuration(cert_files: CertFiles, tmp_pat
     assert all(line.startswith("PASS") for line in lines.values()), run.stdout
     assert DOMAIN in lines["TLS certificate"]
     assert SECRET not in run.stdout + run.stderr
+
+
+def test_version_and_check_say_the_editable_install_runs_pure_python(cert_files: CertFiles, tmp_path: Path) -> None:
+    # The suite runs the editable install, which setup.py builds pure; tests/e2e/test_wheel.py asks the compiled one.
+    expected = f"portal-gateway {metadata.version('portal-gateway')}, pure Python"
+    version = gateway_cli(tmp_path, "--version")
+    assert version.returncode == 0, version.stderr
+    assert version.stdout == f"{expected}\n"
+    check = gateway_cli(tmp_path, "check", "-c", str(write_config(cert_files, tmp_path)))
+    assert check_lines(check.stdout)["Build"] == f"PASS  Build: {expected}", check.stdout
 
 
 @pytest.mark.parametrize(

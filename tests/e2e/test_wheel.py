@@ -36,6 +36,7 @@ from yarl import URL
 from gateway.config import Address, load_config
 from gateway.namespace import HEALTH
 from gateway.ops.devsetup import DEMO_OVERRIDES
+from gateway.ops.variant import COMPILED
 from gateway.policy.identity import Identity, JWTVerifier
 from tests.conftest import StartGateway
 from tests.run.conftest import (
@@ -131,6 +132,16 @@ def test_the_image_installs_the_wheel_its_build_stage_builds() -> None:
     assert installs[0].startswith("pip install /tmp/dist/*.whl "), installs
     assert not any(re.search(r"pip install \.(\s|$)", line) for stage in STAGES for line in arguments(stage, "RUN"))
     assert arguments(IMAGE_STAGE, "ENTRYPOINT") == ['["portal-gateway", "serve"]']
+
+
+def test_only_the_build_stage_has_the_compiler_the_compiled_wheel_needs() -> None:
+    build_runs, image_runs = arguments(BUILD_STAGE, "RUN"), arguments(IMAGE_STAGE, "RUN")
+    (compiler,) = [line for line in build_runs if "apt-get install" in line]
+    assert re.search(r"\bgcc\b", compiler), compiler
+    assert build_runs.index(compiler) < build_runs.index(next(line for line in build_runs if "build --wheel" in line))
+    assert not [line for line in image_runs if "apt-get" in line or "gcc" in line], image_runs
+    # setup.py is what compiles: the build stage must copy it, or the wheel is quietly pure.
+    assert any("setup.py" in line.split() for line in arguments(BUILD_STAGE, "COPY")), arguments(BUILD_STAGE, "COPY")
 
 
 def test_the_image_listens_on_all_interfaces_on_the_ports_it_exposes() -> None:
@@ -235,9 +246,81 @@ def test_the_wheel_holds_every_module_and_data_file(wheel: Path) -> None:
         bundled = archive.read("gateway/gateway.yaml") if "gateway/gateway.yaml" in names else b""
     missing = sorted(set(shipped_files()) - names)
     assert not missing, f"not in the wheel: {missing}"
-    assert {name.split("/")[0] for name in names if ".dist-info/" not in name} == {"gateway", "routes"}
+    # A compiled wheel also holds mypyc's shared runtime library at the top level (setup.py).
+    top = {name.split("/")[0] for name in names if ".dist-info/" not in name and "__mypyc." not in name}
+    assert top == {"gateway", "routes"}
     # gateway/gateway.yaml is a symlink in the tree; the wheel holds the file itself.
     assert bundled == (REPO / "gateway.yaml").read_bytes()
+
+
+def own_tests(module: str) -> Path:
+    """The unit and property tests of a gateway module: tests/ mirrors gateway/ (tests/test_layout.py)."""
+    room, _, name = module.removeprefix("gateway.").rpartition(".")
+    return REPO / "tests" / room.replace(".", "/") / f"test_{name}.py"
+
+
+# Run by this suite's interpreter (its test dependencies), with the installed packages imported before pytest
+# puts the source tree first on sys.path: every gateway module the tests import is then the wheel's.
+ON_THE_INSTALLED_PACKAGE = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import gateway, routes
+from gateway.ops.variant import COMPILED, compiled_modules
+assert Path(gateway.__file__).resolve().is_relative_to(sys.argv[2]), gateway.__file__
+assert compiled_modules() == list(COMPILED), compiled_modules()
+import pytest
+sys.exit(pytest.main(sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_hot_modules_compiled_and_their_own_tests_pass_on_them(venv: Venv, tmp_path: Path) -> None:
+    site = venv.site_packages()
+    assert [name for name in COMPILED if not list(site.glob(f"{name.replace('.', '/')}.*.so"))] == []
+    version = subprocess.run(
+        [venv.bin / "portal-gateway", "--version"],
+        cwd=tmp_path,
+        env=container_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert version.returncode == 0, version.stderr
+    assert version.stdout.endswith(", compiled (mypyc)\n"), version.stdout
+
+    # Only the wheel's own files: the packages and mypyc's shared runtime library; dependencies are the suite's.
+    installed = tmp_path / "installed"
+    installed.mkdir()
+    for entry in site.iterdir():
+        if entry.name in ("gateway", "routes") or "__mypyc." in entry.name:
+            (installed / entry.name).symlink_to(entry)
+    tests = [str(own_tests(name)) for name in COMPILED]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            ON_THE_INSTALLED_PACKAGE,
+            str(installed),
+            str(site),
+            "-q",
+            "-x",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            *tests,
+        ],
+        cwd=REPO,
+        env=base_env(source_tree=False),
+        capture_output=True,
+        text=True,
+        timeout=BUILD_TIMEOUT,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    assert re.search(r"\b\d+ passed\b", done.stdout), done.stdout[-2000:]
 
 
 class Page(HTMLParser):
