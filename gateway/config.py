@@ -474,9 +474,8 @@ class HelpCenterConfig(_Model):
         return value
 
 
-StoreBackend = Literal["sqlite"]
+StoreBackend = Literal["sqlite", "postgres"]
 """The store backends that exist (``gateway/store/protocol.py: open_store`` opens each)."""
-_PLANNED_BACKENDS = frozenset({"postgres"})
 
 
 class StoreConfig(_Model):
@@ -488,14 +487,21 @@ class StoreConfig(_Model):
     busy_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for another process's lock before answering 503."
     )
+    dsn: Secret | None = Field(
+        default=None,
+        description="postgres: the libpq connection string or URL (env:/file:); several hosts with"
+        " target_session_attrs=read-write find the primary.",
+    )
+    pool_size: int = Field(default=10, ge=1, le=100, description="postgres: connections kept open, at most.")
+    statement_timeout: float = Field(
+        default=5.0, gt=0, description="postgres: seconds one statement (or a wait for a connection) may take."
+    )
 
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _backend_exists(cls, value: object) -> object:
-        # A planned backend is named as such, not as a typo: the config is right, the gateway is not there yet.
-        if value in _PLANNED_BACKENDS:
-            raise ValueError(f"the {value} backend is not available yet; the one backend today is sqlite")
-        return value
+    @model_validator(mode="after")
+    def _dsn_for_postgres(self) -> StoreConfig:
+        if self.backend == "postgres" and self.dsn is None:
+            raise ValueError("backend postgres needs dsn (env:NAME or file:PATH)")
+        return self
 
 
 class AdminConfig(_Model):

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, assert_never
 
 from gateway.config import StoreConfig
+from gateway.errors import StoreUnavailable
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -145,5 +146,13 @@ async def open_store(config: StoreConfig) -> Store:
             from gateway.store.sqlite import SQLiteStore
 
             return await SQLiteStore.open(config.path, busy_timeout=config.busy_timeout)
+        case "postgres":
+            from gateway.store.postgres import PostgresStore
+
+            if config.dsn is None:  # the config refuses this already; kept for the type checker
+                raise StoreUnavailable("store.dsn is not set")
+            return await PostgresStore.open(
+                config.dsn.get_secret_value(), pool_size=config.pool_size, statement_timeout=config.statement_timeout
+            )
         case unknown:
             assert_never(unknown)
