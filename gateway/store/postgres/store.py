@@ -5,7 +5,9 @@ Every read of tickets takes a :class:`~gateway.store.models.TicketFilter` and go
 
 The contact cache is invalidated across nodes: a trigger notifies ``portal_store_changed`` at the commit
 of any write to contacts, companies or memberships (whoever makes it), and each node's listening
-connection empties its cache when told. While that connection is down, nothing is cached.
+connection empties its cache when told. A notification travels on its own, so before answering from the
+cache a node makes one round trip on that connection (shared by every request waiting at that moment):
+the server hands over every notification committed before it. While that connection is down, nothing is cached.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from gateway.store.models import (
 )
 from gateway.store.postgres import lines as imports
 from gateway.store.postgres import support
-from gateway.store.postgres.db import Sql, create_pool, reachable
+from gateway.store.postgres.db import AWAY, Sql, create_pool, reachable
 from gateway.store.postgres.schema import CHANGES_CHANNEL, migrate
 from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
@@ -121,6 +123,9 @@ class PostgresStore:
         self._listener: asyncpg.Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
         self._closed = False
+        self._barrier = asyncio.Lock()
+        self._barriers_started = 0
+        self._barrier_done = 0
 
     @classmethod
     async def open(cls, dsn: str, *, pool_size: int = 10, statement_timeout: float = 5.0) -> PostgresStore:
@@ -155,6 +160,29 @@ class PostgresStore:
         """Something cached may be stale: forget it all."""
         self._generation += 1
         self._contacts.clear()
+
+    async def _caught_up(self) -> bool:
+        """Whether every change committed before this call has been announced here (False: not listening).
+
+        PostgreSQL sends a listener its pending notifications before the answer to its next statement, so
+        one ``SELECT 1`` on the listening connection, started after this call began, is enough; callers
+        arriving together share one.
+        """
+        arrived = self._barriers_started
+        async with self._barrier:
+            listener = self._listener
+            if listener is None:
+                return False
+            if self._barrier_done > arrived:  # a round trip begun after this call's arrival has ended
+                return True
+            self._barriers_started += 1
+            number = self._barriers_started
+            try:
+                await listener.fetchval("SELECT 1")
+            except AWAY:
+                return False
+            self._barrier_done = number
+            return self._listener is listener
 
     def _lost(self, *_: object) -> None:
         """The listening connection died: cache nothing until it is back."""
@@ -221,12 +249,12 @@ class PostgresStore:
         """The contact whose external ``user_id`` this is, with their companies.
 
         SECURITY: answered from memory only while this node listens for changes and none has been
-        announced since it was read; a membership the admin API removes on any node is gone from here
-        as soon as its commit's notification arrives. While the listener is down, the database is asked.
+        announced since it was read, checked by :meth:`_caught_up` first: a membership the admin API removes
+        on any node is gone from here on the very next request. While the listener is down, the database is asked.
         """
-        seen = self._generation
-        if self._listener is not None and user_id in self._contacts:
+        if await self._caught_up() and user_id in self._contacts:
             return self._contacts[user_id]
+        seen = self._generation
 
         async def read(sql: Sql) -> Contact | None:
             row = await sql.row(
