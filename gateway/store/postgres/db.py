@@ -33,6 +33,19 @@ AWAY: tuple[type[BaseException], ...] = (
     asyncpg.QueryCanceledError,
     asyncpg.ReadOnlySQLTransactionError,
     asyncpg.InsufficientResourcesError,
+    asyncpg.InternalClientError,  # a connection being torn down by the server's shutdown: "another operation"
+)
+
+
+# Of those, the ones that say the connection itself is gone (the server restarted, a failover): every other
+# pooled connection is then as dead, so all are replaced, and a read may be tried once more on a fresh one.
+LOST: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 
 
@@ -71,12 +84,15 @@ class Sql:
 
 
 @asynccontextmanager
-async def reachable() -> AsyncIterator[None]:
-    """Turn the database being away (``AWAY``) into StoreUnavailable, naming the cause only in the log."""
+async def reachable(pool: asyncpg.Pool | None = None) -> AsyncIterator[None]:
+    """Turn the database being away (``AWAY``) into StoreUnavailable, naming the cause only in the log;
+    when the connection was lost, the pool's connections are all replaced on their next use."""
     try:
         yield
     except AWAY as exc:
         log.warning("store unavailable: %s: %s", type(exc).__name__, exc)
+        if pool is not None and isinstance(exc, LOST):
+            await pool.expire_connections()
         raise StoreUnavailable("the database cannot be reached") from exc
 
 

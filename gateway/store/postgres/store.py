@@ -43,7 +43,7 @@ from gateway.store.models import (
 )
 from gateway.store.postgres import lines as imports
 from gateway.store.postgres import support
-from gateway.store.postgres.db import AWAY, Sql, create_pool, reachable
+from gateway.store.postgres.db import AWAY, LOST, Sql, create_pool, reachable
 from gateway.store.postgres.schema import CHANGES_CHANNEL, migrate
 from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
@@ -180,12 +180,16 @@ class PostgresStore:
             try:
                 await listener.fetchval("SELECT 1")
             except AWAY:
+                listener.terminate()
+                self._lost()
                 return False
             self._barrier_done = number
             return self._listener is listener
 
     def _lost(self, *_: object) -> None:
         """The listening connection died: cache nothing until it is back."""
+        if self._listener is None and self._relisten is not None and not self._relisten.done():
+            return  # already being replaced
         self._listener = None
         self._changed()
         if not self._closed and (self._relisten is None or self._relisten.done()):
@@ -214,22 +218,37 @@ class PostgresStore:
         await self._pool.close()
 
     async def _read(self, work: Callable[[Sql], Awaitable[T]]) -> T:
-        """Run ``work`` on a pooled connection (one snapshot: a repeatable-read, read-only transaction)."""
+        """Run ``work`` on a pooled connection (one snapshot: a repeatable-read, read-only transaction).
+
+        A read that finds its connection lost (the server restarted since it was opened) is tried once more
+        on a fresh one: it wrote nothing, so the visitor gets their page instead of a 503.
+        """
+        try:
+            return await self._snapshot(work)
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, LOST):
+                raise
+        return await self._snapshot(work)
+
+    async def _snapshot(self, work: Callable[[Sql], Awaitable[T]]) -> T:
         async with (
-            reachable(),
+            reachable(self._pool),
             self._pool.acquire() as connection,
             connection.transaction(isolation="repeatable_read", readonly=True),
         ):
             return await work(Sql(connection))
 
     async def transaction(self, work: Callable[[Sql], Awaitable[T]]) -> T:
-        """Run ``work`` inside one transaction: all of it is written, or none."""
-        async with reachable(), self._pool.acquire() as connection, connection.transaction():
+        """Run ``work`` inside one transaction: all of it is written, or none.
+
+        Never tried again here: a commit lost with its connection may have been applied, and the 503 says so.
+        """
+        async with reachable(self._pool), self._pool.acquire() as connection, connection.transaction():
             return await work(Sql(connection))
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers and takes writes (not a standby after a failover)."""
-        async with reachable(), self._pool.acquire() as connection:
+        async with reachable(self._pool), self._pool.acquire() as connection:
             if await connection.fetchval("SELECT pg_is_in_recovery()"):
                 raise StoreUnavailable("the database is read-only (a standby)")
 
