@@ -75,6 +75,12 @@ async def test_killed_and_restarted_under_load_no_write_is_lost_or_doubled(
     phase = "up"
     answers: list[tuple[str, str, int]] = []  # (phase when sent, reply body or "" for a read, status)
     stop = asyncio.Event()
+    arrived = asyncio.Condition()
+
+    async def record(sent: str, body: str, status: int) -> None:
+        answers.append((sent, body, status))
+        async with arrived:
+            arrived.notify_all()
 
     async def writer(name: str) -> None:
         for n in range(1_000_000):
@@ -82,18 +88,18 @@ async def test_killed_and_restarted_under_load_no_write_is_lost_or_doubled(
                 return
             sent, body = phase, f"load {name} {n}"
             answer = await call(gateway, "POST", PARTS, {"body": body, "public": n % 2 == 0, "author_name": name})
-            answers.append((sent, body, answer.status))
+            await record(sent, body, answer.status)
 
     async def reader() -> None:
         while not stop.is_set():
             sent = phase
-            answers.append((sent, "", (await portal(gateway, "/api/v1/tickets?q=load", VISITOR)).status))
+            await record(sent, "", (await portal(gateway, "/api/v1/tickets?q=load", VISITOR)).status)
 
     async def answered(count: int) -> None:
         """Until ``count`` more answers have come, whatever they are."""
         target = len(answers) + count
-        while len(answers) < target:
-            await asyncio.sleep(0.01)
+        async with arrived:
+            await arrived.wait_for(lambda: len(answers) >= target)
 
     workers = [asyncio.create_task(writer(f"w{i}")) for i in range(3)] + [asyncio.create_task(reader())]
     try:
