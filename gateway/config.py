@@ -657,6 +657,22 @@ def load_config(
         raise ConfigError(*(_problem(error, overridden) for error in exc.errors())) from None
 
 
+def store_location(spec: str, environ: Mapping[str, str] | None = None) -> StoreConfig:
+    """The store ``sqlite:PATH`` or ``postgres:DSN`` names (``store copy``); the DSN may be ``env:``/``file:``."""
+    backend, _, where = spec.partition(":")
+    if backend not in ("sqlite", "postgres") or not where:
+        raise ConfigError(
+            ("", f"{spec!r}: a store is sqlite:PATH or postgres:DSN (the DSN may be env:NAME or file:PATH)")
+        )
+    raw = {"backend": backend, "path" if backend == "sqlite" else "dsn": where}
+    try:
+        return StoreConfig.model_validate(raw, context={"environ": os.environ if environ is None else environ})
+    except ValidationError as exc:
+        raise ConfigError(
+            *((backend, str(error["msg"]).removeprefix("Value error, ")) for error in exc.errors())
+        ) from None
+
+
 def _apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, str]:
     """Write PORTAL_GATEWAY__A__B=value into raw[a][b]; return dotted path -> variable name."""
     overridden: dict[str, str] = {}

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, assert_never
 
 from gateway.config import StoreConfig
 from gateway.errors import StoreUnavailable
+from gateway.store.copy import Copyable
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -38,8 +39,8 @@ ImportMode = Literal["each", "all", "check"]
 """How :meth:`Store.import_lines` commits: each line alone; all or none; or none at all (only the report)."""
 
 
-class Store(Protocol):
-    """What the handlers, the CLI, the importer and the demo seed ask of the store."""
+class Store(Copyable, Protocol):
+    """What the handlers, the CLI, the importer and the demo seed ask of the store (and ``store copy``, its rows)."""
 
     async def close(self) -> None:
         """Release connections and threads; the store is not used afterwards."""

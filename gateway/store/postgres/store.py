@@ -24,6 +24,7 @@ import asyncpg
 from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
+from gateway.store.copy import TABLES, Table
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -621,3 +622,33 @@ class PostgresStore:
         await self.transaction(
             lambda sql: sql.execute("DELETE FROM sync_leases WHERE name = ? AND holder = ?", name, holder)
         )
+
+    # --- store copy (gateway/store/copy.py) ------------------------------------------------------------------
+
+    async def count_rows(self, table: Table) -> int:
+        """How many rows the table holds."""
+        return int(await self._read(lambda sql: sql.value(f"SELECT count(*) FROM {table.name}")))  # noqa: S608
+
+    async def read_rows(self, table: Table, after: Sequence[Any] | None, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows whose key comes after ``after``, in key order."""
+        rows = await self._read(lambda sql: sql.fetch(table.select(after is not None), *(after or ()), limit))
+        return [tuple(row) for row in rows]
+
+    async def write_rows(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert the rows as they are through COPY, in one transaction (the search triggers index them)."""
+        await self.transaction(
+            lambda sql: sql.connection.copy_records_to_table(table.name, records=rows, columns=table.columns)
+        )
+
+    async def rows_written(self) -> None:
+        """Move each identity column's sequence past the largest copied id."""
+
+        async def advance(sql: Sql) -> None:
+            for table in TABLES:
+                if table.key == ("id",):
+                    await sql.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), max(id)) FROM {table.name}"  # noqa: S608
+                        " HAVING max(id) IS NOT NULL"
+                    )
+
+        await self.transaction(advance)

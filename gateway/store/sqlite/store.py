@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
+from gateway.store.copy import Table
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -580,3 +581,22 @@ class SQLiteStore:
     async def seed(self, lines: Sequence[Line]) -> bool:
         """Write the lines in one transaction unless the store holds a contact; whether it did."""
         return await self.transaction(partial(imports.seed, lines=lines))
+
+    # --- store copy (gateway/store/copy.py) ------------------------------------------------------------------
+
+    async def count_rows(self, table: Table) -> int:
+        """How many rows the table holds."""
+        sql = f"SELECT count(*) FROM {table.name}"  # noqa: S608 (a name from copy.TABLES)
+        return int(await self._run(lambda: self._connection.execute(sql).fetchone()[0]))
+
+    async def read_rows(self, table: Table, after: Sequence[Any] | None, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows whose key comes after ``after``, in key order."""
+        sql, params = table.select(after is not None), [*(after or ()), limit]
+        return await self._run(lambda: [tuple(row) for row in self._connection.execute(sql, params)])
+
+    async def write_rows(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert the rows as they are, in one transaction (the search triggers index them)."""
+        await self.transaction(lambda connection: connection.executemany(table.insert, rows))
+
+    async def rows_written(self) -> None:
+        """Nothing to do: SQLite's next ids follow the largest."""
