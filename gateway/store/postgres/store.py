@@ -219,24 +219,21 @@ class PostgresStore:
         await self._pool.close()
 
     async def _read(self, work: Callable[[Sql], Awaitable[T]]) -> T:
-        """Run ``work`` on a pooled connection (one snapshot: a repeatable-read, read-only transaction).
+        """Run ``work`` on a pooled connection, each statement its own snapshot (as SQLite's reads are; no
+        BEGIN and COMMIT round trips on a page's many small reads).
 
         A read that finds its connection lost (the server restarted since it was opened) is tried once more
         on a fresh one: it wrote nothing, so the visitor gets their page instead of a 503.
         """
         try:
-            return await self._snapshot(work)
+            return await self._once(work)
         except StoreUnavailable as exc:
             if not isinstance(exc.__cause__, LOST):
                 raise
-        return await self._snapshot(work)
+        return await self._once(work)
 
-    async def _snapshot(self, work: Callable[[Sql], Awaitable[T]]) -> T:
-        async with (
-            reachable(self._pool),
-            self._pool.acquire() as connection,
-            connection.transaction(isolation="repeatable_read", readonly=True),
-        ):
+    async def _once(self, work: Callable[[Sql], Awaitable[T]]) -> T:
+        async with reachable(self._pool), self._pool.acquire() as connection:
             return await work(Sql(connection))
 
     async def transaction(self, work: Callable[[Sql], Awaitable[T]]) -> T:
@@ -641,7 +638,7 @@ class PostgresStore:
         )
 
     async def rows_written(self) -> None:
-        """Move each identity column's sequence past the largest copied id."""
+        """Move each identity column's sequence past the largest copied id; gather the planner's statistics."""
 
         async def advance(sql: Sql) -> None:
             for table in TABLES:
@@ -650,5 +647,6 @@ class PostgresStore:
                         f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), max(id)) FROM {table.name}"  # noqa: S608
                         " HAVING max(id) IS NOT NULL"
                     )
+                await sql.execute(f"ANALYZE {table.name}")
 
         await self.transaction(advance)
