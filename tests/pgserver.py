@@ -95,10 +95,13 @@ class PostgresServer:
         """The libpq URL of ``database`` over loopback TCP."""
         return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
-    def database(self) -> str:
-        """A new empty database's DSN."""
-        name = f"t{os.getpid()}_{next(self._names)}"
-        self._run(_bin("createdb"), "-h", str(self.folder), "-p", str(self.port), "-U", SUPERUSER, name)
+    def database(self, name: str | None = None, *, replace: bool = False) -> str:
+        """A new empty database's DSN (``name``, dropped first if ``replace``; else a fresh name)."""
+        name = name or f"t{os.getpid()}_{next(self._names)}"
+        where = ("-h", str(self.folder), "-p", str(self.port), "-U", SUPERUSER)
+        if replace:
+            self._run(_bin("dropdb"), *where, "--if-exists", name)
+        self._run(_bin("createdb"), *where, name)
         return self.dsn(name)
 
     def remove(self) -> None:
@@ -108,9 +111,13 @@ class PostgresServer:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_server() -> PostgresServer:
-    """A new server in a new temporary folder (under /tmp, which the postgres user can reach)."""
-    server = PostgresServer(Path(tempfile.mkdtemp(prefix="portal-pg-", dir="/tmp")))
-    server.init()
+def start_server(folder: Path | None = None) -> PostgresServer:
+    """A server in ``folder`` (a cluster made there unless it has one), else in a new folder under /tmp."""
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="portal-pg-", dir="/tmp"))
+    folder.mkdir(exist_ok=True)
+    server = PostgresServer(folder)
+    if not server.data.exists():
+        server.init()
     server.start()
     return server
