@@ -19,13 +19,15 @@ run: $(BIN)/portal-gateway
 
 ## set up, lint, type-check and run the whole test suite
 # (the browser tests drive Debian's chromium, installed here when missing: Playwright never downloads a browser;
-# the probe tests put Debian's nginx in front of the gateway as the CDN)
+# the probe tests put Debian's nginx in front of the gateway as the CDN; the PostgreSQL store's tests start
+# a throwaway server from Debian's postgresql binaries, never its system service)
 test: $(BIN)/portal-gateway
 	$(BIN)/ruff check gateway routes tests bench
 	$(BIN)/ruff format --check gateway routes tests bench
 	$(BIN)/mypy
 	[ -x /usr/bin/chromium ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 	[ -x /usr/sbin/nginx ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql)
 	$(BIN)/pytest
 
 ## the gateway beside nginx, nginx + auth_request and a minimal proxy, on loopback (installs nginx and wrk when missing)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
+from gateway.store.copy import Table
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -48,6 +49,7 @@ from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
 from gateway.store.sqlite.schema import migrate
 from gateway.store.sqlite.writes import add_participant
+from gateway.store.visibility import query_clause, visible_clause
 
 T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
@@ -90,49 +92,6 @@ _SUMMARY_LOOKUPS = """
     LEFT JOIN contacts p ON p.id = t.creator_id
 """
 _SUMMARY_JOINS = f"FROM tickets t {_SUMMARY_LOOKUPS}"
-
-
-def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
-    """The WHERE clause of everything a visitor may see: shared tickets of their companies, maybe only their own.
-
-    SECURITY: the one place visibility becomes SQL. Tracker tickets and unshared
-    Back-office tickets never match; a visitor with no company and no contact
-    matches nothing (deny by default).
-    """
-    # A ticket's scope key is its company, or minus its creator when it has no company (company ids are
-    # positive, so the two never meet); one IN over that key, served by the tickets_by_scope index.
-    keys: list[Any] = sorted(visible.company_ids)
-    if visible.contact_id is not None:
-        keys.append(-visible.contact_id)
-    in_scope = f"coalesce(t.company_id, -t.creator_id) IN ({','.join('?' * len(keys))})" if keys else "0"
-    clause = f"(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1)) AND {in_scope}"
-    params = keys
-    if visible.own_only:
-        clause += " AND t.creator_id = ?"
-        params.append(visible.contact_id if visible.contact_id is not None else -1)
-    return clause, params
-
-
-def _query_clause(query: TicketQuery) -> tuple[str, list[Any]]:
-    conditions, params = [], []
-    for column, value in (
-        # Customers see external labels only: a state stands for every state that shares its label.
-        (
-            "t.state_id IN (SELECT id FROM ticket_states WHERE external_label ="
-            " (SELECT external_label FROM ticket_states WHERE id = ?))",
-            query.state_id,
-        ),
-        ("t.type_id = ?", query.type_id),
-        ("t.creator_id = ?", query.creator_id),
-        ("t.created_at >= ?", query.created_after),
-        ("t.created_at < ?", query.created_before),
-        ("t.updated_at >= ?", query.updated_after),
-        ("t.updated_at < ?", query.updated_before),
-    ):
-        if value is not None:
-            conditions.append(column)
-            params.append(value)
-    return "".join(f" AND {condition}" for condition in conditions), params
 
 
 def _summary(row: Sequence[Any]) -> TicketSummary:
@@ -344,7 +303,7 @@ class SQLiteStore:
         title, description, ticket id or a public reply), each with a snippet.
         """
         where, params = visible_clause(visible)
-        extra, extra_params = _query_clause(query)
+        extra, extra_params = query_clause(query)
         match = fts_query(query.q)
         if match is not None:
             return await self._run(lambda: self._search(match, f"{where}{extra}", [*params, *extra_params], query))
@@ -699,3 +658,22 @@ class SQLiteStore:
     async def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up if ``holder`` holds it."""
         await self.transaction(partial(mirror.release_lease, name=name, holder=holder))
+
+    # --- store copy (gateway/store/copy.py) ------------------------------------------------------------------
+
+    async def count_rows(self, table: Table) -> int:
+        """How many rows the table holds."""
+        sql = f"SELECT count(*) FROM {table.name}"  # noqa: S608 (a name from copy.TABLES)
+        return int(await self._run(lambda: self._connection.execute(sql).fetchone()[0]))
+
+    async def read_rows(self, table: Table, after: Sequence[Any] | None, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows whose key comes after ``after``, in key order."""
+        sql, params = table.select(after is not None), [*(after or ()), limit]
+        return await self._run(lambda: [tuple(row) for row in self._connection.execute(sql, params)])
+
+    async def write_rows(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert the rows as they are, in one transaction (the search triggers index them)."""
+        await self.transaction(lambda connection: connection.executemany(table.insert, rows))
+
+    async def rows_written(self) -> None:
+        """Nothing to do: SQLite's next ids follow the largest."""
