@@ -21,6 +21,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import trustme
@@ -89,6 +90,27 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
     return statistics.median(ordered) * 1000, ordered[int(len(ordered) * 0.95) - 1] * 1000
 
 
+def loopback_config(folder: Path, ca: trustme.CA, secret: str, **sections: Any) -> GatewayConfig:
+    """A gateway on 127.0.0.1 (any port) with a certificate of ``ca`` written to ``folder``, nothing upstream,
+    its audit log in ``folder``, and ``sections`` over these."""
+    leaf = ca.issue_cert("127.0.0.1", "localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+    return GatewayConfig.model_validate(
+        {
+            "workspace_id": "bench",
+            "domain": "localhost",
+            "listen": {"https": "127.0.0.1:0"},
+            "tls": {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")},
+            "upstream": {"url": "http://127.0.0.1:9"},
+            "identity": {"jwt": {"secrets": [secret]}},
+            "messenger": {"upstream": "http://127.0.0.1:9"},
+            "audit": {"path": str(folder / "audit.jsonl")},
+            **sections,
+        }
+    )
+
+
 async def timed(session: aiohttp.ClientSession, url: str, headers: dict[str, str], count: int) -> list[float]:
     """Wall time of ``count`` sequential GETs (after two warm-ups), each body read whole."""
     samples = []
@@ -113,22 +135,12 @@ async def main(tickets: int, companies: int, count: int) -> None:
     print(f"store: {tickets:,} tickets over {companies:,} companies, built in {time.perf_counter() - started:.1f} s")
 
     ca = trustme.CA()
-    leaf = ca.issue_cert("127.0.0.1", "localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
-    config = GatewayConfig.model_validate(
-        {
-            "workspace_id": "bench",
-            "domain": "localhost",
-            "listen": {"https": "127.0.0.1:0"},
-            "tls": {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")},
-            "upstream": {"url": "http://127.0.0.1:9"},
-            "identity": {"jwt": {"secrets": [SECRET]}},
-            "messenger": {"upstream": "http://127.0.0.1:9"},
-            "portal": {"access": {"rules": [{"attribute": "person.user_id", "op": "exists"}]}},
-            "store": {"path": str(folder / "portal.db")},
-            "audit": {"path": str(folder / "audit.jsonl")},
-        }
+    config = loopback_config(
+        folder,
+        ca,
+        SECRET,
+        portal={"access": {"rules": [{"attribute": "person.user_id", "op": "exists"}]}},
+        store={"path": str(folder / "portal.db")},
     )
     running = await start(config, server_context(config.tls.cert, config.tls.key))
     client = ssl.create_default_context()

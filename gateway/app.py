@@ -29,6 +29,7 @@ from gateway.edge.hosts import host_middleware, served_hosts
 from gateway.edge.paths import path_middleware
 from gateway.edge.secure import security_headers
 from gateway.edge.slowclients import HeadDeadline, body_middleware
+from gateway.intercom.connector import intercom_context
 from gateway.namespace import NAMESPACES, NamespaceTable
 from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
 from gateway.observe.metrics import METRICS, Metrics
@@ -37,7 +38,21 @@ from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
 from gateway.store.demo import seed_if_empty
 from gateway.store.protocol import open_store
-from routes import admin, admin_openapi, api, assets, auth, brand, health, messenger, portal, probe, upstream
+from routes import (
+    admin,
+    admin_openapi,
+    api,
+    assets,
+    auth,
+    brand,
+    events,
+    health,
+    intercom,
+    messenger,
+    portal,
+    probe,
+    upstream,
+)
 
 
 async def store_context(app: web.Application) -> AsyncIterator[None]:
@@ -64,7 +79,9 @@ def create_app(
         middlewares=[
             head_deadline.middleware,  # the request head arrived in time (server.py starts the clock)
             audit_middleware,  # request id, audit record, metrics: sees the final status
-            framing_middleware,  # ambiguous framing refused; no keep-alive after an upgrade that did not happen
+            # Ambiguous framing refused (and "_" in header names, if so configured); no keep-alive after an
+            # upgrade that did not happen.
+            framing_middleware(config.requests.underscore_headers == "refuse"),
             error_middleware,  # exceptions and upstream failures become pages
             host_middleware(served_hosts(config)),  # only our own Host names get content
             path_middleware(config.requests.allow_encoded_slashes),  # paths servers read two ways refused
@@ -89,8 +106,20 @@ def create_app(
     app[GUARD] = Guard.from_config(config, JWTVerifier.from_config(config.identity.jwt), app[CLOCK])
     app[VISIBILITY] = VisibilityPolicy(config.portal.visibility)
     app.cleanup_ctx.extend(
-        [audit_log_context(config.audit, audit_log), upstream_pool, upstream_session, store_context, jwks_context]
+        [
+            audit_log_context(config.audit, audit_log),
+            upstream_pool,
+            upstream_session,
+            store_context,
+            jwks_context,
+            intercom_context,  # after the store: the background sync writes into it
+        ]
     )
+    if config.portal.live:
+        # After the store's context: the change hub reads it. On shutdown, before the grace starts counting
+        # in-flight requests, every event stream ends (the pages reconnect to the next worker).
+        app.cleanup_ctx.append(events.feed_context)
+        app.on_shutdown.append(events.end_streams)
     app.on_response_prepare.append(security_headers(config.tls.hsts_max_age))
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
     app[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY] = (account_context,)
@@ -102,9 +131,11 @@ def create_app(
     health.add_routes(app)
     auth.add_routes(app)
     api.add_routes(app)
+    events.add_routes(app)  # before the portal's: its detail route would take "events" for a ticket id
     portal.add_routes(app)
     messenger.add_routes(app)
     admin.add_routes(app, admin_openapi.openapi)
     probe.add_routes(app)
+    intercom.add_routes(app)
     upstream.add_routes(app)  # last: the catch-all
     return app

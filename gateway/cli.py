@@ -22,7 +22,10 @@ from tqdm import tqdm
 from yarl import URL
 
 from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret, store_location
-from gateway.errors import ConfigError, StoreUnavailable
+from gateway.errors import ConfigError, IntercomError, StoreUnavailable
+from gateway.intercom.connector import connected, connector_checks
+from gateway.intercom.progress import TerminalProgress
+from gateway.intercom.sync import SyncReport
 from gateway.observe.auditchain import verify
 from gateway.ops import devsetup, probe
 from gateway.ops.auditreport import (
@@ -35,7 +38,7 @@ from gateway.ops.auditreport import (
     summary_json,
     verification_json,
 )
-from gateway.ops.checks import run_checks
+from gateway.ops.checks import Check, run_checks
 from gateway.ops.tokeninspect import inspect_token
 from gateway.policy.identity import Identity, JWKSKeys, parse_ttl, sign_token
 from gateway.policy.rules import compile_rules
@@ -169,6 +172,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     demo = args.config is None
     config = _setup(args.config)
     checks = run_checks(config)
+    if config.intercom.enabled:
+        checks += asyncio.run(_connector_checks(config))
     for check in checks:
         print(f"{DEMO_NOTE}: {check}" if demo and not check.ok else check)
     if not demo:
@@ -176,6 +181,46 @@ def cmd_check(args: argparse.Namespace) -> int:
     _tls_context(config)  # the one failure that stops the demo too
     _say("demo mode: exit 0, as serve starts anyway; check -c FILE judges a real deployment")
     return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Mirror the Intercom workspace into the store once (every ticket with ``--full``); a bar on a terminal."""
+    config = _load(args.config)
+    if not config.intercom.enabled:
+        _say("intercom.enabled is false: there is no workspace to sync (see the README's Intercom section)")
+        return EXIT_CONFIG
+    setup_logging()
+    terminal = sys.stderr.isatty()
+
+    async def run() -> SyncReport | None:
+        store = await open_store(config.store)
+        try:
+            with TerminalProgress() if terminal else contextlib.nullcontext() as bar:
+                async with connected(config.intercom, store, progress=bar) as connector:
+                    return await connector.syncer.run(full=args.full)
+        finally:
+            await store.close()
+
+    try:
+        report = asyncio.run(run())
+    except IntercomError as exc:
+        _say(f"sync failed: {exc}")
+        return EXIT_FAILED
+    if report is None:
+        _say("another worker or node holds the sync lease: nothing done")
+        return 0
+    written = ", ".join(f"{count} {kind}" for kind, count in report.written.items()) or "nothing"
+    forgotten = ", ".join(f"{count} {kind}" for kind, count in report.forgotten.items())
+    _say(f"synced {written}" + (f"; forgot {forgotten}" if forgotten else "") + f"; {report.skipped} skipped")
+    return 0
+
+
+async def _connector_checks(config: GatewayConfig) -> list[Check]:
+    store = await open_store(config.store)
+    try:
+        return await connector_checks(config, store)
+    finally:
+        await store.close()
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -298,7 +343,7 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_token_inspect(args: argparse.Namespace) -> int:
     """Decode a token and say whether (and why not) the gateway of this configuration accepts it."""
     config = _load(args.config).identity.jwt
-    token = (sys.stdin.read() if args.token in (None, "-") else args.token).strip()
+    token = (_read_token() if args.token in (None, "-") else args.token).strip()
     if not token:
         _say("token inspect: no token (give it as the argument, or on stdin)")
         return EXIT_CONFIG
@@ -306,6 +351,15 @@ def cmd_token_inspect(args: argparse.Namespace) -> int:
     inspection = inspect_token(token, config, time.time(), jwks)
     print(json.dumps(inspection.to_json(), indent=2) if args.json else inspection.render())
     return 0 if inspection.accepted else EXIT_FAILED
+
+
+def _read_token() -> str:
+    """The token from stdin: all of a pipe, or one line typed at a terminal (after saying what is awaited)."""
+    if sys.stdin.isatty():
+        # Without this line a terminal would sit silent, and waiting for end-of-file there needs Ctrl-D.
+        _say("token inspect: paste the token and press Enter")
+        return sys.stdin.readline()
+    return sys.stdin.read()
 
 
 async def _fetched_jwks(url: URL) -> JWKSKeys:
@@ -452,6 +506,11 @@ def build_parser() -> argparse.ArgumentParser:
     preview.add_argument("--rules", choices=("access", "visibility"), default="access")
     preview.add_argument("--limit", type=int, default=10, help="how many matching contacts to list")
     preview.set_defaults(func=cmd_preview)
+
+    sync = commands.add_parser("sync", help="mirror the Intercom workspace's tickets, contacts and companies")
+    sync.add_argument("-c", "--config", type=Path, help=config_help)
+    sync.add_argument("--full", action="store_true", help="read every ticket and forget what Intercom deleted")
+    sync.set_defaults(func=cmd_sync)
 
     load = commands.add_parser("import", help="load companies, contacts, ticket states and tickets from JSON lines")
     load.add_argument("-c", "--config", type=Path, help=config_help)

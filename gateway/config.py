@@ -44,6 +44,8 @@ ADMIN_TOKEN_MIN = 16
 BUNDLED_CONFIG = "gateway.yaml"
 
 _ATTRIBUTE = re.compile(r"^(person|company)\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# RFC 9110 token characters without "_" (which some upstreams read as "-": requests.underscore_headers).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^`|~0-9a-z-]+")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
 
 
@@ -170,6 +172,13 @@ class ListenConfig(_Model):
 
     https: Address = Field(description="The HTTPS listener that serves everything.")
     http: Address | None = Field(default=None, description="Plain HTTP listener; only answers 308 to HTTPS.")
+    public_https_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="The HTTPS port clients reach (behind a port mapping or a load balancer), where the HTTP "
+        "listener redirects; default: the HTTPS listener's own port.",
+    )
     trusted_proxies: frozenset[IPvAnyNetwork] = Field(
         default=frozenset(), description="Peers (addresses or networks) whose X-Forwarded-* headers are believed."
     )
@@ -211,6 +220,10 @@ class RequestsConfig(_Model):
     allow_encoded_slashes: bool = Field(
         default=False, description="Forward paths with %2F or %5C; refused by default (an upstream may decode them)."
     )
+    underscore_headers: Literal["drop", "refuse"] = Field(
+        default="drop",
+        description="A header name with `_` is never forwarded: dropped (and audited), or the request refused (400).",
+    )
 
 
 class TLSConfig(_Model):
@@ -229,6 +242,23 @@ class UpstreamConfig(_Model):
     read_timeout: float = Field(
         default=30.0, gt=0, description="Seconds to wait for each upstream read, and for the whole response head."
     )
+    pass_headers: frozenset[str] = Field(
+        default=frozenset(),
+        description="Request headers upstream (and the Messenger API) may receive beyond the standard ones; "
+        "all others are dropped and audited.",
+    )
+
+    @field_validator("pass_headers")
+    @classmethod
+    def _passable(cls, value: frozenset[str]) -> frozenset[str]:
+        names = frozenset(name.lower() for name in value)
+        for name in sorted(names):
+            if not _HEADER_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not a header name (letters, digits and -, no _)")
+            # SECURITY: the gateway alone writes these; passing a client's would let it claim an identity.
+            if name in ("host", "cookie") or name.startswith(("x-portal-", "x-forwarded-")):
+                raise ValueError(f"{name} is the gateway's own to send")
+        return names
 
 
 class CookieForwardingConfig(_Model):
@@ -248,6 +278,10 @@ class JWTConfig(_Model):
     leeway_seconds: int = Field(default=30, ge=0, description="Clock skew allowed on exp and nbf.")
     require_exp: bool = Field(default=True, description="Refuse tokens without an expiry.")
     jwks_url: HttpURL | None = Field(default=None, description="Optional JWKS for RS256/ES256 tokens.")
+    audience: frozenset[str] = Field(
+        default=frozenset(),
+        description="The aud values accepted; a token must name one. Empty: a token naming any audience is refused.",
+    )
 
     @field_validator("secrets")
     @classmethod
@@ -280,8 +314,28 @@ class IdentityConfig(_Model):
     dev_login: bool = Field(default=False, description="Demo only: /dev/login signs a token for any store contact.")
 
 
+class MessengerBootConfig(_Model):
+    """The portal's "Send us a message" button booting Intercom's Messenger on the ticket page."""
+
+    enabled: bool | None = Field(
+        default=None,
+        description="Boot the Messenger; null (the default): exactly when intercom.enabled, whose tickets' "
+        "conversations are the workspace's own (imported or demo ones would open nothing in the Messenger).",
+    )
+    script_url: HttpURL | None = Field(
+        default=None,
+        description="The Messenger's script; default: Intercom's https://widget.intercom.io/widget/<workspace_id>.",
+    )
+    token_ttl: int = Field(
+        default=600,
+        ge=60,
+        le=3600,
+        description="Seconds the intercom_user_jwt the page carries stays valid; past it the button follows its link.",
+    )
+
+
 class MessengerConfig(_Model):
-    """The Messenger API proxy."""
+    """The Messenger API proxy, and the Messenger boot on the portal's ticket page."""
 
     upstream: HttpURL = Field(description="Where Messenger API calls are forwarded.")
     prevent_company_updates: bool = Field(default=True, description="Block company changes in user_data.")
@@ -294,6 +348,7 @@ class MessengerConfig(_Model):
         le=16 * 1024**2,
         description="Largest Messenger request body read for the policy; a bigger one gets a 400.",
     )
+    boot: MessengerBootConfig = MessengerBootConfig()
 
 
 Operator = Literal[
@@ -354,6 +409,19 @@ class VisibilityConfig(_Model):
     conditions: list[Rule] = Field(default_factory=list)
 
 
+class EventsConfig(_Model):
+    """The portal's live updates: ``GET <portal.path>/events``, one event stream per open page."""
+
+    enabled: bool = Field(default=True, description="Serve the event stream; off: pages update on reload only.")
+    heartbeat: float = Field(default=15.0, gt=0, description="Seconds between comment lines on a quiet stream.")
+    recheck: float = Field(
+        default=60.0, gt=0, description="Seconds between checks of a stream's visitor's access without a change."
+    )
+    per_visitor: int = Field(default=8, ge=1, description="Open streams one visitor may hold in one worker (429).")
+    max_streams: int = Field(default=10_000, ge=1, description="Open streams one worker serves in all (503).")
+    retry_after: int = Field(default=10, ge=1, description="Seconds a refused stream is told to wait (Retry-After).")
+
+
 class PortalConfig(_Model):
     """The customer tickets portal."""
 
@@ -364,6 +432,12 @@ class PortalConfig(_Model):
     visibility: VisibilityConfig = VisibilityConfig()
     preview_column: bool = True
     page_size: int = Field(default=25, ge=1, le=200)
+    events: EventsConfig = EventsConfig()
+
+    @property
+    def live(self) -> bool:
+        """Whether the gateway serves the live pages' event stream: the portal rendered here, events on."""
+        return self.enabled and self.mode == "render" and self.events.enabled
 
     @field_validator("path")
     @classmethod
@@ -487,6 +561,17 @@ class StoreConfig(_Model):
     busy_timeout: float = Field(
         default=5.0, gt=0, description="Seconds to wait for another process's lock before answering 503."
     )
+    change_retention: int = Field(
+        default=10_000,
+        ge=100,
+        description="Changes the feed keeps for live pages to resume from; a page further behind reloads.",
+    )
+    change_poll: float = Field(
+        default=0.15,
+        gt=0,
+        le=5,
+        description="Seconds between each worker's cheap checks for new changes (how soon live pages learn).",
+    )
     dsn: Secret | None = Field(
         default=None,
         description="postgres: the libpq connection string or URL (env:/file:); several hosts with"
@@ -535,6 +620,8 @@ INTERCOM_API_URLS: Mapping[IntercomRegion, str] = {
     "au": "https://api.au.intercom.io",
 }
 """The REST API's base URL in each region (Intercom's "Regional hosting" page)."""
+INTERCOM_WIDGET_URL = "https://widget.intercom.io/widget"
+"""Where the Messenger's script is loaded from, ``/<app_id>`` after it, in every region (Intercom's install snippet)."""
 INTERCOM_VERSION = "2.16"
 """The ``Intercom-Version`` header sent on every call: the API version the connector is written and tested against."""
 
@@ -599,6 +686,17 @@ class GatewayConfig(_Model):
         if not self.cookie_forwarding.enabled:
             return frozenset()
         return frozenset(intercom_cookies(self.workspace_id))
+
+    @property
+    def messenger_boots(self) -> bool:
+        """Whether the ticket page boots the Messenger: ``messenger.boot.enabled``, unset: the connector's switch."""
+        enabled = self.messenger.boot.enabled
+        return self.intercom.enabled if enabled is None else enabled
+
+    @property
+    def messenger_script_url(self) -> URL:
+        """The Messenger's script: ``messenger.boot.script_url``, else Intercom's for this workspace (any region)."""
+        return self.messenger.boot.script_url or URL(INTERCOM_WIDGET_URL) / self.workspace_id
 
     @property
     def cookie_domain(self) -> str:

@@ -7,16 +7,23 @@
     ├── UpstreamError          the upstream could not answer the proxied request
     │   ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
     │   └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
-    └── ChangeRefused          an admin API change the store will not make; ``str()`` says why
-        ├── Missing                something it names does not exist (404)
-        ├── Conflict               it would duplicate something or lose data (409)
-        └── Invalid                input fields whose values are refused, by path (422)
+    ├── ChangeRefused          an admin API change the store will not make; ``str()`` says why
+    │   ├── Missing                something it names does not exist (404)
+    │   ├── Conflict               it would duplicate something or lose data (409)
+    │   └── Invalid                input fields whose values are refused, by path (422)
+    └── IntercomError          the Intercom REST API did not do what was asked (502); ``str()`` says what
+        ├── IntercomUnauthorized   the access token was refused (401): the sync stops until it is fixed
+        ├── IntercomNotFound       the object asked for does not exist there (404)
+        ├── IntercomRefused        any other 4xx, with Intercom's own message
+        └── IntercomUnavailable    5xx, resets, timeouts or malformed answers, past every retry
 
     web.HTTPException (aiohttp)
     └── Explained              an HTTP error whose detail, heading and next-step ``Link`` the client may see
         ├── BadRequest             400, with the reason
         ├── Unauthorized           401, with the reason (never the credential)
-        └── Forbidden              403, with the reason
+        ├── Forbidden              403, with the reason
+        ├── TooManyRequests        429, with the reason and a Retry-After
+        └── ServiceBusy            503, with the reason and a Retry-After
 
     Link                       not an error: the next step an error page offers (href, label)
 
@@ -118,6 +125,31 @@ class Invalid(ChangeRefused):
         super().__init__("; ".join(f"{path}: {reason}" for path, reason in fields), fields)
 
 
+class IntercomError(GatewayError):
+    """The Intercom REST API did not do what was asked; ``str()`` says which call and why (never the token)."""
+
+    status = 502
+    title = "Intercom did not accept the change"
+
+
+class IntercomUnauthorized(IntercomError):
+    """Intercom refused the access token (401): nothing is retried until the token is fixed."""
+
+
+class IntercomNotFound(IntercomError):
+    """The object asked for does not exist in the workspace (404)."""
+
+
+class IntercomRefused(IntercomError):
+    """Intercom refused the call (a 4xx other than 401 and 404), with its own message."""
+
+
+class IntercomUnavailable(IntercomError):
+    """Intercom answered 5xx, reset the connection, timed out or sent something unreadable, past every retry."""
+
+    title = "Intercom is not reachable right now"
+
+
 class Link(NamedTuple):
     """The next step an error page offers: where it goes, and what the link says."""
 
@@ -156,3 +188,11 @@ class Unauthorized(Explained, web.HTTPUnauthorized):
 
 class Forbidden(Explained, web.HTTPForbidden):
     """403, with the reason."""
+
+
+class TooManyRequests(Explained, web.HTTPTooManyRequests):
+    """429, with the reason; ``headers`` carry the Retry-After."""
+
+
+class ServiceBusy(Explained, web.HTTPServiceUnavailable):
+    """503, with the reason; ``headers`` carry the Retry-After."""

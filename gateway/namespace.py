@@ -37,6 +37,7 @@ DEV_LOGIN_PATH = "/dev/login"
 SIGN_IN_PATH = "/signin"
 SIGN_OUT_PATH = "/signout"
 HOME_PATH = "/"
+INTERCOM_WEBHOOKS_PATH = "/intercom/webhooks"  # Intercom's deliveries (routes/intercom.py), signed, never proxied
 
 
 def decision_path(path: str) -> str:
@@ -82,17 +83,36 @@ API = Namespace("api", prefix=API_PREFIX, identity=True, json_errors=True)
 API_DESCRIPTION = Namespace("api_description", paths=frozenset({API_DESCRIPTION_PATH}), json_errors=True)
 ADMIN = Namespace("admin", prefix=ADMIN_PREFIX, json_errors=True, reserved=True, visitor_token=False)
 MESSENGER = Namespace("messenger", prefix=MESSENGER_PREFIX, json_errors=True, reserved=True)
-# Only liveness and readiness answer any Host: /metrics is asked by a scraper that names the domain.
+# Probes and scrapers address a pod or container by IP (a kubelet, Prometheus' service discovery), so the health
+# checks and /metrics answer any Host; /metrics still answers only `listen.metrics_allow`'s peers.
 HEALTH = Namespace("health", paths=frozenset({HEALTHZ_PATH, READYZ_PATH}), any_host=True)
-METRICS = Namespace("metrics", paths=frozenset({METRICS_PATH}))
+METRICS = Namespace("metrics", paths=frozenset({METRICS_PATH}), any_host=True)
 STATIC = Namespace("static", paths=frozenset({FAVICON_PATH}), prefix=STATIC_PREFIX)
 BRAND = Namespace("brand", prefix=BRAND_PREFIX)
 PROBE = Namespace("probe", paths=frozenset({PROBE_PATH}), visitor_token=False)
 DEV_LOGIN = Namespace("dev_login", paths=frozenset({DEV_LOGIN_PATH}))
 SIGN_IN = Namespace("sign_in", paths=frozenset({SIGN_IN_PATH, SIGN_OUT_PATH}))
 HOME = Namespace("home", paths=frozenset({HOME_PATH}))
+# The signature is the credential; no visitor's token is read, and no spelling of the path reaches the help center.
+INTERCOM_WEBHOOKS = Namespace(
+    "intercom_webhooks", prefix=INTERCOM_WEBHOOKS_PATH, json_errors=True, reserved=True, visitor_token=False
+)
 REST = Namespace("rest")
-FIXED = (API, API_DESCRIPTION, ADMIN, MESSENGER, HEALTH, METRICS, STATIC, BRAND, PROBE, DEV_LOGIN, SIGN_IN, HOME)
+FIXED = (
+    API,
+    API_DESCRIPTION,
+    ADMIN,
+    MESSENGER,
+    HEALTH,
+    METRICS,
+    STATIC,
+    BRAND,
+    PROBE,
+    DEV_LOGIN,
+    SIGN_IN,
+    HOME,
+    INTERCOM_WEBHOOKS,
+)
 RESERVED_PREFIXES = tuple(namespace.prefix for namespace in FIXED if namespace.reserved and namespace.prefix)
 
 
@@ -105,7 +125,7 @@ class NamespaceTable:
     @classmethod
     def for_portal(cls, portal_path: str) -> NamespaceTable:
         """The table with the portal at ``portal_path`` (which the config keeps clear of :func:`overlapped`)."""
-        return cls((_portal(portal_path), *FIXED))
+        return cls((_portal(portal_path), _events(portal_path), *FIXED))
 
     def of(self, path: str) -> Namespace:
         """The namespace ``path`` belongs to, read exactly as given."""
@@ -115,6 +135,12 @@ class NamespaceTable:
         """The namespace ``path`` belongs to on the broadest reading (:func:`decision_path`), for access."""
         return _owner(self._folded, decision_path(path))
 
+    def guarded(self, path: str) -> str | None:
+        """The name of the namespace a decoded ``path`` lies in on the broadest reading, when the gateway
+        guards what passes there: the access rules (portal, JSON API) or reserved (admin API, Messenger)."""
+        namespace = self.decided(path)
+        return namespace.name if namespace.identity or namespace.reserved else None
+
     @cached_property
     def _folded(self) -> tuple[Namespace, ...]:
         return tuple(namespace.folded() for namespace in self.namespaces)
@@ -122,6 +148,15 @@ class NamespaceTable:
 
 def _portal(path: str) -> Namespace:
     return Namespace("portal", prefix=path, identity=True)
+
+
+EVENTS_SUFFIX = "/events"
+
+
+def _events(portal_path: str) -> Namespace:
+    # The live pages' event stream (routes/events.py): the portal's visitors, but a script reads it, so a
+    # refusal (401, 429, 503) is JSON, never a sign-in redirect an EventSource would follow in vain.
+    return Namespace("events", paths=frozenset({portal_path + EVENTS_SUFFIX}), identity=True, json_errors=True)
 
 
 def overlapped(portal_path: str) -> Namespace | None:

@@ -30,6 +30,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from gateway.config import CONFIG
 from gateway.edge.guard import CLOCK, STORE
 from gateway.errors import BadRequest, Invalid, Unauthorized
+from gateway.intercom import writes as intercom_writes
+from gateway.intercom.connector import INTERCOM
 from gateway.namespace import ADMIN_PREFIX
 from gateway.observe.audit import AUDIT_ENTRY, AdminChange, IdentityResult
 from gateway.observe.metrics import METRICS
@@ -69,8 +71,8 @@ def _whole(value: Any) -> Any:
 Whole = Annotated[int, BeforeValidator(_whole)]
 """A whole number, written 5 or 5.0; never "5" or true."""
 # The external id of a company or contact: it stands in admin API paths as one segment, so nothing the
-# gateway refuses in a path (control characters, slashes, backslashes, percent signs, a leading dot).
-RECORD_KEY = r"^[^\x00-\x1f\x7f/\\%.][^\x00-\x1f\x7f/\\%]*$"
+# gateway refuses in a path (control characters, slashes, backslashes, percent signs, ? and #, a leading dot).
+RECORD_KEY = r"^[^\x00-\x1f\x7f/\\%?#.][^\x00-\x1f\x7f/\\%?#]*$"
 
 # A custom attribute value. Not a plain union: pydantic would name each member type in the error's path
 # (custom_attributes.tier.str, .int, ...), where the client needs the one path it sent.
@@ -236,7 +238,12 @@ def admin_token_valid(request: web.Request) -> bool:
     token = presented.strip().encode("utf-8", "surrogateescape")
     # SECURITY: constant-time comparison; an empty or missing token never matches.
     valid = scheme.lower() == "bearer" and bool(token) and hmac.compare_digest(token, request.app[ADMIN_TOKEN])
-    reason = None if valid else ("missing" if not token else "bad_token")
+    return admin_credential_checked(request, None if valid else ("missing" if not token else "bad_token"))
+
+
+def admin_credential_checked(request: web.Request, reason: str | None) -> bool:
+    """Audit and count how the admin credential fared (``reason`` None: verified); whether it was verified."""
+    valid = reason is None
     request[AUDIT_ENTRY].identity = IdentityResult(
         method="admin_token", result="verified" if valid else "rejected", reason=reason
     )
@@ -414,14 +421,26 @@ async def put_membership(request: web.Request) -> web.Response:
     """Make the contact a member of the company."""
     user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
     _audit(request, "add", "membership", f"{user_id}/{company_id}")
-    return _json(contact_json(await _run(request, lambda store: store.add_membership(user_id, company_id))))
+
+    async def add(store: Store) -> AdminContact:
+        if INTERCOM in request.app:  # Intercom first: the store follows only what it accepted
+            await intercom_writes.attach(request.app[INTERCOM], store, user_id, company_id)
+        return await store.add_membership(user_id, company_id)
+
+    return _json(contact_json(await _run(request, add)))
 
 
 async def delete_membership(request: web.Request) -> web.Response:
     """End the contact's membership of the company."""
     user_id, company_id = request.match_info["user_id"], request.match_info["company_id"]
     _audit(request, "remove", "membership", f"{user_id}/{company_id}")
-    return _json(contact_json(await _run(request, lambda store: store.remove_membership(user_id, company_id))))
+
+    async def remove(store: Store) -> AdminContact:
+        if INTERCOM in request.app:
+            await intercom_writes.detach(request.app[INTERCOM], store, user_id, company_id)
+        return await store.remove_membership(user_id, company_id)
+
+    return _json(contact_json(await _run(request, remove)))
 
 
 # --- tickets ---------------------------------------------------------------------------------------------

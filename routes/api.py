@@ -10,6 +10,8 @@ from aiohttp import web
 from gateway.config import CONFIG
 from gateway.edge.guard import STORE, VISIBILITY, VISITOR
 from gateway.errors import BadRequest
+from gateway.intercom import writes as intercom_writes
+from gateway.intercom.connector import INTERCOM
 from gateway.namespace import API_DESCRIPTION_PATH, API_PREFIX
 from gateway.store.models import TICKET_ID_PATTERN, TicketDetail, TicketFilter, TicketPage, TicketSummary
 from routes.fallback import namespace_fallback
@@ -116,7 +118,17 @@ async def join_conversation(request: web.Request, ticket_id: str) -> TicketFilte
     a ticket they may not see is a 404, as one that does not exist. Returns the filter the ticket was seen by."""
     visitor = request[VISITOR]
     visible = request.app[VISIBILITY].ticket_filter(visitor, "all")
-    if visitor.contact is None or not await request.app[STORE].join(visible, ticket_id, visitor.contact.id):
+    store = request.app[STORE]
+    if visitor.contact is None:
+        raise web.HTTPNotFound()
+    if INTERCOM in request.app:
+        # Intercom first: the store records the join only once Intercom holds it (nothing half-done).
+        detail = await store.get_ticket(visible, ticket_id)
+        if detail is None:
+            raise web.HTTPNotFound()
+        if not detail.participant:
+            await intercom_writes.join(request.app[INTERCOM], store, ticket_id, visitor.contact.user_id)
+    if not await store.join(visible, ticket_id, visitor.contact.id):
         raise web.HTTPNotFound()
     return visible
 

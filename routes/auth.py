@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.config import CONFIG
 from gateway.edge.guard import CLOCK, GUARD, STORE
+from gateway.errors import BadRequest, Forbidden, Link
 from gateway.namespace import DEV_LOGIN_PATH, SIGN_IN_PATH, SIGN_OUT_PATH
 from gateway.policy.identity import sign_token
 
@@ -43,12 +44,20 @@ async def dev_login(request: web.Request) -> web.StreamResponse:
     """Demo only: sign a token for the chosen contact and set the portal cookie."""
     # SECURITY: a cross-site form must not sign a visitor in as someone else.
     if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
-        raise web.HTTPForbidden()
+        raise Forbidden(
+            "The sign-in form was sent from another site. Open the sign-in page and pick a person there.",
+            title="This sign-in came from another site",
+            link=Link(DEV_LOGIN_PATH, "Open the sign-in page"),
+        )
     form = await request.post()
     user_id = str(form.get("user_id", ""))
     contact = await request.app[STORE].contact_by_user_id(user_id) if user_id else None
     if contact is None or contact.user_id is None:
-        raise web.HTTPBadRequest()
+        raise BadRequest(
+            "No person in the store has that user id. Pick one on the sign-in page.",
+            title="There is no such person",
+            link=Link(DEV_LOGIN_PATH, "Open the sign-in page"),
+        )
     guard = request.app[GUARD]
     token = sign_token(
         request.app[CONFIG].identity.jwt.signing_secret,

@@ -8,10 +8,13 @@ from typing import Any
 import aiohttp_jinja2
 from aiohttp import web
 
-from gateway.config import CONFIG
+from gateway.config import CONFIG, GatewayConfig
 from gateway.edge.guard import CLOCK, STORE, VISIBILITY, VISITOR
+from gateway.edge.secure import content_security_policy
 from gateway.errors import Forbidden, Link
+from gateway.namespace import EVENTS_SUFFIX
 from gateway.policy.csrf import csrf_token, csrf_valid, derive_key
+from gateway.policy.messengerboot import boot, messenger_sources
 from routes.api import join_conversation, not_found
 from routes.health import help_center_problem
 from routes.highlight import highlight
@@ -37,6 +40,7 @@ FILTER_LABELS = {
 }
 PAGE_WINDOW = 2  # page links shown each side of the current page, besides the first and the last
 CSRF_KEY = web.AppKey("csrf_key", bytes)
+BOOT_POLICY = web.AppKey("boot_policy", str)  # the CSP of a ticket page that boots the Messenger
 
 
 async def _help_center_missing(request: web.Request) -> bool:
@@ -73,6 +77,13 @@ def page_numbers(current: int, last: int) -> list[int | None]:
             numbers.append(None)
         numbers.append(number)
     return numbers
+
+
+def events_url(config: GatewayConfig, scope: str) -> str | None:
+    """Where the page's script follows its changes (routes/events.py); None when live updates are off."""
+    if not config.portal.live:
+        return None
+    return config.portal.path + EVENTS_SUFFIX + ("?scope=mine" if scope == "mine" else "")
 
 
 @aiohttp_jinja2.template("tickets.html")
@@ -148,6 +159,7 @@ async def ticket_list(request: web.Request) -> dict[str, Any]:
         "link": link,
         "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
         "highlight": highlight,
+        "events_url": events_url(config, wanted.scope),
     }
 
 
@@ -159,17 +171,33 @@ async def ticket_detail(request: web.Request) -> web.Response:
     detail = await request.app[STORE].get_ticket(visibility.ticket_filter(visitor, "all"), ticket_id)
     if detail is None:
         raise web.HTTPNotFound()
+    # Only the button of a visitor in the conversation opens it; the Join form stays a form.
+    booting = config.messenger_boots and detail.participant
     context = {
         "portal_path": config.portal.path,
         "ticket": detail,
+        # SECURITY: api_base is this page's own origin, whose host the host stage checked against the served
+        # names: the Messenger's calls come back through the gateway's proxy and its company-update policy.
+        "messenger": (
+            boot(config, visitor.identity, detail.conversation_id, request.url.origin(), request.app[CLOCK]())
+            if booting
+            else None
+        ),
         "csrf": csrf_token(request.app[CSRF_KEY], visitor.identity.user_id, f"join:{ticket_id}"),
         "ago": lambda timestamp: relative(timestamp, request.app[CLOCK]()),
         "initials": initials,
+        "events_url": events_url(config, "all"),
         # Set by the join's redirect: the page says what the button did.
         "joined": request.query.get("joined") == "1" and detail.participant,
         "help_center_missing": detail.participant and await _help_center_missing(request),
     }
-    return aiohttp_jinja2.render_template("ticket.html", request, context)
+    response = aiohttp_jinja2.render_template("ticket.html", request, context)
+    if booting:
+        # Intercom's hosts only on the page that boots the Messenger; every other page keeps the strict policy.
+        response.headers["Content-Security-Policy"] = request.app[BOOT_POLICY]
+        # SECURITY: the page carries the visitor's Messenger token: no cache (shared or the browser's) keeps it.
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 async def join(request: web.Request) -> web.StreamResponse:
@@ -195,6 +223,7 @@ def add_routes(app: web.Application) -> None:
     """The home page always; the portal pages in render mode (in proxy mode upstream renders them)."""
     config = app[CONFIG]
     app[CSRF_KEY] = derive_key(config.identity.jwt.signing_secret)
+    app[BOOT_POLICY] = content_security_policy(messenger_sources(config.intercom.region, config.messenger_script_url))
     aiohttp_jinja2.get_env(app).globals.update(iso=iso, exact=exact)
     app.router.add_get("/", home, name="home")
     if config.portal.enabled and config.portal.mode == "render":

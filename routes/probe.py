@@ -1,7 +1,8 @@
 """``GET /_gateway/probe``: what the gateway received and would forward, signed, for ``portal-gateway probe``.
 
-Only for a caller with the admin token (``routes/admin.py`` checks it, in constant time); anyone else,
-and everyone when ``admin.token`` is unset, gets the gateway's own 404, as if the path were not there.
+Only for a caller proving it holds the admin token (``gateway/ops/probe.py: probe_authorization``, checked in
+constant time); anyone else, and everyone when ``admin.token`` is unset, gets the gateway's own 404, as if the
+path were not there.
 Nothing of it goes upstream. The audit record is the request's one record, with cookie names only.
 """
 
@@ -10,23 +11,28 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import CONFIG
+from gateway.edge.guard import CLOCK
 from gateway.errors import BadRequest
 from gateway.namespace import PROBE_PATH
 from gateway.observe.audit import AUDIT_ENTRY
-from gateway.ops.probe import NONCE, SIGNATURE_HEADER, answer, sign
+from gateway.ops.probe import NONCE, SIGNATURE_HEADER, answer, probe_authorization_problem, sign
 from gateway.proxy.forward import HELP_CENTER
-from routes.admin import ADMIN_TOKEN, admin_token_valid
+from routes.admin import ADMIN_TOKEN, admin_credential_checked
 from routes.api import not_found
 
 
 async def probe(request: web.Request) -> web.Response:
     """The signed answer: cookie names and digests of their values, what upstream would get, a sample Set-Cookie."""
     # SECURITY: without the token the endpoint does not exist (404, not 401), so it tells nobody it is here.
-    if not admin_token_valid(request):
+    nonce = request.query.get("nonce", "")
+    token = request.app[ADMIN_TOKEN]
+    authorization = request.headers.get("Authorization", "")
+    if not admin_credential_checked(
+        request, probe_authorization_problem(authorization, token, nonce, request.app[CLOCK]())
+    ):
         raise web.HTTPNotFound()
     if request.method != "GET":
         raise web.HTTPMethodNotAllowed(request.method, ["GET"])
-    nonce = request.query.get("nonce", "")
     if not NONCE.match(nonce):
         raise BadRequest("nonce: 32 lower-case hex digits, fresh for each probe")
     cookies = request.headers.getall("Cookie", ())
@@ -36,7 +42,7 @@ async def probe(request: web.Request) -> web.Response:
     body = result.model_dump_json().encode()
     response = web.Response(body=body, content_type="application/json")
     # SECURITY: signed with the admin token, so nothing in front can forge or edit the answer unnoticed.
-    response.headers[SIGNATURE_HEADER] = sign(request.app[ADMIN_TOKEN], body)
+    response.headers[SIGNATURE_HEADER] = sign(token, body)
     response.headers["Cache-Control"] = "no-store"
     if result.set_cookie is not None:
         response.headers.add("Set-Cookie", result.set_cookie)

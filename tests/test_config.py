@@ -210,6 +210,33 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
         ),
         pytest.param({"listen": {"https": "127.0.0.1:70000"}}, "listen.https.port", "65535", id="listen-port-too-big"),
         pytest.param({"listen": {"workers": 0}}, "listen.workers", "greater than or equal to 1", id="workers-zero"),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X_Tenant"]}}, "upstream.pass_headers", "no _", id="pass-header-underscore"
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X-Tenant: 1"]}},
+            "upstream.pass_headers",
+            "not a header name",
+            id="pass-colon",
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X-Portal-User-Id"]}},
+            "upstream.pass_headers",
+            "the gateway's own",
+            id="pass-header-portal",
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["X-Forwarded-Port"]}},
+            "upstream.pass_headers",
+            "the gateway's own",
+            id="pass-header-forwarded",
+        ),
+        pytest.param(
+            {"upstream": {"pass_headers": ["Cookie"]}}, "upstream.pass_headers", "the gateway's own", id="pass-cookie"
+        ),
+        pytest.param(
+            {"requests": {"underscore_headers": "pass"}}, "requests.underscore_headers", "drop", id="underscores-pass"
+        ),
         pytest.param({"workspace_id": "ws 1"}, "workspace_id", "pattern", id="workspace-id-with-space"),
         pytest.param({"domain": "https://help.example.com"}, "domain", "without scheme or port", id="domain-scheme"),
         pytest.param({"domain": "help.example.com:443"}, "domain", "without scheme or port", id="domain-port"),
@@ -892,3 +919,39 @@ def test_the_intercom_base_url_follows_the_region_unless_given(
     config = load(tmp_path, {"intercom": intercom})
     assert config.intercom.base_url == URL(base_url)
     assert config.intercom.enabled is False
+
+
+CONNECTOR_ON = {"enabled": True, "access_token": "t", "admin_id": "1"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "boots"),
+    [
+        ({}, False),  # the demo and imported stores: their conversations are not the workspace's
+        ({"intercom": CONNECTOR_ON}, True),
+        ({"intercom": CONNECTOR_ON, "messenger": {"boot": {"enabled": False}}}, False),
+        ({"messenger": {"boot": {"enabled": True}}}, True),  # tickets synced by the operator's own means
+    ],
+)
+def test_the_messenger_boots_with_the_connector_unless_told(
+    tmp_path: Path, overrides: dict[str, Any], boots: bool
+) -> None:
+    assert load(tmp_path, overrides).messenger_boots is boots
+
+
+def test_the_messenger_script_is_intercoms_for_the_workspace_unless_given(tmp_path: Path) -> None:
+    assert load(tmp_path).messenger_script_url == URL("https://widget.intercom.io/widget/ws1a2b3c")
+    mirror = {"messenger": {"boot": {"script_url": "https://127.0.0.1:8443/widget.js"}}}
+    assert load(tmp_path, mirror).messenger_script_url == URL("https://127.0.0.1:8443/widget.js")
+
+
+@pytest.mark.parametrize("ttl", [0, 59, 3601])
+def test_a_messenger_token_lifetime_out_of_bounds_is_refused(tmp_path: Path, ttl: int) -> None:
+    error = config_error(tmp_path, {"messenger": {"boot": {"token_ttl": ttl}}})
+    assert "messenger.boot.token_ttl" in str(error)
+
+
+def test_pass_headers_are_kept_lower_case(tmp_path: Path) -> None:
+    """upstream.pass_headers: names compared as the header model compares them, whatever case the file uses."""
+    config = load(tmp_path, {"upstream": {"pass_headers": ["X-Tenant", "x-request-start"]}})
+    assert config.upstream.pass_headers == frozenset({"x-tenant", "x-request-start"})

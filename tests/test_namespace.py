@@ -20,6 +20,7 @@ EVERYTHING: dict[str, Any] = {"identity": {"dev_login": True}, "admin": {"token"
 # One path in each namespace; the test below checks that each is in the namespace it stands for.
 SAMPLES = {
     "portal": "/tickets",
+    "events": "/tickets/events",
     "api": "/api/v1/me",
     "api_description": "/api/v1/openapi.json",
     "admin": "/admin/api/contacts",

@@ -17,7 +17,15 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway.errors import BodyTimeout, ChangeRefused, Explained, Link, StoreUnavailable, UpstreamError
+from gateway.errors import (
+    BodyTimeout,
+    ChangeRefused,
+    Explained,
+    IntercomError,
+    Link,
+    StoreUnavailable,
+    UpstreamError,
+)
 from gateway.namespace import NAMESPACES
 from gateway.observe.audit import AUDIT_ENTRY
 from gateway.run.protocol import refused_status
@@ -120,10 +128,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             response = error_response(request, exc.status, exc.reason, exc.detail, heading=exc.title, link=exc.link)
         else:
             response = error_response(request, exc.status, exc.reason)
-        for name in ("Allow", "WWW-Authenticate"):
+        for name in ("Allow", "WWW-Authenticate", "Retry-After"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
-    except (UpstreamError, BodyTimeout, StoreUnavailable) as exc:
+    except (UpstreamError, BodyTimeout, StoreUnavailable, IntercomError) as exc:
         response = error_response(request, exc.status, exc.title)
     except ChangeRefused as exc:
         response = error_response(request, exc.status, exc.title, str(exc), exc.fields)

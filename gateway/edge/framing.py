@@ -9,7 +9,7 @@ behind the request is parsed as another one.
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
 
 from gateway.edge.errorpages import error_response
@@ -19,8 +19,12 @@ def _tokens(headers: CIMultiDictProxy[str], name: str) -> list[str]:
     return [token.strip().lower() for value in headers.getall(name, ()) for token in value.split(",")]
 
 
-def framing_problem(method: str, headers: CIMultiDictProxy[str]) -> str | None:
+def framing_problem(method: str, headers: CIMultiDictProxy[str], *, refuse_underscores: bool = False) -> str | None:
     """Why a request's framing is refused, or None when it has exactly one reading."""
+    # SECURITY: "Transfer_Encoding" is "Transfer-Encoding" to an upstream that reads "_" as "-". Such names
+    # never go upstream (gateway/edge/headers.py drops them); requests.underscore_headers: refuse says 400.
+    if refuse_underscores and any("_" in name for name in headers):
+        return "Header names with an underscore (_) are not accepted."
     # SECURITY: request smuggling. "gzip, chunked" is legal HTTP, but a front proxy that does not
     # know "gzip" may frame the body by Content-Length or until close; only plain chunked is accepted.
     if "Transfer-Encoding" in headers and _tokens(headers, "Transfer-Encoding") != ["chunked"]:
@@ -38,16 +42,20 @@ def framing_problem(method: str, headers: CIMultiDictProxy[str]) -> str | None:
     return None
 
 
-@web.middleware
-async def framing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def framing_middleware(refuse_underscores: bool) -> Middleware:
     """Refuse ambiguous framing with a 400; close the connection after any upgrade that did not happen."""
-    problem = framing_problem(request.method, request.headers)
-    if problem is not None:
-        response: web.StreamResponse = error_response(request, 400, "Bad request", problem)
-    else:
-        response = await handler(request)
-    # SECURITY: bytes a client sent behind an upgrade request (or a refused one) must not be
-    # parsed as the next request on this connection: it is closed unless the upgrade happened.
-    if problem is not None or ("Upgrade" in request.headers and response.status != 101):
-        response.force_close()
-    return response
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        problem = framing_problem(request.method, request.headers, refuse_underscores=refuse_underscores)
+        if problem is not None:
+            response: web.StreamResponse = error_response(request, 400, "Bad request", problem)
+        else:
+            response = await handler(request)
+        # SECURITY: bytes a client sent behind an upgrade request (or a refused one) must not be
+        # parsed as the next request on this connection: it is closed unless the upgrade happened.
+        if problem is not None or ("Upgrade" in request.headers and response.status != 101):
+            response.force_close()
+        return response
+
+    return middleware

@@ -1,4 +1,5 @@
-"""Header rewriting for the proxy, as pure functions: hop-by-hop removal and X-Forwarded-*."""
+"""Header rewriting for the proxy, as pure functions: hop-by-hop removal, X-Forwarded-*, and the positive
+model of what a client's request headers may carry to upstream."""
 
 from __future__ import annotations
 
@@ -29,61 +30,50 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-# SECURITY: headers through which a client could claim an identity; always dropped,
-# whatever their case and with "_" for "-", so only the gateway's own X-Portal-* reach upstream.
-_IDENTITY_HEADERS = frozenset(
+# SECURITY: the positive model. A client's header reaches upstream only when it is one of these
+# (RFC 9110/9111 request headers, CORS preflight, the WebSocket handshake) or a browser's fetch metadata
+# and client hints, or one that ``upstream.pass_headers`` names; every other name is dropped and audited.
+# A deny-list of identity and forwarding names (X-Auth-User, IV-User, CF-Connecting-IP,
+# X-HTTP-Method-Override, ...) is never complete: an upstream that believes one would believe the client.
+STANDARD_REQUEST_HEADERS = frozenset(
     {
-        "x-forwarded-user",
-        "x-forwarded-email",
-        "x-forwarded-preferred-username",
-        "x-forwarded-groups",
-        "x-forwarded-access-token",
-        "x-auth-request-user",
-        "x-auth-request-email",
-        "x-auth-request-groups",
-        "x-auth-request-access-token",
-        "x-remote-user",
-        "remote-user",
-        "x-user",
-        "x-user-id",
-        "x-email",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "access-control-request-headers",
+        "access-control-request-method",
+        "authorization",
+        "cache-control",
+        "content-encoding",
+        "content-language",
+        "content-length",
+        "content-type",
+        "dnt",
+        "if-match",
+        "if-modified-since",
+        "if-none-match",
+        "if-range",
+        "if-unmodified-since",
+        "origin",
+        "pragma",
+        "priority",
+        "range",
+        "referer",
+        "sec-websocket-extensions",
+        "sec-websocket-key",
+        "sec-websocket-protocol",
+        "sec-websocket-version",
+        "upgrade-insecure-requests",
+        "user-agent",
+        "x-requested-with",
     }
 )
-
-
-# SECURITY: headers through which a client could lie about where it is, or which URL it asked for
-# (X-Original-URL re-routes some frameworks past the path the access decision saw). Every
-# X-Forwarded-* and these are dropped in any spelling; the gateway sends its own X-Forwarded-For,
-# -Proto and -Host, believing a client's values only when the peer is a trusted proxy.
-_CLIENT_FORWARDING = frozenset(
-    {
-        "forwarded",
-        "x-real-ip",
-        "x-client-ip",
-        "true-client-ip",
-        "x-cluster-client-ip",
-        "client-ip",
-        "x-original-url",
-        "x-rewrite-url",
-        "x-original-host",
-        "x-host",
-        "front-end-https",
-        "x-url-scheme",
-    }
-)
-
-
-_CLAIMED_PREFIXES = ("x-portal-", "x-forwarded-")
-_CLAIMED_NAMES = _IDENTITY_HEADERS | _CLIENT_FORWARDING
-_NOT_FORWARDED = HOP_BY_HOP | {"host", "cookie"}  # and the upstream's own Host, the filtered Cookie
-
-
-def _is_claim(lower: str) -> bool:
-    """Whether a lower-case header name claims an identity (``X-Portal-*``, the usual proxy-auth headers),
-    where the client is, or what it asked for (``X-Forwarded-*`` and the like), read as lenient upstream
-    servers read it: "_" for "-" (CGI, WSGI, PHP)."""
-    normalized = lower.replace("_", "-")
-    return normalized.startswith(_CLAIMED_PREFIXES) or normalized in _CLAIMED_NAMES
+_STANDARD_PREFIXES = ("sec-fetch-", "sec-ch-")  # set by browsers, never by page scripts
+GATEWAY_PREFIXES = ("x-portal-", "x-forwarded-")
+"""Names only the gateway sets: a client's are replaced (X-Forwarded-For, -Proto, -Host) or dropped."""
+# Never forwarded as the client sent them, and not worth an audit line: the connection's own headers,
+# and those the gateway writes itself (the upstream's Host, the filtered Cookie, its X-Forwarded-*).
+_REPLACED = HOP_BY_HOP | {"host", "cookie", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"}
 
 
 @dataclass(frozen=True)
@@ -96,13 +86,11 @@ class Forwarding:
     host: str
 
 
-def _hop_by_hop(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], standard: frozenset[str] = HOP_BY_HOP
-) -> frozenset[str]:
-    """The lower-case names of a message's hop-by-hop headers: ``standard`` and any Connection names."""
+def _hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]:
+    """The lower-case names of a message's hop-by-hop headers: the standard ones and any Connection names."""
     if "Connection" not in headers:
-        return standard
-    return standard.union(
+        return HOP_BY_HOP
+    return HOP_BY_HOP.union(
         token.strip().lower() for value in headers.getall("Connection") for token in value.split(",") if token.strip()
     )
 
@@ -157,26 +145,54 @@ def forwarding(
     )
 
 
+@dataclass(frozen=True)
+class UpstreamHeaders:
+    """The headers to send upstream, and the names of the client's headers the model dropped."""
+
+    headers: CIMultiDict[str]
+    dropped: tuple[str, ...]
+    """Lower-case names, each once, in the order the client sent them (names only: never a value)."""
+
+
+def passes(lower: str, extra: frozenset[str] = frozenset()) -> bool:
+    """Whether a client's header named ``lower`` (lower case) may reach upstream: standard, or in ``extra``."""
+    # SECURITY: a name with "_" never passes, whatever the config: CGI, WSGI and PHP read it as "-", so
+    # "Transfer_Encoding" would frame the body and "X_Portal_User_Id" claim an identity (nginx's
+    # underscores_in_headers off). The gateway's own prefixes are its alone.
+    if "_" in lower or lower.startswith(GATEWAY_PREFIXES):
+        return False
+    return lower in STANDARD_REQUEST_HEADERS or lower in extra or lower.startswith(_STANDARD_PREFIXES)
+
+
 def upstream_request_headers(
     headers: CIMultiDictProxy[str],
     *,
     cookie: str | None,
     fwd: Forwarding,
     identity: Mapping[str, str] | None = None,
-) -> CIMultiDict[str]:
-    """The headers to send upstream: no hop-by-hop, no client Host, forwarding or identity claims;
-    the filtered Cookie; the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*."""
-    drop = _hop_by_hop(headers, _NOT_FORWARDED)
-    out = CIMultiDict(
-        [(key, value) for key, value in headers.items() if (lower := key.lower()) not in drop and not _is_claim(lower)]
-    )
+    extra: frozenset[str] = frozenset(),
+) -> UpstreamHeaders:
+    """The headers to send upstream: the client's that :func:`passes` admits (no hop-by-hop), the filtered
+    Cookie, the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*; and what was dropped."""
+    hop = _hop_by_hop(headers)
+    out: CIMultiDict[str] = CIMultiDict()
+    dropped: dict[str, None] = {}  # an ordered set
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower in _REPLACED:
+            continue
+        # A name the client's Connection lists is hop-by-hop: never forwarded, but audited when unusual.
+        if lower not in hop and passes(lower, extra):
+            out.add(key, value)
+        else:
+            dropped[lower] = None
     out.update(identity or {})
     if cookie:
         out["Cookie"] = cookie
     out["X-Forwarded-For"] = fwd.forwarded_for
     out["X-Forwarded-Proto"] = fwd.proto
     out["X-Forwarded-Host"] = fwd.host
-    return out
+    return UpstreamHeaders(out, tuple(dropped))
 
 
 FORWARDING = web.RequestKey("forwarding", Forwarding)

@@ -1,53 +1,103 @@
 """Request paths: refuse the ones servers read differently, and decide access on the broadest reading.
 
-The path is forwarded upstream as the client sent it, so the gateway must
-never decide on one reading while the upstream acts on another. Targets that
-no browser sends and that servers disagree on (dot segments, backslashes,
-NUL and control characters, double encoding, a raw ``#``, and by default
-encoded slashes) are refused with a 400. For the rest, the access decision is
-taken on :func:`~gateway.namespace.decision_path`, which folds everything a lenient upstream
-might ignore (case, ``;`` parameters, trailing dots, doubled slashes): any
-path that some upstream could read as a portal path is decided as one.
+The path is forwarded upstream as the client sent it (``raw_path``, not
+re-encoded), so the gateway must never decide on one reading while the
+upstream acts on another. The decision is taken on a canonical form: the raw
+path decoded once, strictly. A path without one (not UTF-8 after that decode,
+still holding ``%``, decoding to ``?``, ``#`` or a control character) is
+refused with a 400, and so are targets that no browser sends and that servers
+disagree on (dot segments, backslashes, a raw ``#``, and by default encoded
+slashes), and a path whose lenient reading (NFKC, case folded, look-alike
+slashes) falls in a guarded namespace that its canonical form does not name
+as it. For the rest, the access decision is taken on
+:func:`~gateway.namespace.decision_path`, which folds everything a lenient
+upstream might ignore (case, ``;`` parameters, trailing dots, doubled
+slashes): any path that some upstream could read as a portal path is decided
+as one.
 """
 
 from __future__ import annotations
 
 import posixpath
 import re
-from urllib.parse import unquote
+import unicodedata
+from collections.abc import Callable
+from urllib.parse import unquote, unquote_to_bytes
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest
-from gateway.namespace import RESERVED_PREFIXES, decision_path
+from gateway.namespace import NAMESPACES, RESERVED_PREFIXES, decision_path
 
-__all__ = ["decision_path", "path_middleware", "reserved", "target_problem"]
+__all__ = ["canonical", "decision_path", "path_middleware", "reserved", "target_problem"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENCODED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
-_DOUBLE_ENCODED = re.compile(r"%25[0-9a-f]{2}", re.IGNORECASE)
-_DOTS_ONLY = re.compile(r"\.+")
+# "0x2e" is how a few decoders (and the traversal corpora) spell a dot.
+_SEPARATORS = re.compile(r"[/\\]")
+_DOTS_ONLY = re.compile(r"(?:\.|0x2e)+", re.IGNORECASE)
+# Slashes that NFKC keeps but that best-fit code pages and some path APIs read as "/" or "\".
+_SLASH_LOOKALIKES = str.maketrans(dict.fromkeys("\u2215\u2044\u29f8\u2571\u29f5\u2216\u29f9\u2572", "/"))
 
 
-def target_problem(raw_target: str, *, allow_encoded_slashes: bool) -> str | None:
-    """Why a raw request target (path and query, as sent) is refused, or None when it has one reading."""
+def canonical(raw_path: str) -> str | None:
+    """The raw path decoded once, strictly: None when it is not UTF-8 after that decode."""
+    if "%" not in raw_path and raw_path.isascii():
+        return raw_path  # the common case, at a tenth of the cost
+    try:
+        return unquote_to_bytes(raw_path).decode("utf-8")  # str in: encoded as UTF-8 first, raising on surrogates
+    except UnicodeError:
+        return None
+
+
+def _lenient(path: str) -> str:
+    """``path`` as the most lenient reader may take it: NFKC, compared without case (upper-cased first, so
+    that dotless i (U+0131) and long s (U+017F) meet "i" and "s"), look-alike slashes as "/"."""
+    upper = unicodedata.normalize("NFKC", path).upper()
+    return unicodedata.normalize("NFKC", upper).casefold().translate(_SLASH_LOOKALIKES)
+
+
+def target_problem(raw_target: str, *, allow_encoded_slashes: bool, guarded: Callable[[str], str | None]) -> str | None:
+    """Why a raw request target (path and query, as sent) is refused, or None when it has one reading.
+
+    ``guarded(path)`` names the namespace the gateway guards (the portal, the APIs) that a decoded path
+    lies in, if any: a path whose lenient reading lies in a guarded namespace that it does not lie in
+    itself is refused.
+    """
     raw_path, _, _ = raw_target.partition("?")
-    decoded = unquote(raw_path)
     # SECURITY: each of these has bypassed a proxy's path rules in some upstream (CVE-class: path confusion).
     if "#" in raw_target:
         return "A request target has no fragment (#)."
     if "\\" in raw_path:
         return "Backslashes are not accepted in paths."
+    decoded = canonical(raw_path)
+    if decoded is None:
+        return "A path must be UTF-8 once percent-decoded (no overlong or stray bytes)."
+    # A "%" left after one decode is a second encoding (%252e, %%32%65, %u002e) that some reader decodes again.
+    if "%" in decoded:
+        return "A path still holding % once decoded (double or %u encoding) is not accepted."
+    if "?" in decoded or "#" in decoded:
+        return "An encoded ? or # is not accepted in paths."
     if _CONTROL.search(decoded):
         return "NUL and control characters are not accepted in paths."
-    if _DOUBLE_ENCODED.search(raw_path):
-        return "Doubly percent-encoded paths are not accepted."
     if not allow_encoded_slashes and _ENCODED_SLASH.search(raw_path):
         return "Encoded slashes are not accepted in paths."
-    # ".." hides behind ";" (Tomcat's "..;") and trailing dots ("..." on Windows) too.
-    if any(_DOTS_ONLY.fullmatch(segment.split(";")[0]) for segment in decoded.split("/")):
+    ascii_only = decoded.isascii()
+    lenient = decoded if ascii_only else _lenient(decoded)
+    # ".." hides behind ";" (Tomcat's "..;"), trailing dots ("..." on Windows) and full-width dots too.
+    if any(_DOTS_ONLY.fullmatch(segment.split(";")[0]) for segment in _SEPARATORS.split(lenient)):
         return "Dot segments (. and ..) are not accepted in paths."
+    if ascii_only:
+        return None
+    # SECURITY: "/%EF%BD%94ickets" (full-width t) or "/t%C4%B1ckets" (dotless i) is not the portal to the
+    # access stage, but it is to an upstream that normalizes Unicode: look-alikes of a guarded namespace
+    # are refused outright.
+    if "\\" in lenient or "%" in lenient:
+        return "Look-alikes of / \\ or % are not accepted in paths."
+    namespace = guarded(lenient)
+    if namespace is not None and namespace != guarded(decoded):
+        return "Look-alikes of the portal's or the API's paths are not accepted."
     return None
 
 
@@ -73,7 +123,9 @@ def path_middleware(allow_encoded_slashes: bool) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        problem = target_problem(request.raw_path, allow_encoded_slashes=allow_encoded_slashes)
+        problem = target_problem(
+            request.raw_path, allow_encoded_slashes=allow_encoded_slashes, guarded=request.app[NAMESPACES].guarded
+        )
         if problem is not None:
             raise BadRequest(problem)
         return await handler(request)

@@ -64,6 +64,13 @@ class CookieNames:
 
 
 @dataclass
+class HeaderNames:
+    """The names (never values) of the client's request headers that the positive model kept from upstream."""
+
+    dropped: tuple[str, ...] = ()
+
+
+@dataclass
 class IdentityResult:
     """How the visitor was identified, or why not."""
 
@@ -140,6 +147,36 @@ class AdminChange:
 
 
 @dataclass
+class WebhookResult:
+    """What became of an Intercom webhook delivery: its topic and ids, never its body or signature."""
+
+    result: Literal["accepted", "unsigned", "bad_signature", "oversized", "replayed", "malformed", "off", "busy"]
+    topic: str | None = None
+    notification_id: str | None = None
+    item: str | None = None
+    """The item's type and Intercom id, as ``ticket/123``."""
+
+    def to_record(self) -> dict[str, Any]:
+        """What ``dataclasses.asdict`` would give, for :meth:`AuditEntry.to_record`."""
+        return {"result": self.result, "topic": self.topic, "notification_id": self.notification_id, "item": self.item}
+
+
+@dataclass
+class StreamResult:
+    """One event stream, recorded once when it ends: not a record per event."""
+
+    opened: str
+    """When it opened (ISO 8601); the record's ``ts`` is when it ended."""
+    scope: str
+    resumed: bool = False
+    """Whether the page resumed an earlier stream (``Last-Event-ID``)."""
+    events: int = 0
+    """Events sent (heartbeats not counted)."""
+    ended: str = "client_gone"
+    """Why it ended: client_gone, expired (the token), revoked (access), shutdown, or error."""
+
+
+@dataclass
 class AuditEntry:
     """The audit record of one request, filled in as it crosses the pipeline."""
 
@@ -152,11 +189,14 @@ class AuditEntry:
     duration_ms: float | None = None
     aborted: bool = False
     cookies: CookieNames = field(default_factory=CookieNames)
+    headers: HeaderNames = field(default_factory=HeaderNames)
     identity: IdentityResult = field(default_factory=IdentityResult)
     access: AccessResult = field(default_factory=AccessResult)
     upstream: UpstreamResult = field(default_factory=UpstreamResult)
     company_policy: CompanyPolicyResult | None = None
     admin_change: AdminChange | None = None
+    webhook: WebhookResult | None = None
+    stream: StreamResult | None = None
 
     def to_record(self, ts: float) -> dict[str, Any]:
         """The JSON object written to the log."""
@@ -172,11 +212,14 @@ class AuditEntry:
             "duration_ms": self.duration_ms,
             "aborted": self.aborted,
             "cookies": dict(vars(self.cookies)),
+            "headers": dict(vars(self.headers)),
             "identity": dict(vars(self.identity)),
             "access": dict(vars(self.access)),
             "upstream": dict(vars(self.upstream)),
             "company_policy": None if self.company_policy is None else self.company_policy.to_record(),
             "admin_change": None if self.admin_change is None else self.admin_change.to_record(),
+            "webhook": None if self.webhook is None else self.webhook.to_record(),
+            "stream": None if self.stream is None else dict(vars(self.stream)),
         }
 
 

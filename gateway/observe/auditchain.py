@@ -11,6 +11,8 @@ without the key can forge, so a rewritten chain cannot pass for the gateway's.
 
 What no chain can show: lines cut from the end of the newest file after the gateway last wrote (nothing
 follows them to name them); ``audit verify`` prints each chain's head so that heads can be kept elsewhere.
+A live log may end in a record still being written (no newline yet, not yet JSON): that line is reported as
+unfinished and left unchecked, as a cut line would be, never as a change.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ class _Entry:
     prev: str = ""
     reopened: bool = False
     error: str | None = None
+    unfinished: bool = False
 
 
 @dataclass
@@ -158,6 +161,8 @@ class Verification:
     lines: int = 0
     chains: dict[str, ChainHead] = field(default_factory=dict)
     failure: Break | None = None
+    unfinished: Location | None = None
+    """The newest file's last line, when the writer was still writing it: not a record yet, so not checked."""
 
     @property
     def ok(self) -> bool:
@@ -190,11 +195,27 @@ def _parse(where: Location, raw: bytes, key: bytes | None) -> _Entry:
 
 
 def _entries(files: Sequence[tuple[str, Iterable[bytes]]], key: bytes | None) -> Iterator[_Entry]:
-    for name, lines in files:
+    for index, (name, lines) in enumerate(files):
+        newest = index == len(files) - 1
         for number, raw in enumerate(lines, 1):
             where = Location(name, number)
             # The writer never writes an empty line: one is an inserted line, or what is left of a changed one.
-            yield _parse(where, raw, key) if raw.strip() else _Entry(where, "", error="an empty line: inserted")
+            entry = _parse(where, raw, key) if raw.strip() else _Entry(where, "", error="an empty line: inserted")
+            # A line without its newline is the newest file's last (only there can a read stop short); the writer
+            # is midway through it when it is no JSON yet. A whole record lacking its newline is checked as any.
+            if newest and entry.error is not None and not raw.endswith(b"\n") and _torn(raw):
+                yield _Entry(where, "", unfinished=True)
+            else:
+                yield entry
+
+
+def _torn(raw: bytes) -> bool:
+    """Whether ``raw`` cannot be read as JSON: the first part of a record still being written."""
+    try:
+        json.loads(raw)
+    except ValueError:
+        return True
+    return False
 
 
 def verify(files: Sequence[tuple[str, Iterable[bytes]]], key: bytes | None = None) -> Verification:
@@ -203,6 +224,9 @@ def verify(files: Sequence[tuple[str, Iterable[bytes]]], key: bytes | None = Non
     seen: set[str] = {GENESIS}
     entries = _entries(files, key)
     for entry in entries:
+        if entry.unfinished:
+            result.unfinished = entry.where
+            continue
         result.lines += 1
         if entry.error is not None:
             result.failure = Break((entry.where,), entry.error)

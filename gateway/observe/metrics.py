@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
 
@@ -61,6 +61,12 @@ class Metrics:
             ["name"],
             registry=self.registry,
         )
+        self.headers_dropped = Counter(
+            "gateway_request_headers_dropped",
+            "Client request headers not forwarded upstream, by reason (underscore, not_allowed).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.upstream_errors = Counter(
             "gateway_upstream_errors", "Upstream failures, by kind.", ["kind"], registry=self.registry
         )
@@ -75,6 +81,33 @@ class Metrics:
             "Messenger calls by what the prevent-company-update policy did (pass, strip, reject, invalid).",
             ["action"],
             registry=self.registry,
+        )
+        self.intercom_synced = Counter(
+            "gateway_intercom_synced", "Items written from Intercom, by kind.", ["kind"], registry=self.registry
+        )
+        self.intercom_calls = Counter(
+            "gateway_intercom_calls",
+            "Intercom REST API calls, by status (or error, timeout).",
+            ["status"],
+            registry=self.registry,
+        )
+        self.intercom_syncs = Counter(
+            "gateway_intercom_syncs",
+            "Intercom syncs, by outcome (ok, unauthorized, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.intercom_last_sync = Gauge(
+            "gateway_intercom_last_sync_timestamp_seconds",
+            "When the last Intercom sync succeeded (Unix time).",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
+        self.intercom_lag = Gauge(
+            "gateway_intercom_sync_lag_seconds",
+            "How far the store trails Intercom: the last sync's end less the newest ticket update it read.",
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self._cookie_labels: set[str] = set()
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}

@@ -257,6 +257,7 @@ def verification_json(result: Verification) -> dict[str, Any]:
     return {
         "ok": result.ok,
         "lines": result.lines,
+        "unfinished": None if result.unfinished is None else str(result.unfinished),
         "failure": None
         if failure is None
         else {
@@ -285,6 +286,8 @@ def render_verification(result: Verification) -> str:
     """What ``audit verify`` prints: the verdict, then each chain's extent and head (to keep elsewhere)."""
     if result.failure is None:
         lines = [f"ok: {result.lines} lines, {len(result.chains)} chains, every line in place"]
+        if result.unfinished is not None:
+            lines.append(f"  {result.unfinished}: still being written (no newline yet), not checked")
     else:
         lines = [f"FAILED at {result.failure}"]
         if len(result.failure.suspects) > 1:

@@ -2,7 +2,8 @@
 
 ``portal-gateway probe https://help.example.com`` sends both Intercom cookies with random values and
 decoys (fixed names, among them look-alikes of the Intercom names, which are what a sloppy rule in front
-mishandles, each with a random value) to ``GET /_gateway/probe``. The gateway answers, signed with the admin
+mishandles, each with a random value) to ``GET /_gateway/probe``, authorized by a proof of the admin token
+(:func:`probe_authorization`: the token itself never crosses the CDN). The gateway answers, signed with the admin
 token, what it received and what its own cookie policy (``cookies.py``) would send upstream: :func:`answer`. Values
 never travel back: each one is named by an HMAC keyed with the request's nonce, which the CLI
 recomputes from the values it sent. The ``check_*`` functions judge what came back, one
@@ -19,6 +20,7 @@ import re
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,6 +40,9 @@ from gateway.proxy.forward import Upstream
 from gateway.run.tls import CertificateInfo, peer_certificate
 
 SIGNATURE_HEADER = "X-Probe-Signature"
+PROOF_SCHEME = "Probe"
+PROOF_WINDOW = 300  # seconds a probe's proof is good for, either way (clocks of the CLI's host and the gateway's)
+_PROOF = re.compile(r"t=(?P<t>[0-9]{1,12}),proof=(?P<proof>[0-9a-f]{64})")
 NONCE = re.compile(r"^[0-9a-f]{32}$")
 _MAX_AGE = re.compile(r"(?:^|;)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 TIMEOUT = 10.0
@@ -46,6 +51,33 @@ TIMEOUT = 10.0
 def digest(nonce: str, value: str) -> str:
     """How the answer names a cookie value: HMAC-SHA256 keyed with the nonce, so no value travels back."""
     return hmac.new(nonce.encode(), value.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def _proof(token: bytes, nonce: str, at: int) -> str:
+    return hmac.new(token, f"portal-gateway probe {nonce} {at}".encode(), hashlib.sha256).hexdigest()
+
+
+def probe_authorization(token: bytes, nonce: str, now: float) -> str:
+    """The probe's ``Authorization`` value: the time and an HMAC with the admin token of the nonce and time.
+
+    SECURITY: what sits in front (a CDN, its logs) sees a proof good for this nonce and a few minutes, never the
+    admin token, which would open the admin API.
+    """
+    at = int(now)
+    return f"{PROOF_SCHEME} t={at},proof={_proof(token, nonce, at)}"
+
+
+def probe_authorization_problem(header: str, token: bytes, nonce: str, now: float) -> str | None:
+    """Why ``header`` does not authorize a probe of ``nonce`` now (None: it does), in a word for the audit."""
+    scheme, _, rest = header.partition(" ")
+    match = _PROOF.fullmatch(rest.strip())
+    if scheme.lower() != PROOF_SCHEME.lower() or match is None:
+        return "missing" if not header else "bad_token"
+    at = int(match["t"])
+    # SECURITY: constant-time; a proof seen in transit opens nothing after the window, and no other nonce.
+    if not hmac.compare_digest(match["proof"], _proof(token, nonce, at)):
+        return "bad_token"
+    return None if abs(now - at) <= PROOF_WINDOW else "stale"
 
 
 def sign(token: bytes, body: bytes) -> str:
@@ -443,7 +475,7 @@ async def observe(target: Target, token: bytes, canaries: Canaries) -> Observed:
         connector=connector, timeout=timeout, cookie_jar=aiohttp.DummyCookieJar()
     ) as session:
         url = target.url.with_path(PROBE_PATH).with_query(nonce=canaries.nonce)
-        headers = {"Authorization": f"Bearer {token.decode('utf-8', 'surrogateescape')}"}
+        headers = {"Authorization": probe_authorization(token, canaries.nonce, time.time())}
         try:
             async with session.get(url, headers={**headers, "Cookie": canaries.cookie_header()}) as response:
                 seen.status, seen.body = response.status, await response.read()

@@ -199,6 +199,13 @@ def _explain(reason: str, header: Any, claims: Any, config: JWTConfig, jwks: JWK
         )
     if reason == "missing_user_id":
         return "no user_id: sign the user's user_id, not the email"
+    if reason == "wrong_audience":
+        wanted = ", ".join(sorted(config.audience))
+        if not wanted:
+            return f"aud {claims.get('aud')!r}, but identity.jwt.audience is empty: leave aud out, or list it there"
+        if "aud" not in claims:
+            return f"no aud: identity.jwt.audience requires one of {wanted}"
+        return f"aud {claims['aud']!r} names none of identity.jwt.audience ({wanted}): a token minted for elsewhere"
     if reason == "bad_signature":
         if alg == _HMAC_ALG:
             return (
@@ -233,8 +240,6 @@ def _malformed(header: Mapping[str, Any], claims: Mapping[str, Any], config: JWT
         return f"{', '.join(bad)} must be a number of seconds since 1970 (a NumericDate), not a string or date"
     if "exp" not in claims and config.require_exp:
         return "no exp: sign an expiry (identity.jwt.require_exp is on)"
-    if "aud" in claims:
-        return "an aud claim, which the gateway does not check for: leave aud out"
     return "the gateway cannot read this token"
 
 
@@ -245,10 +250,7 @@ def inspect_token(token: str, config: JWTConfig, now: float, jwks: JWKSKeys | No
     header, claims = (_segment(parts[0]), _segment(parts[1])) if len(parts) == 3 else (None, None)
     secrets = [secret.get_secret_value() for secret in config.secrets]
     # SECURITY: the verdict is the gateway's own verifier's, never a second opinion that could differ.
-    verifier = JWTVerifier(
-        secrets, leeway=config.leeway_seconds, require_exp=config.require_exp, jwks=jwks, cache_size=0
-    )
-    verdict = verifier.verify(token, now)
+    verdict = JWTVerifier.from_config(config, jwks, cache_size=0).verify(token, now)
     key = _signing_key(token, header, secrets, jwks) if len(parts) == 3 else None
     times = _times(claims, now)
     if isinstance(verdict, Identity):

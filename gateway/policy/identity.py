@@ -2,7 +2,8 @@
 
 Pure and synchronous but for :meth:`JWKSKeys.refresh`; the clock (``now``, unix seconds) and keys are passed in.
 A JWT is judged in order: shape (malformed), algorithm and key (alg_not_allowed, unknown_kid), signature with
-every secret or the kid's key (bad_signature), exp (expired), nbf/iat (not_yet_valid), user_id (missing_user_id).
+every secret or the kid's key (bad_signature), aud (wrong_audience), exp (expired), nbf/iat (not_yet_valid),
+user_id (missing_user_id).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import re
 import warnings
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
@@ -40,6 +41,7 @@ Reason = Literal[
     "not_yet_valid",
     "malformed",
     "unknown_kid",
+    "wrong_audience",
 ]
 Method = Literal["jwt", "hmac"]
 
@@ -110,6 +112,7 @@ class JWTVerifier:
         leeway: int,
         require_exp: bool,
         jwks: JWKSKeys | None = None,
+        audience: Iterable[str] = (),
         cache_size: int = 10_000,
     ) -> None:
         hs256 = HMACAlgorithm(HMACAlgorithm.SHA256)
@@ -122,18 +125,27 @@ class JWTVerifier:
                 log.warning("JWT secret #%d: %s", number, short)
         self._secrets, self._leeway, self._require_exp = tuple(secrets), float(leeway), require_exp
         self.jwks = jwks
+        # SECURITY: with none configured, PyJWT refuses any token that names an audience (RFC 7519 §4.1.3);
+        # with some, a token must name one of them, so a token minted for another service is no key here.
+        self._audience = sorted(audience) or None
         self._now = 0.0
         # SECURITY: keyed by sha256(token), never the token; timed by the injected `now`; each hit re-checked below.
         self.cache: TTLCache[bytes, _Entry] = TTLCache(cache_size, _CACHE_TTL, timer=lambda: self._now)
         self.hits = self.misses = 0
 
     @classmethod
-    def from_config(cls, config: JWTConfig, jwks: JWKSKeys | None = None) -> JWTVerifier:
+    def from_config(cls, config: JWTConfig, jwks: JWKSKeys | None = None, *, cache_size: int = 10_000) -> JWTVerifier:
         """The verifier of ``identity.jwt``; without ``jwks``, one for ``jwks_url`` (the caller refreshes it)."""
         if jwks is None and config.jwks_url is not None:
             jwks = JWKSKeys(config.jwks_url)
-        secrets = [secret.get_secret_value() for secret in config.secrets]
-        return cls(secrets, leeway=config.leeway_seconds, require_exp=config.require_exp, jwks=jwks)
+        return cls(
+            [secret.get_secret_value() for secret in config.secrets],
+            leeway=config.leeway_seconds,
+            require_exp=config.require_exp,
+            jwks=jwks,
+            audience=config.audience,
+            cache_size=cache_size,
+        )
 
     def verify(self, token: str, now: float) -> Identity | Rejection:
         """The identity a token proves at ``now``, or why it proves none."""
@@ -181,10 +193,14 @@ class JWTVerifier:
             warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # short secrets: logged once, at start
             for candidate in candidates:
                 try:
-                    payload = jwt.decode(token, candidate, algorithms=[alg], options=_DECODE_OPTIONS)
+                    payload = jwt.decode(
+                        token, candidate, algorithms=[alg], options=_DECODE_OPTIONS, audience=self._audience
+                    )
                 except jwt.InvalidSignatureError:
                     continue
-                except jwt.InvalidTokenError:  # SECURITY: signed but payload not an object, or `aud` (none is ours)
+                except (jwt.InvalidAudienceError, jwt.MissingRequiredClaimError):  # `aud` is the one required claim
+                    return Rejection("jwt", "wrong_audience")
+                except jwt.InvalidTokenError:  # SECURITY: signed, but the payload is not an object
                     return Rejection("jwt", "malformed")
                 return self._claims(payload, now)
         return Rejection("jwt", "bad_signature")

@@ -45,6 +45,8 @@ class Upstream:
     base: URL
     origin: Origin
     allowed_cookies: frozenset[str]
+    pass_headers: frozenset[str]
+    """Request headers it may receive beyond the standard ones (``upstream.pass_headers``)."""
     custom_domain: str
     cookie_domain: str
     timeouts: Timeouts
@@ -57,6 +59,7 @@ class Upstream:
             base=base,
             origin=Origin.of(base),
             allowed_cookies=config.allowed_cookies,
+            pass_headers=config.upstream.pass_headers,
             custom_domain=config.domain,
             cookie_domain=config.cookie_domain,
             timeouts=Timeouts(
@@ -153,9 +156,11 @@ async def forward(
     entry = request[AUDIT_ENTRY]
     cookies = filter_cookies(request.headers.getall("Cookie", ()), upstream.allowed_cookies)
     entry.cookies.forwarded, entry.cookies.stripped = cookies.forwarded, cookies.stripped  # received: the audit's
-    headers = upstream_request_headers(
-        request.headers, cookie=cookies.header, fwd=request[FORWARDING], identity=identity
+    outgoing = upstream_request_headers(
+        request.headers, cookie=cookies.header, fwd=request[FORWARDING], identity=identity, extra=upstream.pass_headers
     )
+    headers, entry.headers.dropped = outgoing.headers, outgoing.dropped
+    _count_dropped(request, outgoing.dropped)
     url = upstream.url_for(request.raw_path if query is None else request.rel_url.raw_path + _query(query))
     entry.upstream.url = str(url.with_query(None).with_fragment(None))
     if _is_websocket(request):
@@ -172,6 +177,18 @@ async def forward(
     with response:
         entry.upstream.status = response.status
         return await _stream_back(request, response, upstream, entry)
+
+
+def _count_dropped(request: web.Request, dropped: tuple[str, ...]) -> None:
+    """Count the dropped header names by reason: a name's own reason, never the name (clients invent those)."""
+    if not dropped:
+        return
+    metrics = request.app[METRICS]
+    underscored = sum("_" in name for name in dropped)
+    if underscored:
+        metrics.child(metrics.headers_dropped, "underscore").inc(underscored)
+    if underscored < len(dropped):
+        metrics.child(metrics.headers_dropped, "not_allowed").inc(len(dropped) - underscored)
 
 
 def _query(query: str) -> str:

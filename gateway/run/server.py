@@ -57,8 +57,8 @@ async def _https_runner(
 
 
 async def _redirect_runner(config: GatewayConfig, https_port: int) -> web.AppRunner:
-    """The HTTP redirect app's runner, set up but not listening."""
-    app = create_redirect_app(config.domain, https_port)
+    """The HTTP redirect app's runner, set up but not listening: to the public HTTPS port, else ``https_port``."""
+    app = create_redirect_app(config.domain, config.listen.public_https_port or https_port)
     app.on_response_prepare.append(server_header)
     return await _set_up(web.AppRunner(app))
 

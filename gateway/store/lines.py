@@ -17,6 +17,7 @@ class CompanyLine(_Line):
     """A company, upserted by ``company_id``."""
 
     kind: Literal["company"]
+    remote_id: str | None = Field(default=None, min_length=1, description="Intercom's id for it (the connector's)")
     company_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     plan: str | None = None
@@ -29,6 +30,7 @@ class ContactLine(_Line):
     """A contact, upserted by ``user_id``; ``companies`` replaces their memberships."""
 
     kind: Literal["contact"]
+    remote_id: str | None = Field(default=None, min_length=1, description="Intercom's id for them (the connector's)")
     user_id: str = Field(min_length=1)
     email: str | None = None
     name: str | None = None
@@ -59,6 +61,8 @@ class TicketLine(_Line):
     """A ticket with its conversation."""
 
     kind: Literal["ticket"]
+    remote_id: str | None = Field(default=None, min_length=1, description="Intercom's id for it (the connector's)")
+    conversation: str | None = Field(default=None, min_length=1, description="Intercom's id of its linked conversation")
     ticket_id: str = Field(pattern=TICKET_ID_PATTERN)
     type: str = Field(min_length=1)
     state: str = Field(min_length=1)

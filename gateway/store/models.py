@@ -155,6 +155,39 @@ class TicketFilter:
     own_only: bool
 
 
+ChangeKind = Literal["created", "updated", "state", "reply", "access"]
+"""What a change did: raised a ticket, changed its fields, moved its state, added a public reply; or ("access")
+changed a contact's memberships or attributes, or a company's (then for everyone), which may change who sees what."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One entry of the change feed: which ticket (or, for access, which contact) and what happened, no text."""
+
+    id: int
+    """Monotonic: a later commit's changes have greater ids."""
+    kind: ChangeKind
+    ticket_id: str | None = None
+    """The customer-facing ticket id, for every kind but access."""
+    contact_id: int | None = None
+    """For access: the contact whose access to check again; None means every contact's."""
+
+
+@dataclass(frozen=True)
+class ChangeBatch:
+    """Changes after a reader's cursor, oldest first, with what the reader needs to tell whether it missed some."""
+
+    changes: tuple[Change, ...]
+    latest: int
+    """The newest change id recorded (0 before the first)."""
+    dropped_through: int
+    """The newest change id no longer retained (0 when none was dropped): resuming from below it misses changes."""
+
+    def missed(self, after: int) -> bool:
+        """Whether a reader whose last change was ``after`` has missed changes the store no longer holds."""
+        return after < self.dropped_through
+
+
 @dataclass(frozen=True)
 class TicketQuery:
     """What the visitor asked the list for: filters, sort and page (visibility comes separately)."""

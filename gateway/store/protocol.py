@@ -26,6 +26,7 @@ from gateway.store.models import (
     AdminContact,
     AdminTicketDetail,
     AdminTicketPage,
+    ChangeBatch,
     Contact,
     TicketDetail,
     TicketFilter,
@@ -35,6 +36,8 @@ from gateway.store.models import (
     TicketType,
 )
 
+RemoteKind = Literal["company", "contact", "ticket"]
+"""The records the Intercom connector mirrors, each named by Intercom's id for it (``remote_id``)."""
 ImportMode = Literal["each", "all", "check"]
 """How :meth:`Store.import_lines` commits: each line alone; all or none; or none at all (only the report)."""
 
@@ -77,6 +80,17 @@ class Store(Copyable, Protocol):
 
     async def tickets_space(self, visible: TicketFilter, query: TicketQuery) -> TicketPage:
         """One page of the visible tickets the filter's contact takes part in, most recently updated first."""
+
+    # --- the change feed: written in each write's own transaction, read by every worker's ChangeHub -------
+
+    async def changes_after(self, after: int, limit: int) -> ChangeBatch:
+        """Up to ``limit`` changes with ids above ``after``, oldest first, the newest id and the newest dropped one
+        (retention keeps ``store.change_retention`` changes); a change is never visible before its commit."""
+
+    async def changes_pending(self) -> bool:
+        """Whether something may have been committed (by anyone) since the last call, without waiting: a cheap
+        check a worker's watcher makes every ``store.change_poll`` seconds (SQLite's ``data_version``; a
+        LISTEN/NOTIFY backend answers whether a notification came). True when unsure: it costs one read."""
 
     # --- the admin API: every record, no visibility ------------------------------------------------------
 
@@ -138,6 +152,41 @@ class Store(Copyable, Protocol):
         """Write the lines in one transaction unless the store holds a contact; whether it did; LineError if
         a line is refused (then nothing is written)."""
 
+    # --- the Intercom connector: the store as a mirror of the workspace ------------------------------------
+
+    async def mirror(self, lines: Sequence[Line]) -> None:
+        """Write the lines as Intercom holds them, in one transaction (LineError: none written): records found by
+        ``remote_id`` first, else by their own id; a ticket's fields, parts and participants replaced by the
+        line's, its company its creator's only one (none with several); a contact's tickets follow their
+        memberships."""
+
+    async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
+        """Delete what Intercom deleted: a ticket with its conversation; a contact with their memberships and
+        tickets (their replies kept, unsigned); a company with its memberships (its tickets keep no company).
+        Whether there was such a record."""
+
+    async def remote_ids(self, kind: RemoteKind) -> set[str]:
+        """The Intercom ids of every mirrored record of that kind (a full sync forgets those Intercom lacks)."""
+
+    async def remote_id(self, kind: RemoteKind, key: str) -> str | None:
+        """Intercom's id of the record with this id of the store's (``company_id``, ``user_id``, ``ticket_id``)."""
+
+    async def remote_conversation(self, ticket_id: str) -> str | None:
+        """Intercom's id of the ticket's linked conversation, None when it has none (or is no mirrored ticket)."""
+
+    async def sync_checkpoint(self, name: str) -> str | None:
+        """The checkpoint saved under ``name``, or None when there is none."""
+
+    async def save_sync_checkpoint(self, name: str, value: str) -> None:
+        """Save (replace) the checkpoint under ``name``."""
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl``; False while another holder's lease
+        has not expired."""
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it (no change otherwise)."""
+
 
 async def open_store(config: StoreConfig) -> Store:
     """Open (creating and migrating) the configured backend's store."""
@@ -146,14 +195,19 @@ async def open_store(config: StoreConfig) -> Store:
             # Imported here: each backend's driver loads only when it is the one configured.
             from gateway.store.sqlite import SQLiteStore
 
-            return await SQLiteStore.open(config.path, busy_timeout=config.busy_timeout)
+            return await SQLiteStore.open(
+                config.path, busy_timeout=config.busy_timeout, change_retention=config.change_retention
+            )
         case "postgres":
             from gateway.store.postgres import PostgresStore
 
             if config.dsn is None:  # the config refuses this already; kept for the type checker
                 raise StoreUnavailable("store.dsn is not set")
             return await PostgresStore.open(
-                config.dsn.get_secret_value(), pool_size=config.pool_size, statement_timeout=config.statement_timeout
+                config.dsn.get_secret_value(),
+                pool_size=config.pool_size,
+                statement_timeout=config.statement_timeout,
+                change_retention=config.change_retention,
             )
         case unknown:
             assert_never(unknown)

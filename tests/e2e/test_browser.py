@@ -170,8 +170,8 @@ class Flow:
         assert self.console_errors == [], f"{name} ({self.page.url}): console: {self.console_errors}"
 
     async def count(self) -> int:
-        """The total the list states ("N tickets ...")."""
-        text = (await self.page.get_by_role("status").inner_text()).strip()
+        """The total the list states ("N tickets ..."; the other status region is the live notice)."""
+        text = (await self.page.locator(".count").inner_text()).strip()
         match = COUNT.match(text)
         assert match, f"unexpected count line {text!r}"
         return int(match[1])
@@ -205,9 +205,9 @@ class Flow:
         await self.page.wait_for_url(re.compile(rf"[?&]q={re.escape(word)}(&|$)"))
 
 
-async def sign_in(gateway: Gateway, browser: Browser, viewport: ViewportSize) -> Page:
+async def sign_in(gateway: Gateway, browser: Browser, viewport: ViewportSize, *, javascript: bool = True) -> Page:
     """A fresh context with Ben's portal cookie, as the customer's web app would have set it."""
-    context = await browser.new_context(viewport=viewport, base_url=str(gateway.url))
+    context = await browser.new_context(viewport=viewport, base_url=str(gateway.url), java_script_enabled=javascript)
     context.set_default_timeout(TIMEOUT_MS)
     token = sign_token(SECRET, user_id=BEN_ID, now=time.time(), ttl=600, email=BEN_EMAIL, name=BEN)
     await context.add_cookies(
@@ -346,7 +346,9 @@ async def test_portal_flow_in_chromium(
     # Join: a POST with the CSRF token, back on the detail page as a participant.
     await join.click()
     await page.wait_for_url(re.compile(rf"{re.escape(portal_path)}/{ticket_id}\?joined=1$"))
-    await expect(page.get_by_role("status")).to_contain_text("You joined this conversation")
+    await expect(page.get_by_role("status").filter(has_text="You joined")).to_contain_text(
+        "You joined this conversation"
+    )
     await expect(page.get_by_role("link", name="Send us a message")).to_be_visible()
     await expect(page.get_by_role("button", name="Join conversation")).to_have_count(0)
     await flow.checkpoint("ticket-joined")

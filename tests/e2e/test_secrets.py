@@ -7,14 +7,28 @@ sure the error answers that are easiest to get wrong are actually produced.
 
 from __future__ import annotations
 
+import json
+import re
 import ssl
 import time
+from urllib.parse import urlencode
 
 import pytest
 from yarl import URL
 
 from gateway.policy.identity import sign_token
-from tests.conftest import CANARY, DOMAIN, SECRET, SESSION_COOKIE, Gateway, StartGateway, planted, raw_exchange
+from tests.conftest import (
+    CANARY,
+    DOMAIN,
+    SECRET,
+    SESSION_COOKIE,
+    WORKSPACE,
+    Gateway,
+    RecordingUpstream,
+    StartGateway,
+    planted,
+    raw_exchange,
+)
 
 HOST = f"Host: {DOMAIN}\r\n"
 MALFORMED = {
@@ -75,3 +89,32 @@ async def test_error_pages_audit_and_metrics_hold_no_planted_value(start_gateway
             assert planted(page + str(response.headers)) == [], (target, response.status)
             request_id = response.headers["X-Request-Id"]
         assert planted(str(await gateway.audit_for(request_id))) == []
+
+
+async def test_the_messengers_token_is_never_audited_nor_logged(
+    start_gateway: StartGateway, upstream: RecordingUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The token a ticket page signs for the Messenger: on the page (that is its place), never in the audit
+    records of the page or of the Messenger calls that carry it, a valid one or a tampered one (refused: 401)."""
+    gateway = await start_gateway(
+        store={"seed_demo": True},
+        portal={"access": {"rules": [{"attribute": "person.user_id", "op": "exists"}]}},
+        messenger={"upstream": str(upstream.url), "boot": {"enabled": True}},
+    )
+    cookie = f"portal-jwt={sign_token(SECRET, user_id='u-ben', now=time.time(), ttl=600)}"
+    async with gateway.client.get(gateway.url / "tickets/1014", headers={"Cookie": cookie}) as response:
+        page = await response.text()
+        page_id = response.headers["X-Request-Id"]
+    (token,) = re.findall(r'data-messenger-jwt="([^"]+)"', page)
+    tampered = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    seen = [page_id]
+    for sent, status in ((token, 200), (tampered, 401)):
+        body = urlencode({"app_id": WORKSPACE, "user_data": json.dumps({"intercom_user_jwt": sent})})
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        async with gateway.client.post(gateway.url / "messenger/web/ping", data=body, headers=headers) as response:
+            assert response.status == status
+            assert planted(await response.text()) == []
+            seen.append(response.headers["X-Request-Id"])
+    for request_id in seen:
+        assert planted(json.dumps(await gateway.audit_for(request_id))) == [], request_id
+    assert all(planted(record.getMessage()) == [] for record in caplog.records)

@@ -702,10 +702,16 @@ async def test_dev_login_refuses_cross_site_posts_and_unknown_people(start_gatew
     )
     assert cross.status == 403
     assert JWT_COOKIE not in cross.cookies
+    assert cross.heading == "This sign-in came from another site"
+    assert cross.links["Open the sign-in page"] == "/dev/login"
     for form in ({"user_id": "u-nobody", "return_to": "/tickets"}, {"return_to": "/tickets"}):
         unknown = await fetch(gateway, "/dev/login", method="POST", data=form)
         assert unknown.status == 400, form
         assert JWT_COOKIE not in unknown.cookies
+        assert unknown.heading == "There is no such person"
+        assert "No person in the store has that user id" in unknown.body
+        assert unknown.links["Open the sign-in page"] == "/dev/login"
+        assert "u-nobody" not in unknown.body, "the page does not echo what was sent"
 
 
 async def test_without_dev_login_the_path_is_proxied_like_any_other(

@@ -10,9 +10,13 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.edge.headers import (
+    GATEWAY_PREFIXES,
+    HOP_BY_HOP,
+    STANDARD_REQUEST_HEADERS,
     Forwarding,
     Network,
     forwarding,
+    passes,
     peer_in,
     upstream_request_headers,
     without_hop_by_hop,
@@ -184,7 +188,7 @@ def test_untrusted_peer_forwarded_for_is_exactly_the_peer(
     given_headers = headers(*sent)
     fwd = forwarding(str(peer), given_headers, host=HOST, trusted=TRUSTED)
     assert fwd == Forwarding(client_ip=str(peer), forwarded_for=str(peer), proto="https", host=HOST)
-    out = upstream_request_headers(given_headers, cookie=None, fwd=fwd)
+    out = upstream_request_headers(given_headers, cookie=None, fwd=fwd).headers
     assert out.getall("X-Forwarded-For") == [str(peer)]
     assert out.getall("X-Forwarded-Proto") == ["https"]
     assert out.getall("X-Forwarded-Host") == [HOST]
@@ -221,7 +225,7 @@ FWD = Forwarding(client_ip="203.0.113.5", forwarded_for="203.0.113.5", proto="ht
 
 
 def test_upstream_headers_with_filtered_cookie() -> None:
-    out = upstream_request_headers(CLIENT, cookie="intercom-session-ws1a2b3c=a", fwd=FWD)
+    out = upstream_request_headers(CLIENT, cookie="intercom-session-ws1a2b3c=a", fwd=FWD).headers
     assert sorted(out.items()) == sorted(
         [
             ("Accept", "text/html"),
@@ -239,7 +243,7 @@ def test_upstream_headers_with_filtered_cookie() -> None:
 
 @pytest.mark.parametrize("cookie", [None, ""])
 def test_upstream_headers_without_cookie(cookie: str | None) -> None:
-    out = upstream_request_headers(CLIENT, cookie=cookie, fwd=FWD)
+    out = upstream_request_headers(CLIENT, cookie=cookie, fwd=FWD).headers
     assert "Cookie" not in out
     assert "Host" not in out
     for name in ("Forwarded", "X-Real-IP", "Connection", "Keep-Alive", "X-Hop"):
@@ -249,7 +253,7 @@ def test_upstream_headers_without_cookie(cookie: str | None) -> None:
 
 def test_upstream_headers_carry_the_trusted_chain() -> None:
     fwd = forwarding("10.0.0.1", headers(("X-Forwarded-For", "198.51.100.7")), host=HOST, trusted=TRUSTED)
-    out = upstream_request_headers(headers(("X-Forwarded-For", "198.51.100.7")), cookie=None, fwd=fwd)
+    out = upstream_request_headers(headers(("X-Forwarded-For", "198.51.100.7")), cookie=None, fwd=fwd).headers
     assert out.getall("X-Forwarded-For") == ["198.51.100.7, 10.0.0.1"]
 
 
@@ -299,18 +303,15 @@ CLAIMS = headers(
 
 
 def test_client_identity_claims_never_reach_upstream() -> None:
-    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD)
+    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD).headers
     assert sorted(
         key for key in out if key.lower() not in ("x-forwarded-for", "x-forwarded-proto", "x-forwarded-host")
-    ) == [
-        "Accept",
-        "X-Portalish",
-    ]
+    ) == ["Accept"]
 
 
 def test_gateway_identity_replaces_client_claims() -> None:
     own = {"X-Portal-User-Id": "u-42", "X-Portal-Company-Ids": "c9"}
-    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD, identity=own)
+    out = upstream_request_headers(CLAIMS, cookie=None, fwd=FWD, identity=own).headers
     assert out.getall("X-Portal-User-Id") == ["u-42"]
     assert out.getall("X-Portal-Company-Ids") == ["c9"]
     assert "X_Portal_Company_Ids" not in out
@@ -340,7 +341,7 @@ SPOOFED_FORWARDING = headers(
 
 def test_client_forwarding_claims_in_any_spelling_never_reach_upstream() -> None:
     """Class 3, header spoofing: underscore and case variants of X-Forwarded-*, Forwarded and URL overrides."""
-    out = upstream_request_headers(SPOOFED_FORWARDING, cookie=None, fwd=FWD)
+    out = upstream_request_headers(SPOOFED_FORWARDING, cookie=None, fwd=FWD).headers
     assert sorted(out.items()) == sorted(
         [
             ("Accept", "text/html"),
@@ -355,9 +356,116 @@ def test_connection_cannot_name_away_the_gateways_own_headers() -> None:
     """Class 3, hop-by-hop abuse: ``Connection: X-Portal-User-Id, X-Forwarded-For`` removes nothing the gateway sets."""
     client = headers(("Connection", "close, X-Portal-User-Id, X-Forwarded-For, X-Forwarded-Host, Cookie"))
     own = {"X-Portal-User-Id": "u-42", "X-Portal-Company-Ids": "c9"}
-    out = upstream_request_headers(client, cookie="intercom-session-ws1a2b3c=a", fwd=FWD, identity=own)
+    out = upstream_request_headers(client, cookie="intercom-session-ws1a2b3c=a", fwd=FWD, identity=own).headers
     assert out.getall("X-Portal-User-Id") == ["u-42"]
     assert out.getall("X-Forwarded-For") == ["203.0.113.5"]
     assert out.getall("X-Forwarded-Host") == [HOST]
     assert out.getall("Cookie") == ["intercom-session-ws1a2b3c=a"]
     assert "Connection" not in out
+
+
+# --- the positive model (issue 20, classes 1 and 2) ---------------------------------------------
+
+# Names that servers behind a proxy have believed: identity (param-miner's list), forwarding, overrides,
+# framing; each is spelled by the strategy below in any case and with "_" for any "-".
+BELIEVED = (
+    "x-auth-user",
+    "iv-user",
+    "x-username",
+    "user-id",
+    "proxy-user",
+    "x-remote-user",
+    "x-portal-user-id",
+    "cf-connecting-ip",
+    "x-originating-ip",
+    "x-forward-for",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-http-path-override",
+    "x-http-method-override",
+    "x-original-url",
+    "transfer-encoding",
+    "content-length",
+)
+GATEWAYS_OWN = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"})
+TCHAR = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+.^_`|~-"
+
+
+@st.composite
+def spelled(draw: st.DrawFn, names: tuple[str, ...] = BELIEVED) -> str:
+    """One of ``names`` in any case, any of its "-" perhaps "_"."""
+    name = draw(st.sampled_from(names))
+    return "".join(
+        draw(st.sampled_from(["-", "_"])) if char == "-" else draw(st.sampled_from([char, char.upper()]))
+        for char in name
+    )
+
+
+ANY_NAME = st.text(alphabet=TCHAR, min_size=1, max_size=24)
+STANDARD_NAME = spelled(tuple(sorted(STANDARD_REQUEST_HEADERS)))
+VALUE = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=16)
+
+
+@given(
+    st.lists(st.tuples(st.one_of(spelled(), ANY_NAME, STANDARD_NAME), VALUE), max_size=24),
+    st.frozensets(st.one_of(ANY_NAME, spelled()).map(str.lower), max_size=4),
+)
+def test_only_standard_or_passed_names_reach_upstream_and_every_other_is_named(
+    items: list[tuple[str, str]], extra: frozenset[str]
+) -> None:
+    """Classes 1 and 2 property: whatever the client sends and whatever ``extra`` lists, a name reaches
+    upstream only when standard or listed, never with "_" nor under X-Portal-*/X-Forwarded-* (the gateway's
+    own); every other name is in ``dropped`` (names only), unless hop-by-hop or rewritten by the gateway."""
+    out = upstream_request_headers(headers(*items), cookie=None, fwd=FWD, extra=extra)
+    for name in out.headers:
+        lower = name.lower()
+        if lower in GATEWAYS_OWN:
+            continue
+        assert "_" not in lower, name
+        assert not lower.startswith(GATEWAY_PREFIXES), name
+        assert lower in STANDARD_REQUEST_HEADERS or lower in extra or lower.startswith(("sec-fetch-", "sec-ch-"))
+    forwarded = {name.lower() for name in out.headers}
+    for name, _ in items:
+        lower = name.lower()
+        assert lower in forwarded or lower in out.dropped or lower in HOP_BY_HOP | GATEWAYS_OWN | {"host", "cookie"}, (
+            name
+        )
+    assert set(out.dropped) <= {name.lower() for name, _ in items}
+    assert len(out.dropped) == len(set(out.dropped))
+
+
+@given(spelled())
+def test_no_config_lets_a_name_with_an_underscore_or_the_gateways_prefix_pass(name: str) -> None:
+    """Class 1 property: ``upstream.pass_headers`` can only add names; "_" and X-Portal-*/X-Forwarded-* never pass."""
+    lower = name.lower()
+    if "_" in lower or lower.startswith(GATEWAY_PREFIXES):
+        assert not passes(lower, frozenset({lower, lower.replace("_", "-")}))
+
+
+def test_passed_names_reach_upstream_and_the_rest_are_dropped_in_order() -> None:
+    """Class 2: ``extra`` extends the model; the dropped names come once each, lower case, as first sent."""
+    client = headers(
+        ("X-Auth-User", "admin"),
+        ("X-Tenant", "t1"),
+        ("Transfer_Encoding", "chunked"),
+        ("x-auth-user", "again"),
+        ("Accept", "text/html"),
+        ("Sec-Fetch-Mode", "navigate"),
+        ("X-Forwarded-Port", "80"),
+    )
+    out = upstream_request_headers(client, cookie=None, fwd=FWD, extra=frozenset({"x-tenant"}))
+    assert [name for name in out.headers if name.lower() not in GATEWAYS_OWN] == [
+        "X-Tenant",
+        "Accept",
+        "Sec-Fetch-Mode",
+    ]
+    assert out.dropped == ("x-auth-user", "transfer_encoding", "x-forwarded-port")
+
+
+def test_a_name_the_connection_header_lists_is_dropped_and_named() -> None:
+    """Hop-by-hop: ``Connection: Accept-Language`` makes even a standard header hop-by-hop; the audit says so."""
+    out = upstream_request_headers(
+        headers(("Connection", "Accept-Language"), ("Accept-Language", "en"), ("Keep-Alive", "5")), cookie=None, fwd=FWD
+    )
+    assert "Accept-Language" not in out.headers
+    assert out.dropped == ("accept-language",)

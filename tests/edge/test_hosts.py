@@ -89,13 +89,13 @@ async def test_loopback_names_are_served_in_dev_mode_only(
 
 async def test_health_probes_answer_whatever_the_host(gateway: Gateway, client_ssl: ssl.SSLContext) -> None:
     """Class 4 exemption, as the README's ``listen.allowed_hosts`` states it: probes address the pod or container
-    by IP, so /healthz and /readyz (which show nothing host-built) answer any well-formed Host; nothing else does,
-    and a missing or malformed Host is a 400 there too."""
+    by IP, so /healthz, /readyz and /metrics (which show nothing host-built) answer any well-formed Host; nothing
+    else does, and a missing or malformed Host is a 400 there too."""
     headers = CIMultiDict({"Host": "10.1.2.3:8443"})
-    for path in ("healthz", "readyz"):
+    for path in ("healthz", "readyz", "metrics"):
         async with gateway.client.get(gateway.url / path, headers=headers) as response:
             assert response.status == 200, path
-    for path in ("metrics", "healthz/", "", "tickets", "signin"):
+    for path in ("metrics/", "healthz/", "", "tickets", "signin"):
         async with gateway.client.get(gateway.url / path, headers=headers, allow_redirects=False) as response:
             assert response.status == 421, path
     async with gateway.client.get(gateway.url / "healthz", headers={"Host": "not a host"}) as response:

@@ -12,7 +12,7 @@ import ssl
 
 import pytest
 
-from tests.conftest import DOMAIN, Gateway, RecordingUpstream, raw_exchange
+from tests.conftest import DOMAIN, Gateway, RecordingUpstream, StartGateway, raw_exchange
 
 HIDDEN = b"GET /smuggled HTTP/1.1\r\nHost: " + DOMAIN.encode() + b"\r\n\r\n"
 HOST = b"Host: " + DOMAIN.encode() + b"\r\n"
@@ -95,3 +95,32 @@ async def test_a_well_framed_pipeline_is_served_in_order(
     answer = await raw_exchange(gateway, chunked + sized + last, client_ssl)
     assert answer.statuses == [200, 200, 200], answer.data[:600]
     assert [(r.path, r.body_size) for r in upstream.requests] == [("/front", 3), ("/second", 3), ("/third", 0)]
+
+
+UNDERSCORED = post(b"Transfer_Encoding: chunked\r\n", b"Content-Length: 5\r\n", body=CHUNKED_THEN_HIDDEN)
+
+
+async def test_an_underscore_name_is_dropped_by_default(
+    gateway: Gateway, upstream: RecordingUpstream, client_ssl: ssl.SSLContext
+) -> None:
+    """Issue 20, class 1: ``Transfer_Encoding`` beside Content-Length goes upstream as neither framing:
+    the gateway frames by the length and sends its own; the name with "_" is dropped."""
+    answer = await raw_exchange(gateway, UNDERSCORED, client_ssl, seconds=1.0)
+    assert answer.statuses[:1] == [200], answer.data[:600]
+    front = upstream.requests[0]
+    assert front.path == "/front"
+    assert front.body == b"0\r\n\r\n"
+    assert [name for name in front.headers if "_" in name or name.lower() == "transfer-encoding"] == []
+
+
+async def test_an_underscore_name_is_refused_when_configured(
+    start_gateway: StartGateway, upstream: RecordingUpstream, client_ssl: ssl.SSLContext
+) -> None:
+    """Issue 20, class 1: ``requests.underscore_headers: refuse`` answers 400 and closes the connection,
+    whatever the name (a harmless one too); nothing reaches upstream."""
+    gateway = await start_gateway(requests={"underscore_headers": "refuse"})
+    for request in (UNDERSCORED, post(b"X_Note: 1\r\n", b"Content-Length: 0\r\n", body=HIDDEN)):
+        answer = await raw_exchange(gateway, request, client_ssl)
+        assert answer.statuses == [400], answer.data[:600]
+        assert answer.closed
+    assert upstream.requests == []

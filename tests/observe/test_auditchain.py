@@ -248,3 +248,32 @@ async def test_verify_command_exit_codes_and_json(
     assert main(["audit", "verify", "--key", "env:NOT_SET_ANYWHERE", *paths]) == 2
     assert main(["audit", "verify", str(tmp_path / "missing.jsonl")]) == 1
     assert "cannot read audit log" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["chain", "chain and key"])
+def test_a_record_still_being_written_is_reported_unfinished_not_changed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], keyed: bool
+) -> None:
+    """``audit verify`` on a live log may read the newest line half written: that is no break."""
+    key = KEY.encode() if keyed else None
+    path = tmp_path / "audit.jsonl"
+    lines = written(path, 4, key)
+    for cut in (1, len(lines[3]) // 2, len(lines[3]) - 2):
+        path.write_bytes(b"".join(lines[:3]) + lines[3][:cut])
+        result = verify([(str(path), path.read_bytes().splitlines(keepends=True))], key)
+        assert result.ok, (cut, result.failure)
+        assert (result.lines, result.unfinished) == (3, Location(str(path), 4))
+        assert main(["audit", "verify", str(path)]) == 0
+        assert f"{path}:4: still being written (no newline yet), not checked" in capsys.readouterr().out
+    # Only the newest file's last line can be unfinished: in a rotated file the same bytes are a cut.
+    rotated = tmp_path / "audit.jsonl.1"
+    rotated.write_bytes(b"".join(lines[:3]) + lines[3][:20])
+    assert not verify([(str(rotated), rotated.read_bytes().splitlines(keepends=True)), (str(path), [])], key).ok
+    # A whole record without its newline is checked like any other: an edit of it is still caught.
+    edited = lines[3][:-1].replace(b'"r3"', b'"r9"')
+    path.write_bytes(b"".join(lines[:3]) + edited)
+    changed = verify([(str(path), path.read_bytes().splitlines(keepends=True))], key)
+    assert changed.unfinished is None
+    if keyed:
+        assert changed.failure is not None
+        assert changed.failure.where == Location(str(path), 4)

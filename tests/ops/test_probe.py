@@ -15,6 +15,7 @@ import io
 import json
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from gateway import cli
 from gateway.observe.metrics import METRICS
 from gateway.ops.checks import Check
 from gateway.ops.probe import (
+    PROOF_WINDOW,
     SIGNATURE_HEADER,
     Canaries,
     Target,
@@ -43,6 +45,8 @@ from gateway.ops.probe import (
     check_upstream,
     judge,
     observe,
+    probe_authorization,
+    probe_authorization_problem,
     sign,
 )
 from gateway.proxy.forward import Upstream
@@ -381,7 +385,7 @@ async def test_a_server_that_does_not_sign_with_the_token_cannot_pass_for_the_ga
     relayed: list[bytes] = []
 
     async def impostor(request: web.Request) -> web.Response:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Cookie": request.headers["Cookie"]}
+        headers = {"Authorization": request.headers["Authorization"], "Cookie": request.headers["Cookie"]}
         async with probed.client.get(probed.url.with_path(PROBE).with_query(request.query), headers=headers) as real:
             relayed.append(await real.read())
         signature = sign(b"a key of its own", relayed[-1])
@@ -394,6 +398,59 @@ async def test_a_server_that_does_not_sign_with_the_token_cannot_pass_for_the_ga
     checks = await probe_directly(target)
     assert relayed  # the impostor did answer with the gateway's own words
     assert failing(checks)["Probe answer"].startswith("signature mismatch")
+
+
+async def test_what_sits_in_front_never_sees_the_admin_token_and_cannot_reuse_what_it_sees(
+    probed: Gateway, start_upstream: StartUpstream, cert_files: CertFiles
+) -> None:
+    """A CDN that keeps every request header it relays: the probe passes through it, and what it kept is a proof
+    for that one nonce, which opens neither another probe nor the admin API."""
+    kept: list[str] = []
+
+    async def relay(request: web.Request) -> web.Response:
+        kept.extend(f"{name}: {value}" for name, value in request.headers.items())
+        headers = {"Authorization": request.headers["Authorization"], "Cookie": request.headers["Cookie"]}
+        async with probed.client.get(probed.url.with_path(PROBE).with_query(request.query), headers=headers) as real:
+            return web.Response(
+                body=await real.read(),
+                content_type="application/json",
+                headers={SIGNATURE_HEADER: real.headers[SIGNATURE_HEADER]},
+            )
+
+    cdn = await start_upstream(ssl=server_context(cert_files.cert, cert_files.key))
+    cdn.on(PROBE, relay)
+    port = cdn.url.port or 0
+    target = Target(URL(f"https://{DOMAIN}:{port}"), free_port(), {(DOMAIN, port): "127.0.0.1"}, cert_files.ca)
+    checks = await probe_directly(target)
+    assert checks["Probe answer"].ok, checks["Probe answer"].detail
+    assert kept
+    assert not any(ADMIN_TOKEN in line for line in kept)
+    seen = next(line.partition(": ")[2] for line in kept if line.lower().startswith("authorization:"))
+    for path, query in ((PROBE, {"nonce": "f" * 32}), ("/admin/api/companies", {})):
+        url = probed.url.with_path(path).with_query(query)
+        async with probed.client.get(url, headers={"Authorization": seen}) as got:
+            assert got.status in (401, 404), path
+
+
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        ("", "missing"),
+        ("Bearer " + "a" * 40, "bad_token"),
+        ("Probe t=1000,proof=" + "0" * 64, "bad_token"),
+        ("Probe t=1000", "bad_token"),
+        (probe_authorization(b"k" * 20, "n" * 32, 1000), None),
+        (probe_authorization(b"k" * 20, "n" * 32, 1000).lower(), None),
+        (probe_authorization(b"k" * 20, "n" * 32, 1000 - PROOF_WINDOW), None),
+        (probe_authorization(b"k" * 20, "n" * 32, 1000 + PROOF_WINDOW), None),
+        (probe_authorization(b"k" * 20, "n" * 32, 1000 - PROOF_WINDOW - 1), "stale"),
+        (probe_authorization(b"k" * 20, "n" * 32, 1000 + PROOF_WINDOW + 1), "stale"),
+        (probe_authorization(b"k" * 20, "m" * 32, 1000), "bad_token"),
+        (probe_authorization(b"j" * 20, "n" * 32, 1000), "bad_token"),
+    ],
+)
+def test_a_probe_proof_holds_for_its_key_its_nonce_and_a_few_minutes(header: str, problem: str | None) -> None:
+    assert probe_authorization_problem(header, b"k" * 20, "n" * 32, 1000.0) == problem
 
 
 async def probe_directly(target: Target, canaries: Canaries | None = None) -> dict[str, Check]:
@@ -451,8 +508,17 @@ def _without_request_id(page: str, request_id: str) -> str:
 
 @pytest.mark.parametrize(
     "authorization",
-    [None, "Bearer not-the-admin-token-0123456789", f"Basic {ADMIN_TOKEN}", "Bearer "],
-    ids=["no token", "wrong token", "not a bearer", "empty"],
+    [
+        None,
+        "Bearer not-the-admin-token-0123456789",
+        f"Basic {ADMIN_TOKEN}",
+        "Bearer ",
+        f"Bearer {ADMIN_TOKEN}",
+        probe_authorization(ADMIN_TOKEN.encode(), "1" * 32, time.time()),
+        probe_authorization(b"not-the-admin-token-0123456789", "0" * 32, time.time()),
+        probe_authorization(ADMIN_TOKEN.encode(), "0" * 32, time.time() - PROOF_WINDOW - 60),
+    ],
+    ids=["no token", "wrong token", "not a bearer", "empty", "the token", "another nonce", "another key", "stale"],
 )
 async def test_the_probe_endpoint_is_the_gateways_own_404_without_the_admin_token(
     probed: Gateway, upstream: RecordingUpstream, authorization: str | None
@@ -484,13 +550,14 @@ async def test_without_an_admin_token_configured_the_probe_endpoint_does_not_exi
     gateway = await start_gateway()
     url = gateway.url.with_path(PROBE).with_query(nonce="0" * 32)
     for method in ("GET", "POST"):
-        async with gateway.client.request(method, url, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as response:
+        headers = {"Authorization": probe_authorization(ADMIN_TOKEN.encode(), "0" * 32, time.time())}
+        async with gateway.client.request(method, url, headers=headers) as response:
             assert response.status == 404
     assert upstream.requests == []
 
 
 async def test_the_probe_endpoint_refuses_a_missing_nonce_to_the_token_holder(probed: Gateway) -> None:
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    headers = {"Authorization": probe_authorization(ADMIN_TOKEN.encode(), "replayed", time.time())}
     async with probed.client.get(probed.url.with_path(PROBE).with_query(nonce="replayed"), headers=headers) as response:
         assert response.status == 400
         assert "nonce" in await response.text()

@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import select
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +25,7 @@ from gateway.config import JWTConfig
 from gateway.ops.tokeninspect import duration, fingerprint, inspect_token, relative, thumbprint
 from tests.conftest import SECRET, CertFiles, JWKSServer, RecordingUpstream, StartGateway, config_dict, deep_merge
 from tests.policy.test_identity import EC_KEY, OTHER_RSA_KEY, RSA_KEY, craft, jwk, loaded
-from tests.test_cli import gateway_cli
+from tests.test_cli import cli_env, gateway_cli
 
 SECOND = "rotated-in-inspect-secret-fedcba9876543210"
 WRONG = "not-our-secret-at-all-0123456789abcdef"
@@ -113,7 +118,7 @@ def test_accepted_token_shows_its_times_in_utc_and_the_secret_by_position_and_fi
         ("eyJhbGciOiJIUzI1NiJ9.not-a-token", "malformed", "malformed: not a JWT"),
         (hs256(exp=None), "malformed", "malformed: no exp: sign an expiry (identity.jwt.require_exp is on)"),
         (hs256(exp="tomorrow"), "malformed", "malformed: exp must be a number of seconds since 1970"),
-        (hs256(aud="portal"), "malformed", "malformed: an aud claim"),
+        (hs256(aud="portal"), "wrong_audience", "aud 'portal', but identity.jwt.audience is empty: leave aud out"),
     ],
 )
 def test_each_refusal_names_the_audit_reason_then_the_fix(token: str, reason: str, explanation: str) -> None:
@@ -203,6 +208,7 @@ CASES = {
     "not a token": Case(lambda now: "eyJhbGciOiJIUzI1NiJ9.garbage", "malformed"),
     "no exp": Case(lambda now: hs256(exp=None, now=now), "malformed"),
     "kid not in the jwks": Case(lambda now: rs256(RSA_KEY, "rsa-9", now), "unknown_kid"),
+    "minted for another service": Case(lambda now: hs256(aud="crm", now=now), "wrong_audience"),
 }
 
 
@@ -281,3 +287,47 @@ def test_both_forms_of_the_token_command_as_processes(cert_files: CertFiles, tmp
     assert empty.returncode == 2
     assert "no token" in empty.stderr
     assert SECRET not in signed.stderr + refused.stdout + refused.stderr
+
+
+def test_at_a_terminal_it_asks_for_the_token_and_reads_one_line(cert_files: CertFiles, tmp_path: Path) -> None:
+    """Run in a real pseudo-terminal: the prompt shows before anything is typed, and Enter (not Ctrl-D) ends it."""
+    config = str(write_config(tmp_path / "gateway.yaml", config_dict(cert_files, tmp_path, "http://127.0.0.1:9")))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "token", "inspect", "-c", config],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    os.close(terminal)
+    try:
+        shown = b""
+        while b"press Enter" not in shown:
+            ready, _, _ = select.select([controller], [], [], 30)
+            assert ready, f"no prompt at the terminal: {shown!r}"
+            shown += os.read(controller, 1024)
+        assert shown.startswith(b"portal-gateway: token inspect: paste the token and press Enter"), shown
+        os.write(controller, hs256(now=time.time()).encode() + b"\n")
+        out, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        os.close(controller)
+    assert process.returncode == 0, out
+    assert b"verdict: accepted" in out
+
+
+@pytest.mark.parametrize(
+    ("aud", "explanation"),
+    [
+        (None, "no aud: identity.jwt.audience requires one of help-center, portal"),
+        ("crm", "aud 'crm' names none of identity.jwt.audience (help-center, portal): a token minted for elsewhere"),
+    ],
+)
+def test_a_configured_audience_is_named_in_the_explanation(aud: str | None, explanation: str) -> None:
+    config = jwt_config(audience=["portal", "help-center"])
+    token = hs256(now=NOW) if aud is None else hs256(aud=aud, now=NOW)
+    inspection = inspect_token(token, config, NOW)
+    assert (inspection.reason, inspection.explanation) == ("wrong_audience", explanation)
+    assert inspect_token(hs256(aud=["x", "portal"], now=NOW), config, NOW).accepted

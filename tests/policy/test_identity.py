@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -73,8 +73,12 @@ def token(secret: str = SECRET, /, **overrides: Any) -> str:
     return jwt.encode(claims(**overrides), secret, algorithm="HS256")
 
 
-def verifier(*, require_exp: bool = True, jwks: JWKSKeys | None = None, cache_size: int = 10_000) -> JWTVerifier:
-    return JWTVerifier([SECRET, SECOND], leeway=LEEWAY, require_exp=require_exp, jwks=jwks, cache_size=cache_size)
+def verifier(
+    *, require_exp: bool = True, jwks: JWKSKeys | None = None, cache_size: int = 10_000, audience: Sequence[str] = ()
+) -> JWTVerifier:
+    return JWTVerifier(
+        [SECRET, SECOND], leeway=LEEWAY, require_exp=require_exp, jwks=jwks, cache_size=cache_size, audience=audience
+    )
 
 
 def reason(result: Identity | Rejection) -> str:
@@ -218,8 +222,38 @@ def test_time_claims_that_are_not_numbers_are_malformed(claim: str, value: Any) 
     assert reason(verifier(require_exp=False).verify(forged, NOW)) == "malformed"
 
 
-def test_token_with_an_audience_is_refused_because_none_is_configured() -> None:
-    assert reason(verifier().verify(token(aud="some-other-app"), NOW)) == "malformed"
+@pytest.mark.parametrize(
+    ("audience", "aud", "accepted"),
+    [
+        ((), None, True),
+        ((), "some-other-app", False),
+        ((), ["portal"], False),
+        (("portal",), "portal", True),
+        (("portal", "app"), ["crm", "app"], True),
+        (("portal",), "portal-staging", False),
+        (("portal",), ["crm"], False),
+        (("portal",), None, False),
+        (("portal",), 7, False),
+        (("portal",), {"portal": True}, False),
+    ],
+)
+def test_an_audience_is_accepted_only_when_configured_and_named(
+    audience: tuple[str, ...], aud: Any, accepted: bool
+) -> None:
+    """RFC 7519 §4.1.3: a token naming audiences the gateway is not among is refused, none configured or not."""
+    payload = claims() if aud is None else claims(aud=aud)
+    result = verifier(audience=audience).verify(jwt.encode(payload, SECRET, algorithm="HS256"), NOW)
+    if accepted:
+        assert isinstance(result, Identity)
+    else:
+        assert reason(result) == "wrong_audience"
+
+
+def test_a_bad_signature_is_reported_before_a_wrong_audience() -> None:
+    assert (
+        reason(verifier(audience=("portal",)).verify(token("not-the-secret-" + "x" * 50, aud="crm"), NOW))
+        == "bad_signature"
+    )
 
 
 def test_rejections_never_reveal_claims_of_an_unverified_token() -> None:

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.observe.metrics import METRICS
 from tests.conftest import (
     CANARY,
     DEVICE_COOKIE,
@@ -104,7 +105,7 @@ async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Gateway, upstre
         "Keep-Alive": "timeout=5",
         "TE": "trailers",
         "Proxy-Authorization": f"Basic {CANARY}",
-        "X-Kept": "1",
+        "Accept-Language": "en",
     }
     async with gateway.client.get(gateway.url / "hop", headers=headers) as response:
         assert response.status == 200
@@ -113,7 +114,7 @@ async def test_hop_by_hop_headers_are_removed_both_ways(gateway: Gateway, upstre
     seen = upstream.last.headers
     for name in ("X-Secret-Hop", "Keep-Alive", "TE", "Proxy-Authorization"):
         assert name not in seen, name
-    assert seen["X-Kept"] == "1"
+    assert seen["Accept-Language"] == "en"
 
 
 async def test_forwarded_headers_are_the_gateways_own(gateway: Gateway, upstream: RecordingUpstream) -> None:
@@ -417,3 +418,40 @@ async def test_an_upstream_stalling_mid_body_is_cut_at_the_read_timeout(
         request_id = response.headers["X-Request-Id"]
     record = await gateway.audit_for(request_id)
     assert (record["aborted"], record["upstream"]["error"]) == (True, "timeout")
+
+
+async def test_only_standard_and_passed_headers_reach_upstream_and_the_audit_names_the_rest(
+    start_gateway: StartGateway, upstream: RecordingUpstream
+) -> None:
+    """Issue 20, class 2: ``upstream.pass_headers`` extends the standard set; an identity or forwarding
+    header (and "_" in any name) is dropped, named in the audit (never its value) and counted by reason."""
+    gateway = await start_gateway(upstream={"pass_headers": ["X-Tenant"]})
+    sent = {
+        "X-Tenant": "t1",
+        "X-Auth-User": f"admin{CANARY}",
+        "IV-User": f"admin{CANARY}",
+        "CF-Connecting-IP": "6.6.6.6",
+        "X_Portal_User_Id": f"u{CANARY}",
+        "Transfer_Encoding": "chunked",
+        "Accept-Language": "en",
+    }
+    async with gateway.client.get(gateway.url / "articles" / "1", headers=sent) as response:
+        assert response.status == 200
+        request_id = response.headers["X-Request-Id"]
+    seen = upstream.last.headers
+    assert seen["X-Tenant"] == "t1"
+    assert seen["Accept-Language"] == "en"
+    for name in ("X-Auth-User", "IV-User", "CF-Connecting-IP", "X_Portal_User_Id", "Transfer_Encoding"):
+        assert name not in seen, name
+    assert CANARY not in str(seen)
+    record = await gateway.audit_for(request_id)
+    assert record["headers"]["dropped"] == [
+        "x-auth-user",
+        "iv-user",
+        "cf-connecting-ip",
+        "x_portal_user_id",
+        "transfer_encoding",
+    ]
+    registry = gateway.running.app[METRICS].registry
+    assert registry.get_sample_value("gateway_request_headers_dropped_total", {"reason": "not_allowed"}) == 3
+    assert registry.get_sample_value("gateway_request_headers_dropped_total", {"reason": "underscore"}) == 2

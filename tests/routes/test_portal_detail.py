@@ -7,8 +7,10 @@ written and an oracle built by ``tests.routes.portalkit`` (the expected answers 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
+from gateway.edge.secure import CONTENT_SECURITY_POLICY
 from gateway.policy.csrf import csrf_token, derive_key
 from gateway.store.demo import SUPPORT
 from tests.conftest import SECRET, StartGateway
@@ -16,6 +18,7 @@ from tests.routes.portalkit import (
     ANN,
     BEN,
     CHO,
+    EVERYONE_IN,
     NOTE_WORD,
     Answer,
     Portal,
@@ -194,3 +197,50 @@ async def test_api_join(start_gateway: StartGateway, tmp_path: Path) -> None:
     as_json = await portal.call("POST", "/api/v1/tickets/9002/join", auth="cookie", body={})
     assert as_json.status == 200
     assert as_json.json()["participant"] is True
+
+
+def policy_sources(answer: Answer) -> set[str]:
+    """Every source the page's Content-Security-Policy names."""
+    return {source for part in answer.headers["Content-Security-Policy"].split(";") for source in part.split()[1:]}
+
+
+async def test_the_messenger_boots_only_where_switched_on_and_for_a_visitor_in_the_conversation(
+    start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """Off by default (the demo's conversations are no workspace's): today's link, the strict policy, no script."""
+    off = await open_portal(start_gateway, tmp_path)
+    own = next(t.ticket_id for t in off.world.visible(ANN) if t.creator == ANN)  # she takes part in its conversation
+    answer = await off.call("GET", f"/tickets/{own}")
+    link = parse_html(answer.text).find("a", cls="button")
+    assert link.text() == "Send us a message"
+    assert link.attrs["href"].startswith("/conversations/")
+    assert not [name for name in link.attrs if name.startswith("data-")]
+    scripts = [script.attrs["src"] for script in parse_html(answer.text).find_all("script")]
+    assert scripts == ["/_gateway/static/live.js"]  # the live updates' only: no Messenger
+    assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
+
+    # The same store, served by a gateway that boots the Messenger of a workspace hosted in Australia.
+    booting = {
+        "portal": {"access": EVERYONE_IN},
+        "messenger": {"boot": {"enabled": True}},
+        "intercom": {"region": "au"},
+    }
+    on = replace(off, gateway=await start_gateway(**booting))
+    answer = await on.call("GET", f"/tickets/{own}")
+    root = parse_html(answer.text)
+    link = root.find("a", cls="button")
+    assert link.attrs["href"].startswith("/conversations/")  # kept for a browser without JavaScript
+    assert link.attrs["data-messenger-conversation"] == link.attrs["href"].removeprefix("/conversations/")
+    assert link.attrs["data-messenger-api-base"] == str(on.gateway.url)
+    assert [script.attrs["src"] for script in root.find_all("script")] == [
+        "/_gateway/static/messenger.js",
+        "/_gateway/static/live.js",
+    ]
+    check_page_headers(answer)  # still no inline script allowed
+    assert answer.headers["Cache-Control"] == "no-store"  # it holds the visitor's Messenger token
+    sources = policy_sources(answer)
+    assert {"https://api-iam.au.intercom.io", "wss://nexus-australia-websocket.intercom.io"} <= sources
+    assert not {source for source in sources if ".eu" in source or "europe" in source or "api-iam.intercom" in source}
+    # The Join form of a ticket she is not in, and the other pages, keep the strict policy.
+    for target in ("/tickets/9003", "/tickets", "/"):
+        assert (await on.call("GET", target)).headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY, target

@@ -475,6 +475,24 @@ async def test_the_pages_are_numbered(start_gateway: StartGateway, tmp_path: Pat
     assert (current.text(), query_of(current.attrs["href"]).get("page")) == (str(middle), str(middle))
 
 
+@pytest.mark.parametrize("page_size", [1, 100], ids=["several-pages", "one-page"])
+async def test_a_page_past_the_last_says_so_and_links_to_the_last(
+    start_gateway: StartGateway, tmp_path: Path, page_size: int
+) -> None:
+    portal = await open_portal(start_gateway, tmp_path, portal={"page_size": page_size})
+    total = len(portal.world.visible(ANN))
+    pages = -(-total // page_size)
+    page = await portal.page(params={"page": "50", "sort": "id"})
+    assert (page.rows, page.previous, page.next) == ([], None, None)
+    main = page.root.find("main")
+    assert main.find("h2", id="empty-title").text() == "There is no page 50"
+    assert "No tickets" not in page.html
+    assert page.empty == ("This list has one page." if pages == 1 else f"This list has {pages} pages.")
+    last = query_of(main.find("p", cls="empty-actions").find("a").attrs["href"])
+    assert last == ({"sort": "id"} if pages == 1 else {"sort": "id", "page": str(pages)})
+    assert page.count == f"{total} tickets", "the count is still the list's"
+
+
 FILTER_SETS = [
     pytest.param(
         {"scope": "all", "state": "in-progress", "created_after": "2000-01-01", "updated_before": "2100-12-31"},

@@ -73,6 +73,18 @@ async def test_http_answers_308_to_https_on_the_configured_domain(gateway: Gatew
         )
 
 
+@pytest.mark.parametrize(("public_port", "authority"), [(443, DOMAIN), (9443, f"{DOMAIN}:9443")])
+async def test_http_redirects_to_the_public_https_port_behind_a_port_mapping(
+    start_gateway: StartGateway, public_port: int, authority: str
+) -> None:
+    """``docker run -p 443:8443``: clients reach 443, so the redirect must not name the listening port."""
+    gateway = await start_gateway(listen={"public_https_port": public_port})
+    assert gateway.running.https_port != public_port
+    async with gateway.client.get(f"{gateway.http_url}/tickets?x=1", allow_redirects=False) as response:
+        assert response.status == 308
+        assert response.headers["Location"] == f"https://{authority}/tickets?x=1"
+
+
 async def _raw_http(port: int, request: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request)

@@ -13,6 +13,8 @@ from gateway.store.postgres.db import Connection
 MIGRATION_LOCK = 0x706F7274616C2D67
 CHANGES_CHANNEL = "portal_store_changed"
 """Notified (at commit) by every write to contacts, companies and memberships: the contact caches' signal."""
+FEED_CHANNEL = "portal_feed"
+"""Notified (at commit) by every transaction that recorded a change: the change hubs' wake-up."""
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: contacts, companies, memberships, tickets and their conversations (as SQLite's migration 1).
@@ -163,6 +165,96 @@ MIGRATIONS: tuple[str, ...] = (
         expires_at double precision NOT NULL
     );
     """,
+    # 5: the Intercom connector: each record's Intercom id (webhooks and deletions name records by it) and a
+    # ticket's linked Intercom conversation (joins go there), as SQLite's migration 4.
+    """
+    ALTER TABLE companies ADD COLUMN remote_id text UNIQUE;
+    ALTER TABLE contacts ADD COLUMN remote_id text UNIQUE;
+    ALTER TABLE tickets ADD COLUMN remote_id text UNIQUE, ADD COLUMN remote_conversation text;
+    """,
+    # 6: the change feed (gateway/store/feed.py), recorded by triggers in each write's own transaction, with
+    # the same kinds and SECURITY rules as SQLite's migration 5 (no text; a note records nothing). An id is
+    # taken under change_feed's row lock, held to the commit, so ids commit in order: a reader that saw id n
+    # can never later meet a smaller one (a sequence would hand out ids in one order and commit in another).
+    # Each new change notifies FEED_CHANNEL at commit, which wakes every node's change hub.
+    f"""
+    CREATE TABLE changes (
+        id bigint PRIMARY KEY,
+        kind text NOT NULL CHECK (kind IN ('created', 'updated', 'state', 'reply', 'access')),
+        ticket_id text,
+        contact_id bigint
+    );
+    CREATE TABLE change_feed (
+        one smallint PRIMARY KEY CHECK (one = 1),
+        last_id bigint NOT NULL,
+        retained bigint NOT NULL,
+        dropped_through bigint NOT NULL
+    );
+    INSERT INTO change_feed (one, last_id, retained, dropped_through) VALUES (1, 0, 10000, 0);
+
+    CREATE FUNCTION portal_change_numbered() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE change_feed SET last_id = last_id + 1,
+            dropped_through = greatest(dropped_through, last_id + 1 - retained)
+        RETURNING last_id INTO NEW.id;
+        DELETE FROM changes WHERE id <= (SELECT dropped_through FROM change_feed);
+        PERFORM pg_notify('{FEED_CHANNEL}', '');
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER changes_numbered BEFORE INSERT ON changes FOR EACH ROW EXECUTE FUNCTION portal_change_numbered();
+
+    CREATE FUNCTION portal_ticket_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO changes (kind, ticket_id) VALUES ('created', NEW.ticket_id);
+            RETURN NULL;
+        END IF;
+        IF OLD.state_id IS DISTINCT FROM NEW.state_id THEN
+            INSERT INTO changes (kind, ticket_id) VALUES ('state', NEW.ticket_id);
+        END IF;
+        IF (OLD.ticket_id, OLD.title, OLD.description, OLD.type_id, OLD.category, OLD.is_shared, OLD.company_id,
+            OLD.creator_id) IS DISTINCT FROM (NEW.ticket_id, NEW.title, NEW.description, NEW.type_id,
+            NEW.category, NEW.is_shared, NEW.company_id, NEW.creator_id) THEN
+            INSERT INTO changes (kind, ticket_id) VALUES ('updated', NEW.ticket_id);
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_ticket AFTER INSERT OR UPDATE ON tickets
+        FOR EACH ROW EXECUTE FUNCTION portal_ticket_changed();
+
+    CREATE FUNCTION portal_reply_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.is_public = 1 AND (TG_OP = 'INSERT' OR OLD.is_public = 0) THEN
+            INSERT INTO changes (kind, ticket_id)
+            SELECT 'reply', ticket_id FROM tickets WHERE conversation_id = NEW.conversation_id;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_reply AFTER INSERT OR UPDATE OF is_public ON conversation_parts
+        FOR EACH ROW EXECUTE FUNCTION portal_reply_changed();
+
+    CREATE FUNCTION portal_access_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_TABLE_NAME = 'memberships' THEN
+            INSERT INTO changes (kind, contact_id)
+            VALUES ('access', CASE WHEN TG_OP = 'DELETE' THEN OLD.contact_id ELSE NEW.contact_id END);
+        ELSIF TG_TABLE_NAME = 'contacts' THEN
+            IF (OLD.user_id, OLD.email, OLD.name, OLD.custom_attributes)
+                IS DISTINCT FROM (NEW.user_id, NEW.email, NEW.name, NEW.custom_attributes) THEN
+                INSERT INTO changes (kind, contact_id) VALUES ('access', NEW.id);
+            END IF;
+        -- A company's attributes feed the access rules of all its members: every stream checks again.
+        ELSIF (OLD.name, OLD.plan, OLD.size, OLD.monthly_spend, OLD.custom_attributes)
+            IS DISTINCT FROM (NEW.name, NEW.plan, NEW.size, NEW.monthly_spend, NEW.custom_attributes) THEN
+            INSERT INTO changes (kind) VALUES ('access');
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_membership AFTER INSERT OR DELETE ON memberships
+        FOR EACH ROW EXECUTE FUNCTION portal_access_changed();
+    CREATE TRIGGER changes_contact AFTER UPDATE ON contacts FOR EACH ROW EXECUTE FUNCTION portal_access_changed();
+    CREATE TRIGGER changes_company AFTER UPDATE ON companies FOR EACH ROW EXECUTE FUNCTION portal_access_changed();
+    """,  # noqa: S608 (FEED_CHANNEL is a constant of this file, no input)
 )
 
 

@@ -31,6 +31,8 @@ from gateway.store.models import (
     AdminContact,
     AdminTicketDetail,
     AdminTicketPage,
+    Change,
+    ChangeBatch,
     Company,
     Contact,
     Part,
@@ -45,7 +47,7 @@ from gateway.store.models import (
 from gateway.store.postgres import lines as imports
 from gateway.store.postgres import support
 from gateway.store.postgres.db import AWAY, LOST, Sql, create_pool, reachable
-from gateway.store.postgres.schema import CHANGES_CHANNEL, migrate
+from gateway.store.postgres.schema import CHANGES_CHANNEL, FEED_CHANNEL, migrate
 from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import ImportMode
@@ -127,14 +129,20 @@ class PostgresStore:
         self._barrier = asyncio.Lock()
         self._barriers_started = 0
         self._barrier_done = 0
+        self._feed_news = True  # until the first call: whatever was committed before this store opened
 
     @classmethod
-    async def open(cls, dsn: str, *, pool_size: int = 10, statement_timeout: float = 5.0) -> PostgresStore:
-        """Connect to ``dsn`` and migrate it (once, whoever else starts at the same time); StoreUnavailable."""
+    async def open(
+        cls, dsn: str, *, pool_size: int = 10, statement_timeout: float = 5.0, change_retention: int = 10_000
+    ) -> PostgresStore:
+        """Connect to ``dsn`` and migrate it (once, whoever else starts at the same time), keeping the newest
+        ``change_retention`` changes; StoreUnavailable."""
         pool = await create_pool(dsn, size=pool_size, statement_timeout=statement_timeout)
         try:
             async with reachable(), pool.acquire() as connection:
                 await migrate(connection)
+                # The trigger that prunes the feed reads the retention from the database: every opener sets it.
+                await connection.execute("UPDATE change_feed SET retained = $1 WHERE retained <> $1", change_retention)
             store = cls(pool, dsn, statement_timeout)
             await store._listen()
         except BaseException:
@@ -150,12 +158,18 @@ class PostgresStore:
             listener = await asyncpg.connect(self._dsn, timeout=self._timeout)
         try:
             await listener.add_listener(CHANGES_CHANNEL, self._changed)
+            await listener.add_listener(FEED_CHANNEL, self._fed)
         except BaseException:
             await listener.close()
             raise
         listener.add_termination_listener(self._lost)
         self._changed()  # whatever was committed while no one listened
+        self._fed()  # the change hub reads the changes table after a reconnect: nothing missed
         self._listener = listener
+
+    def _fed(self, *_: object) -> None:
+        """A transaction that recorded changes committed: the next changes_pending says so."""
+        self._feed_news = True
 
     def _changed(self, *_: object) -> None:
         """Something cached may be stale: forget it all."""
@@ -193,6 +207,7 @@ class PostgresStore:
             return  # already being replaced
         self._listener = None
         self._changed()
+        self._fed()  # unsure while not listening: the hub reads the table on each poll until it is back
         if not self._closed and (self._relisten is None or self._relisten.done()):
             self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
 
@@ -493,6 +508,29 @@ class PostgresStore:
             return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
         return await self._read(read)
+
+    # --- the change feed (written by the triggers of schema.py's migration 6) ---------------------------------
+
+    async def changes_after(self, after: int, limit: int) -> ChangeBatch:
+        """Up to ``limit`` changes after ``after``, oldest first, with the newest id and the newest dropped."""
+
+        async def read(sql: Sql) -> ChangeBatch:
+            # One statement, one snapshot: the changes, the newest id and the horizon agree.
+            rows = await sql.fetch(
+                "SELECT f.last_id, f.dropped_through, c.id, c.kind, c.ticket_id, c.contact_id FROM change_feed f"
+                " LEFT JOIN LATERAL (SELECT * FROM changes WHERE id > ? ORDER BY id LIMIT ?) c ON true",
+                after,
+                limit,
+            )
+            changes = tuple(Change(row[2], row[3], row[4], row[5]) for row in rows if row[2] is not None)
+            return ChangeBatch(changes, int(rows[0][0]), int(rows[0][1]))
+
+        return await self._read(read)
+
+    async def changes_pending(self) -> bool:
+        """Whether a change notification arrived since the last call (True while the listener is down)."""
+        news, self._feed_news = self._feed_news, self._listener is None
+        return news
 
     # --- the admin API (support.py, each call one transaction) ------------------------------------------
 

@@ -31,15 +31,17 @@ def _id_of(connection: sqlite3.Connection, sql: str, key: str, what: str) -> int
 def write_line(connection: sqlite3.Connection, line: Line) -> None:
     """Write one validated line on ``connection`` (the caller owns the transaction)."""
     if isinstance(line, CompanyLine):
-        writes.upsert_company(
+        company = writes.upsert_company(
             connection, line.company_id, line.name, line.plan, line.size, line.monthly_spend, line.custom_attributes
         )
+        writes.set_remote_id(connection, "companies", company, line.remote_id)
     elif isinstance(line, ContactLine):
         companies = [
             _id_of(connection, "SELECT id FROM companies WHERE company_id = ?", key, "company")
             for key in line.companies
         ]
         contact = writes.upsert_contact(connection, line.user_id, line.email, line.name, line.custom_attributes)
+        writes.set_remote_id(connection, "contacts", contact, line.remote_id)
         writes.set_memberships(connection, contact, companies)
     elif isinstance(line, StateLine):
         writes.upsert_ticket_state(connection, line.category, line.internal_label, line.external_label)
@@ -85,19 +87,13 @@ def _write_ticket(connection: sqlite3.Connection, line: TicketLine) -> None:
     conversation = _stored_conversation(connection, line)
     known = conversation is not None  # read again: add only the parts it does not hold yet
     if conversation is None:
-        conversation = writes.add_ticket(
+        conversation = insert_ticket(
             connection,
-            ticket_id=line.ticket_id,
+            line,
             type_id=writes.ticket_type_id(connection, line.type),
             state_id=state,
-            category=line.category,
-            is_shared=line.is_shared,
             company_id=company,
             creator_id=creator,
-            title=line.title,
-            description=line.description,
-            created_at=line.created_at,
-            updated_at=line.updated_at,
         )
     for part in line.parts:
         author = _id_of(connection, contact_sql, part.author, "part author") if part.author else None
@@ -146,3 +142,32 @@ def reason(exc: Exception) -> str:
     if isinstance(exc, sqlite3.IntegrityError):
         return f"conflicts with the store ({exc})"
     return str(exc)
+
+
+def insert_ticket(
+    connection: sqlite3.Connection,
+    line: TicketLine,
+    *,
+    type_id: int,
+    state_id: int,
+    company_id: int | None,
+    creator_id: int,
+) -> int:
+    """Insert the line's ticket (its fields, the row ids given) with Intercom's ids when it has them; the
+    conversation id."""
+    conversation = writes.add_ticket(
+        connection,
+        ticket_id=line.ticket_id,
+        type_id=type_id,
+        state_id=state_id,
+        category=line.category,
+        is_shared=line.is_shared,
+        company_id=company_id,
+        creator_id=creator_id,
+        title=line.title,
+        description=line.description,
+        created_at=line.created_at,
+        updated_at=line.updated_at,
+    )
+    writes.set_remote_ticket(connection, conversation, line.remote_id, line.conversation)
+    return conversation

@@ -151,6 +151,86 @@ MIGRATIONS: tuple[str, ...] = (
         coalesce(company_id, -creator_id), updated_at, category, is_shared, creator_id, type_id, state_id
     );
     """,
+    # 4: the Intercom connector: each record's Intercom id (webhooks and deletions name records by it), a
+    # ticket's linked Intercom conversation (joins go there), the sync's checkpoints and its one lease.
+    """
+    ALTER TABLE companies ADD COLUMN remote_id TEXT;
+    CREATE UNIQUE INDEX companies_by_remote_id ON companies(remote_id);
+    ALTER TABLE contacts ADD COLUMN remote_id TEXT;
+    CREATE UNIQUE INDEX contacts_by_remote_id ON contacts(remote_id);
+    ALTER TABLE tickets ADD COLUMN remote_id TEXT;
+    ALTER TABLE tickets ADD COLUMN remote_conversation TEXT;
+    CREATE UNIQUE INDEX tickets_by_remote_id ON tickets(remote_id);
+    CREATE TABLE sync_checkpoints (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE leases (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at REAL NOT NULL);
+    """,
+    # 5: the change feed (gateway/store/feed.py). Triggers write it, so every writer (the admin API, import,
+    # the seed, another process) records its changes in its own transaction, and none can forget to. A change
+    # names a ticket and what happened to it, never any text: SECURITY: an internal note records nothing (it
+    # only moves updated_at, which alone records nothing), and "access" changes (a contact's memberships or
+    # attributes, any company's) only make streams check their visitor's access again. change_feed holds
+    # how many changes are kept (set by every opener from store.change_retention) and the newest id dropped,
+    # so a reader resuming from before it knows it missed some.
+    """
+    CREATE TABLE changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'state', 'reply', 'access')),
+        ticket_id TEXT,
+        contact_id INTEGER
+    );
+    CREATE TABLE change_feed (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        retained INTEGER NOT NULL,
+        dropped_through INTEGER NOT NULL
+    );
+    INSERT INTO change_feed (one, retained, dropped_through) VALUES (1, 10000, 0);
+
+    CREATE TRIGGER changes_retained AFTER INSERT ON changes BEGIN
+        UPDATE change_feed SET dropped_through = max(dropped_through, new.id - retained);
+        DELETE FROM changes WHERE id <= (SELECT dropped_through FROM change_feed);
+    END;
+
+    CREATE TRIGGER changes_ticket_created AFTER INSERT ON tickets BEGIN
+        INSERT INTO changes (kind, ticket_id) VALUES ('created', new.ticket_id);
+    END;
+    CREATE TRIGGER changes_ticket_state AFTER UPDATE OF state_id ON tickets
+    WHEN old.state_id IS NOT new.state_id BEGIN
+        INSERT INTO changes (kind, ticket_id) VALUES ('state', new.ticket_id);
+    END;
+    CREATE TRIGGER changes_ticket_updated AFTER UPDATE ON tickets
+    WHEN old.ticket_id IS NOT new.ticket_id OR old.title IS NOT new.title OR old.description IS NOT new.description
+        OR old.type_id IS NOT new.type_id OR old.category IS NOT new.category OR old.is_shared IS NOT new.is_shared
+        OR old.company_id IS NOT new.company_id OR old.creator_id IS NOT new.creator_id BEGIN
+        INSERT INTO changes (kind, ticket_id) VALUES ('updated', new.ticket_id);
+    END;
+    CREATE TRIGGER changes_reply_added AFTER INSERT ON conversation_parts WHEN new.is_public = 1 BEGIN
+        INSERT INTO changes (kind, ticket_id)
+        SELECT 'reply', ticket_id FROM tickets WHERE conversation_id = new.conversation_id;
+    END;
+    CREATE TRIGGER changes_reply_published AFTER UPDATE OF is_public ON conversation_parts
+    WHEN old.is_public = 0 AND new.is_public = 1 BEGIN
+        INSERT INTO changes (kind, ticket_id)
+        SELECT 'reply', ticket_id FROM tickets WHERE conversation_id = new.conversation_id;
+    END;
+
+    CREATE TRIGGER changes_membership_added AFTER INSERT ON memberships BEGIN
+        INSERT INTO changes (kind, contact_id) VALUES ('access', new.contact_id);
+    END;
+    CREATE TRIGGER changes_membership_removed AFTER DELETE ON memberships BEGIN
+        INSERT INTO changes (kind, contact_id) VALUES ('access', old.contact_id);
+    END;
+    CREATE TRIGGER changes_contact_updated AFTER UPDATE ON contacts
+    WHEN old.user_id IS NOT new.user_id OR old.email IS NOT new.email OR old.name IS NOT new.name
+        OR old.custom_attributes IS NOT new.custom_attributes BEGIN
+        INSERT INTO changes (kind, contact_id) VALUES ('access', new.id);
+    END;
+    -- A company's attributes feed the access rules of all its members: every stream checks again.
+    CREATE TRIGGER changes_company_updated AFTER UPDATE ON companies
+    WHEN old.name IS NOT new.name OR old.plan IS NOT new.plan OR old.size IS NOT new.size
+        OR old.monthly_spend IS NOT new.monthly_spend OR old.custom_attributes IS NOT new.custom_attributes BEGIN
+        INSERT INTO changes (kind) VALUES ('access');
+    END;
+    """,
 )
 
 

@@ -30,6 +30,8 @@ from gateway.store.models import (
     AdminContact,
     AdminTicketDetail,
     AdminTicketPage,
+    Change,
+    ChangeBatch,
     Company,
     Contact,
     Part,
@@ -41,10 +43,10 @@ from gateway.store.models import (
     TicketSummary,
     TicketType,
 )
-from gateway.store.protocol import ImportMode
+from gateway.store.protocol import ImportMode, RemoteKind
 from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
 from gateway.store.sqlite import lines as imports
-from gateway.store.sqlite import support
+from gateway.store.sqlite import mirror, support
 from gateway.store.sqlite.schema import migrate
 from gateway.store.sqlite.writes import add_participant
 from gateway.store.visibility import query_clause, visible_clause
@@ -109,9 +111,10 @@ def _company(row: Sequence[Any]) -> Company:
 class SQLiteStore:
     """The async store over one SQLite connection owned by one worker thread."""
 
-    def __init__(self, path: Path, busy_timeout: float, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, path: Path, busy_timeout: float, executor: ThreadPoolExecutor, change_retention: int) -> None:
         self._path = path
         self._busy_timeout = busy_timeout
+        self._change_retention = change_retention
         self._executor = executor
         self._connection = self._connect()
         self._file = self._identity()
@@ -119,12 +122,15 @@ class SQLiteStore:
         self._watched = self._file
         self._contacts: LRUCache[str, Contact | None] = LRUCache(CONTACT_CACHE_SIZE)
         self._contacts_seen: tuple[tuple[int, int], int] | None = None
+        self._changes_seen: tuple[tuple[int, int], int] | None = None
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout: float = 5.0) -> SQLiteStore:
-        """Open (creating and migrating) the database at ``path``; wait ``busy_timeout`` s for others' locks."""
+    async def open(cls, path: Path, *, busy_timeout: float = 5.0, change_retention: int = 10_000) -> SQLiteStore:
+        """Open (creating and migrating) the database at ``path``; wait ``busy_timeout`` s for others' locks;
+        keep the newest ``change_retention`` changes."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
-        return await asyncio.get_running_loop().run_in_executor(executor, cls, path, busy_timeout, executor)
+        opened = partial(cls, path, busy_timeout, executor, change_retention)
+        return await asyncio.get_running_loop().run_in_executor(executor, opened)
 
     def _connect(self) -> sqlite3.Connection:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +140,9 @@ class SQLiteStore:
         connection.execute("PRAGMA foreign_keys = ON")
         connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
         migrate(connection)
+        # The triggers that prune the feed read the retention from the file: every opener sets it (the same
+        # config everywhere); written only when it differs, so an open alone wakes no watcher.
+        connection.execute("UPDATE change_feed SET retained = ? WHERE retained IS NOT ?", (self._change_retention,) * 2)
         return connection
 
     def _watcher(self) -> sqlite3.Connection:
@@ -497,6 +506,36 @@ class SQLiteStore:
 
         return await self._run(read)
 
+    # --- the change feed (written by the triggers of schema.py's migration 4) -----------------------------
+
+    async def changes_after(self, after: int, limit: int) -> ChangeBatch:
+        """Up to ``limit`` changes after ``after``, oldest first, with the newest id and the newest dropped."""
+
+        def read() -> ChangeBatch:
+            # One read transaction, so the changes, the newest id and the horizon agree.
+            self._connection.execute("BEGIN")
+            try:
+                rows = self._connection.execute(
+                    "SELECT id, kind, ticket_id, contact_id FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                    (after, limit),
+                ).fetchall()
+                latest, dropped = self._connection.execute(
+                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0), dropped_through"
+                    " FROM change_feed"
+                ).fetchone()
+            finally:
+                self._connection.execute("COMMIT")
+            return ChangeBatch(tuple(Change(*row) for row in rows), int(latest), int(dropped))
+
+        return await self._run(read)
+
+    async def changes_pending(self) -> bool:
+        """Whether the change counter moved since the last call (True when it cannot be read without waiting)."""
+        seen = self._generation()
+        moved = seen is None or seen != self._changes_seen
+        self._changes_seen = seen
+        return moved
+
     # --- the admin API (support.py, each call one transaction) ------------------------------------------
 
     async def company(self, company_id: str) -> AdminCompany:
@@ -581,6 +620,44 @@ class SQLiteStore:
     async def seed(self, lines: Sequence[Line]) -> bool:
         """Write the lines in one transaction unless the store holds a contact; whether it did."""
         return await self.transaction(partial(imports.seed, lines=lines))
+
+    # --- the Intercom connector ------------------------------------------------------------------------------
+
+    async def mirror(self, lines: Sequence[Line]) -> None:
+        """Write the lines as Intercom holds them, in one transaction."""
+        await self.transaction(partial(mirror.mirror_lines, lines=lines))
+
+    async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
+        """Delete what Intercom deleted; whether there was such a record."""
+        return await self.transaction(partial(mirror.forget, kind=kind, remote_id=remote_id))
+
+    async def remote_ids(self, kind: RemoteKind) -> set[str]:
+        """The Intercom ids of every mirrored record of that kind."""
+        return await self._run(lambda: mirror.remote_ids(self._connection, kind))
+
+    async def remote_id(self, kind: RemoteKind, key: str) -> str | None:
+        """Intercom's id of the record with this id of the store's."""
+        return await self._run(lambda: mirror.remote_id(self._connection, kind, key))
+
+    async def remote_conversation(self, ticket_id: str) -> str | None:
+        """Intercom's id of the ticket's linked conversation."""
+        return await self._run(lambda: mirror.remote_conversation(self._connection, ticket_id))
+
+    async def sync_checkpoint(self, name: str) -> str | None:
+        """The checkpoint saved under ``name``, or None when there is none."""
+        return await self._run(lambda: mirror.checkpoint(self._connection, name))
+
+    async def save_sync_checkpoint(self, name: str, value: str) -> None:
+        """Save (replace) the checkpoint under ``name``."""
+        await self.transaction(partial(mirror.save_checkpoint, name=name, value=value))
+
+    async def acquire_lease(self, name: str, holder: str, ttl: float, now: float) -> bool:
+        """Take or renew the lease ``name`` for ``holder`` until ``now + ttl``; False while another holds it."""
+        return await self.transaction(partial(mirror.acquire_lease, name=name, holder=holder, ttl=ttl, now=now))
+
+    async def release_lease(self, name: str, holder: str) -> None:
+        """Give the lease up if ``holder`` holds it."""
+        await self.transaction(partial(mirror.release_lease, name=name, holder=holder))
 
     # --- store copy (gateway/store/copy.py) ------------------------------------------------------------------
 

@@ -1,0 +1,96 @@
+"""A worker's one reader of the store's change feed, fanning news out to every event stream of the process.
+
+The store records each change in the write's own transaction (any backend);
+each worker process keeps one :class:`ChangeHub` that asks the store
+:meth:`~gateway.store.protocol.Store.changes_pending` every ``store.change_poll``
+seconds (``periodic()``) and, when something may have been committed, reads the
+new changes once for all its streams. Streams wait on the hub, never on the
+store, so 5,000 idle streams cost no reads at all; each then takes the changes
+after its own cursor from the hub's memory (or, when it is further behind, from
+the store, which says whether retention dropped some of them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+from gateway.store.models import Change, ChangeBatch
+from gateway.store.protocol import Store
+
+READ_BATCH = 500
+"""Changes read from the store at once."""
+KEPT = 2_000
+"""Changes kept in memory: a stream less than this far behind reads nothing from the store."""
+
+
+class ChangeHub:
+    """The newest changes in memory, and one event that every waiting stream wakes on when more arrive."""
+
+    def __init__(self, store: Store, *, kept: int = KEPT) -> None:
+        self._store = store
+        self._kept = kept
+        self._recent: deque[Change] = deque()
+        self._covered_from = 0  # every change after this id is in _recent (up to latest)
+        self._news = asyncio.Event()
+        self.latest = 0
+        """The newest change id this worker knows of: where a stream with nothing to resume from starts."""
+        self.closed = False
+        """Set when the worker stops: every stream ends."""
+
+    async def start(self) -> None:
+        """Learn the newest change id, so streams opened from now on start after it."""
+        await self._store.changes_pending()  # take the counter's value now: only later commits are news
+        self.latest = self._covered_from = (await self._store.changes_after(0, 0)).latest
+
+    async def pump(self) -> None:
+        """Read what was committed since the last pump, if anything may have been, and wake the streams."""
+        if not await self._store.changes_pending():
+            return
+        before = self.latest
+        while True:
+            batch = await self._store.changes_after(self.latest, READ_BATCH)
+            if batch.missed(self.latest):  # more written since the last pump than retention keeps
+                self._recent.clear()
+                self._covered_from = batch.dropped_through
+            self._recent.extend(batch.changes)
+            if len(batch.changes) == READ_BATCH:  # more to read after the last one
+                self.latest = batch.changes[-1].id
+                continue
+            # All read, in one read of the store: nothing between the last change and the newest id is left.
+            self.latest = max(self.latest, batch.latest)
+            break
+        while len(self._recent) > self._kept:
+            self._covered_from = self._recent.popleft().id
+        if self.latest != before:
+            self._wake()
+
+    async def after(self, cursor: int, limit: int = READ_BATCH) -> ChangeBatch:
+        """The changes after ``cursor``: from memory when it holds them all, else from the store."""
+        if cursor >= self._covered_from:
+            newer: list[Change] = []
+            for change in reversed(self._recent):  # the newest are at the right: a live stream looks at few
+                if change.id <= cursor:
+                    break
+                newer.append(change)
+            newer.reverse()
+            return ChangeBatch(tuple(newer[:limit]), self.latest, 0)
+        return await self._store.changes_after(cursor, limit)
+
+    async def wait(self, cursor: int, seconds: float) -> None:
+        """Return when there are changes after ``cursor``, the hub closes, or ``seconds`` pass."""
+        if self.latest > cursor or self.closed:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._news.wait()
+
+    def close(self) -> None:
+        """End every stream (the worker is stopping: a stream must not hold the graceful stop)."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._news.set()
+        self._news = asyncio.Event()  # the woken streams hold the set one; the next wait takes a fresh one

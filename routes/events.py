@@ -1,0 +1,261 @@
+"""``GET <portal.path>/events``: the live pages' event stream (text/event-stream), one per open page.
+
+Each change of the store's feed (gateway/store/feed.py) becomes an event for this
+visitor only if the store, asked through the same visibility filter the pages use,
+shows them the ticket now; what the event carries is what the page would show
+(state, update time, the public replies), never more. ``Last-Event-ID`` resumes
+after the last event the page got; a page further behind than the feed's retention
+gets a ``reload`` event. The stream re-checks the visitor's access (the access rules
+on their current contact) at every change to their memberships or attributes and
+every ``portal.events.recheck`` seconds, and ends when that fails, when the token
+expires, or when the worker stops. One audit record per stream, when it ends.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from aiohttp import web
+
+from gateway.config import CONFIG, EventsConfig
+from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY, VISITOR
+from gateway.errors import BadRequest, ServiceBusy, StoreUnavailable, TooManyRequests
+from gateway.namespace import EVENTS_SUFFIX
+from gateway.observe.audit import AUDIT_ENTRY, StreamResult
+from gateway.policy.visibility import Visitor
+from gateway.run.periodic import periodic
+from gateway.store.feed import ChangeHub
+from gateway.store.models import Change, TicketDetail
+from routes.portal import initials
+from routes.timefmt import exact, iso, relative
+
+HUB = web.AppKey("change_hub", ChangeHub)
+_EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+RETRY_MS = 3000  # how long an EventSource waits before it reconnects (a stop, a network blip)
+Ended = Literal["client_gone", "expired", "revoked", "shutdown", "error"]
+
+
+class Streams:
+    """The open streams of this worker, in all and per visitor, against ``portal.events``' limits."""
+
+    def __init__(self, config: EventsConfig) -> None:
+        self._config = config
+        self._open: dict[str, dict[int, web.BaseRequest]] = {}  # by id(): a request is not hashable
+        self.total = 0
+
+    @staticmethod
+    def _gone(request: web.BaseRequest) -> bool:
+        """Whether the page of this stream left: its connection closed, which the stream itself learns only at
+        its next write (a heartbeat)."""
+        return request.transport is None or request.transport.is_closing()
+
+    @contextmanager
+    def admitted(self, request: web.BaseRequest, user_id: str) -> Iterator[None]:
+        """Count the stream of ``request`` for ``user_id`` while the block runs; refuse it (429, 503) past a
+        limit. A visitor clicking through pages faster than the heartbeat is not refused for the pages they
+        left: at the limit, only the streams whose connection is still open count."""
+        retry = {"Retry-After": str(self._config.retry_after)}
+        mine = self._open.get(user_id, {})
+        if len(mine) >= self._config.per_visitor:
+            alive = sum(not self._gone(other) for other in mine.values())
+            if alive >= self._config.per_visitor:
+                # SECURITY: one visitor (or one stolen token) cannot hold a worker's streams for everyone else.
+                raise TooManyRequests(f"You have {alive} live pages open; close one, or reload later.", headers=retry)
+        if self.total >= self._config.max_streams:
+            raise ServiceBusy("Too many live pages are open right now; reload later.", headers=retry)
+        self._open[user_id] = mine
+        mine[id(request)] = request
+        self.total += 1
+        try:
+            yield
+        finally:
+            self.total -= 1
+            del mine[id(request)]
+            if not mine:
+                del self._open[user_id]
+
+
+STREAMS = web.AppKey("event_streams", Streams)
+
+
+async def feed_context(app: web.Application) -> AsyncIterator[None]:
+    """Cleanup context: this worker's change hub, watching the store every ``store.change_poll`` seconds."""
+    config = app[CONFIG]
+    hub = ChangeHub(app[STORE])
+    await hub.start()
+    app[HUB] = hub
+    async with periodic(hub.pump, config.store.change_poll, name="change feed"):
+        yield
+
+
+async def end_streams(app: web.Application) -> None:
+    """on_shutdown: end every stream now, so none holds the graceful stop (pages reconnect elsewhere)."""
+    app[HUB].close()
+
+
+def _frame(event: str, data: dict[str, Any], event_id: int | None = None) -> bytes:
+    lines = [f"event: {event}", f"data: {json.dumps(data, separators=(',', ':'))}"]
+    if event_id is not None:
+        lines.insert(0, f"id: {event_id}")
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def ticket_event(change: Change, detail: TicketDetail, now: float) -> dict[str, Any]:
+    """What the page needs to show the change: the row's state and time; for a reply, the public thread."""
+    summary = detail.summary
+    data: dict[str, Any] = {
+        "ticket": summary.ticket_id,
+        "kind": change.kind,
+        "state": summary.state_label,
+        "category": summary.state_category,
+        "updated": {"iso": iso(summary.updated_at), "exact": exact(summary.updated_at)},
+        "updated_ago": relative(summary.updated_at, now),
+    }
+    if change.kind == "reply":
+        # SECURITY: TicketDetail.parts are the public replies only, exactly what the detail page shows.
+        data["parts"] = [
+            {
+                "author": part.author_name,
+                "initials": initials(part.author_name),
+                "by_support": part.by_support,
+                "body": part.body,
+                "at": {"iso": iso(part.created_at), "exact": exact(part.created_at)},
+                "ago": relative(part.created_at, now),
+            }
+            for part in detail.parts
+        ]
+    return data
+
+
+class _Stream:
+    """One visitor's stream: their current visibility, a cursor into the feed, and the response."""
+
+    def __init__(self, request: web.Request, response: web.StreamResponse, scope: Literal["all", "mine"]) -> None:
+        self.request = request
+        self.response = response
+        self.scope = scope
+        self.visitor: Visitor = request[VISITOR]
+        self.app = request.app
+        self.sent = 0
+
+    async def unchanged(self) -> bool:
+        """Whether the visitor still sees what the page shows: the access stage's decision again, on their contact
+        as the store has it now, and the same ticket filter as when the stream opened."""
+        identity = self.visitor.identity
+        visitor = Visitor(identity, await self.app[STORE].contact_by_user_id(identity.user_id))
+        visibility = self.app[VISIBILITY]
+        return self.app[GUARD].access(visitor.facts()).allowed and visibility.ticket_filter(
+            visitor, self.scope
+        ) == visibility.ticket_filter(self.visitor, self.scope)
+
+    async def deliver(self, change: Change) -> bool:
+        """Send the change if the visitor may see its ticket now; False when what they may see changed."""
+        if change.kind == "access":
+            contact = self.visitor.contact
+            if change.contact_id is None or (contact is not None and change.contact_id == contact.id):
+                return await self.unchanged()
+            return True
+        if change.ticket_id is None:
+            return True
+        # SECURITY: the pages' own filter and read: an event exists only for a ticket the visitor's detail page
+        # would show now, and carries only what that page shows.
+        visible = self.app[VISIBILITY].ticket_filter(self.visitor, self.scope)
+        detail = await self.app[STORE].get_ticket(visible, change.ticket_id)
+        if detail is not None:
+            await self.response.write(_frame("ticket", ticket_event(change, detail, self.app[CLOCK]()), change.id))
+            self.sent += 1
+        return True
+
+    async def run(self, cursor: int, resumed: bool) -> Ended:
+        """Send events after ``cursor`` until the stream must end; why it ended."""
+        hub, config, clock = self.app[HUB], self.app[CONFIG].portal.events, self.app[CLOCK]
+        expires = self.visitor.identity.expires_at
+        recheck_at = clock() + config.recheck
+        try:
+            await self.response.write(f"retry: {RETRY_MS}\n: live\n\n".encode())
+            if resumed:
+                behind = await hub.after(cursor)
+                if behind.missed(cursor):
+                    cursor = await self.reload(behind.latest)
+            while True:
+                now = clock()
+                if expires is not None and now >= expires:
+                    return "expired"
+                if now >= recheck_at:
+                    if not await self.unchanged():
+                        return await self.revoked()
+                    recheck_at = now + config.recheck
+                deadlines = [config.heartbeat, recheck_at - now, *([expires - now] if expires is not None else [])]
+                await hub.wait(cursor, max(0.0, min(deadlines)))
+                if hub.closed:
+                    return "shutdown"
+                batch = await hub.after(cursor)
+                if batch.missed(cursor):
+                    cursor = await self.reload(batch.latest)
+                    continue
+                if not batch.changes:
+                    await self.response.write(b": heartbeat\n\n")  # also how a page that left is noticed
+                for change in batch.changes:
+                    if not await self.deliver(change):
+                        return await self.revoked()
+                    cursor = change.id
+        except ConnectionResetError:
+            return "client_gone"
+        except StoreUnavailable:  # the response is under way: no error page can follow, the page reconnects
+            return "error"
+
+    async def revoked(self) -> Ended:
+        """End the stream: the visitor lost access, or sees other tickets than the page shows (a membership
+        ended). SECURITY: no event follows for the old set; the page reloads into what they see now."""
+        await self.response.write(_frame("reload", {"reason": "access"}))
+        self.sent += 1
+        return "revoked"
+
+    async def reload(self, latest: int) -> int:
+        """Tell the page it missed changes the feed no longer holds; it goes on from ``latest``."""
+        await self.response.write(_frame("reload", {"reason": "missed"}, latest))
+        self.sent += 1
+        return latest
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """The visitor's event stream; ``scope=mine`` for the "Created by me" list, ``Last-Event-ID`` to resume."""
+    visitor = request[VISITOR]
+    last = request.headers.get("Last-Event-ID")
+    if last is not None and not _EVENT_ID.match(last):
+        raise BadRequest("Last-Event-ID must be the id of an event this stream sent.")
+    scope: Literal["all", "mine"] = "mine" if request.query.get("scope") == "mine" else "all"
+    with request.app[STREAMS].admitted(request, visitor.identity.user_id):
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream; charset=utf-8",
+                "Cache-Control": "no-store",
+                "X-Accel-Buffering": "no",  # nginx and alike: pass each event on at once, do not buffer
+            }
+        )
+        await response.prepare(request)
+        result = StreamResult(
+            opened=datetime.fromtimestamp(request.app[CLOCK](), UTC).isoformat(timespec="milliseconds"),
+            scope=scope,
+            resumed=last is not None,
+        )
+        request[AUDIT_ENTRY].stream = result
+        stream = _Stream(request, response, scope)
+        cursor = int(last) if last is not None else request.app[HUB].latest
+        result.ended = await stream.run(cursor, resumed=last is not None)
+        result.events = stream.sent
+        return response
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the stream (before the ticket detail route, which would take ``events`` as a ticket id)."""
+    config = app[CONFIG]
+    if config.portal.live:
+        app[STREAMS] = Streams(config.portal.events)
+        # No HEAD: a stream has no headers-only form, and a body after a HEAD would corrupt a kept-alive connection.
+        app.router.add_get(config.portal.path + EVENTS_SUFFIX, events, name="portal_events", allow_head=False)

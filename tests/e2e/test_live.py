@@ -1,0 +1,134 @@
+"""The live pages in Debian's chromium: a change made through the admin API shows without a reload.
+
+A ticket page shows a new state and a new public reply, and the list a changed row and the "N new or updated
+tickets" notice, each within 2 s of the admin API's answer (the issue's promise), with one worker and with two
+(``listen.workers: 2``; the kernel spreads the admin calls' connections, each closed after its call, over the
+workers, and every worker's watcher learns of every commit through SQLite's ``data_version``, whichever
+process made it). The notice is a polite live region and axe-core finds nothing serious on the live pages.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from axe_playwright_python.async_playwright import Axe
+from playwright.async_api import Browser, Page, expect
+
+from gateway.policy.identity import sign_token
+from tests.conftest import SECRET, CertFiles, RecordingUpstream
+from tests.e2e.test_browser import CHROMIUM, DESKTOP, TIMEOUT_MS, browser
+from tests.e2e.test_pages import BLOCKING
+from tests.routes.adminapi import AUTH, DEMO, customer_ticket_of
+from tests.run.conftest import GatewayProcess, Launch, launch, write_config
+
+__all__ = ["browser", "launch"]  # the fixtures
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"Debian's chromium is not installed at {CHROMIUM}")
+
+SHOWN_WITHIN_MS = 2_000  # the issue's promise: a change is on the page within 2 s, no reload
+ANN = "u-ann"  # Acme only
+ACME_TICKET = customer_ticket_of("acme")
+LOADED_MARK = "window.__notReloaded = true"
+
+
+async def serve(
+    launch: Launch, cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream, workers: int
+) -> GatewayProcess:
+    """``serve -c config.yaml --workers N`` on the demo store with the admin API."""
+    config = write_config(cert_files, tmp_path, upstream, **DEMO)
+    return await launch(["serve", "-c", str(config), "--workers", str(workers)], cwd=tmp_path)
+
+
+async def admin(served: GatewayProcess, client_ssl: ssl.SSLContext, method: str, path: str, body: Any) -> None:
+    """One admin API call on a connection of its own (so that with two workers, either may take it)."""
+    connector = aiohttp.TCPConnector(ssl=client_ssl, force_close=True)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        headers = {**AUTH, "Content-Type": "application/json", "Host": "help.example.com"}
+        async with session.request(
+            method, served.url / path.lstrip("/"), headers=headers, data=json.dumps(body)
+        ) as answer:
+            assert answer.status in (200, 201), await answer.text()
+
+
+async def open_page(browser: Browser, served: GatewayProcess, path: str) -> Page:
+    """Ann's page at ``path``, once its script follows the stream."""
+    context = await browser.new_context(viewport=DESKTOP, base_url=str(served.url))
+    context.set_default_timeout(TIMEOUT_MS)
+    token = sign_token(SECRET, user_id=ANN, now=time.time(), ttl=600)
+    await context.add_cookies(
+        [{"name": "portal-jwt", "value": token, "url": str(served.url), "secure": True, "httpOnly": True}]
+    )
+    page = await context.new_page()
+    await page.goto(path)
+    await page.evaluate(LOADED_MARK)
+    await expect(page.locator("[data-events]")).to_have_attribute("data-stream", "open")
+    return page
+
+
+async def no_serious_axe_violation(page: Page) -> None:
+    results = await Axe().run(page)
+    blocking = [violation["id"] for violation in results.response["violations"] if violation["impact"] in BLOCKING]
+    assert blocking == []
+
+
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+async def test_a_ticket_page_shows_a_new_state_and_reply_without_reload(
+    launch: Launch,
+    cert_files: CertFiles,
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    client_ssl: ssl.SSLContext,
+    browser: Browser,
+    workers: int,
+) -> None:
+    served = await serve(launch, cert_files, tmp_path, upstream, workers)
+    page = await open_page(browser, served, f"/tickets/{ACME_TICKET}")
+    replies = page.locator(".conversation > li")
+    before = await replies.count()
+
+    await admin(served, client_ssl, "PATCH", f"/admin/api/tickets/{ACME_TICKET}", {"state": "Fixed"})
+    await expect(page.locator(".facts .state")).to_have_text("Resolved", timeout=SHOWN_WITHIN_MS)
+    await expect(page.locator("[data-events]")).to_have_text("State changed to Resolved.")
+
+    body = {"body": "The fix is live for everyone.", "public": True}
+    await admin(served, client_ssl, "POST", f"/admin/api/tickets/{ACME_TICKET}/parts", body)
+    await expect(replies).to_have_count(before + 1, timeout=SHOWN_WITHIN_MS)
+    await expect(replies.last.locator(".body")).to_have_text("The fix is live for everyone.")
+    await expect(page.locator("[data-events]")).to_have_text("New reply from Support.")
+    assert await page.evaluate("window.__notReloaded") is True
+    await no_serious_axe_violation(page)
+    await page.context.close()
+
+
+async def test_the_list_updates_a_row_and_offers_to_refresh_for_the_rest(
+    launch: Launch,
+    cert_files: CertFiles,
+    tmp_path: Path,
+    upstream: RecordingUpstream,
+    client_ssl: ssl.SSLContext,
+    browser: Browser,
+) -> None:
+    served = await serve(launch, cert_files, tmp_path, upstream, 1)
+    page = await open_page(browser, served, "/tickets?sort=updated&order=desc")
+    # The first row not resolved yet (an update that changes nothing shown records nothing).
+    ticket_id = await page.locator("tr[data-ticket]:not(:has(.state-resolved))").first.get_attribute("data-ticket")
+    assert ticket_id is not None
+    row = page.locator(f'tr[data-ticket="{ticket_id}"]')
+    await admin(served, client_ssl, "PATCH", f"/admin/api/tickets/{ticket_id}", {"state": "Fixed"})
+    await expect(row.locator(".col-state .state")).to_have_text("Resolved", timeout=SHOWN_WITHIN_MS)
+    await expect(row.locator(".col-updated")).to_have_text("now")
+    new = {"ticket_type": "Bug report", "state": "New", "creator": ANN, "title": "A brand new one"}
+    await admin(served, client_ssl, "POST", "/admin/api/tickets", new)
+    notice = page.locator("[data-events]")
+    await expect(notice).to_have_text("2 new or updated tickets. Refresh", timeout=SHOWN_WITHIN_MS)
+    assert await notice.get_attribute("aria-live") == "polite"
+    await no_serious_axe_violation(page)
+    await notice.get_by_role("link", name="Refresh").click()
+    await expect(page.get_by_role("link", name="A brand new one")).to_be_visible()
+    await page.context.close()

@@ -1,0 +1,59 @@
+"""The fake Intercom API on loopback for the connector's tests; each test fails on any answer off the spec."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+from yarl import URL
+
+from gateway.config import StoreConfig
+from gateway.intercom.client import IntercomClient
+from gateway.store.protocol import Store, open_store
+from tests.intercom.fake import TOKEN, FakeIntercom
+
+
+@dataclass(frozen=True)
+class RunningFake:
+    """The fake and where it listens."""
+
+    fake: FakeIntercom
+    url: URL
+
+
+@pytest.fixture
+async def intercom() -> AsyncIterator[RunningFake]:
+    """A fresh fake workspace on a loopback port; every answer it sent is held to the 2.16 description."""
+    fake = FakeIntercom()
+    server = TestServer(fake.app(), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield RunningFake(fake, server.make_url("/"))
+    finally:
+        await server.close()
+    assert fake.invalid == [], "the fake answered off the 2.16 description"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    """An empty SQLite store, opened as the gateway opens it."""
+    opened = await open_store(StoreConfig(backend="sqlite", path=tmp_path / "portal.db"))
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def client(intercom: RunningFake) -> AsyncIterator[IntercomClient]:
+    """A client of the fake with the right token; faults retried without waiting."""
+    async with aiohttp.ClientSession() as session:
+        yield IntercomClient(session, intercom.url, TOKEN, sleep=no_wait, attempts=3)
+
+
+async def no_wait(seconds: float) -> None:
+    """A retry's sleep that lets the loop run but waits for nothing."""
+    await asyncio.sleep(0)

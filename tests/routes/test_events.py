@@ -1,0 +1,190 @@
+"""``GET /tickets/events`` through the real gateway: what a visitor's stream carries, resuming, its end, its limits,
+its one audit record. The writes go through the admin API, as support makes them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from gateway.policy.identity import sign_token
+from tests.conftest import CANARY, SECRET, Gateway, StartGateway, deep_merge
+from tests.routes.adminapi import DEMO, TICKETS, call, customer_ticket_of, ok, portal_token
+from tests.routes.eventstream import EVENTS, open_stream
+
+ACME_TICKET, GLOBEX_TICKET = customer_ticket_of("acme"), customer_ticket_of("globex")
+NOTE = f"internal only {CANARY}"
+
+
+async def live(start_gateway: StartGateway, **overrides: Any) -> Gateway:
+    """A gateway on the demo store; a short heartbeat, so that a stream notices at once that its page left."""
+    return await start_gateway(**deep_merge(deep_merge(DEMO, {"portal": {"events": {"heartbeat": 0.1}}}), overrides))
+
+
+async def set_state(gateway: Gateway, ticket_id: str, state: str) -> None:
+    await ok(gateway, "PATCH", f"{TICKETS}/{ticket_id}", {"state": state})
+
+
+async def reply(gateway: Gateway, ticket_id: str, body: str, *, public: bool = True) -> None:
+    await ok(gateway, "POST", f"{TICKETS}/{ticket_id}/parts", {"body": body, "public": public}, status=201)
+
+
+async def test_a_stream_carries_the_visible_changes_only_and_never_a_note(start_gateway: StartGateway) -> None:
+    gateway = await live(start_gateway)
+    async with open_stream(gateway, "u-ann") as stream:  # Ann: Acme only
+        await set_state(gateway, GLOBEX_TICKET, "Fixed")  # not hers
+        await reply(gateway, ACME_TICKET, NOTE, public=False)  # hers, but a note
+        await set_state(gateway, ACME_TICKET, "Fixed")
+        await reply(gateway, ACME_TICKET, "We shipped the fix")
+        state, added = await stream.next(), await stream.next()
+    assert state is not None
+    assert added is not None
+    assert (state.event, state.data["ticket"], state.data["kind"]) == ("ticket", ACME_TICKET, "state")
+    assert (state.data["state"], state.data["category"]) == ("Resolved", "resolved")  # the customer's label
+    assert (added.data["ticket"], added.data["kind"]) == (ACME_TICKET, "reply")
+    assert added.data["parts"][-1]["body"] == "We shipped the fix"
+    assert added.data["parts"][-1]["by_support"] is True
+    assert all(NOTE not in part["body"] for part in added.data["parts"])
+    assert int(state.id or 0) < int(added.id or 0)
+
+
+async def test_last_event_id_resumes_after_the_last_event_without_a_gap(start_gateway: StartGateway) -> None:
+    gateway = await live(start_gateway)
+    async with open_stream(gateway, "u-ann") as stream:
+        await set_state(gateway, ACME_TICKET, "Investigating")
+        first = await stream.next()
+    assert first is not None
+    assert first.id is not None
+    # While the page is away (a network blip, a worker restarting), two more changes.
+    await set_state(gateway, ACME_TICKET, "Needs customer")
+    await reply(gateway, ACME_TICKET, "Can you send a screenshot?")
+    async with open_stream(gateway, "u-ann", last_event_id=first.id) as resumed:
+        missed = [await resumed.next(), await resumed.next()]
+    assert [(event.data["kind"], event.data["ticket"]) for event in missed if event] == [
+        ("state", ACME_TICKET),
+        ("reply", ACME_TICKET),
+    ]
+
+
+async def test_a_page_further_behind_than_retention_is_told_to_reload(start_gateway: StartGateway) -> None:
+    # The demo seed alone writes more than 100 changes: the first of them are gone.
+    gateway = await live(start_gateway, store={"change_retention": 100})
+    async with open_stream(gateway, "u-ann", last_event_id="1") as stream:
+        event = await stream.next()
+        assert event is not None
+        assert (event.event, event.data) == ("reload", {"reason": "missed"})
+        # It goes on from the newest change: the next change is the next event.
+        await set_state(gateway, ACME_TICKET, "Fixed")
+        after = await stream.next()
+    assert after is not None
+    assert after.data["kind"] == "state"
+
+
+async def test_a_removed_membership_ends_the_stream_after_a_reload_event(start_gateway: StartGateway) -> None:
+    gateway = await live(start_gateway)
+    async with open_stream(gateway, "u-ann") as stream:
+        await ok(gateway, "DELETE", "/admin/api/contacts/u-ann/companies/acme")
+        left = await stream.ended()
+        await set_state(gateway, ACME_TICKET, "Fixed")  # too late: no stream of Ann's hears of Acme any more
+    assert [(event.event, event.data) for event in left] == [("reload", {"reason": "access"})]
+    await asyncio.sleep(0)  # the handler returns, the audit middleware writes its record
+    records = [record for record in await stream_records(gateway, 1) if record["identity"]["user_id"] == "u-ann"]
+    assert records[0]["stream"]["ended"] == "revoked"
+
+
+async def test_a_stream_ends_when_its_token_expires(start_gateway: StartGateway) -> None:
+    gateway = await live(start_gateway)
+    token = sign_token(SECRET, user_id="u-ann", now=time.time(), ttl=2)
+    async with open_stream(gateway, "u-ann", token=token) as stream:
+        assert await stream.ended() == []
+    records = await stream_records(gateway, 1)
+    assert records[0]["stream"]["ended"] == "expired"
+
+
+async def test_a_visitor_past_the_limit_gets_429_and_the_worker_past_its_limit_503(
+    start_gateway: StartGateway,
+) -> None:
+    limits = {"per_visitor": 1, "max_streams": 2, "retry_after": 7}
+    gateway = await live(start_gateway, portal={"events": limits})
+    async with open_stream(gateway, "u-ann"):
+        again = await call(gateway, "GET", EVENTS, headers={"Authorization": f"Bearer {portal_token('u-ann')}"})
+        assert (again.status, again.headers["Retry-After"]) == (429, "7")
+        assert again.json()["error"]["status"] == 429
+        async with open_stream(gateway, "u-ben"):
+            full = await call(gateway, "GET", EVENTS, headers={"Authorization": f"Bearer {portal_token('u-cho')}"})
+            assert (full.status, full.headers["Retry-After"]) == (503, "7")
+            assert full.headers["Content-Type"].startswith("application/json")
+    # Closed streams give their places back, once they noticed.
+    await stream_records(gateway, 2)
+    async with open_stream(gateway, "u-ann"), open_stream(gateway, "u-cho"):
+        pass
+
+
+async def test_a_page_the_visitor_left_does_not_count_against_their_limit(start_gateway: StartGateway) -> None:
+    # A heartbeat far away: the streams of the pages left are still running when the next pages open.
+    gateway = await live(start_gateway, portal={"events": {"per_visitor": 1, "heartbeat": 60}})
+    for _ in range(3):  # clicking through pages: each page's stream closes as the next one opens
+        async with open_stream(gateway, "u-ann"):
+            pass
+    async with open_stream(gateway, "u-ann"):
+        again = await call(gateway, "GET", EVENTS, headers={"Authorization": f"Bearer {portal_token('u-ann')}"})
+        assert again.status == 429  # the page still open does count
+
+
+async def test_refusals_are_json_with_a_clear_status(start_gateway: StartGateway) -> None:
+    gateway = await live(start_gateway)
+    anonymous = await call(gateway, "GET", EVENTS, headers={})
+    assert anonymous.status == 401  # not a redirect to the login page, which an EventSource cannot follow
+    assert anonymous.headers["Content-Type"].startswith("application/json")
+    bad = await call(
+        gateway,
+        "GET",
+        EVENTS,
+        headers={"Authorization": f"Bearer {portal_token('u-ann')}", "Last-Event-ID": "12; DROP"},
+    )
+    assert bad.status == 400
+    assert "Last-Event-ID" in bad.json()["error"]["detail"]
+    # A stream has no headers-only form: HEAD is not served (the path is then only a ticket id no ticket has),
+    # and the kept-alive connection serves the next request.
+    head = await call(gateway, "HEAD", EVENTS, headers={"Authorization": f"Bearer {portal_token('u-ann')}"})
+    assert head.status == 404
+    assert (await call(gateway, "GET", "/healthz", headers={})).status == 200
+
+
+async def test_one_audit_record_per_stream_with_the_events_it_sent(start_gateway: StartGateway) -> None:
+    gateway = await live(start_gateway)
+    async with open_stream(gateway, "u-ann") as stream:
+        await set_state(gateway, ACME_TICKET, "Fixed")
+        await reply(gateway, ACME_TICKET, NOTE, public=False)
+        await reply(gateway, ACME_TICKET, "Done")
+        assert await stream.next() is not None
+        assert await stream.next() is not None
+    (record,) = await stream_records(gateway, 1)
+    assert record["status"] == 200
+    assert record["identity"]["user_id"] == "u-ann"
+    assert {key: record["stream"][key] for key in ("scope", "resumed", "events")} == {
+        "scope": "all",
+        "resumed": False,
+        "events": 2,
+    }
+    assert record["stream"]["ended"] == "client_gone"
+
+
+async def test_stopping_the_gateway_ends_its_streams_within_the_grace(start_gateway: StartGateway) -> None:
+    gateway = await live(start_gateway, listen={"shutdown_grace": 60})
+    async with open_stream(gateway, "u-ann") as stream:
+        stopping = asyncio.create_task(gateway.running.stop())
+        assert await stream.ended() == []
+        # Well inside the grace: the stream did not make the stop wait for it.
+        await asyncio.wait_for(stopping, 30)
+    (record,) = [record for record in gateway.audit_records() if record.get("stream")]
+    assert record["stream"]["ended"] == "shutdown"
+
+
+async def stream_records(gateway: Gateway, count: int) -> list[dict[str, Any]]:
+    """The audit records of ended streams, once ``count`` are written."""
+    for _ in range(500):  # the writer thread writes within its linger
+        if len(records := [record for record in gateway.audit_records() if record.get("stream")]) >= count:
+            return records
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"fewer than {count} stream records")
