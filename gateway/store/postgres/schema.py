@@ -255,6 +255,45 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER changes_contact AFTER UPDATE ON contacts FOR EACH ROW EXECUTE FUNCTION portal_access_changed();
     CREATE TRIGGER changes_company AFTER UPDATE ON companies FOR EACH ROW EXECUTE FUNCTION portal_access_changed();
     """,  # noqa: S608 (FEED_CHANNEL is a constant of this file, no input)
+    # 7: what the list reads at a million tickets, as SQLite's migration 6: ticket_scope_counts (per scope key
+    # and creator, the tickets a visitor may see there; SECURITY: visible_clause()'s categories exactly) and
+    # an index in the list's own order per key. The counts are kept by statement triggers: each statement's
+    # rows (a COPY's million as one) are added as one grouped upsert, in key order so that two writers lock
+    # the rows they share in the same order. An update takes its old rows out and puts its new rows back.
+    """
+    CREATE TABLE ticket_scope_counts (
+        scope bigint NOT NULL,
+        creator_id bigint NOT NULL,
+        type_id bigint NOT NULL,
+        tickets bigint NOT NULL,
+        PRIMARY KEY (scope, creator_id, type_id)
+    );
+    INSERT INTO ticket_scope_counts (scope, creator_id, type_id, tickets)
+    SELECT coalesce(company_id, -creator_id), creator_id, type_id, count(*) FROM tickets
+    WHERE category = 'Customer' OR (category = 'Back-office' AND is_shared = 1) GROUP BY 1, 2, 3;
+
+    CREATE FUNCTION portal_scope_counted() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        INSERT INTO ticket_scope_counts AS counts (scope, creator_id, type_id, tickets)
+        SELECT coalesce(company_id, -creator_id), creator_id, type_id, count(*) * TG_ARGV[0]::bigint FROM moved
+        WHERE category = 'Customer' OR (category = 'Back-office' AND is_shared = 1)
+        GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+        ON CONFLICT (scope, creator_id, type_id) DO UPDATE SET tickets = counts.tickets + excluded.tickets;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER scope_counts_on_insert AFTER INSERT ON tickets
+        REFERENCING NEW TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_scope_counted('1');
+    CREATE TRIGGER scope_counts_on_update_new AFTER UPDATE ON tickets
+        REFERENCING NEW TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_scope_counted('1');
+    CREATE TRIGGER scope_counts_on_update_old AFTER UPDATE ON tickets
+        REFERENCING OLD TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_scope_counted('-1');
+    CREATE TRIGGER scope_counts_on_delete AFTER DELETE ON tickets
+        REFERENCING OLD TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_scope_counted('-1');
+
+    DROP INDEX tickets_by_scope;
+    CREATE INDEX tickets_by_scope_update ON tickets ((coalesce(company_id, -creator_id)), updated_at, id)
+        INCLUDE (category, is_shared, creator_id, type_id, state_id);
+    """,
 )
 
 

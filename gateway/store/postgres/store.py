@@ -52,7 +52,7 @@ from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import ImportMode
 from gateway.store.search import PART_SEPARATOR, best_reply, excerpt
-from gateway.store.visibility import query_clause, visible_clause
+from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, visible_clause
 
 T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
@@ -329,18 +329,18 @@ class PostgresStore:
         if match is not None:
             return await self._read(partial(self._search, match, f"{where}{extra}", [*params, *extra_params], query))
         direction = "DESC" if query.descending else "ASC"
-        order = _SORT_COLUMNS[query.order].format(dir=direction)
-        offset = (query.page - 1) * query.page_size
+        order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
+        count, count_params = count_sql(visible, query)
+        ids, ids_params = page_sql(visible, query, order)
 
         async def read(sql: Sql) -> TicketPage:
-            total = await sql.value(f"SELECT count(*) FROM tickets t WHERE {where}{extra}", *params, *extra_params)  # noqa: S608
+            total = await sql.value(count, *count_params)
             rows = await sql.fetch(
-                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{extra}"
-                f" ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?",
-                *params,
-                *extra_params,
+                f"SELECT {_SUMMARY_COLUMNS} FROM ({ids}) AS page JOIN tickets t ON t.id = page.page_id"  # noqa: S608
+                f" {_SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?",
+                *ids_params,
                 query.page_size,
-                offset,
+                (query.page - 1) * query.page_size,
             )
             return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
@@ -449,11 +449,11 @@ class PostgresStore:
 
     async def creators(self, visible: TicketFilter) -> list[tuple[int, str]]:
         """(contact id, name) of everyone who created a ticket the filter lets the visitor see, by name."""
-        where, params = visible_clause(visible)
+        creators, params = counted_sql(visible, "creator_id")
         rows = await self._read(
             lambda sql: sql.fetch(
                 "SELECT p.id, coalesce(p.name, p.email, p.user_id) AS shown FROM contacts p"  # noqa: S608
-                f" WHERE EXISTS (SELECT 1 FROM tickets t WHERE t.creator_id = p.id AND {where})"
+                f" WHERE p.id IN ({creators})"
                 ' ORDER BY lower(coalesce(p.name, p.email, p.user_id)) COLLATE "C", p.id',
                 *params,
             )
@@ -462,11 +462,10 @@ class PostgresStore:
 
     async def visible_types(self, visible: TicketFilter) -> list[TicketType]:
         """The ticket types of the tickets the filter lets the visitor see (never a type they cannot see), by name."""
-        where, params = visible_clause(visible)
+        types, params = counted_sql(visible, "type_id")
         rows = await self._read(
             lambda sql: sql.fetch(
-                "SELECT ty.id, ty.name FROM ticket_types ty WHERE EXISTS"  # noqa: S608 (placeholders only)
-                f' (SELECT 1 FROM tickets t WHERE t.type_id = ty.id AND {where}) ORDER BY ty.name COLLATE "C"',
+                f'SELECT ty.id, ty.name FROM ticket_types ty WHERE ty.id IN ({types}) ORDER BY ty.name COLLATE "C"',  # noqa: S608
                 *params,
             )
         )

@@ -49,7 +49,7 @@ from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
 from gateway.store.sqlite.schema import migrate
 from gateway.store.sqlite.writes import add_participant
-from gateway.store.visibility import query_clause, visible_clause
+from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, visible_clause
 
 T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
@@ -308,22 +308,18 @@ class SQLiteStore:
         if match is not None:
             return await self._run(lambda: self._search(match, f"{where}{extra}", [*params, *extra_params], query))
         direction = "DESC" if query.descending else "ASC"
-        order = _SORT_COLUMNS[query.order].format(dir=direction)
-        offset = (query.page - 1) * query.page_size
+        order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
+        count, count_params = count_sql(visible, query)
+        ids, ids_params = page_sql(visible, query, order)
 
         def read() -> TicketPage:
-            total = self._connection.execute(
-                f"SELECT count(*) FROM tickets t WHERE {where}{extra}",  # noqa: S608 (placeholders only)
-                [*params, *extra_params],
-            ).fetchone()[0]
-            # The page is chosen from the tickets_by_scope index alone (the small type and state tables
+            total = self._connection.execute(count, count_params).fetchone()[0]
+            # The page is chosen from the tickets_by_scope_update index alone (the small type and state tables
             # give the sort keys); only its rows are then read and joined to companies and creators.
             rows = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM (SELECT t.id AS page_id FROM tickets t"  # noqa: S608
-                " JOIN ticket_types ty ON ty.id = t.type_id JOIN ticket_states s ON s.id = t.state_id"
-                f" WHERE {where}{extra} ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?) AS page"
-                f" JOIN tickets t ON t.id = page.page_id {_SUMMARY_LOOKUPS} ORDER BY {order}, t.id {direction}",
-                [*params, *extra_params, query.page_size, offset],
+                f"SELECT {_SUMMARY_COLUMNS} FROM ({ids}) AS page JOIN tickets t ON t.id = page.page_id"  # noqa: S608
+                f" {_SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*ids_params, query.page_size, (query.page - 1) * query.page_size],
             ).fetchall()
             return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
@@ -447,11 +443,11 @@ class SQLiteStore:
 
     async def creators(self, visible: TicketFilter) -> list[tuple[int, str]]:
         """(contact id, name) of everyone who created a ticket the filter lets the visitor see, by name."""
-        where, params = visible_clause(visible)
+        creators, params = counted_sql(visible, "creator_id")
         rows = await self._run(
             lambda: self._connection.execute(
-                "SELECT DISTINCT p.id, coalesce(p.name, p.email, p.user_id) AS shown FROM tickets t"  # noqa: S608
-                f" JOIN contacts p ON p.id = t.creator_id WHERE {where} ORDER BY shown COLLATE NOCASE",
+                "SELECT p.id, coalesce(p.name, p.email, p.user_id) AS shown FROM contacts p"  # noqa: S608
+                f" WHERE p.id IN ({creators}) ORDER BY shown COLLATE NOCASE, p.id",
                 params,
             ).fetchall()
         )
@@ -459,11 +455,10 @@ class SQLiteStore:
 
     async def visible_types(self, visible: TicketFilter) -> list[TicketType]:
         """The ticket types of the tickets the filter lets the visitor see (never a type they cannot see), by name."""
-        where, params = visible_clause(visible)
+        types, params = counted_sql(visible, "type_id")
         rows = await self._run(
             lambda: self._connection.execute(
-                "SELECT ty.id, ty.name FROM ticket_types ty WHERE EXISTS"  # noqa: S608 (placeholders only)
-                f" (SELECT 1 FROM tickets t WHERE t.type_id = ty.id AND {where}) ORDER BY ty.name",
+                f"SELECT ty.id, ty.name FROM ticket_types ty WHERE ty.id IN ({types}) ORDER BY ty.name",  # noqa: S608
                 params,
             ).fetchall()
         )
