@@ -353,27 +353,33 @@ class PostgresStore:
         """
         relevance = query.order == "relevance"
         exact = (query.q or "").strip().lstrip("#")
-        if relevance:
+        if relevance:  # cut the page from the hits alone, then read only the page's tickets
             order = _relevance(query.descending)
+            source = f"(SELECT * FROM hits ORDER BY {order} LIMIT ? OFFSET ?) AS hits"  # noqa: S608
+            limit = ""
         else:
             direction = "DESC" if query.descending else "ASC"
             order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
+            source = "hits"
+            limit = " LIMIT ? OFFSET ?"
         queries = [match, ts_any(query.q, "AB"), ts_any(query.q, "A"), ts_any(query.q, "B"), ts_any(query.q, "C")]
         hits = (
             f"WITH {_QUERIES}, hits AS MATERIALIZED ("  # noqa: S608 (placeholders only)
             f" SELECT t.id, t.ticket_id = ? AS exact, {_TIER if relevance else 0} AS tier,"
-            f" {_RANK if relevance else 0} AS score, {_SNIPPET_COLUMN} AS snippet_column"
-            f" FROM tickets t, q WHERE t.search @@ q.query AND {where})"
+            f" {_RANK if relevance else 0} AS score FROM tickets t, q WHERE t.search @@ q.query AND {where})"
         )
         snippet_text = (
-            f"CASE hits.snippet_column WHEN {_TITLE} THEN t.title WHEN {_TICKET_ID} THEN t.ticket_id"
+            f"CASE cut.snippet_column WHEN {_TITLE} THEN t.title WHEN {_TICKET_ID} THEN t.ticket_id"
             f" WHEN {_DESCRIPTION} THEN t.description END"
         )
+        # The snippet's column is found for the page's rows only (each test reads the ticket's tsvector).
         page = (
             f"{hits} SELECT {_SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits),"  # noqa: S608
-            " hits.snippet_column,"
-            f" ts_headline('portal_search', portal_clean({snippet_text}), (SELECT query FROM q), ?)"
-            f" FROM hits JOIN tickets t ON t.id = hits.id {_SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?"
+            " cut.snippet_column,"
+            f" ts_headline('portal_search', portal_clean({snippet_text}), q.query, ?)"
+            f" FROM {source} JOIN tickets t ON t.id = hits.id CROSS JOIN q"
+            f" CROSS JOIN LATERAL (SELECT {_SNIPPET_COLUMN} AS snippet_column) AS cut"
+            f" {_SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
         )
         offset = (query.page - 1) * query.page_size
         rows = await sql.fetch(page, *queries, exact, *params, HEADLINE_OPTIONS, query.page_size, offset)
