@@ -271,6 +271,7 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO ticket_scope_counts (scope, creator_id, type_id, tickets)
     SELECT coalesce(company_id, -creator_id), creator_id, type_id, count(*) FROM tickets
     WHERE category = 'Customer' OR (category = 'Back-office' AND is_shared = 1) GROUP BY 1, 2, 3;
+    ANALYZE ticket_scope_counts;
 
     CREATE FUNCTION portal_scope_counted() RETURNS trigger LANGUAGE plpgsql AS $$
     BEGIN
