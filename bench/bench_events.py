@@ -31,9 +31,19 @@ from pathlib import Path
 
 import psutil
 import trustme
-import yaml
 
-from bench.edge import HOST, REPO, SECRET, Processes, free_port, platform_line, raise_file_limit, wait_ready
+from bench.edge import (
+    HOST,
+    REPO,
+    SECRET,
+    Processes,
+    free_port,
+    gateway_config,
+    platform_line,
+    raise_file_limit,
+    wait_ready,
+    write_certificate,
+)
 from bench.load import rss_with_idle_connections
 from gateway.policy.identity import sign_token
 from gateway.store.demo import demo_lines
@@ -68,25 +78,18 @@ async def build_store(path: Path) -> None:
 
 
 def config(folder: Path, port: int, streams: int) -> Path:
-    path = folder / "gateway.yaml"
-    raw = {
-        "workspace_id": "bench",
-        "domain": "localhost",
-        "listen": {"https": f"{HOST}:{port}", "shutdown_grace": 2},
-        "tls": {"cert": str(folder / "cert.pem"), "key": str(folder / "key.pem")},
-        "upstream": {"url": f"http://{HOST}:{free_port()}"},
-        "identity": {"jwt": {"secrets": ["env:BENCH_JWT_SECRET"]}, "login_url": "https://app.example.com/login"},
-        "messenger": {"upstream": f"http://{HOST}:{free_port()}"},
-        "portal": {
+    """The bench's gateway: the rendered portal for every example.com address, room for every stream, the admin API;
+    nothing listens upstream."""
+    return gateway_config(
+        folder,
+        port,
+        free_port(),
+        portal={
             "access": {"rules": [{"attribute": "person.email", "op": "contains", "value": "example.com"}]},
             "events": {"max_streams": streams + 100},
         },
-        "store": {"path": str(folder / "portal.db")},
-        "admin": {"token": "env:BENCH_ADMIN_TOKEN"},
-        "audit": {"path": str(folder / "audit.jsonl")},
-    }
-    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    return path
+        admin={"token": "env:BENCH_ADMIN_TOKEN"},
+    )
 
 
 class Stream:
@@ -178,18 +181,21 @@ async def measure(port: int, pid: int, context: ssl.SSLContext, streams: int, ch
     }
 
 
+def _load() -> str:
+    return " ".join(f"{figure:.2f}" for figure in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the measurement once and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=5_000)
     parser.add_argument("--changes", type=int, default=5)
     args = parser.parse_args(argv)
+    load = _load()  # before the bench adds its own: what the other users of the cores were doing
     raise_file_limit()
     folder = Path(tempfile.mkdtemp(prefix="bench-events-"))
     ca = trustme.CA()
-    leaf = ca.issue_cert(HOST, "localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+    write_certificate(folder, ca)
     context = ssl.create_default_context()
     ca.configure_trust(context)
     asyncio.run(build_store(folder / "portal.db"))
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> None:
     per_connection = (rss_connections - rss_idle) / args.streams
     per_stream = (figures["rss_streams"] - rss_connections) / args.streams
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, {platform_line()}")
+    print(f"load average (1, 5, 15 min) before the run {load}, after it {_load()}: the cores are shared")
     print(f"{args.streams:,} streams on one worker, {args.changes} changes, each reaching every stream")
     rows = [
         ("gateway RSS idle", f"{rss_idle / 1e6:.1f} MB"),

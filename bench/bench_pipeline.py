@@ -35,7 +35,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from bench.bench_identity import per_call_us
-from bench.edge import HOST, PATH, SECRET, WORKSPACE, gateway_config
+from bench.edge import HOST, PATH, SECRET, WORKSPACE, gateway_config, write_certificate
 from gateway.app import create_app
 from gateway.config import load_config
 from gateway.edge.headers import Forwarding, upstream_request_headers
@@ -146,9 +146,7 @@ def preparations(headers: dict[str, str], allowed: frozenset[str]) -> list[tuple
 async def main() -> None:
     """Build the app, measure, print."""
     folder = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
-    leaf = trustme.CA().issue_cert(HOST, "localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+    write_certificate(folder, trustme.CA())
     os.environ["BENCH_JWT_SECRET"] = SECRET
     config = load_config(gateway_config(folder, 1, 9))
     token = sign_token(SECRET, user_id="u1", email="u1@example.com", name="Bench User", now=time.time(), ttl=3600)

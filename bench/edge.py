@@ -202,8 +202,16 @@ def measure(target: Target, headers: dict[str, str], seconds: float, request: by
     return Row(target, result, idle, peak.peak, with_idle)
 
 
-def gateway_config(folder: Path, port: int, upstream_port: int) -> Path:
-    """The gateway's YAML for the run: proxy-mode portal behind an email-domain rule, audit on, metrics on."""
+def write_certificate(folder: Path, ca: trustme.CA) -> None:
+    """A certificate of ``ca`` for the loopback gateway, as ``folder``'s cert.pem and key.pem (``gateway_config``'s)."""
+    leaf = ca.issue_cert(HOST, "localhost")
+    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
+    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+
+
+def gateway_config(folder: Path, port: int, upstream_port: int, **sections: object) -> Path:
+    """The gateway's YAML for the run: proxy-mode portal behind an email-domain rule, audit on, metrics on;
+    ``sections`` replace these top-level sections."""
     path = folder / "gateway.yaml"
     config = {
         "workspace_id": WORKSPACE,
@@ -219,6 +227,7 @@ def gateway_config(folder: Path, port: int, upstream_port: int) -> Path:
         },
         "store": {"path": str(folder / "portal.db")},
         "audit": {"path": str(folder / "audit.jsonl")},
+        **sections,
     }
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path
@@ -288,9 +297,7 @@ def run(seconds: float, *, portal: bool, profile: bool) -> None:
     raise_file_limit()
     folder = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     ca = trustme.CA()
-    leaf = ca.issue_cert(HOST, "localhost")
-    leaf.cert_chain_pems[0].write_to_path(str(folder / "cert.pem"))
-    leaf.private_key_pem.write_to_path(str(folder / "key.pem"))
+    write_certificate(folder, ca)
     token = sign_token(SECRET, user_id="u1", email="u1@example.com", name="Bench User", now=time.time(), ttl=4 * 3600)
     session, device = f"intercom-session-{WORKSPACE}=s3ss10n", f"intercom-device-id-{WORKSPACE}=d3v1c3"
     jwt_cookie = f"portal-jwt={token}"

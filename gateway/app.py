@@ -11,28 +11,27 @@ import jinja2
 from aiohttp import web
 
 from gateway.config import CONFIG, GatewayConfig
-from gateway.edge.errorpages import error_middleware
-from gateway.edge.framing import framing_middleware
 from gateway.edge.guard import (
     CLOCK,
     GUARD,
     STORE,
     VISIBILITY,
     Guard,
-    access_middleware,
+    access_stage,
     account_context,
-    identity_middleware,
+    identity_stage,
     jwks_context,
 )
-from gateway.edge.headers import forwarded_middleware
-from gateway.edge.hosts import host_middleware, served_hosts
-from gateway.edge.paths import path_middleware
+from gateway.edge.headers import forwarded_stage
+from gateway.edge.hosts import host_stage, served_hosts
+from gateway.edge.paths import path_stage
+from gateway.edge.pipeline import Pipeline, page_context_stage
 from gateway.edge.secure import security_headers
-from gateway.edge.slowclients import HeadDeadline, body_middleware
+from gateway.edge.slowclients import HeadDeadline, body_stage
 from gateway.intercom.connector import intercom_context
 from gateway.namespace import NAMESPACES, NamespaceTable
-from gateway.observe.audit import AuditLog, audit_log_context, audit_middleware
-from gateway.observe.metrics import METRICS, Metrics
+from gateway.observe.audit import AuditLog, audit_log_context
+from gateway.observe.metrics import METRICS, Metrics, metrics_context
 from gateway.policy.identity import JWTVerifier
 from gateway.policy.visibility import VisibilityPolicy
 from gateway.proxy.forward import HELP_CENTER, MESSENGER, Upstream, upstream_pool, upstream_session
@@ -75,24 +74,26 @@ def create_app(
     """Build the gateway's HTTPS application from a validated config; ``metrics`` and ``audit_log`` come from
     the app it replaces (a reload): counters never go back to zero and the audit chain never breaks."""
     head_deadline = HeadDeadline(config.requests.header_timeout)
+    # One middleware runs it all (gateway/edge/pipeline.py): the head's deadline, the request id, audit record
+    # and metrics (which see the final status), framing (ambiguous framing refused, and "_" in header names if so
+    # configured; no keep-alive after an upgrade that did not happen), the error pages, then these stages:
+    pipeline = Pipeline(
+        head_deadline,
+        refuse_underscores=config.requests.underscore_headers == "refuse",
+        stages=(
+            host_stage(served_hosts(config)),  # only our own Host names get content
+            path_stage(config.requests.allow_encoded_slashes),  # paths servers read two ways refused
+            forwarded_stage(config.listen.trusted_proxies),  # client address, X-Forwarded-*
+            identity_stage,  # who: verified identity, or why not
+            # The header's account for every page (the processors below); before access, so that the pages
+            # the access stage answers with know the visitor too.
+            page_context_stage,
+            access_stage,  # whether: portal paths need a visitor who meets the access rules
+            body_stage(config.requests.body_timeout, frozenset({upstream.ROUTE_NAME})),  # read in time
+        ),
+    )
     app = web.Application(
-        middlewares=[
-            head_deadline.middleware,  # the request head arrived in time (server.py starts the clock)
-            audit_middleware,  # request id, audit record, metrics: sees the final status
-            # Ambiguous framing refused (and "_" in header names, if so configured); no keep-alive after an
-            # upgrade that did not happen.
-            framing_middleware(config.requests.underscore_headers == "refuse"),
-            error_middleware,  # exceptions and upstream failures become pages
-            host_middleware(served_hosts(config)),  # only our own Host names get content
-            path_middleware(config.requests.allow_encoded_slashes),  # paths servers read two ways refused
-            forwarded_middleware(config.listen.trusted_proxies),  # client address, X-Forwarded-*
-            identity_middleware,  # who: verified identity, or why not
-            # The header's account for every page (the processors below); here, not appended last by
-            # aiohttp_jinja2.setup(), so that the pages the access stage answers with know the visitor too.
-            aiohttp_jinja2.context_processors_middleware,
-            access_middleware,  # whether: portal paths need a visitor who meets the access rules
-            body_middleware(config.requests.body_timeout, frozenset({upstream.ROUTE_NAME})),  # read in time
-        ],
+        middlewares=[pipeline.middleware],
         # Caps only the bodies the gateway reads itself (forms, admin JSON); proxied bodies stream.
         client_max_size=config.requests.max_body_size,
     )
@@ -108,6 +109,7 @@ def create_app(
     app.cleanup_ctx.extend(
         [
             audit_log_context(config.audit, audit_log),
+            metrics_context,
             upstream_pool,
             upstream_session,
             store_context,
@@ -124,8 +126,9 @@ def create_app(
     aiohttp_jinja2.setup(app, loader=jinja2.PackageLoader("routes", "templates"), autoescape=True)
     app[aiohttp_jinja2.APP_CONTEXT_PROCESSORS_KEY] = (account_context,)
     # aiohttp-jinja2 1.6 keeps its context under a plain string request key, which aiohttp 3.14 warns about
-    # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only that library's warning is silenced.
-    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module="aiohttp_jinja2")
+    # (aio-libs/aiohttp-jinja2#1025 moves it to a RequestKey); only the warning for that library's key is silenced,
+    # where it is set: in the library, and in the pipeline's page context stage.
+    warnings.filterwarnings("ignore", category=web.NotAppKeyWarning, module=r"aiohttp_jinja2|gateway\.edge\.pipeline")
     assets.add_routes(app)
     brand.add_routes(app)
     health.add_routes(app)

@@ -248,7 +248,7 @@ def admin_credential_checked(request: web.Request, reason: str | None) -> bool:
         method="admin_token", result="verified" if valid else "rejected", reason=reason
     )
     metrics = request.app[METRICS]
-    metrics.child(metrics.identity_results, "admin_token", "verified" if valid else "rejected", reason or "").inc()
+    metrics.count(metrics.identity_results, "admin_token", "verified" if valid else "rejected", reason or "")
     return valid
 
 

@@ -3,7 +3,8 @@
 Each change of the store's feed (gateway/store/feed.py) becomes an event for this
 visitor only if the store, asked through the same visibility filter the pages use,
 shows them the ticket now; what the event carries is what the page would show
-(state, update time, the public replies), never more. ``Last-Event-ID`` resumes
+(state, update time, the public replies), never more. The streams woken by one
+change share that read per filter (:class:`SharedReads`). ``Last-Event-ID`` resumes
 after the last event the page got; a page further behind than the feed's retention
 gets a ``reload`` event. The stream re-checks the visitor's access (the access rules
 on their current contact) at every change to their memberships or attributes and
@@ -13,6 +14,7 @@ expires, or when the worker stops. One audit record per stream, when it ends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
@@ -23,14 +25,15 @@ from typing import Any, Literal
 from aiohttp import web
 
 from gateway.config import CONFIG, EventsConfig
-from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY, VISITOR
+from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY, VISITOR, Clock
 from gateway.errors import BadRequest, ServiceBusy, StoreUnavailable, TooManyRequests
 from gateway.namespace import EVENTS_SUFFIX
 from gateway.observe.audit import AUDIT_ENTRY, StreamResult
 from gateway.policy.visibility import Visitor
 from gateway.run.periodic import periodic
 from gateway.store.feed import ChangeHub
-from gateway.store.models import Change, TicketDetail
+from gateway.store.models import Change, TicketDetail, TicketFilter
+from gateway.store.protocol import Store
 from routes.portal import initials
 from routes.timefmt import exact, iso, relative
 
@@ -83,12 +86,54 @@ class Streams:
 STREAMS = web.AppKey("event_streams", Streams)
 
 
+class SharedReads:
+    """A change's event for one visibility filter, read once for every stream that waits on that filter.
+
+    A change wakes every stream at once; those with the same filter (the same
+    visitor's pages; visitors whose filters are equal) would each read the same
+    ticket through the same filter. The first starts the read, the others wait
+    for it; the read is forgotten the moment it ends, so a stream that comes
+    later reads again and never gets an answer older than its own request.
+    """
+
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._reading: dict[tuple[int, TicketFilter], asyncio.Task[bytes | None]] = {}
+
+    async def frame(self, change: Change, ticket_id: str, visible: TicketFilter) -> bytes | None:
+        """The event of ``change`` (of the ticket ``ticket_id``) for a visitor with the filter ``visible``; None
+        when the filter does not show them the ticket now."""
+        key = (change.id, visible)  # SECURITY: the filter is in the key: a read is never shared across filters
+        reading = self._reading.get(key)
+        if reading is None:
+            reading = self._reading[key] = asyncio.create_task(self._read(key, change, ticket_id, visible))
+        # shield: a stream whose page leaves (its task cancelled) does not cancel the read the others wait on
+        return await asyncio.shield(reading)
+
+    async def _read(
+        self, key: tuple[int, TicketFilter], change: Change, ticket_id: str, visible: TicketFilter
+    ) -> bytes | None:
+        try:
+            # SECURITY: the pages' own filter and read: an event exists only for a ticket the visitor's detail page
+            # would show now, and carries only what that page shows.
+            detail = await self._store.get_ticket(visible, ticket_id)
+        finally:
+            del self._reading[key]
+        return None if detail is None else _frame("ticket", ticket_event(change, detail, self._clock()), change.id)
+
+
+READS = web.AppKey("shared_reads", SharedReads)
+
+
 async def feed_context(app: web.Application) -> AsyncIterator[None]:
-    """Cleanup context: this worker's change hub, watching the store every ``store.change_poll`` seconds."""
+    """Cleanup context: this worker's change hub, watching the store every ``store.change_poll`` seconds, and the
+    reads its streams share."""
     config = app[CONFIG]
     hub = ChangeHub(app[STORE])
     await hub.start()
     app[HUB] = hub
+    app[READS] = SharedReads(app[STORE], app[CLOCK])
     async with periodic(hub.pump, config.store.change_poll, name="change feed"):
         yield
 
@@ -135,12 +180,18 @@ def ticket_event(change: Change, detail: TicketDetail, now: float) -> dict[str, 
 class _Stream:
     """One visitor's stream: their current visibility, a cursor into the feed, and the response."""
 
+    # Slots, and the filter made once: 5,000 idle streams hold 5,000 of these, and each change would otherwise
+    # build every stream's filter again (garbage the cyclic collector then walks all streams' objects for).
+    __slots__ = ("app", "request", "response", "scope", "sent", "visible", "visitor")
+
     def __init__(self, request: web.Request, response: web.StreamResponse, scope: Literal["all", "mine"]) -> None:
         self.request = request
         self.response = response
         self.scope = scope
         self.visitor: Visitor = request[VISITOR]
         self.app = request.app
+        self.visible = self.app[VISIBILITY].ticket_filter(self.visitor, scope)
+        """The tickets the page shows; the stream ends (a reload) when the visitor's filter is another."""
         self.sent = 0
 
     async def unchanged(self) -> bool:
@@ -148,10 +199,10 @@ class _Stream:
         as the store has it now, and the same ticket filter as when the stream opened."""
         identity = self.visitor.identity
         visitor = Visitor(identity, await self.app[STORE].contact_by_user_id(identity.user_id))
-        visibility = self.app[VISIBILITY]
-        return self.app[GUARD].access(visitor.facts()).allowed and visibility.ticket_filter(
-            visitor, self.scope
-        ) == visibility.ticket_filter(self.visitor, self.scope)
+        return (
+            self.app[GUARD].access(visitor.facts()).allowed
+            and self.app[VISIBILITY].ticket_filter(visitor, self.scope) == self.visible
+        )
 
     async def deliver(self, change: Change) -> bool:
         """Send the change if the visitor may see its ticket now; False when what they may see changed."""
@@ -162,12 +213,9 @@ class _Stream:
             return True
         if change.ticket_id is None:
             return True
-        # SECURITY: the pages' own filter and read: an event exists only for a ticket the visitor's detail page
-        # would show now, and carries only what that page shows.
-        visible = self.app[VISIBILITY].ticket_filter(self.visitor, self.scope)
-        detail = await self.app[STORE].get_ticket(visible, change.ticket_id)
-        if detail is not None:
-            await self.response.write(_frame("ticket", ticket_event(change, detail, self.app[CLOCK]()), change.id))
+        frame = await self.app[READS].frame(change, change.ticket_id, self.visible)
+        if frame is not None:
+            await self.response.write(frame)
             self.sent += 1
         return True
 
@@ -190,8 +238,8 @@ class _Stream:
                     if not await self.unchanged():
                         return await self.revoked()
                     recheck_at = now + config.recheck
-                deadlines = [config.heartbeat, recheck_at - now, *([expires - now] if expires is not None else [])]
-                await hub.wait(cursor, max(0.0, min(deadlines)))
+                until_expiry = config.heartbeat if expires is None else expires - now
+                await hub.wait(cursor, max(0.0, min(config.heartbeat, recheck_at - now, until_expiry)))
                 if hub.closed:
                     return "shutdown"
                 batch = await hub.after(cursor)

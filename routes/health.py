@@ -75,7 +75,7 @@ async def metrics(request: web.Request) -> web.Response:
     # they are served to the configured ops networks only (the TCP peer, not a header).
     if not peer_in(request.remote, request.app[CONFIG].listen.metrics_allow):
         raise web.HTTPNotFound()
-    return web.Response(body=request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=await request.app[METRICS].exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def add_routes(app: web.Application) -> None:

@@ -117,14 +117,14 @@ async def messenger(request: web.Request) -> web.StreamResponse:
         verdict: Verdict = police((query, body), sender)
     except BodyError as exc:
         entry.company_policy = CompanyPolicyResult(action="invalid", reason=str(exc))
-        metrics.child(metrics.company_policy, "invalid").inc()
+        metrics.count(metrics.company_policy, "invalid")
         raise BadRequest(str(exc)) from None
     removed = list(verdict.removals)
     action = "pass" if not removed else config.company_update_action
     entry.company_policy = CompanyPolicyResult(
         action=action, user_id=_audited_user(user_data, sender), verified=verdict.verified, removed=removed
     )
-    metrics.child(metrics.company_policy, action).inc()
+    metrics.count(metrics.company_policy, action)
     if action == "reject":
         fields = ", ".join(f"{item.field} ({item.reason})" for item in removed)
         raise Forbidden(f"company data may change only through the admin API: {fields}")

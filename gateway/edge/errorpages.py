@@ -15,7 +15,6 @@ from http import HTTPStatus
 
 import aiohttp_jinja2
 from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway.errors import (
     BodyTimeout,
@@ -110,20 +109,15 @@ def error_response(
     )
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn HTTP errors, upstream failures and bugs into pages; redirects pass through.
-
-    A request standing in for a head the parser refused (gateway/run/protocol.py) is answered here at once.
-    """
+def refused_answer(request: web.Request) -> web.Response | None:
+    """The answer to a request standing in for a head the parser refused (gateway/run/protocol.py), else None."""
     refused = refused_status(request)
-    if refused is not None:
-        return error_response(request, refused, HTTPStatus(refused).phrase)
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
+    return None if refused is None else error_response(request, refused, HTTPStatus(refused).phrase)
+
+
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The page for an HTTP error (never a redirect: those pass through), an upstream failure or a bug."""
+    if isinstance(exc, web.HTTPException):
         if isinstance(exc, Explained):
             response = error_response(request, exc.status, exc.reason, exc.detail, heading=exc.title, link=exc.link)
         else:
@@ -131,12 +125,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         for name in ("Allow", "WWW-Authenticate", "Retry-After"):
             if name in exc.headers:
                 response.headers[name] = exc.headers[name]
-    except (UpstreamError, BodyTimeout, StoreUnavailable, IntercomError) as exc:
+    elif isinstance(exc, UpstreamError | BodyTimeout | StoreUnavailable | IntercomError):
         response = error_response(request, exc.status, exc.title)
-    except ChangeRefused as exc:
+    elif isinstance(exc, ChangeRefused):
         response = error_response(request, exc.status, exc.title, str(exc), exc.fields)
-    except Exception:
-        log.exception("unhandled error", extra={"request_id": request[AUDIT_ENTRY].request_id})
+    else:
+        log.error("unhandled error", exc_info=exc, extra={"request_id": request[AUDIT_ENTRY].request_id})
         response = error_response(request, 500, "Internal error")
     # SECURITY: a body left half-read (too big, too slow, refused early) is not drained for
     # seconds more, nor parsed as the next request: the connection closes after the page.

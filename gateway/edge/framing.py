@@ -9,10 +9,7 @@ behind the request is parsed as another one.
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDictProxy
-
-from gateway.edge.errorpages import error_response
 
 
 def _tokens(headers: CIMultiDictProxy[str], name: str) -> list[str]:
@@ -42,20 +39,8 @@ def framing_problem(method: str, headers: CIMultiDictProxy[str], *, refuse_under
     return None
 
 
-def framing_middleware(refuse_underscores: bool) -> Middleware:
-    """Refuse ambiguous framing with a 400; close the connection after any upgrade that did not happen."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        problem = framing_problem(request.method, request.headers, refuse_underscores=refuse_underscores)
-        if problem is not None:
-            response: web.StreamResponse = error_response(request, 400, "Bad request", problem)
-        else:
-            response = await handler(request)
-        # SECURITY: bytes a client sent behind an upgrade request (or a refused one) must not be
-        # parsed as the next request on this connection: it is closed unless the upgrade happened.
-        if problem is not None or ("Upgrade" in request.headers and response.status != 101):
-            response.force_close()
-        return response
-
-    return middleware
+def upgrade_refused(request: web.Request, response: web.StreamResponse) -> bool:
+    """Whether ``request`` asked for an upgrade that ``response`` did not make: its connection must close."""
+    # SECURITY: bytes a client sent behind an upgrade request (or a refused one) must not be
+    # parsed as the next request on this connection: it is closed unless the upgrade happened.
+    return "Upgrade" in request.headers and response.status != 101

@@ -1,7 +1,7 @@
 """The identity and access stages of the pipeline.
 
-``identity_middleware`` says who the visitor is (or why not) on every request;
-``access_middleware`` decides, on the portal's own paths only, whether they
+``identity_stage`` says who the visitor is (or why not) on every request;
+``access_stage`` decides, on the portal's own paths only, whether they
 may come in. Both only wire the pure functions of ``identity.py``,
 ``rules.py`` and ``visibility.py`` to the request, the store and the audit.
 ``account_context`` tells every page's header who is signed in. Routes read what they need of the
@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
 from yarl import URL
 
 from gateway.config import GatewayConfig
@@ -170,16 +169,29 @@ async def jwks_context(app: web.Application) -> AsyncIterator[None]:
 Judgement = TypeVar("Judgement", Identity | Rejection, Identity | Rejection | None)
 
 
+def stale_keys(guard: Guard, result: Identity | Rejection | None) -> bool:
+    """Whether ``result`` names a key the JWKS has not fetched yet, and a fetch may be made now."""
+    jwks = guard.verifiers.jwt.jwks
+    return (
+        isinstance(result, Rejection)
+        and result.reason == "unknown_kid"
+        and jwks is not None
+        and jwks.needs_refetch(guard.clock())
+    )
+
+
+async def rejudged(request: web.Request, judge: Callable[[], Judgement]) -> Judgement:
+    """``judge()`` after fetching the JWKS anew: a new signing key may have been published since the last fetch."""
+    jwks = request.app[GUARD].verifiers.jwt.jwks
+    if jwks is not None:
+        await jwks.refresh(request.app[UPSTREAM_SESSION])
+    return judge()
+
+
 async def judged(request: web.Request, judge: Callable[[], Judgement]) -> Judgement:
     """``judge()``; judged again once after fetching the JWKS anew, when it names a key not fetched yet."""
-    guard = request.app[GUARD]
     result = judge()
-    jwks = guard.verifiers.jwt.jwks
-    if isinstance(result, Rejection) and result.reason == "unknown_kid" and jwks and jwks.needs_refetch(guard.clock()):
-        # A new signing key may have been published since the last fetch: fetch once, then judge again.
-        await jwks.refresh(request.app[UPSTREAM_SESSION])
-        result = judge()
-    return result
+    return await rejudged(request, judge) if stale_keys(request.app[GUARD], result) else result
 
 
 def record_identity(request: web.Request, result: Identity | Rejection | None) -> None:
@@ -191,21 +203,34 @@ def record_identity(request: web.Request, result: Identity | Rejection | None) -
         entry.identity = IdentityResult(method=result.method, result="rejected", reason=result.reason)
     if result is not None:
         metrics = request.app[METRICS]
-        metrics.child(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "").inc()
+        metrics.count(metrics.identity_results, result.method, entry.identity.result, entry.identity.reason or "")
 
 
-@web.middleware
-async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Identify the visitor on every request; audit and count the outcome. Never refuses by itself."""
-    guard = request.app[GUARD]
+def identity_stage(request: web.Request) -> Awaitable[None] | None:
+    """Identify the visitor on every request; audit and count the outcome. Never refuses by itself.
+
+    Synchronous but for the rare token whose key must be fetched first (then it returns what to await).
+    """
     if not request.app[NAMESPACES].of(request.path).visitor_token:
         # The admin API and the probe have their own bearer token: it is not a visitor's JWT, nor a failed one.
         request[CREDENTIALS] = None
-        return await handler(request)
-    result = await judged(request, lambda: guard.credentials(request))
+        return None
+    guard = request.app[GUARD]
+    result = guard.credentials(request)
+    if stale_keys(guard, result):
+        return _identified_after_refetch(request)
+    _identified(request, result)
+    return None
+
+
+def _identified(request: web.Request, result: Identity | Rejection | None) -> None:
     request[CREDENTIALS] = result
     record_identity(request, result)
-    return await handler(request)
+
+
+async def _identified_after_refetch(request: web.Request) -> None:
+    guard = request.app[GUARD]
+    _identified(request, await rejudged(request, lambda: guard.credentials(request)))
 
 
 async def upstream_identity(request: web.Request) -> dict[str, str]:
@@ -276,14 +301,18 @@ async def account_context(request: web.Request) -> dict[str, Account]:
     return {"account": Account(request, known)}
 
 
-@web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def access_stage(request: web.Request) -> Awaitable[None] | None:
     """On portal paths: no identity, sign in; a bad token, 401; rules not met, 403; otherwise a Visitor."""
-    guard = request.app[GUARD]
     # SECURITY: decided on the broadest reading of the path (gateway/namespace.py), so that ``/TICKETS``,
     # ``/tickets;x`` or ``//tickets.`` cannot pass here as "not the portal" and be served upstream as it.
     if not request.app[NAMESPACES].decided(request.path).identity:
-        return await handler(request)
+        return None
+    return _admitted(request)
+
+
+async def _admitted(request: web.Request) -> None:
+    """The access decision on a portal path: raises the page that refuses, else sets the Visitor."""
+    guard = request.app[GUARD]
     entry = request[AUDIT_ENTRY]
     result = request[CREDENTIALS]
     if not isinstance(result, Identity):
@@ -324,4 +353,3 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             link=Link(switch, "Sign in as someone else") if switch else None,
         )
     request[VISITOR] = visitor
-    return await handler(request)

@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.observe.audit import AUDIT_ENTRY
+
+if TYPE_CHECKING:
+    from gateway.edge.pipeline import Stage
 
 Network = IPv4Network | IPv6Network
 
@@ -198,17 +201,15 @@ def upstream_request_headers(
 FORWARDING = web.RequestKey("forwarding", Forwarding)
 
 
-def forwarded_middleware(trusted: frozenset[Network]) -> Middleware:
+def forwarded_stage(trusted: frozenset[Network]) -> Stage:
     """Decide each request's client address and X-Forwarded-* once, for the audit and the proxy."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def stage(request: web.Request) -> None:
         fwd = forwarding(request.remote or "", request.headers, host=request.host, trusted=trusted)
         request[FORWARDING] = fwd
         request[AUDIT_ENTRY].client_ip = fwd.client_ip
-        return await handler(request)
 
-    return middleware
+    return stage
 
 
 def peer_in(peer: str | None, networks: frozenset[Network]) -> bool:

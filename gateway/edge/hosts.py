@@ -9,13 +9,16 @@ is missing, doubled or malformed, or a target that names a host itself.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from gateway.config import GatewayConfig
 from gateway.errors import BadRequest
 from gateway.namespace import NAMESPACES
+
+if TYPE_CHECKING:
+    from gateway.edge.pipeline import Stage
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _HOST = re.compile(r"(?P<name>[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?|\[(?P<ipv6>[0-9a-f:.]+)\])(?::[0-9]{1,5})?")
@@ -37,11 +40,10 @@ def host_name(value: str) -> str | None:
     return match["ipv6"] or match["name"]
 
 
-def host_middleware(served: frozenset[str]) -> Middleware:
+def host_stage(served: frozenset[str]) -> Stage:
     """Refuse requests for hosts not in ``served`` before anything is built from their Host."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def stage(request: web.Request) -> None:
         # SECURITY: an absolute-form target (``GET https://other/x``) or ``*`` names a host of its own
         # and is no path to forward; browsers send origin-form to an origin server, so only that is taken.
         if not request.raw_path.startswith("/"):
@@ -57,6 +59,5 @@ def host_middleware(served: frozenset[str]) -> Middleware:
         # as decoded, and answer nothing built from the Host.
         if name not in served and not request.app[NAMESPACES].of(request.path).any_host:
             raise web.HTTPMisdirectedRequest()
-        return await handler(request)
 
-    return middleware
+    return stage

@@ -22,15 +22,18 @@ import posixpath
 import re
 import unicodedata
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, unquote_to_bytes
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from gateway.errors import BadRequest
 from gateway.namespace import NAMESPACES, RESERVED_PREFIXES, decision_path
 
-__all__ = ["canonical", "decision_path", "path_middleware", "reserved", "target_problem"]
+if TYPE_CHECKING:
+    from gateway.edge.pipeline import Stage
+
+__all__ = ["canonical", "decision_path", "path_stage", "reserved", "target_problem"]
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ENCODED_SLASH = re.compile(r"%(2f|5c)", re.IGNORECASE)
@@ -118,16 +121,14 @@ def reserved(raw_path: str) -> bool:
     return any(path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES)
 
 
-def path_middleware(allow_encoded_slashes: bool) -> Middleware:
+def path_stage(allow_encoded_slashes: bool) -> Stage:
     """Refuse request targets that servers read in more than one way."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    def stage(request: web.Request) -> None:
         problem = target_problem(
             request.raw_path, allow_encoded_slashes=allow_encoded_slashes, guarded=request.app[NAMESPACES].guarded
         )
         if problem is not None:
             raise BadRequest(problem)
-        return await handler(request)
 
-    return middleware
+    return stage

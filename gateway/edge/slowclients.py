@@ -12,14 +12,17 @@ most that long between chunks.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TYPE_CHECKING
 
 from aiohttp import StreamReader, web
-from aiohttp.typedefs import Handler, Middleware
 from aiohttp.web_protocol import RequestHandler
 
 from gateway.errors import BodyTimeout
 from gateway.run.protocol import ProtocolFactory
+
+if TYPE_CHECKING:
+    from gateway.edge.pipeline import Stage
 
 
 class HeadDeadline:
@@ -46,14 +49,12 @@ class HeadDeadline:
         if protocol.transport is not None:
             protocol.transport.close()
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    def arrived(self, request: web.Request) -> None:
         """A request reached the app: its connection met the deadline, whose timer is dropped at once
         (a pending timer per kept-alive connection is some 0.4 KB held until it fires)."""
         deadline = self._waiting.pop(request.protocol, None)
         if deadline is not None:
             deadline.cancel()
-        return await handler(request)
 
 
 async def timed_body(content: StreamReader, seconds: float) -> AsyncIterator[bytes]:
@@ -71,17 +72,19 @@ async def timed_body(content: StreamReader, seconds: float) -> AsyncIterator[byt
         yield chunk
 
 
-def body_middleware(seconds: float, streamed_routes: frozenset[str]) -> Middleware:
+def body_stage(seconds: float, streamed_routes: frozenset[str]) -> Stage:
     """Read the body of requests for the gateway's own handlers first, under the deadline and the size cap."""
 
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.body_exists and request.match_info.route.name not in streamed_routes:
-            try:
-                async with asyncio.timeout(seconds):
-                    await request.read()  # kept by aiohttp for the handler's post() or json()
-            except TimeoutError:
-                raise BodyTimeout() from None
-        return await handler(request)
+    async def read(request: web.Request) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await request.read()  # kept by aiohttp for the handler's post() or json()
+        except TimeoutError:
+            raise BodyTimeout() from None
 
-    return middleware
+    def stage(request: web.Request) -> Awaitable[None] | None:
+        if request.body_exists and request.match_info.route.name not in streamed_routes:
+            return read(request)
+        return None  # no body to wait for: no coroutine either
+
+    return stage

@@ -198,7 +198,7 @@ class IntercomClient:
 
     def _count(self, status: str) -> None:
         if self._metrics is not None:
-            self._metrics.child(self._metrics.intercom_calls, status).inc()
+            self._metrics.count(self._metrics.intercom_calls, status)
 
 
 def _message(data: JSON) -> str:

@@ -306,7 +306,7 @@ class Syncer:
         counted = sum(1 for line in lines if line.kind == _LINE_KIND[kind])
         report.written[kind] = report.written.get(kind, 0) + counted
         if self.metrics is not None:
-            self.metrics.child(self.metrics.intercom_synced, kind).inc(counted)
+            self.metrics.count(self.metrics.intercom_synced, kind, amount=counted)
         self.progress.advance(kind, counted)
 
     async def _renew(self) -> bool:
@@ -314,4 +314,4 @@ class Syncer:
 
     def _outcome(self, outcome: str) -> None:
         if self.metrics is not None:
-            self.metrics.child(self.metrics.intercom_syncs, outcome).inc()
+            self.metrics.count(self.metrics.intercom_syncs, outcome)

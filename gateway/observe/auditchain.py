@@ -29,12 +29,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 GENESIS = "0" * 64
 LOOKAHEAD = 10_000  # lines read past a break to tell a changed line from a removed or moved one
 _BLOCK = 65536
 _MAC = re.compile(rb',"mac":"([0-9a-f]{64})"\}$')
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def line_hash(line: bytes) -> str:
@@ -83,14 +84,14 @@ class Chain:
         last = last_line(path)
         return cls(GENESIS if last is None else line_hash(last), key)
 
-    def link(self, body: str) -> bytes:
+    def link(self, body: bytes) -> bytes:
         """The line (newline included) for the JSON object ``body``, chained (and MACed) after the previous one."""
         self.seq += 1
         link: dict[str, Any] = {"id": self.id, "seq": self.seq, "prev": self.prev}
         if self.reopened:
             link["reopened"] = True
             self.reopened = False
-        data = f'{body[:-1]}{"," if body != "{}" else ""}"chain":{_encode(link)}}}'.encode()
+        data = b"".join((body[:-1], b"," if body != b"{}" else b"", b'"chain":', orjson.dumps(link), b"}"))
         if self.key is not None:
             data = data[:-1] + b',"mac":"' + _mac(self.key, data).encode() + b'"}'
         self.prev = line_hash(data)

@@ -133,7 +133,7 @@ def _fail(
     """Record an upstream failure; the returned error is raised to become a 502/504 page."""
     entry.upstream.error = error.kind
     metrics = request.app[METRICS]
-    metrics.child(metrics.upstream_errors, error.kind).inc()
+    metrics.count(metrics.upstream_errors, error.kind)
     cause = cause or error.__cause__ or error
     log.warning("upstream %s: %s", error.kind, type(cause).__name__, extra={"request_id": entry.request_id})
     return error
@@ -186,9 +186,9 @@ def _count_dropped(request: web.Request, dropped: tuple[str, ...]) -> None:
     metrics = request.app[METRICS]
     underscored = sum("_" in name for name in dropped)
     if underscored:
-        metrics.child(metrics.headers_dropped, "underscore").inc(underscored)
+        metrics.count(metrics.headers_dropped, "underscore", amount=underscored)
     if underscored < len(dropped):
-        metrics.child(metrics.headers_dropped, "not_allowed").inc(len(dropped) - underscored)
+        metrics.count(metrics.headers_dropped, "not_allowed", amount=len(dropped) - underscored)
 
 
 def _query(query: str) -> str:

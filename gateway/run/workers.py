@@ -23,9 +23,9 @@ does; a file that still names the addresses the parent reserved is served on
 the ports it really bound (a port of 0 stays the port the workers share).
 The addresses and the number of workers change only with a restart.
 
-Each worker counts its metrics into files of its own in a private folder the
+Each worker folds its metrics into files of its own in a private folder the
 parent makes and removes (``gateway/observe/metrics.py``), so a scrape reports the sum
-of all workers whichever one answers it.
+of all workers whichever one answers it (having asked the others to fold first).
 """
 
 from __future__ import annotations

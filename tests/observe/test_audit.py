@@ -8,9 +8,12 @@ import gc
 import json
 import time
 import typing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.cli import main
 from gateway.observe.audit import (
@@ -20,8 +23,14 @@ from gateway.observe.audit import (
     AuditEntry,
     AuditLog,
     CompanyPolicyResult,
+    CookieNames,
     IdentityResult,
+    UpstreamResult,
+    WebhookResult,
+    encode_record,
+    timestamp,
 )
+from gateway.observe.auditchain import verify
 from gateway.ops.auditreport import render, summarise
 from gateway.policy.companyupdates import Removal
 from gateway.policy.identity import sign_token
@@ -87,6 +96,71 @@ def test_record_holds_the_company_policy_and_the_admin_change_like_asdict() -> N
     }
     record["admin_change"]["fields"].append("x")  # a copy, as asdict makes: the entry is not changed through it
     assert entry.admin_change.fields == ["name", "plan"]
+
+
+# Any text at all, lone surrogates included (a token's claims may hold one), and records of every shape the
+# gateway writes: the optional parts present or not, durations as the middleware rounds them.
+_text = st.text(st.characters(codec=None), max_size=12)
+_names = st.lists(_text, max_size=3).map(tuple)
+_removals = st.lists(st.builds(Removal, _text, _text))
+_entries = st.builds(
+    AuditEntry,
+    request_id=_text,
+    client_ip=_text,
+    method=_text,
+    host=_text,
+    path=_text,
+    status=st.none() | st.integers(100, 599),
+    duration_ms=st.none() | st.floats(0, 1e9).map(lambda ms: round(ms, 3)),
+    aborted=st.booleans(),
+    cookies=st.builds(CookieNames, _names, _names, _names, _names, _names),
+    identity=st.builds(IdentityResult, st.none() | _text, st.none() | _text, _text, st.none() | _text),
+    access=st.builds(AccessResult, st.none() | _text, st.none() | _text),
+    upstream=st.builds(UpstreamResult, st.none() | _text, st.none() | st.integers(100, 599), st.none() | _text),
+    company_policy=st.none() | st.builds(CompanyPolicyResult, _text, st.none() | _text, st.booleans(), _removals),
+    admin_change=st.none()
+    | st.builds(AdminChange, _text, _text, _text, st.lists(_text), st.sampled_from(["made", "refused"])),
+    webhook=st.none() | st.builds(WebhookResult, st.sampled_from(["accepted", "busy"]), st.none() | _text),
+)
+
+
+@given(_entries, st.floats(0, 4e9))
+def test_a_record_encodes_to_the_same_json_as_the_standard_librarys(entry: AuditEntry, ts: float) -> None:
+    """orjson's bytes are json.dumps's (UTF-8, compact) whenever it can write the record, and the same JSON value
+    (what the encoder before it, escaped to ASCII, wrote) always: a lone surrogate costs no record."""
+    record = entry.to_record(ts)
+    encoded = encode_record(record)
+    before = json.dumps(record, separators=(",", ":"))
+    assert json.loads(encoded) == json.loads(before)
+    try:
+        utf8 = json.dumps(record, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8: the escaped ASCII, as before
+        assert encoded == before.encode()
+    else:
+        assert encoded == utf8
+
+
+@given(st.floats(0, 4e9) | st.integers(0, 4_000_000_000).map(lambda second: second - 5e-7))
+def test_timestamps_read_as_datetimes_isoformat(ts: float) -> None:
+    """The once-a-second prefix never shows another second than datetime would, at the edge of one either."""
+    assert timestamp(ts) == datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+
+
+def test_a_record_with_a_lone_surrogate_is_written_and_chained(tmp_path: Path) -> None:
+    """What orjson refuses still reaches the file as one chained line (the standard library's escapes)."""
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path)
+    entry = AuditEntry("lone", "127.0.0.1", "GET", "h", "/a")
+    # A token whose claims say "u\\ud800": JSON can spell a lone surrogate, and PyJWT decodes it as one.
+    entry.identity = IdentityResult(method="jwt", user_id="u\ud800", result="verified")
+    log.write(entry.to_record(0))
+    log.write(AuditEntry("next", "127.0.0.1", "GET", "h", "/b").to_record(0))
+    log.close()
+    lines = path.read_bytes().splitlines()
+    assert lines[0].isascii()
+    assert b'"user_id":"u\\ud800"' in lines[0]
+    assert [json.loads(line)["request_id"] for line in lines] == ["lone", "next"]
+    assert verify([(path.name, lines)]).ok
 
 
 def test_the_audit_records_the_policys_own_removals() -> None:

@@ -100,7 +100,7 @@ def test_a_reopen_carries_the_chain_into_the_new_file_marked(tmp_path: Path) -> 
 
 
 def test_chain_link_of_an_empty_object() -> None:
-    assert json.loads(Chain(GENESIS).link("{}"))["chain"]["seq"] == 1
+    assert json.loads(Chain(GENESIS).link(b"{}"))["chain"]["seq"] == 1
 
 
 # --- audit verify on a real gateway's log ---------------------------------------------------------------------

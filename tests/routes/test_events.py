@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from gateway.policy.identity import sign_token
+from gateway.store.demo import demo_lines
+from gateway.store.models import Change, TicketDetail, TicketFilter
+from gateway.store.sqlite import SQLiteStore
+from routes.events import SharedReads
 from tests.conftest import CANARY, SECRET, Gateway, StartGateway, deep_merge
-from tests.routes.adminapi import DEMO, TICKETS, call, customer_ticket_of, ok, portal_token
-from tests.routes.eventstream import EVENTS, open_stream
+from tests.routes.adminapi import DEMO, TICKETS, call, customer_ticket_of, demo_tickets, ok, portal_token
+from tests.routes.eventstream import EVENTS, EventStream, open_stream
 
-ACME_TICKET, GLOBEX_TICKET = customer_ticket_of("acme"), customer_ticket_of("globex")
+ACME_TICKET, GLOBEX_TICKET = customer_ticket_of("acme"), customer_ticket_of("globex")  # Ann's own; Cho's company's
+BENS_ACME_TICKET = next(line.ticket_id for line in demo_tickets() if line.company == "acme" and line.creator == "u-ben")
 NOTE = f"internal only {CANARY}"
 
 
@@ -188,3 +195,80 @@ async def stream_records(gateway: Gateway, count: int) -> list[dict[str, Any]]:
             return records
         await asyncio.sleep(0.02)
     raise AssertionError(f"fewer than {count} stream records")
+
+
+async def until(stream: EventStream, ticket_id: str) -> list[str]:
+    """The tickets of the events before the first one about ``ticket_id``."""
+    seen: list[str] = []
+    while (event := await stream.next()) is not None and event.data["ticket"] != ticket_id:
+        seen.append(event.data["ticket"])
+    return seen
+
+
+async def test_one_change_reaches_streams_of_different_filters_each_as_their_own_filter_allows(
+    start_gateway: StartGateway,
+) -> None:
+    # The streams wake on the same change together and share reads: never across filters. Ann's "Created by me"
+    # stream has a filter of its own; Ben sees Acme and Globex; Cho Globex only.
+    gateway = await live(start_gateway)
+    async with AsyncExitStack() as streams:
+        opened = {
+            name: await streams.enter_async_context(open_stream(gateway, user_id, query=query))
+            for name, user_id, query in (
+                ("ann", "u-ann", ""),
+                ("ann, mine", "u-ann", "scope=mine"),
+                ("ben", "u-ben", ""),
+                ("cho", "u-cho", ""),
+            )
+        }
+        await set_state(gateway, BENS_ACME_TICKET, "Fixed")  # the one change: Ben's ticket at Acme
+        await set_state(gateway, GLOBEX_TICKET, "Fixed")  # where Cho's stream stops reading
+        await set_state(gateway, ACME_TICKET, "Fixed")  # where the others' stop: Ann's own ticket
+        before = {
+            name: await until(stream, GLOBEX_TICKET if name == "cho" else ACME_TICKET)
+            for name, stream in opened.items()
+        }
+    assert before == {
+        "ann": [BENS_ACME_TICKET],
+        "ann, mine": [],
+        "ben": [BENS_ACME_TICKET, GLOBEX_TICKET],
+        "cho": [],
+    }
+
+
+class CountingStore(SQLiteStore):
+    """The real store, counting the ticket reads it is asked for."""
+
+    reads = 0
+
+    async def get_ticket(self, visible: TicketFilter, ticket_id: str) -> TicketDetail | None:
+        """Count, then read."""
+        self.reads += 1
+        return await super().get_ticket(visible, ticket_id)
+
+
+async def test_streams_with_the_same_filter_share_one_read_of_a_change(tmp_path: Path) -> None:
+    store = await CountingStore.open(tmp_path / "portal.db")
+    assert isinstance(store, CountingStore)
+    try:
+        await store.seed(demo_lines(int(time.time())))
+        ann = await store.contact_by_user_id("u-ann")
+        assert ann is not None
+        acme = frozenset(company.id for company in ann.companies)
+        everything, own = (TicketFilter(acme, ann.id, own_only=own_only) for own_only in (False, True))
+        reads = SharedReads(store, time.time)
+        change = Change(id=(await store.changes_after(0, 0)).latest, kind="state", ticket_id=BENS_ACME_TICKET)
+        # A change wakes 100 streams at once, half of them of Ann's "all", half of her "Created by me" pages.
+        frames = await asyncio.gather(
+            *(reads.frame(change, BENS_ACME_TICKET, everything if n % 2 else own) for n in range(100))
+        )
+        assert store.reads == 2  # one per filter
+        assert frames[1::2] == [frames[1]] * 50
+        assert frames[1] is not None
+        assert f'"ticket":"{BENS_ACME_TICKET}"'.encode() in frames[1]
+        assert frames[0::2] == [None] * 50  # Ben's ticket is not one Ann created
+        # A stream that comes once the read is over reads again: no answer outlives its read.
+        assert await reads.frame(change, BENS_ACME_TICKET, everything) == frames[1]
+        assert store.reads == 3
+    finally:
+        await store.close()

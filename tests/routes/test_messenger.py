@@ -469,7 +469,7 @@ async def test_the_messenger_and_the_portal_judge_the_same_legacy_pair_the_same_
 async def test_a_token_naming_a_key_published_after_start_is_verified_after_one_refetch(
     start_gateway: StartGateway, upstream: RecordingUpstream, idp: JWKSServer, through: str
 ) -> None:
-    # Both readers of a token go through judged(): an unknown kid fetches the JWKS anew once, then judges again.
+    # Both readers of a token refetch alike (guard.rejudged): an unknown kid fetches the JWKS anew once, then judges.
     gateway = await start_gateway(
         messenger={"upstream": str(upstream.url)},
         store={"seed_demo": True},

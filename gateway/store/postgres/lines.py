@@ -41,12 +41,14 @@ _COMPANY = "SELECT id FROM companies WHERE company_id = ?"
 async def write_line(sql: Sql, line: Line) -> None:
     """Write one validated line (the caller owns the transaction)."""
     if isinstance(line, CompanyLine):
-        await writes.upsert_company(
+        company = await writes.upsert_company(
             sql, line.company_id, line.name, line.plan, line.size, line.monthly_spend, line.custom_attributes
         )
+        await writes.set_remote_id(sql, "companies", company, line.remote_id)
     elif isinstance(line, ContactLine):
         companies = [await _id_of(sql, _COMPANY, key, "company") for key in line.companies]
         contact = await writes.upsert_contact(sql, line.user_id, line.email, line.name, line.custom_attributes)
+        await writes.set_remote_id(sql, "contacts", contact, line.remote_id)
         await writes.set_memberships(sql, contact, companies)
     elif isinstance(line, StateLine):
         await writes.upsert_ticket_state(sql, line.category, line.internal_label, line.external_label)
@@ -87,19 +89,9 @@ async def _write_ticket(sql: Sql, line: TicketLine) -> None:
     conversation = await _stored_conversation(sql, line)
     known = conversation is not None  # read again: add only the parts it does not hold yet
     if conversation is None:
-        conversation = await writes.add_ticket(
-            sql,
-            ticket_id=line.ticket_id,
-            type_id=await writes.ticket_type_id(sql, line.type),
-            state_id=state,
-            category=line.category,
-            is_shared=line.is_shared,
-            company_id=company,
-            creator_id=creator,
-            title=line.title,
-            description=line.description,
-            created_at=line.created_at,
-            updated_at=line.updated_at,
+        type_id = await writes.ticket_type_id(sql, line.type)
+        conversation = await insert_ticket(
+            sql, line, type_id=type_id, state_id=state, company_id=company, creator_id=creator
         )
     for part in line.parts:
         author = await _id_of(sql, _CONTACT, part.author, "part author") if part.author else None
@@ -147,3 +139,26 @@ def reason(exc: Exception) -> str:
     if isinstance(exc, asyncpg.PostgresError):
         return f"conflicts with the store ({exc})"
     return str(exc)
+
+
+async def insert_ticket(
+    sql: Sql, line: TicketLine, *, type_id: int, state_id: int, company_id: int | None, creator_id: int
+) -> int:
+    """Insert the line's ticket (its fields, the row ids given) with Intercom's ids when it has them; the
+    conversation id."""
+    conversation = await writes.add_ticket(
+        sql,
+        ticket_id=line.ticket_id,
+        type_id=type_id,
+        state_id=state_id,
+        category=line.category,
+        is_shared=line.is_shared,
+        company_id=company_id,
+        creator_id=creator_id,
+        title=line.title,
+        description=line.description,
+        created_at=line.created_at,
+        updated_at=line.updated_at,
+    )
+    await writes.set_remote_ticket(sql, conversation, line.remote_id, line.conversation)
+    return conversation

@@ -24,6 +24,7 @@ import asyncpg
 from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
+from gateway.store import mirror as programs
 from gateway.store.copy import TABLES, Table
 from gateway.store.lines import Line
 from gateway.store.models import (
@@ -45,12 +46,12 @@ from gateway.store.models import (
     TicketType,
 )
 from gateway.store.postgres import lines as imports
-from gateway.store.postgres import support
+from gateway.store.postgres import mirror, support
 from gateway.store.postgres.db import AWAY, LOST, Sql, create_pool, reachable
 from gateway.store.postgres.schema import CHANGES_CHANNEL, FEED_CHANNEL, migrate
 from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
-from gateway.store.protocol import ImportMode
+from gateway.store.protocol import ImportMode, RemoteKind
 from gateway.store.search import PART_SEPARATOR, best_reply, excerpt
 from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, visible_clause
 
@@ -622,7 +623,27 @@ class PostgresStore:
         """Write the lines in one transaction unless the store holds a contact; whether it did."""
         return await self.transaction(partial(imports.seed, lines=lines))
 
-    # --- the Intercom sync's state ---------------------------------------------------------------------------
+    # --- the Intercom connector (gateway/store/mirror.py's programs, run by postgres/mirror.py) ----------------
+
+    async def mirror(self, lines: Sequence[Line]) -> None:
+        """Write the lines as Intercom holds them, in one transaction."""
+        await self.transaction(partial(mirror.mirror_lines, lines=lines))
+
+    async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
+        """Delete what Intercom deleted; whether there was such a record."""
+        return await self.transaction(lambda sql: mirror.run(sql, programs.forget(kind, remote_id)))
+
+    async def remote_ids(self, kind: RemoteKind) -> set[str]:
+        """The Intercom ids of every mirrored record of that kind."""
+        return await self._read(lambda sql: mirror.run(sql, programs.remote_ids(kind)))
+
+    async def remote_id(self, kind: RemoteKind, key: str) -> str | None:
+        """Intercom's id of the record with this id of the store's."""
+        return await self._read(lambda sql: mirror.run(sql, programs.remote_id(kind, key)))
+
+    async def remote_conversation(self, ticket_id: str) -> str | None:
+        """Intercom's id of the ticket's linked conversation."""
+        return await self._read(lambda sql: mirror.run(sql, programs.remote_conversation(ticket_id)))
 
     async def sync_checkpoint(self, name: str) -> str | None:
         """The checkpoint saved under name, or None."""

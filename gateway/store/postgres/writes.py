@@ -59,6 +59,25 @@ async def upsert_contact(
     )
 
 
+async def set_remote_id(sql: Sql, table: str, row_id: int, remote_id: str | None) -> None:
+    """Record Intercom's id for the row of ``table`` (companies, contacts), when the line gave one."""
+    if remote_id is not None:
+        await sql.execute(f"UPDATE {table} SET remote_id = ? WHERE id = ?", remote_id, row_id)  # noqa: S608 (ours)
+
+
+async def set_remote_ticket(
+    sql: Sql, conversation_id: int, remote_id: str | None, remote_conversation: str | None
+) -> None:
+    """Record Intercom's ids for the ticket of this conversation and for its linked conversation, when given."""
+    if remote_id is not None or remote_conversation is not None:
+        await sql.execute(
+            "UPDATE tickets SET remote_id = ?, remote_conversation = ? WHERE conversation_id = ?",
+            remote_id,
+            remote_conversation,
+            conversation_id,
+        )
+
+
 async def set_memberships(sql: Sql, contact_id: int, company_ids: Iterable[int]) -> None:
     """Make the contact a member of exactly these companies."""
     await sql.execute("DELETE FROM memberships WHERE contact_id = ?", contact_id)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
+from gateway.store import mirror as programs
 from gateway.store.copy import Table
 from gateway.store.lines import Line
 from gateway.store.models import (
@@ -624,19 +625,19 @@ class SQLiteStore:
 
     async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
         """Delete what Intercom deleted; whether there was such a record."""
-        return await self.transaction(partial(mirror.forget, kind=kind, remote_id=remote_id))
+        return await self.transaction(lambda connection: mirror.run(connection, programs.forget(kind, remote_id)))
 
     async def remote_ids(self, kind: RemoteKind) -> set[str]:
         """The Intercom ids of every mirrored record of that kind."""
-        return await self._run(lambda: mirror.remote_ids(self._connection, kind))
+        return await self._run(lambda: mirror.run(self._connection, programs.remote_ids(kind)))
 
     async def remote_id(self, kind: RemoteKind, key: str) -> str | None:
         """Intercom's id of the record with this id of the store's."""
-        return await self._run(lambda: mirror.remote_id(self._connection, kind, key))
+        return await self._run(lambda: mirror.run(self._connection, programs.remote_id(kind, key)))
 
     async def remote_conversation(self, ticket_id: str) -> str | None:
         """Intercom's id of the ticket's linked conversation."""
-        return await self._run(lambda: mirror.remote_conversation(self._connection, ticket_id))
+        return await self._run(lambda: mirror.run(self._connection, programs.remote_conversation(ticket_id)))
 
     async def sync_checkpoint(self, name: str) -> str | None:
         """The checkpoint saved under ``name``, or None when there is none."""

@@ -1,0 +1,110 @@
+"""gateway/store/feed.py: the worker's change hub on a real store: streams wait on it, a pump with news wakes them
+all, a wait ends by itself after its seconds or when the hub closes, and an idle stream costs the hub little."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import tracemalloc
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.store.demo import demo_lines
+from gateway.store.feed import ChangeHub
+from gateway.store.sqlite import SQLiteStore
+
+GUARD = 10.0  # seconds a wait that must end may take before the test fails (never a measure of speed)
+FOREVER = 3600.0  # a wait's own seconds when only news or the close may end it
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = await SQLiteStore.open(tmp_path / "portal.db")
+    yield opened
+    await opened.close()
+
+
+async def started(store: SQLiteStore) -> ChangeHub:
+    hub = ChangeHub(store)
+    await hub.start()
+    return hub
+
+
+async def test_news_wakes_every_waiting_stream_and_a_wait_behind_returns_at_once(store: SQLiteStore) -> None:
+    hub = await started(store)
+    cursor = hub.latest
+    waits = [asyncio.create_task(hub.wait(cursor, FOREVER)) for _ in range(3)]
+    await asyncio.sleep(0)  # every stream is waiting
+    assert not any(wait.done() for wait in waits)
+    await hub.pump()  # nothing written: no one wakes
+    await asyncio.sleep(0)
+    assert not any(wait.done() for wait in waits)
+    await store.seed(demo_lines(int(time.time())))
+    await hub.pump()
+    await asyncio.wait_for(asyncio.gather(*waits), GUARD)
+    assert hub.latest > cursor
+    assert (await hub.after(cursor, limit=1_000)).changes[-1].id == hub.latest  # the news, from memory
+    seeded = hub.latest
+    assert (await hub.after(seeded)).changes == ()  # a stream caught up
+    await store.update_ticket("1001", {"state": "Fixed"}, int(time.time()))
+    await hub.pump()
+    assert [change.id for change in (await hub.after(seeded)).changes] == [hub.latest]  # and its next news
+    await asyncio.wait_for(hub.wait(cursor, FOREVER), GUARD)  # already behind: no wait at all
+
+
+async def test_a_wait_ends_after_its_seconds_and_on_close(store: SQLiteStore) -> None:
+    hub = await started(store)
+    await asyncio.wait_for(hub.wait(hub.latest, 0.01), GUARD)  # no news: its own timer ends it
+    waiting = asyncio.create_task(hub.wait(hub.latest, FOREVER))
+    await asyncio.sleep(0)
+    hub.close()
+    await asyncio.wait_for(waiting, GUARD)
+    assert hub.closed
+    await asyncio.wait_for(hub.wait(hub.latest, FOREVER), GUARD)  # closed: returns at once
+
+
+async def test_a_stream_that_stops_waiting_leaves_nothing_behind(store: SQLiteStore) -> None:
+    hub = await started(store)
+    waiting = asyncio.create_task(hub.wait(hub.latest, FOREVER))
+    await asyncio.sleep(0)
+    waiting.cancel()  # the worker stopping past its grace
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await store.seed(demo_lines(int(time.time())))
+    await hub.pump()  # wakes no one, and raises nothing for the stream that left
+    await asyncio.wait_for(hub.wait(0, FOREVER), GUARD)
+
+
+async def held(count: int, waiting: Callable[[], Coroutine[Any, Any, None]]) -> float:
+    """The bytes each of ``count`` tasks holds once it waits in ``waiting()``."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tasks = [asyncio.create_task(waiting()) for _ in range(count)]
+        await asyncio.sleep(0)  # each task runs up to its await
+        return (tracemalloc.get_traced_memory()[0] - before) / len(tasks)
+    finally:
+        tracemalloc.stop()
+
+
+async def test_an_idle_stream_costs_the_hub_little_memory(store: SQLiteStore) -> None:
+    # 5,000 idle streams on one process (issue 17): what each holds while it waits counts 5,000 times. The
+    # hub's part: beyond what any task waiting on a future holds (its task, its coroutine, the future).
+    hub = await started(store)
+    news = asyncio.get_running_loop().create_future()
+
+    async def bare() -> None:
+        await news
+
+    def on_hub() -> Coroutine[Any, Any, None]:
+        return hub.wait(hub.latest, FOREVER)
+
+    hubs_part = await held(1_000, on_hub) - await held(1_000, bare)
+    hub.close()
+    news.set_result(None)
+    assert 0 < hubs_part < 800  # a future, a timer and the wait's frame (an Event in a timeout(): 1,100)
