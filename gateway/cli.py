@@ -22,7 +22,7 @@ from tqdm import tqdm
 from yarl import URL
 
 from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret, store_location
-from gateway.errors import ConfigError, IntercomError, StoreUnavailable
+from gateway.errors import ConfigError, CopyRefused, IntercomError, StoreUnavailable
 from gateway.intercom.connector import connected, connector_checks
 from gateway.intercom.progress import TerminalProgress
 from gateway.intercom.sync import SyncReport
@@ -46,7 +46,7 @@ from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.run import server, workers
 from gateway.run.logs import setup_logging
 from gateway.run.tls import server_context
-from gateway.store.copy import CopyRefused, Summary, copy_store, total_rows
+from gateway.store.copy import REBUILT, Copied, copy_store, total_rows
 from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
@@ -438,7 +438,7 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
     """Copy every row of one store into another, empty one; verify counts and checksums."""
     source_config, destination_config = store_location(args.source), store_location(args.destination)
 
-    async def run() -> dict[str, Summary]:
+    async def run() -> Copied:
         source = await open_store(source_config)
         try:
             destination = await open_store(destination_config)
@@ -455,9 +455,12 @@ def cmd_store_copy(args: argparse.Namespace) -> int:
     except (CopyRefused, StoreUnavailable) as exc:
         _say(f"store copy: {exc}")
         return EXIT_FAILED
-    for table, summary in copied.items():
-        print(f"{table}: {summary.rows} rows, sha256 {summary.checksum}")
-    print(f"copied {sum(summary.rows for summary in copied.values())} rows; counts and checksums match")
+    for table, summary in copied.tables.items():
+        rebuilt = " (rebuilt by the destination)" if table in REBUILT else ""
+        print(f"{table}: {summary.rows} rows, sha256 {summary.checksum}{rebuilt}")
+    print(f"change feed: newest id {copied.feed.latest}, dropped through {copied.feed.dropped_through}")
+    written = sum(summary.rows for table, summary in copied.tables.items() if table not in REBUILT)
+    print(f"copied {written} rows; counts and checksums match")
     return 0
 
 

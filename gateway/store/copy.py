@@ -1,76 +1,105 @@
 """``portal-gateway store copy``: every row of one store into another, empty one (SQLite to PostgreSQL or back),
 verified by each table's row count and checksum read back from the destination.
 
-Rows keep their ids, so references between tables hold as they were; each backend's own triggers
-rebuild its search index from the copied rows. The tables are those both schemas share.
+The tables and their columns come from each store's own schema (:meth:`Copyable.tables`), never from a list
+here: a migration's new column is copied without a word, and a table this module does not know refuses the
+copy before it writes anything. What it knows, it treats in one of three ways:
+
+- ``COPIED`` tables are written row for row, ids included, so references between tables hold as they were;
+  each backend's own triggers rebuild its search index from the copied rows.
+- ``REBUILT`` tables are what the destination's triggers fill from the copied tickets; they are compared
+  with the source's, not written.
+- ``FEED`` is the change feed. Its rows are copied with their ids and the destination's feed is put at the
+  source's position (the newest id, and how far retention dropped), so a stream that reconnects to the
+  destination with its ``Last-Event-ID`` is answered exactly as the source would have: the kept changes after
+  it, or "missed" when retention dropped some; and the next change gets the next id, so ids stay monotonic
+  across the move. The changes the copy's own inserts made the destination's triggers record (a "created" for
+  every ticket, an "access" for every membership) are dropped: nothing changed, the rows were there already.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gateway.errors import CopyRefused
+from gateway.store.models import ChangeBatch
+
+if TYPE_CHECKING:
+    from gateway.store.protocol import Store
 
 BATCH = 5_000
+
+COPIED = (
+    "companies",
+    "contacts",
+    "memberships",
+    "ticket_types",
+    "ticket_states",
+    "tickets",
+    "conversation_parts",
+    "participants",
+    "sync_checkpoints",
+    "sync_leases",
+)
+"""Copied row for row, in this order: every row's references are there before it."""
+REBUILT = {"ticket_scope_counts": "tickets <> 0"}
+"""Filled by the destination's triggers as the tickets arrive, and compared with the source's. A count that fell
+to 0 keeps its row, so a store that had tickets move holds zero rows a recount has not: only the others compare."""
+CHANGES, FEED_STATE = "changes", "change_feed"
+"""The change feed: its rows, copied with their ids, and its position (each backend keeps it its own way)."""
+KNOWN = frozenset({*COPIED, *REBUILT, CHANGES, FEED_STATE})
 
 
 @dataclass(frozen=True)
 class Table:
-    """A table both schemas hold: its columns and the columns of its key (rows are read in key order)."""
+    """A table as one store holds it: its name in the copy, its columns and key, read in key order."""
 
     name: str
+    """The copy's name for it: both backends' name (SQLite's ``leases`` is ``sync_leases`` here)."""
     columns: tuple[str, ...]
-    key: tuple[str, ...] = ("id",)
+    """Its stored columns, in the schema's order (never a backend's own index data, such as a tsvector)."""
+    key: tuple[str, ...]
+    """Its primary key's columns."""
+    stored_as: str = ""
+    """The store's own name for it, when that is not ``name``."""
+    order: tuple[str, ...] = ()
+    """The key as SQL orders it, when that is not ``key`` (PostgreSQL's text in byte order, as SQLite's)."""
+    where: str = ""
+    """Only the rows this SQL condition holds for."""
+
+    @property
+    def sql_name(self) -> str:
+        """The table's name in the store's SQL."""
+        return self.stored_as or self.name
 
     def select(self, after: bool) -> str:
         """The SQL (``?`` placeholders: the key values ``after``, then the limit) of one batch in key order."""
-        keys = ", ".join(self.key)
-        where = f" WHERE ({keys}) > ({', '.join('?' * len(self.key))})" if after else ""
-        return f"SELECT {', '.join(self.columns)} FROM {self.name}{where} ORDER BY {keys} LIMIT ?"  # noqa: S608
+        order = ", ".join(self.order or self.key)
+        conditions = [f"({order}) > ({', '.join('?' * len(self.key))})"] if after else []
+        conditions += [self.where] if self.where else []
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return f"SELECT {', '.join(self.columns)} FROM {self.sql_name}{where} ORDER BY {order} LIMIT ?"  # noqa: S608
+
+    @property
+    def count(self) -> str:
+        """The SQL of its row count."""
+        return f"SELECT count(*) FROM {self.sql_name}" + (f" WHERE {self.where}" if self.where else "")  # noqa: S608
 
     @property
     def insert(self) -> str:
         """The SQL of one row's insert, every column given (``?`` placeholders)."""
-        return f"INSERT INTO {self.name} ({', '.join(self.columns)}) VALUES ({', '.join('?' * len(self.columns))})"  # noqa: S608
-
-
-TABLES = (
-    Table("companies", ("id", "company_id", "name", "plan", "size", "monthly_spend", "custom_attributes")),
-    Table("contacts", ("id", "user_id", "email", "name", "custom_attributes")),
-    Table("memberships", ("contact_id", "company_id"), ("contact_id", "company_id")),
-    Table("ticket_types", ("id", "name")),
-    Table("ticket_states", ("id", "category", "internal_label", "external_label")),
-    Table(
-        "tickets",
-        (
-            "id",
-            "ticket_id",
-            "type_id",
-            "state_id",
-            "category",
-            "is_shared",
-            "company_id",
-            "creator_id",
-            "title",
-            "description",
-            "created_at",
-            "updated_at",
-            "conversation_id",
-        ),
-    ),
-    Table(
-        "conversation_parts",
-        ("id", "conversation_id", "author_contact_id", "author_name", "body", "is_public", "created_at"),
-    ),
-    Table("participants", ("conversation_id", "contact_id"), ("conversation_id", "contact_id")),
-)
-"""In the order they are written: every row's references are there before it."""
+        return f"INSERT INTO {self.sql_name} ({', '.join(self.columns)}) VALUES ({', '.join('?' * len(self.columns))})"  # noqa: S608
 
 
 class Copyable(Protocol):
-    """What a backend's store offers the copy: its rows in key order, and rows written as they are."""
+    """What a backend's store offers the copy: its schema, its rows in key order, and rows written as they are."""
+
+    async def tables(self) -> dict[str, Table]:
+        """Every table holding the store's data, by the copy's name (not its migrations' bookkeeping)."""
 
     async def count_rows(self, table: Table) -> int:
         """How many rows the table holds."""
@@ -81,12 +110,12 @@ class Copyable(Protocol):
     async def write_rows(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert the rows as they are, ids included, in one transaction."""
 
+    async def write_feed(self, table: Table, rows: Sequence[tuple[Any, ...]], position: ChangeBatch) -> None:
+        """Replace the change feed by these rows, ids as they are, and put it at ``position`` (its newest id and
+        the newest dropped); one transaction."""
+
     async def rows_written(self) -> None:
         """Bring the store's own counters (next ids) past the copied rows."""
-
-
-class CopyRefused(Exception):
-    """The copy cannot start (the destination holds data) or did not arrive whole; ``str()`` says which."""
 
 
 @dataclass(frozen=True)
@@ -97,12 +126,23 @@ class Summary:
     checksum: str
 
 
+@dataclass(frozen=True)
+class Copied:
+    """What arrived, as read back from the destination: each table's summary, and the feed's position."""
+
+    tables: dict[str, Summary]
+    feed: ChangeBatch
+    """The destination's feed position (its newest id and newest dropped; no changes)."""
+
+
 def _value(value: Any) -> Any:
     # Both backends give ints, floats, strings and None; a float that is whole is still a float in both.
     return repr(value) if isinstance(value, float) else value
 
 
-async def _scan(store: Copyable, table: Table, each: Callable[[list[tuple[Any, ...]]], Any] | None = None) -> Summary:
+async def _scan(
+    store: Copyable, table: Table, each: Callable[[list[tuple[Any, ...]]], Awaitable[None]] | None = None
+) -> Summary:
     """Read the whole table in key order, hashing each row; ``each`` gets every batch as it is read."""
     digest = hashlib.sha256()
     count = 0
@@ -120,28 +160,70 @@ async def _scan(store: Copyable, table: Table, each: Callable[[list[tuple[Any, .
             await each(rows)
 
 
-async def copy_store(
-    source: Copyable, destination: Copyable, progress: Callable[[int], object] | None = None
-) -> dict[str, Summary]:
+def _compared(source: Mapping[str, Table], destination: Mapping[str, Table]) -> list[str]:
+    """Why the two schemas cannot be copied one into the other (nothing: they can)."""
+    problems = [
+        f"store copy does not know the table {name} (of the {side})"
+        for side, tables in (("source", source), ("destination", destination))
+        for name in sorted(tables.keys() - KNOWN)
+    ]
+    problems += [
+        f"the {side} has no table {name}"
+        for side, tables in (("source", source), ("destination", destination))
+        for name in sorted(KNOWN - tables.keys())
+    ]
+    for name in sorted(KNOWN & source.keys() & destination.keys() - {FEED_STATE}):  # each backend keeps its position
+        if set(source[name].columns) != set(destination[name].columns):
+            only = sorted(set(source[name].columns) ^ set(destination[name].columns))
+            problems.append(f"{name} has columns on one side only ({', '.join(only)}): migrate both to one version")
+    return problems
+
+
+async def copy_store(source: Store, destination: Store, progress: Callable[[int], object] | None = None) -> Copied:
     """Copy every table of ``source`` into the empty ``destination``; each table's count and checksum, as
     read back from the destination. CopyRefused when the destination is not empty or differs afterwards."""
-    held = {table.name: await destination.count_rows(table) for table in TABLES}
+    theirs, ours = await source.tables(), await destination.tables()
+    problems = _compared(theirs, ours)
+    if problems:
+        raise CopyRefused("; ".join(problems))
+    # One column order for both sides: the source's (each side reads and writes by name).
+    plan = {name: replace(ours[name], columns=theirs[name].columns) for name in ours if name != FEED_STATE}
+    for name, where in REBUILT.items():
+        theirs[name], plan[name] = replace(theirs[name], where=where), replace(plan[name], where=where)
+    written = (*COPIED, CHANGES)
+    held = {name: await destination.count_rows(plan[name]) for name in written}
     if any(held.values()):
         named = ", ".join(f"{count} {name}" for name, count in held.items() if count)
         raise CopyRefused(f"the destination is not empty ({named}); copy into a new, empty store")
 
     copied: dict[str, Summary] = {}
-    for table in TABLES:
+    for name in COPIED:
 
-        async def write(rows: list[tuple[Any, ...]], table: Table = table) -> None:
+        async def write(rows: list[tuple[Any, ...]], table: Table = plan[name]) -> None:
             await destination.write_rows(table, rows)
             if progress is not None:
                 progress(len(rows))
 
-        copied[table.name] = await _scan(source, table, write)
+        copied[name] = await _scan(source, theirs[name], write)
+    changes: list[tuple[Any, ...]] = []
+
+    async def keep(rows: list[tuple[Any, ...]]) -> None:
+        changes.extend(rows)  # the feed is as long as retention keeps it: one transaction writes it whole
+
+    copied[CHANGES] = await _scan(source, theirs[CHANGES], keep)
+    position = await source.changes_after(0, 0)
+    await destination.write_feed(plan[CHANGES], changes, position)
+    if progress is not None:
+        progress(len(changes))
     await destination.rows_written()
-    arrived = {table.name: await _scan(destination, table) for table in TABLES}
-    differing = [name for name in copied if copied[name] != arrived[name]]
+    for name in REBUILT:
+        copied[name] = await _scan(source, theirs[name])
+
+    summaries = {name: await _scan(destination, plan[name]) for name in copied}
+    arrived = Copied(summaries, await destination.changes_after(0, 0))
+    differing = [name for name in copied if copied[name] != arrived.tables[name]]
+    if arrived.feed != position:
+        differing.append(FEED_STATE)
     if differing:
         raise CopyRefused(f"the copy differs from the source in {', '.join(differing)}")
     return arrived
@@ -149,4 +231,5 @@ async def copy_store(
 
 async def total_rows(store: Copyable) -> int:
     """How many rows a copy of ``store`` writes (for the progress bar)."""
-    return sum([await store.count_rows(table) for table in TABLES])
+    tables = await store.tables()
+    return sum([await store.count_rows(tables[name]) for name in (*COPIED, CHANGES) if name in tables])

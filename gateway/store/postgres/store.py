@@ -13,6 +13,7 @@ the server hands over every notification committed before it. While that connect
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -23,9 +24,9 @@ from typing import Any, TypeVar
 import asyncpg
 from cachetools import LRUCache
 
-from gateway.errors import StoreUnavailable
+from gateway.errors import CopyRefused, StoreUnavailable
 from gateway.store import mirror as programs
-from gateway.store.copy import TABLES, Table
+from gateway.store.copy import Table
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -686,9 +687,35 @@ class PostgresStore:
 
     # --- store copy (gateway/store/copy.py) ------------------------------------------------------------------
 
+    async def tables(self) -> dict[str, Table]:
+        """Every table of the schema, with its stored columns and primary key: not schema_migrations (each
+        store's own), nor a tsvector column (search index data its triggers compute from the copied rows)."""
+        rows = await self._read(
+            lambda sql: sql.fetch(
+                "SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) = 'text',"
+                " array_position(i.indkey::int2[], a.attnum) FROM pg_class c"
+                " JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped"
+                " LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary"
+                " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'"
+                " AND c.relname <> 'schema_migrations' AND a.atttypid <> 'tsvector'::regtype"
+                " ORDER BY c.relname, a.attnum"
+            )
+        )
+        tables: dict[str, Table] = {}
+        for name, columns in itertools.groupby(rows, key=lambda row: str(row[0])):
+            listed = list(columns)
+            key = sorted((row for row in listed if row[3] is not None), key=lambda row: int(row[3]))
+            # Text keys in byte order (COLLATE "C"), as SQLite compares them, whatever the database's collation:
+            # both sides' rows then hash in one order, and the batches' key comparisons skip no row.
+            order = tuple(f'{row[1]} COLLATE "C"' if row[2] else str(row[1]) for row in key)
+            tables[name] = Table(
+                name, tuple(str(row[1]) for row in listed), tuple(str(row[1]) for row in key), order=order
+            )
+        return tables
+
     async def count_rows(self, table: Table) -> int:
         """How many rows the table holds."""
-        return int(await self._read(lambda sql: sql.value(f"SELECT count(*) FROM {table.name}")))  # noqa: S608
+        return int(await self._read(lambda sql: sql.value(table.count)))
 
     async def read_rows(self, table: Table, after: Sequence[Any] | None, limit: int) -> list[tuple[Any, ...]]:
         """Up to ``limit`` rows whose key comes after ``after``, in key order."""
@@ -698,19 +725,44 @@ class PostgresStore:
     async def write_rows(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert the rows as they are through COPY, in one transaction (the search triggers index them)."""
         await self.transaction(
-            lambda sql: sql.connection.copy_records_to_table(table.name, records=rows, columns=table.columns)
+            lambda sql: sql.connection.copy_records_to_table(table.sql_name, records=rows, columns=table.columns)
         )
+
+    async def write_feed(self, table: Table, rows: Sequence[tuple[Any, ...]], position: ChangeBatch) -> None:
+        """Replace the feed by ``rows`` and put it at ``position`` (change_feed's last_id and dropped_through).
+
+        Its numbering trigger, which gives every new change the next id, is off for this transaction only: the
+        rows keep their ids. ALTER TABLE is transactional and locks the table to the commit, so no other writer
+        ever meets it off; it takes the table's owner, the role that applied the migrations.
+        """
+
+        async def write(sql: Sql) -> None:
+            await sql.execute("DELETE FROM changes")
+            await sql.execute("ALTER TABLE changes DISABLE TRIGGER changes_numbered")
+            await sql.connection.copy_records_to_table(table.sql_name, records=rows, columns=table.columns)
+            await sql.execute("ALTER TABLE changes ENABLE TRIGGER changes_numbered")
+            await sql.execute(
+                "UPDATE change_feed SET last_id = ?, dropped_through = ?", position.latest, position.dropped_through
+            )
+
+        try:
+            await self.transaction(write)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise CopyRefused(f"the change feed cannot be written with its ids: {exc}") from exc
 
     async def rows_written(self) -> None:
         """Move each identity column's sequence past the largest copied id; gather the planner's statistics."""
 
         async def advance(sql: Sql) -> None:
-            for table in TABLES:
-                if table.key == ("id",):
-                    await sql.execute(
-                        f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), max(id)) FROM {table.name}"  # noqa: S608
-                        " HAVING max(id) IS NOT NULL"
-                    )
-                await sql.execute(f"ANALYZE {table.name}")
+            identities = await sql.fetch(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema() AND is_identity = 'YES' ORDER BY 1"
+            )
+            for table, column in identities:
+                await sql.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), max({column})) FROM {table}"  # noqa: S608
+                    f" HAVING max({column}) IS NOT NULL"
+                )
+            await sql.execute("ANALYZE")
 
         await self.transaction(advance)

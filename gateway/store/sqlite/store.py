@@ -109,6 +109,11 @@ def _company(row: Sequence[Any]) -> Company:
     return Company(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
 
 
+SHARED_NAMES = {"leases": "sync_leases"}
+"""This schema's tables that PostgreSQL's names otherwise, by the name ``store copy`` knows them by (renaming
+one in a migration would rewrite every store for a name alone)."""
+
+
 class SQLiteStore:
     """The async store over one SQLite connection owned by one worker thread."""
 
@@ -657,10 +662,32 @@ class SQLiteStore:
 
     # --- store copy (gateway/store/copy.py) ------------------------------------------------------------------
 
+    async def tables(self) -> dict[str, Table]:
+        """Every table of the schema, with its columns and primary key; not SQLite's own nor the search index's."""
+
+        def read() -> dict[str, Table]:
+            # pragma_table_list types FTS5's own tables 'virtual' and 'shadow': the search index, rebuilt by the
+            # triggers from the copied rows, is no data of its own.
+            names = self._connection.execute(
+                "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table'"
+                " AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            ).fetchall()
+            tables: dict[str, Table] = {}
+            for (name,) in names:
+                columns = self._connection.execute(
+                    "SELECT name, pk FROM pragma_table_info(?) ORDER BY cid", (name,)
+                ).fetchall()
+                key = tuple(column for column, pk in sorted(columns, key=lambda c: c[1]) if pk)
+                shared = SHARED_NAMES.get(name, name)
+                stored_as = name if shared != name else ""
+                tables[shared] = Table(shared, tuple(column for column, _ in columns), key, stored_as=stored_as)
+            return tables
+
+        return await self._run(read)
+
     async def count_rows(self, table: Table) -> int:
         """How many rows the table holds."""
-        sql = f"SELECT count(*) FROM {table.name}"  # noqa: S608 (a name from copy.TABLES)
-        return int(await self._run(lambda: self._connection.execute(sql).fetchone()[0]))
+        return int(await self._run(lambda: self._connection.execute(table.count).fetchone()[0]))
 
     async def read_rows(self, table: Table, after: Sequence[Any] | None, limit: int) -> list[tuple[Any, ...]]:
         """Up to ``limit`` rows whose key comes after ``after``, in key order."""
@@ -670,6 +697,20 @@ class SQLiteStore:
     async def write_rows(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert the rows as they are, in one transaction (the search triggers index them)."""
         await self.transaction(lambda connection: connection.executemany(table.insert, rows))
+
+    async def write_feed(self, table: Table, rows: Sequence[tuple[Any, ...]], position: ChangeBatch) -> None:
+        """Replace the feed by ``rows`` and put it at ``position``: the feed's newest id is its AUTOINCREMENT
+        counter (sqlite_sequence, which SQLite lets a writer set), the newest dropped is change_feed's."""
+
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM changes")
+            # First: the pruning trigger drops every row at or below it, and the copy's own changes moved it.
+            connection.execute("UPDATE change_feed SET dropped_through = ?", (position.dropped_through,))
+            connection.executemany(table.insert, rows)
+            connection.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
+            connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('changes', ?)", (position.latest,))
+
+        await self.transaction(write)
 
     async def rows_written(self) -> None:
         """Nothing to do: SQLite's next ids follow the largest."""
