@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,9 @@ class RunningFake:
     url: URL
 
 
-@pytest.fixture
-async def intercom() -> AsyncIterator[RunningFake]:
-    """A fresh fake workspace on a loopback port; every answer it sent is held to the 2.16 description."""
-    fake = FakeIntercom()
+@contextlib.asynccontextmanager
+async def running(fake: FakeIntercom) -> AsyncIterator[RunningFake]:
+    """The fake on a loopback port while the block runs; every answer it sent is held to the 2.16 description."""
     server = TestServer(fake.app(), host="127.0.0.1")
     await server.start_server()
     try:
@@ -37,6 +37,13 @@ async def intercom() -> AsyncIterator[RunningFake]:
     finally:
         await server.close()
     assert fake.invalid == [], "the fake answered off the 2.16 description"
+
+
+@pytest.fixture
+async def intercom() -> AsyncIterator[RunningFake]:
+    """A fresh fake workspace on a loopback port."""
+    async with running(FakeIntercom()) as started:
+        yield started
 
 
 @pytest.fixture
