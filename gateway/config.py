@@ -574,7 +574,7 @@ class StoreConfig(_Model):
     )
     dsn: Secret | None = Field(
         default=None,
-        description="postgres: the libpq connection string or URL (env:/file:); several hosts with"
+        description="postgres: the libpq URL, postgresql://... (env:/file:); several hosts with"
         " target_session_attrs=read-write find the primary.",
     )
     pool_size: int = Field(default=10, ge=1, le=100, description="postgres: connections kept open, at most.")
@@ -586,6 +586,9 @@ class StoreConfig(_Model):
     def _dsn_for_postgres(self) -> StoreConfig:
         if self.backend == "postgres" and self.dsn is None:
             raise ValueError("backend postgres needs dsn (env:NAME or file:PATH)")
+        # asyncpg reads only the URL form; a key=value string would fail at connect as "cannot be reached".
+        if self.dsn is not None and not self.dsn.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("dsn must be a postgresql:// URL (a libpq key=value string is not read)")
         return self
 
 

@@ -31,6 +31,15 @@ def test_postgres_needs_a_dsn(tmp_path: Path, cert_files: CertFiles) -> None:
     assert str(caught.value) == "store: backend postgres needs dsn (env:NAME or file:PATH)"
 
 
+def test_a_dsn_that_is_not_a_url_is_a_config_error_that_shows_no_password(
+    tmp_path: Path, cert_files: CertFiles
+) -> None:
+    (tmp_path / "dsn").write_text("host=db.internal user=portal password=hunter2-password dbname=portal\n")
+    with pytest.raises(ConfigError) as caught:
+        load_with_store(tmp_path, cert_files, {"backend": "postgres", "dsn": f"file:{tmp_path / 'dsn'}"})
+    assert str(caught.value) == "store: dsn must be a postgresql:// URL (a libpq key=value string is not read)"
+
+
 def test_the_dsn_is_a_secret_read_from_the_environment_or_a_file(tmp_path: Path, cert_files: CertFiles) -> None:
     dsn = "postgresql://portal:hunter2-password@db.internal:5432/portal?target_session_attrs=read-write"
     (tmp_path / "dsn").write_text(dsn + "\n", encoding="utf-8")
@@ -85,6 +94,21 @@ async def test_a_database_that_cannot_be_reached_is_unavailable_not_a_crash(post
     )
     with pytest.raises(StoreUnavailable):
         await open_store(config)
+
+
+async def test_several_hosts_with_target_session_attrs_find_the_one_that_answers(postgres: PostgresServer) -> None:
+    """A DSN naming a host that is down before the primary (as after a failover): the gateway opens the primary."""
+    database = postgres.database().rsplit("/", 1)[1]
+    hosts = f"127.0.0.1:{_closed_port()},127.0.0.1:{postgres.port}"
+    config = StoreConfig(
+        backend="postgres", dsn=f"postgresql://portal@{hosts}/{database}?target_session_attrs=read-write"
+    )
+    store = await open_store(config)
+    try:
+        await store.ping()  # answers, and takes writes: not a standby
+        assert await store.acquire_lease("sync", "node-a", 30, 0.0)
+    finally:
+        await store.close()
 
 
 def _closed_port() -> int:
