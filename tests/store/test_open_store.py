@@ -12,7 +12,9 @@ import yaml
 
 from gateway.config import StoreConfig, load_config
 from gateway.errors import ConfigError, StoreUnavailable
+from gateway.store.postgres.db import Sql
 from gateway.store.postgres.schema import MIGRATIONS
+from gateway.store.postgres.store import PostgresStore
 from gateway.store.protocol import open_store
 from tests.conftest import CertFiles, config_dict
 from tests.pgserver import PostgresServer
@@ -108,6 +110,26 @@ async def test_several_hosts_with_target_session_attrs_find_the_one_that_answers
         await store.ping()  # answers, and takes writes: not a standby
         assert await store.acquire_lease("sync", "node-a", 30, 0.0)
     finally:
+        await store.close()
+
+
+async def test_no_connection_free_within_the_statement_timeout_is_unavailable(postgres: PostgresServer) -> None:
+    """Every pooled connection busy past ``statement_timeout``: the next request gets its 503, it does not queue."""
+    store = await PostgresStore.open(postgres.database(), pool_size=1, statement_timeout=1)
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(sql: Sql) -> None:
+        held.set()
+        await release.wait()
+
+    holder = asyncio.create_task(store.transaction(hold))
+    await held.wait()
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.contacts()
+    finally:
+        release.set()
+        await holder
         await store.close()
 
 

@@ -250,7 +250,7 @@ class PostgresStore:
         return await self._once(work)
 
     async def _once(self, work: Callable[[Sql], Awaitable[T]]) -> T:
-        async with reachable(self._pool), self._pool.acquire() as connection:
+        async with reachable(self._pool), self._pool.acquire(timeout=self._timeout) as connection:
             return await work(Sql(connection))
 
     async def transaction(self, work: Callable[[Sql], Awaitable[T]]) -> T:
@@ -258,12 +258,16 @@ class PostgresStore:
 
         Never tried again here: a commit lost with its connection may have been applied, and the 503 says so.
         """
-        async with reachable(self._pool), self._pool.acquire() as connection, connection.transaction():
+        async with (
+            reachable(self._pool),
+            self._pool.acquire(timeout=self._timeout) as connection,
+            connection.transaction(),
+        ):
             return await work(Sql(connection))
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers and takes writes (not a standby after a failover)."""
-        async with reachable(self._pool), self._pool.acquire() as connection:
+        async with reachable(self._pool), self._pool.acquire(timeout=self._timeout) as connection:
             if await connection.fetchval("SELECT pg_is_in_recovery()"):
                 raise StoreUnavailable("the database is read-only (a standby)")
 
