@@ -46,7 +46,7 @@ from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.run import server, workers
 from gateway.run.logs import setup_logging
 from gateway.run.tls import server_context
-from gateway.store.copy import REBUILT, Copied, copy_store, total_rows
+from gateway.store.copy import REBUILT, STATEMENT_TIMEOUT, Copied, copy_store, total_rows
 from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
@@ -436,7 +436,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_store_copy(args: argparse.Namespace) -> int:
     """Copy every row of one store into another, empty one; verify counts and checksums."""
-    source_config, destination_config = store_location(args.source), store_location(args.destination)
+    source_config, destination_config = (
+        store_location(spec).model_copy(update={"statement_timeout": STATEMENT_TIMEOUT})
+        for spec in (args.source, args.destination)
+    )
 
     async def run() -> Copied:
         source = await open_store(source_config)

@@ -39,13 +39,18 @@ COPIED = (
     "memberships",
     "ticket_types",
     "ticket_states",
-    "tickets",
     "conversation_parts",
     "participants",
+    "tickets",
     "sync_checkpoints",
     "sync_leases",
 )
-"""Copied row for row, in this order: every row's references are there before it."""
+"""Copied row for row, in this order: every row's references are there before it. A conversation's parts come
+before its ticket (nothing references a ticket), so each ticket is indexed for search once, with its replies, as
+it arrives; parts after their tickets would index every ticket again for each batch of its parts."""
+STATEMENT_TIMEOUT = 600.0
+"""Seconds one statement of the copy may take: a batch runs the destination's triggers for each of its rows, far
+longer than a request's statement, and no visitor waits on it."""
 REBUILT = {"ticket_scope_counts": "tickets <> 0"}
 """Filled by the destination's triggers as the tickets arrive, and compared with the source's. A count that fell
 to 0 keeps its row, so a store that had tickets move holds zero rows a recount has not: only the others compare."""
