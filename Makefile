@@ -19,7 +19,8 @@ run: $(BIN)/portal-gateway
 
 ## set up, lint, type-check and run the whole test suite
 # (the browser tests drive Debian's chromium, installed here when missing: Playwright never downloads a browser;
-# the probe tests put Debian's nginx in front of the gateway as the CDN; tests/e2e/test_wheel.py compiles with gcc)
+# the probe tests put Debian's nginx in front of the gateway as the CDN; tests/e2e/test_wheel.py compiles with gcc;
+# the PostgreSQL store's tests start a throwaway server from Debian's postgresql binaries, never its system service)
 test: $(BIN)/portal-gateway
 	$(BIN)/ruff check gateway routes tests bench setup.py
 	$(BIN)/ruff format --check gateway routes tests bench setup.py
@@ -27,6 +28,7 @@ test: $(BIN)/portal-gateway
 	[ -x /usr/bin/chromium ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium)
 	command -v gcc >/dev/null || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc libc6-dev)
 	[ -x /usr/sbin/nginx ] || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nginx)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ($(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql)
 	$(BIN)/pytest
 
 ## the gateway beside nginx, nginx + auth_request and a minimal proxy, on loopback (installs nginx and wrk when missing)

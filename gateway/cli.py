@@ -18,10 +18,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
+from tqdm import tqdm
 from yarl import URL
 
-from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret
-from gateway.errors import ConfigError, IntercomError
+from gateway.config import AuditConfig, GatewayConfig, load_config, resolve_secret, store_location
+from gateway.errors import ConfigError, CopyRefused, IntercomError, StoreUnavailable
 from gateway.intercom.connector import connected, connector_checks
 from gateway.intercom.progress import TerminalProgress
 from gateway.intercom.sync import SyncReport
@@ -46,6 +47,7 @@ from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.run import server, workers
 from gateway.run.logs import setup_logging
 from gateway.run.tls import server_context
+from gateway.store.copy import REBUILT, STATEMENT_TIMEOUT, Copied, copy_store, total_rows
 from gateway.store.demo import seed_if_empty
 from gateway.store.importer import ImportReport, import_lines
 from gateway.store.models import Contact
@@ -434,6 +436,39 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.errors else 0
 
 
+def cmd_store_copy(args: argparse.Namespace) -> int:
+    """Copy every row of one store into another, empty one; verify counts and checksums."""
+    source_config, destination_config = (
+        store_location(spec).model_copy(update={"statement_timeout": STATEMENT_TIMEOUT})
+        for spec in (args.source, args.destination)
+    )
+
+    async def run() -> Copied:
+        source = await open_store(source_config)
+        try:
+            destination = await open_store(destination_config)
+            try:
+                with tqdm(total=await total_rows(source), unit=" rows", file=sys.stderr, disable=None) as bar:
+                    return await copy_store(source, destination, bar.update)
+            finally:
+                await destination.close()
+        finally:
+            await source.close()
+
+    try:
+        copied = asyncio.run(run())
+    except (CopyRefused, StoreUnavailable) as exc:
+        _say(f"store copy: {exc}")
+        return EXIT_FAILED
+    for table, summary in copied.tables.items():
+        rebuilt = " (rebuilt by the destination)" if table in REBUILT else ""
+        print(f"{table}: {summary.rows} rows, sha256 {summary.checksum}{rebuilt}")
+    print(f"change feed: newest id {copied.feed.latest}, dropped through {copied.feed.dropped_through}")
+    written = sum(summary.rows for table, summary in copied.tables.items() if table not in REBUILT)
+    print(f"copied {written} rows; counts and checksums match")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one sub-command per job."""
     parser = argparse.ArgumentParser(
@@ -492,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--strict", action="store_true", help="refuse the whole file at the first bad line")
     load.set_defaults(func=cmd_import)
 
+    copy = commands.add_parser(
+        "store copy", help="copy every row of one store into another, empty one (sqlite to postgres or back)"
+    )
+    copy.add_argument("--from", dest="source", required=True, metavar="STORE", help="sqlite:PATH or postgres:DSN")
+    copy.add_argument("--to", dest="destination", required=True, metavar="STORE", help="sqlite:PATH or postgres:DSN")
+    copy.set_defaults(func=cmd_store_copy)
+
     check_probe = commands.add_parser(
         "probe", help="check cookie forwarding, HTTPS and the certificate through the CDN in front; exit 1 on a failure"
     )
@@ -540,7 +582,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Sub-commands of commands that also run on their own (``token --user-id``, ``audit FILE``): argparse cannot
 # mix optional sub-parsers with a positional, so ``token inspect`` is read as the one command "token inspect".
-NESTED_COMMANDS = frozenset({"token inspect", "audit verify"})
+NESTED_COMMANDS = frozenset({"token inspect", "audit verify", "store copy"})
 # Options whose value may start with a dash: ``--ttl -5m`` is a (wrong) lifetime, not an unknown option.
 _DASHED_VALUES = frozenset({"--ttl"})
 

@@ -4,6 +4,7 @@
     ├── ConfigError            a configuration value is missing or wrong (exit code 2)
     ├── BodyTimeout            the client stopped sending its request body (408)
     ├── StoreUnavailable       the store is locked, missing or failing (503)
+    ├── CopyRefused            ``store copy`` cannot start, or its copy did not arrive whole; ``str()`` says which
     ├── UpstreamError          the upstream could not answer the proxied request
     │   ├── UpstreamUnreachable    connection refused, reset or DNS failure (502)
     │   └── UpstreamTimeout        no answer within ``upstream.read_timeout`` (504)
@@ -64,6 +65,11 @@ class StoreUnavailable(GatewayError):
 
     status = 503
     title = "The help center is not available right now"
+
+
+class CopyRefused(GatewayError):
+    """``store copy`` cannot start (the destination holds data, the schemas differ) or its copy did not arrive
+    whole; ``str()`` says which."""
 
 
 class UpstreamError(GatewayError):

@@ -33,6 +33,7 @@ from gateway.observe.metrics import METRICS
 from gateway.run.logs import JSONFormatter
 from gateway.run.server import Running, start
 from gateway.run.tls import server_context
+from tests.pgserver import PostgresServer, start_server
 
 DOMAIN = "help.example.com"
 WORKSPACE = "ws1a2b3c"
@@ -111,6 +112,14 @@ def leaks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Leaks]:
     for path in tmp_path_factory.getbasetemp().rglob("audit*.jsonl*"):
         found.check(f"audit file {path}", path.read_text(errors="replace"))
     assert not found.found, "planted values leaked:\n" + "\n".join(found.found)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the whole session (tests/pgserver.py), removed at the end."""
+    server = start_server()
+    yield server
+    server.remove()
 
 
 @pytest.fixture(scope="session")

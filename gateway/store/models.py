@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -290,3 +291,22 @@ class AdminTicketPage(_Paged):
     total: int
     page: int
     page_size: int
+
+
+COMPANY_FIELDS = ("company_id", "name", "plan", "size", "monthly_spend", "custom_attributes")
+"""What a company's upsert writes, as the admin API and the importer name it."""
+CONTACT_FIELDS = ("user_id", "email", "name", "custom_attributes")
+"""What a contact's upsert writes (their companies are memberships, apart)."""
+
+
+def merged_fields(
+    current: AdminCompany | AdminContact, names: tuple[str, ...], fields: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``fields`` written over ``current``'s values of ``names``, custom attributes merged as Intercom's API does
+    (an attribute set to null is removed)."""
+    values = {name: getattr(current, name) for name in names} | dict(fields)
+    if "custom_attributes" in fields:
+        patch = fields["custom_attributes"]
+        kept = {name: value for name, value in current.custom_attributes.items() if name not in patch}
+        values["custom_attributes"] = kept | {name: value for name, value in patch.items() if value is not None}
+    return values

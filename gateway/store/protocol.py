@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol, assert_never
 
 from gateway.config import StoreConfig
+from gateway.errors import StoreUnavailable
+from gateway.store.copy import Copyable
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -40,8 +42,8 @@ ImportMode = Literal["each", "all", "check"]
 """How :meth:`Store.import_lines` commits: each line alone; all or none; or none at all (only the report)."""
 
 
-class Store(Protocol):
-    """What the handlers, the CLI, the importer and the demo seed ask of the store."""
+class Store(Copyable, Protocol):
+    """What the handlers, the CLI, the importer and the demo seed ask of the store (and ``store copy``, its rows)."""
 
     async def close(self) -> None:
         """Release connections and threads; the store is not used afterwards."""
@@ -195,6 +197,17 @@ async def open_store(config: StoreConfig) -> Store:
 
             return await SQLiteStore.open(
                 config.path, busy_timeout=config.busy_timeout, change_retention=config.change_retention
+            )
+        case "postgres":
+            from gateway.store.postgres import PostgresStore
+
+            if config.dsn is None:  # the config refuses this already; kept for the type checker
+                raise StoreUnavailable("store.dsn is not set")
+            return await PostgresStore.open(
+                config.dsn.get_secret_value(),
+                pool_size=config.pool_size,
+                statement_timeout=config.statement_timeout,
+                change_retention=config.change_retention,
             )
         case unknown:
             assert_never(unknown)

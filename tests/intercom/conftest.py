@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from yarl import URL
 
-from gateway.config import StoreConfig
 from gateway.intercom.client import IntercomClient
-from gateway.store.protocol import Store, open_store
 from tests.intercom.fake import TOKEN, FakeIntercom
+
+# The sync's tests run on every backend, as the store contract does: the same fixtures, an empty store of each.
+from tests.store.contract.conftest import store, store_config  # noqa: F401 (fixtures)
 
 
 @dataclass(frozen=True)
@@ -26,10 +27,9 @@ class RunningFake:
     url: URL
 
 
-@pytest.fixture
-async def intercom() -> AsyncIterator[RunningFake]:
-    """A fresh fake workspace on a loopback port; every answer it sent is held to the 2.16 description."""
-    fake = FakeIntercom()
+@contextlib.asynccontextmanager
+async def running(fake: FakeIntercom) -> AsyncIterator[RunningFake]:
+    """The fake on a loopback port while the block runs; every answer it sent is held to the 2.16 description."""
     server = TestServer(fake.app(), host="127.0.0.1")
     await server.start_server()
     try:
@@ -40,11 +40,10 @@ async def intercom() -> AsyncIterator[RunningFake]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    """An empty SQLite store, opened as the gateway opens it."""
-    opened = await open_store(StoreConfig(backend="sqlite", path=tmp_path / "portal.db"))
-    yield opened
-    await opened.close()
+async def intercom() -> AsyncIterator[RunningFake]:
+    """A fresh fake workspace on a loopback port."""
+    async with running(FakeIntercom()) as started:
+        yield started
 
 
 @pytest.fixture

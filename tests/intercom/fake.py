@@ -39,9 +39,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class Fault:
     """What the fake does to one coming answer instead of (or before) answering it."""
 
-    kind: Literal["status", "slow", "malformed", "reset"]
+    kind: Literal["status", "slow", "malformed", "reset", "hold"]
     status: int = 503
     seconds: float = 0.0
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+    """For ``hold``: the answer waits until the test sets this (``held`` is set once it waits)."""
+    held: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
@@ -353,6 +356,9 @@ class FakeIntercom:
         fault = self.faults.popleft() if self.faults else None
         if fault is not None and fault.kind == "slow":
             await asyncio.sleep(fault.seconds)
+        elif fault is not None and fault.kind == "hold":
+            fault.held.set()
+            await fault.gate.wait()
         elif fault is not None and fault.kind == "reset" and request.transport is not None:
             request.transport.abort()  # the connection dies before any answer: the client sees a reset
             return web.Response(status=500), True

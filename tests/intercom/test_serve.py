@@ -1,9 +1,10 @@
-"""``serve`` with the connector on: the background sync fills the store through ``periodic()``."""
+"""``serve`` with the connector on: the background sync fills the store (of each backend) through ``periodic()``."""
 
 from __future__ import annotations
 
 import asyncio
 
+from gateway.config import StoreConfig
 from gateway.edge.guard import STORE
 from gateway.intercom.connector import INTERCOM
 from tests.conftest import StartGateway
@@ -25,9 +26,13 @@ def connector_config(intercom: RunningFake, **overrides: object) -> dict[str, ob
     }
 
 
-async def test_serve_syncs_in_the_background(intercom: RunningFake, start_gateway: StartGateway) -> None:
+async def test_serve_syncs_in_the_background(
+    intercom: RunningFake, start_gateway: StartGateway, store_config: StoreConfig
+) -> None:
     populate(intercom.fake)
-    gateway = await start_gateway(intercom=connector_config(intercom))
+    dsn = store_config.dsn.get_secret_value() if store_config.dsn else None
+    where = {"backend": "postgres", "dsn": dsn} if store_config.backend == "postgres" else {}
+    gateway = await start_gateway(intercom=connector_config(intercom), store=where)
     store = gateway.running.app[STORE]
     for _ in range(400):  # bounded: the first run comes one period in
         if await store.remote_ids("ticket"):

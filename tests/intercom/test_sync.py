@@ -1,16 +1,18 @@
-"""The sync from the fake into a real store: everything mirrored, incrementally, resumable, alone."""
+"""The sync from the fake into a real store of each backend: everything mirrored, incrementally, resumable, alone."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
+from gateway.config import StoreConfig
 from gateway.errors import IntercomUnauthorized, IntercomUnavailable
 from gateway.intercom.client import IntercomClient
 from gateway.intercom.sync import CHECKPOINT, LEASE, Syncer
 from gateway.observe.metrics import Metrics
-from gateway.store.protocol import Store
+from gateway.store.protocol import Store, open_store
 from tests.intercom.conftest import RunningFake
 from tests.intercom.fake import FakeIntercom, Fault
 from tests.intercom.mirror import actual, expected
@@ -133,6 +135,31 @@ async def test_only_the_lease_holder_syncs(intercom: RunningFake, client: Interc
     await store.release_lease(LEASE, "another-node")
     assert await Syncer(client, store).run() is not None
     assert await store.acquire_lease(LEASE, "another-node", 120, time.time())  # given up after
+
+
+async def test_two_nodes_on_one_database_race_and_exactly_one_syncs(
+    intercom: RunningFake, client: IntercomClient, store_config: StoreConfig
+) -> None:
+    populate(intercom.fake)
+    # The first call to Intercom waits for the test: whoever took the lease holds it while the other tries.
+    hold = Fault("hold")
+    intercom.fake.faults.append(hold)
+    nodes = [await open_store(store_config) for _ in range(2)]  # two gateways' stores on one database
+    try:
+        runs = [asyncio.create_task(Syncer(client, node, holder=f"node-{n}").run()) for n, node in enumerate(nodes)]
+        done, _ = await asyncio.wait(runs, return_when=asyncio.FIRST_COMPLETED)
+        assert [run.result() for run in done] == [None]  # the one without the lease skipped its turn
+        await hold.held.wait()
+        hold.gate.set()
+        reports = await asyncio.gather(*runs)
+        assert [report is None for report in reports].count(True) == 1
+        skipped = nodes[reports.index(None)]
+        assert await actual(skipped) == expected(intercom.fake)  # what the one synced, the other node serves
+        assert await skipped.sync_checkpoint(CHECKPOINT) == str(next(r for r in reports if r).checkpoint)
+        assert await Syncer(client, skipped).run() is not None  # the lease given up: the other's turn next
+    finally:
+        for node in nodes:
+            await node.close()
 
 
 async def test_a_refused_token_stops_the_sync_and_keeps_the_store(

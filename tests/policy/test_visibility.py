@@ -28,7 +28,7 @@ from gateway.store.importer import import_lines
 from gateway.store.models import SORT_KEYS, Contact, TicketFilter, TicketQuery
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.sqlite.lines import write_line
-from gateway.store.sqlite.store import visible_clause
+from gateway.store.visibility import visible_clause
 from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
 
 NOTE = "WOMBATnote"  # planted in every internal note: must never leave the store

@@ -626,3 +626,35 @@ def test_cli_strict_import_imports_nothing(tmp_path: Path, cert_files: CertFiles
     assert f"data.jsonl:{len(GOOD) + 1}: creator 'u-ghost' is not in the store" in result.stderr
     assert "imported" not in result.stdout
     assert set(table_counts(tmp_path / "portal.db").values()) == {0}
+
+
+# Tickets written before the counts existed: two Customer and one shared Back-office ticket of company 1, one
+# company-less ticket of contact 2 (scope -2), and a Tracker and an unshared Back-office ticket, never counted.
+BEFORE_THE_COUNTS = """
+    INSERT INTO companies (id, company_id, name) VALUES (1, 'acme', 'Acme');
+    INSERT INTO contacts (id, user_id) VALUES (1, 'u-ann'), (2, 'u-kim');
+    INSERT INTO ticket_types (id, name) VALUES (1, 'Bug');
+    INSERT INTO ticket_states (id, category, internal_label, external_label) VALUES (1, 'submitted', 'New', 'New');
+    INSERT INTO tickets (ticket_id, type_id, state_id, category, is_shared, company_id, creator_id, title,
+        created_at, updated_at, conversation_id) VALUES
+        ('1', 1, 1, 'Customer', 0, 1, 1, 'a', 0, 0, 1), ('2', 1, 1, 'Customer', 0, 1, 1, 'b', 0, 0, 2),
+        ('3', 1, 1, 'Back-office', 1, 1, 1, 'c', 0, 0, 3), ('4', 1, 1, 'Customer', 0, NULL, 2, 'd', 0, 0, 4),
+        ('5', 1, 1, 'Tracker', 0, 1, 1, 'e', 0, 0, 5), ('6', 1, 1, 'Back-office', 0, 1, 1, 'f', 0, 0, 6);
+"""
+COUNTS_MIGRATION = 6
+"""The SQLite migration that made ticket_scope_counts."""
+COUNTED = [(-2, 2, 1, 1), (1, 1, 1, 3)]
+
+
+async def test_a_store_from_before_the_scope_counts_has_them_filled_at_its_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "portal.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        for number, script in enumerate(MIGRATIONS[: COUNTS_MIGRATION - 1], start=1):
+            connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        connection.executescript(BEFORE_THE_COUNTS)
+    store = await SQLiteStore.open(path)
+    try:
+        counts = await rows(store, "SELECT scope, creator_id, type_id, tickets FROM ticket_scope_counts ORDER BY 1")
+    finally:
+        await store.close()
+    assert counts == COUNTED

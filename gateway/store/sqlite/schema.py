@@ -231,6 +231,53 @@ MIGRATIONS: tuple[str, ...] = (
         INSERT INTO changes (kind) VALUES ('access');
     END;
     """,
+    # 6: what the list reads at a million tickets. ticket_scope_counts holds, per scope key (company, or minus
+    # the creator) and creator, how many tickets a visitor may see there: the categories visible_clause()
+    # shows (SECURITY: the same condition as its, so the total never counts a Tracker or unshared
+    # Back-office ticket), kept by triggers in each write's own transaction; the list's total and its creator
+    # filter read it instead of every visible ticket. tickets_by_scope_update orders each key's tickets by
+    # (updated_at, id), the list's own order, so a page stops after its rows.
+    """
+    CREATE TABLE ticket_scope_counts (
+        scope INTEGER NOT NULL,
+        creator_id INTEGER NOT NULL,
+        type_id INTEGER NOT NULL,
+        tickets INTEGER NOT NULL,
+        PRIMARY KEY (scope, creator_id, type_id)
+    ) WITHOUT ROWID;
+    INSERT INTO ticket_scope_counts (scope, creator_id, type_id, tickets)
+    SELECT coalesce(company_id, -creator_id), creator_id, type_id, count(*) FROM tickets
+    WHERE category = 'Customer' OR (category = 'Back-office' AND is_shared = 1) GROUP BY 1, 2, 3;
+
+    CREATE TRIGGER scope_counts_after_ticket_insert AFTER INSERT ON tickets
+    WHEN new.category = 'Customer' OR (new.category = 'Back-office' AND new.is_shared = 1) BEGIN
+        INSERT INTO ticket_scope_counts (scope, creator_id, type_id, tickets)
+        VALUES (coalesce(new.company_id, -new.creator_id), new.creator_id, new.type_id, 1)
+        ON CONFLICT (scope, creator_id, type_id) DO UPDATE SET tickets = tickets + 1;
+    END;
+    CREATE TRIGGER scope_counts_after_ticket_update AFTER UPDATE OF company_id, creator_id, type_id, category,
+    is_shared ON tickets BEGIN
+        UPDATE ticket_scope_counts SET tickets = tickets - 1
+        WHERE scope = coalesce(old.company_id, -old.creator_id)
+            AND creator_id = old.creator_id AND type_id = old.type_id
+            AND (old.category = 'Customer' OR (old.category = 'Back-office' AND old.is_shared = 1));
+        INSERT INTO ticket_scope_counts (scope, creator_id, type_id, tickets)
+        SELECT coalesce(new.company_id, -new.creator_id), new.creator_id, new.type_id, 1
+        WHERE new.category = 'Customer' OR (new.category = 'Back-office' AND new.is_shared = 1)
+        ON CONFLICT (scope, creator_id, type_id) DO UPDATE SET tickets = tickets + 1;
+    END;
+    CREATE TRIGGER scope_counts_after_ticket_delete AFTER DELETE ON tickets
+    WHEN old.category = 'Customer' OR (old.category = 'Back-office' AND old.is_shared = 1) BEGIN
+        UPDATE ticket_scope_counts SET tickets = tickets - 1
+        WHERE scope = coalesce(old.company_id, -old.creator_id)
+            AND creator_id = old.creator_id AND type_id = old.type_id;
+    END;
+
+    DROP INDEX tickets_by_scope;
+    CREATE INDEX tickets_by_scope_update ON tickets(
+        coalesce(company_id, -creator_id), updated_at, id, category, is_shared, creator_id, type_id, state_id
+    );
+    """,
 )
 
 

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 from cachetools import LRUCache
 
 from gateway.errors import StoreUnavailable
+from gateway.store import mirror as programs
+from gateway.store.copy import Table
 from gateway.store.lines import Line
 from gateway.store.models import (
     AdminCompany,
@@ -48,6 +50,7 @@ from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
 from gateway.store.sqlite.schema import migrate
 from gateway.store.sqlite.writes import add_participant
+from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, visible_clause
 
 T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
@@ -92,49 +95,6 @@ _SUMMARY_LOOKUPS = """
 _SUMMARY_JOINS = f"FROM tickets t {_SUMMARY_LOOKUPS}"
 
 
-def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
-    """The WHERE clause of everything a visitor may see: shared tickets of their companies, maybe only their own.
-
-    SECURITY: the one place visibility becomes SQL. Tracker tickets and unshared
-    Back-office tickets never match; a visitor with no company and no contact
-    matches nothing (deny by default).
-    """
-    # A ticket's scope key is its company, or minus its creator when it has no company (company ids are
-    # positive, so the two never meet); one IN over that key, served by the tickets_by_scope index.
-    keys: list[Any] = sorted(visible.company_ids)
-    if visible.contact_id is not None:
-        keys.append(-visible.contact_id)
-    in_scope = f"coalesce(t.company_id, -t.creator_id) IN ({','.join('?' * len(keys))})" if keys else "0"
-    clause = f"(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1)) AND {in_scope}"
-    params = keys
-    if visible.own_only:
-        clause += " AND t.creator_id = ?"
-        params.append(visible.contact_id if visible.contact_id is not None else -1)
-    return clause, params
-
-
-def _query_clause(query: TicketQuery) -> tuple[str, list[Any]]:
-    conditions, params = [], []
-    for column, value in (
-        # Customers see external labels only: a state stands for every state that shares its label.
-        (
-            "t.state_id IN (SELECT id FROM ticket_states WHERE external_label ="
-            " (SELECT external_label FROM ticket_states WHERE id = ?))",
-            query.state_id,
-        ),
-        ("t.type_id = ?", query.type_id),
-        ("t.creator_id = ?", query.creator_id),
-        ("t.created_at >= ?", query.created_after),
-        ("t.created_at < ?", query.created_before),
-        ("t.updated_at >= ?", query.updated_after),
-        ("t.updated_at < ?", query.updated_before),
-    ):
-        if value is not None:
-            conditions.append(column)
-            params.append(value)
-    return "".join(f" AND {condition}" for condition in conditions), params
-
-
 def _summary(row: Sequence[Any]) -> TicketSummary:
     return TicketSummary(*row[:9])
 
@@ -147,6 +107,11 @@ def _relevance(descending: bool) -> str:
 
 def _company(row: Sequence[Any]) -> Company:
     return Company(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
+
+
+SHARED_NAMES = {"leases": "sync_leases"}
+"""This schema's tables that PostgreSQL's names otherwise, by the name ``store copy`` knows them by (renaming
+one in a migration would rewrite every store for a name alone)."""
 
 
 class SQLiteStore:
@@ -344,27 +309,23 @@ class SQLiteStore:
         title, description, ticket id or a public reply), each with a snippet.
         """
         where, params = visible_clause(visible)
-        extra, extra_params = _query_clause(query)
+        extra, extra_params = query_clause(query)
         match = fts_query(query.q)
         if match is not None:
             return await self._run(lambda: self._search(match, f"{where}{extra}", [*params, *extra_params], query))
         direction = "DESC" if query.descending else "ASC"
-        order = _SORT_COLUMNS[query.order].format(dir=direction)
-        offset = (query.page - 1) * query.page_size
+        order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
+        count, count_params = count_sql(visible, query)
+        ids, ids_params = page_sql(visible, query, order)
 
         def read() -> TicketPage:
-            total = self._connection.execute(
-                f"SELECT count(*) FROM tickets t WHERE {where}{extra}",  # noqa: S608 (placeholders only)
-                [*params, *extra_params],
-            ).fetchone()[0]
-            # The page is chosen from the tickets_by_scope index alone (the small type and state tables
+            total = self._connection.execute(count, count_params).fetchone()[0]
+            # The page is chosen from the tickets_by_scope_update index alone (the small type and state tables
             # give the sort keys); only its rows are then read and joined to companies and creators.
             rows = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM (SELECT t.id AS page_id FROM tickets t"  # noqa: S608
-                " JOIN ticket_types ty ON ty.id = t.type_id JOIN ticket_states s ON s.id = t.state_id"
-                f" WHERE {where}{extra} ORDER BY {order}, t.id {direction} LIMIT ? OFFSET ?) AS page"
-                f" JOIN tickets t ON t.id = page.page_id {_SUMMARY_LOOKUPS} ORDER BY {order}, t.id {direction}",
-                [*params, *extra_params, query.page_size, offset],
+                f"SELECT {_SUMMARY_COLUMNS} FROM ({ids}) AS page JOIN tickets t ON t.id = page.page_id"  # noqa: S608
+                f" {_SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*ids_params, query.page_size, (query.page - 1) * query.page_size],
             ).fetchall()
             return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
 
@@ -488,11 +449,11 @@ class SQLiteStore:
 
     async def creators(self, visible: TicketFilter) -> list[tuple[int, str]]:
         """(contact id, name) of everyone who created a ticket the filter lets the visitor see, by name."""
-        where, params = visible_clause(visible)
+        creators, params = counted_sql(visible, "creator_id")
         rows = await self._run(
             lambda: self._connection.execute(
-                "SELECT DISTINCT p.id, coalesce(p.name, p.email, p.user_id) AS shown FROM tickets t"  # noqa: S608
-                f" JOIN contacts p ON p.id = t.creator_id WHERE {where} ORDER BY shown COLLATE NOCASE",
+                "SELECT p.id, coalesce(p.name, p.email, p.user_id) AS shown FROM contacts p"  # noqa: S608
+                f" WHERE p.id IN ({creators}) ORDER BY shown COLLATE NOCASE, p.id",
                 params,
             ).fetchall()
         )
@@ -500,11 +461,10 @@ class SQLiteStore:
 
     async def visible_types(self, visible: TicketFilter) -> list[TicketType]:
         """The ticket types of the tickets the filter lets the visitor see (never a type they cannot see), by name."""
-        where, params = visible_clause(visible)
+        types, params = counted_sql(visible, "type_id")
         rows = await self._run(
             lambda: self._connection.execute(
-                "SELECT ty.id, ty.name FROM ticket_types ty WHERE EXISTS"  # noqa: S608 (placeholders only)
-                f" (SELECT 1 FROM tickets t WHERE t.type_id = ty.id AND {where}) ORDER BY ty.name",
+                f"SELECT ty.id, ty.name FROM ticket_types ty WHERE ty.id IN ({types}) ORDER BY ty.name",  # noqa: S608
                 params,
             ).fetchall()
         )
@@ -670,19 +630,19 @@ class SQLiteStore:
 
     async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
         """Delete what Intercom deleted; whether there was such a record."""
-        return await self.transaction(partial(mirror.forget, kind=kind, remote_id=remote_id))
+        return await self.transaction(lambda connection: mirror.run(connection, programs.forget(kind, remote_id)))
 
     async def remote_ids(self, kind: RemoteKind) -> set[str]:
         """The Intercom ids of every mirrored record of that kind."""
-        return await self._run(lambda: mirror.remote_ids(self._connection, kind))
+        return await self._run(lambda: mirror.run(self._connection, programs.remote_ids(kind)))
 
     async def remote_id(self, kind: RemoteKind, key: str) -> str | None:
         """Intercom's id of the record with this id of the store's."""
-        return await self._run(lambda: mirror.remote_id(self._connection, kind, key))
+        return await self._run(lambda: mirror.run(self._connection, programs.remote_id(kind, key)))
 
     async def remote_conversation(self, ticket_id: str) -> str | None:
         """Intercom's id of the ticket's linked conversation."""
-        return await self._run(lambda: mirror.remote_conversation(self._connection, ticket_id))
+        return await self._run(lambda: mirror.run(self._connection, programs.remote_conversation(ticket_id)))
 
     async def sync_checkpoint(self, name: str) -> str | None:
         """The checkpoint saved under ``name``, or None when there is none."""
@@ -699,3 +659,58 @@ class SQLiteStore:
     async def release_lease(self, name: str, holder: str) -> None:
         """Give the lease up if ``holder`` holds it."""
         await self.transaction(partial(mirror.release_lease, name=name, holder=holder))
+
+    # --- store copy (gateway/store/copy.py) ------------------------------------------------------------------
+
+    async def tables(self) -> dict[str, Table]:
+        """Every table of the schema, with its columns and primary key; not SQLite's own nor the search index's."""
+
+        def read() -> dict[str, Table]:
+            # pragma_table_list types FTS5's own tables 'virtual' and 'shadow': the search index, rebuilt by the
+            # triggers from the copied rows, is no data of its own.
+            names = self._connection.execute(
+                "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'table'"
+                " AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            ).fetchall()
+            tables: dict[str, Table] = {}
+            for (name,) in names:
+                columns = self._connection.execute(
+                    "SELECT name, pk FROM pragma_table_info(?) ORDER BY cid", (name,)
+                ).fetchall()
+                key = tuple(column for column, pk in sorted(columns, key=lambda c: c[1]) if pk)
+                shared = SHARED_NAMES.get(name, name)
+                stored_as = name if shared != name else ""
+                tables[shared] = Table(shared, tuple(column for column, _ in columns), key, stored_as=stored_as)
+            return tables
+
+        return await self._run(read)
+
+    async def count_rows(self, table: Table) -> int:
+        """How many rows the table holds."""
+        return int(await self._run(lambda: self._connection.execute(table.count).fetchone()[0]))
+
+    async def read_rows(self, table: Table, after: Sequence[Any] | None, limit: int) -> list[tuple[Any, ...]]:
+        """Up to ``limit`` rows whose key comes after ``after``, in key order."""
+        sql, params = table.select(after is not None), [*(after or ()), limit]
+        return await self._run(lambda: [tuple(row) for row in self._connection.execute(sql, params)])
+
+    async def write_rows(self, table: Table, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert the rows as they are, in one transaction (the search triggers index them)."""
+        await self.transaction(lambda connection: connection.executemany(table.insert, rows))
+
+    async def write_feed(self, table: Table, rows: Sequence[tuple[Any, ...]], position: ChangeBatch) -> None:
+        """Replace the feed by ``rows`` and put it at ``position``: the feed's newest id is its AUTOINCREMENT
+        counter (sqlite_sequence, which SQLite lets a writer set), the newest dropped is change_feed's."""
+
+        def write(connection: sqlite3.Connection) -> None:
+            connection.execute("DELETE FROM changes")
+            # First: the pruning trigger drops every row at or below it, and the copy's own changes moved it.
+            connection.execute("UPDATE change_feed SET dropped_through = ?", (position.dropped_through,))
+            connection.executemany(table.insert, rows)
+            connection.execute("DELETE FROM sqlite_sequence WHERE name = 'changes'")
+            connection.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('changes', ?)", (position.latest,))
+
+        await self.transaction(write)
+
+    async def rows_written(self) -> None:
+        """Nothing to do: SQLite's next ids follow the largest."""

@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 from gateway.errors import Conflict, Invalid, Missing
 from gateway.policy.associations import company_for_new_ticket, company_for_ticket
 from gateway.store.models import (
+    COMPANY_FIELDS,
+    CONTACT_FIELDS,
     AdminCompany,
     AdminContact,
     AdminPart,
@@ -26,12 +28,11 @@ from gateway.store.models import (
     AdminTicketDetail,
     AdminTicketPage,
     TicketState,
+    merged_fields,
 )
 from gateway.store.search import fts_query
 from gateway.store.sqlite import writes
 
-_COMPANY_FIELDS = ("company_id", "name", "plan", "size", "monthly_spend", "custom_attributes")
-_CONTACT_FIELDS = ("user_id", "email", "name", "custom_attributes")
 R = TypeVar("R", AdminCompany, AdminContact)
 _TICKET_SELECT = """
     SELECT t.id, t.ticket_id, t.title, t.description, ty.name, s.internal_label, s.external_label, s.category,
@@ -152,17 +153,13 @@ class Kind(Generic[R]):
         """Write ``fields`` over one's current values, custom attributes merged; its external id stays (and a
         contact's companies too)."""
         current = self.get(connection, key)
-        values = {name: getattr(current, name) for name in self.fields} | dict(fields)
-        if "custom_attributes" in fields:  # merged, as Intercom's API does: null removes one attribute
-            patch = fields["custom_attributes"]
-            kept = {name: value for name, value in current.custom_attributes.items() if name not in patch}
-            values["custom_attributes"] = kept | {name: value for name, value in patch.items() if value is not None}
+        values = merged_fields(current, self.fields, fields)
         self.upsert(connection, **values)
         return self.get(connection, key)
 
 
-COMPANIES = Kind("company", "company_id", _COMPANY_FIELDS, writes.upsert_company, get_company, delete_company)
-CONTACTS = Kind("contact", "user_id", _CONTACT_FIELDS, writes.upsert_contact, get_contact, delete_contact)
+COMPANIES = Kind("company", "company_id", COMPANY_FIELDS, writes.upsert_company, get_company, delete_company)
+CONTACTS = Kind("contact", "user_id", CONTACT_FIELDS, writes.upsert_contact, get_contact, delete_contact)
 
 
 def add_membership(connection: sqlite3.Connection, user_id: str, company_id: str) -> AdminContact:

@@ -9,14 +9,18 @@ import pytest
 
 from gateway.config import StoreBackend, StoreConfig
 from gateway.store.protocol import Store, open_store
+from tests.pgserver import PostgresServer
 
-BACKENDS: tuple[StoreBackend, ...] = ("sqlite",)
+BACKENDS: tuple[StoreBackend, ...] = ("sqlite", "postgres")
 """Every backend ``open_store`` knows; a new one adds itself here and must pass the whole contract."""
 
 
 @pytest.fixture(params=BACKENDS)
 def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> StoreConfig:
-    """A fresh, empty store of each backend."""
+    """A fresh, empty store of each backend (for postgres, a new database on the session's server)."""
+    if request.param == "postgres":
+        server: PostgresServer = request.getfixturevalue("postgres")
+        return StoreConfig(backend="postgres", dsn=server.database())
     return StoreConfig(backend=request.param, path=tmp_path / "portal.db")
 
 

@@ -115,3 +115,13 @@ async def test_a_line_naming_what_is_not_there_writes_nothing(store: Store) -> N
     with pytest.raises(LineError, match="creator"):
         await store.mirror([company("c3", "initech", "Initech"), ticket("t9", "9", creator="u-nobody")])
     assert await store.remote_id("company", "initech") is None
+
+
+async def test_the_importer_records_intercoms_ids(store: Store) -> None:
+    """An import of the connector's lines keeps Intercom's ids, so the next sync finds the same records."""
+    lines: list[Line] = [STATE, company("c1", "acme"), contact("p1", "u-ann", "acme"), ticket("t1", "7")]
+    assert await store.import_lines(list(enumerate(lines, 1)), mode="all") == []
+    assert await store.remote_id("company", "acme") == "c1"
+    assert await store.remote_id("contact", "u-ann") == "p1"
+    assert await store.remote_id("ticket", "7") == "t1"
+    assert await store.remote_conversation("7") == "conv-t1"
