@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import ssl
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +38,18 @@ ACME_TICKET = customer_ticket_of("acme")
 LOADED_MARK = "window.__notReloaded = true"
 
 
-async def serve(
-    launch: Launch, cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream, workers: int
-) -> GatewayProcess:
-    """``serve -c config.yaml --workers N`` on the demo store with the admin API."""
-    config = write_config(cert_files, tmp_path, upstream, **DEMO)
-    return await launch(["serve", "-c", str(config), "--workers", str(workers)], cwd=tmp_path)
+Serve = Callable[[int], Awaitable[GatewayProcess]]
+
+
+@pytest.fixture
+def serve(launch: Launch, cert_files: CertFiles, tmp_path: Path, upstream: RecordingUpstream) -> Serve:
+    """Starts ``serve -c config.yaml --workers N`` on the demo store with the admin API."""
+
+    async def start(workers: int) -> GatewayProcess:
+        config = write_config(cert_files, tmp_path, upstream, **DEMO)
+        return await launch(["serve", "-c", str(config), "--workers", str(workers)], cwd=tmp_path)
+
+    return start
 
 
 async def admin(served: GatewayProcess, client_ssl: ssl.SSLContext, method: str, path: str, body: Any) -> None:
@@ -79,15 +86,12 @@ async def no_serious_axe_violation(page: Page) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
 async def test_a_ticket_page_shows_a_new_state_and_reply_without_reload(
-    launch: Launch,
-    cert_files: CertFiles,
-    tmp_path: Path,
-    upstream: RecordingUpstream,
+    serve: Serve,
     client_ssl: ssl.SSLContext,
     browser: Browser,
     workers: int,
 ) -> None:
-    served = await serve(launch, cert_files, tmp_path, upstream, workers)
+    served = await serve(workers)
     page = await open_page(browser, served, f"/tickets/{ACME_TICKET}")
     replies = page.locator(".conversation > li")
     before = await replies.count()
@@ -107,14 +111,11 @@ async def test_a_ticket_page_shows_a_new_state_and_reply_without_reload(
 
 
 async def test_the_list_updates_a_row_and_offers_to_refresh_for_the_rest(
-    launch: Launch,
-    cert_files: CertFiles,
-    tmp_path: Path,
-    upstream: RecordingUpstream,
+    serve: Serve,
     client_ssl: ssl.SSLContext,
     browser: Browser,
 ) -> None:
-    served = await serve(launch, cert_files, tmp_path, upstream, 1)
+    served = await serve(1)
     page = await open_page(browser, served, "/tickets?sort=updated&order=desc")
     # The first row not resolved yet (an update that changes nothing shown records nothing).
     ticket_id = await page.locator("tr[data-ticket]:not(:has(.state-resolved))").first.get_attribute("data-ticket")
