@@ -11,9 +11,10 @@ from typing import Any
 
 from gateway.store.models import TicketFilter, TicketQuery
 
-# The categories a visitor may ever see. SECURITY: ticket_scope_counts (both schemas) counts exactly these.
-_SHOWN = "(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1))"
-_SCOPE = "coalesce(t.company_id, -t.creator_id)"
+SHOWN = "(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1))"
+"""The categories a visitor may ever see. SECURITY: ticket_scope_counts (both schemas) counts exactly these."""
+SCOPE = "coalesce(t.company_id, -t.creator_id)"
+"""A ticket's scope key (see _scope_keys)."""
 
 
 def _scope_keys(visible: TicketFilter) -> list[Any]:
@@ -40,9 +41,20 @@ def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
     matches nothing (deny by default).
     """
     keys = _scope_keys(visible)
-    in_scope = f"{_SCOPE} IN ({','.join('?' * len(keys))})" if keys else "FALSE"
+    in_scope = f"{SCOPE} IN ({','.join('?' * len(keys))})" if keys else "FALSE"
     own, own_params = _own(visible, "t.creator_id")
-    return f"{_SHOWN} AND {in_scope}{own}", [*keys, *own_params]
+    return f"{SHOWN} AND {in_scope}{own}", [*keys, *own_params]
+
+
+def shows_scope(visible: TicketFilter, scope: int | None, creator_id: int | None) -> bool:
+    """Whether visible_clause() matched a shown ticket with this scope key and creator: for a ticket no longer there
+    to match it (a "removed" change). SECURITY: the same keys and the same own-only rule as the SQL; nothing known,
+    nothing shown."""
+    if scope is None or creator_id is None:
+        return False
+    if visible.own_only and creator_id != visible.contact_id:  # without a contact: no creator is theirs
+        return False
+    return scope in _scope_keys(visible)
 
 
 def visible_arms(visible: TicketFilter) -> list[tuple[str, list[Any]]]:
@@ -53,7 +65,7 @@ def visible_arms(visible: TicketFilter) -> list[tuple[str, list[Any]]]:
     No key: one arm that matches nothing (deny by default).
     """
     own, own_params = _own(visible, "t.creator_id")
-    return [(f"{_SHOWN} AND {_SCOPE} = ?{own}", [key, *own_params]) for key in _scope_keys(visible)] or [("FALSE", [])]
+    return [(f"{SHOWN} AND {SCOPE} = ?{own}", [key, *own_params]) for key in _scope_keys(visible)] or [("FALSE", [])]
 
 
 def _counted(visible: TicketFilter, query: TicketQuery | None = None) -> tuple[str, list[Any]]:

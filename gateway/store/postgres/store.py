@@ -523,12 +523,12 @@ class PostgresStore:
         async def read(sql: Sql) -> ChangeBatch:
             # One statement, one snapshot: the changes, the newest id and the horizon agree.
             rows = await sql.fetch(
-                "SELECT f.last_id, f.dropped_through, c.id, c.kind, c.ticket_id, c.contact_id FROM change_feed f"
-                " LEFT JOIN LATERAL (SELECT * FROM changes WHERE id > ? ORDER BY id LIMIT ?) c ON true",
+                "SELECT f.last_id, f.dropped_through, c.id, c.kind, c.ticket_id, c.contact_id, c.scope FROM change_feed"
+                " f LEFT JOIN LATERAL (SELECT * FROM changes WHERE id > ? ORDER BY id LIMIT ?) c ON true",
                 after,
                 limit,
             )
-            changes = tuple(Change(row[2], row[3], row[4], row[5]) for row in rows if row[2] is not None)
+            changes = tuple(Change(*row[2:]) for row in rows if row[2] is not None)
             return ChangeBatch(changes, int(rows[0][0]), int(rows[0][1]))
 
         return await self._read(read)

@@ -278,6 +278,30 @@ MIGRATIONS: tuple[str, ...] = (
         coalesce(company_id, -creator_id), updated_at, id, category, is_shared, creator_id, type_id, state_id
     );
     """,
+    # 7: a ticket the Intercom sync forgot records a "removed" change (gateway/store/mirror.py's forget) with the
+    # scope key it had in scope and its creator in contact_id: once it is gone, only the change can say who saw
+    # it. SQLite cannot change a CHECK, so the table is made again with its rows and its counter (the feed's
+    # newest id); legacy_alter_table leaves the other tables' triggers, which name "changes", as they are.
+    """
+    PRAGMA legacy_alter_table = ON;
+    CREATE TABLE changes_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('created', 'updated', 'state', 'reply', 'removed', 'access')),
+        ticket_id TEXT,
+        contact_id INTEGER,
+        scope INTEGER
+    );
+    INSERT INTO changes_new (id, kind, ticket_id, contact_id) SELECT id, kind, ticket_id, contact_id FROM changes;
+    DELETE FROM sqlite_sequence WHERE name = 'changes_new';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'changes_new', seq FROM sqlite_sequence WHERE name = 'changes';
+    DROP TABLE changes;
+    ALTER TABLE changes_new RENAME TO changes;
+    CREATE TRIGGER changes_retained AFTER INSERT ON changes BEGIN
+        UPDATE change_feed SET dropped_through = max(dropped_through, new.id - retained);
+        DELETE FROM changes WHERE id <= (SELECT dropped_through FROM change_feed);
+    END;
+    PRAGMA legacy_alter_table = OFF;
+    """,
 )
 
 

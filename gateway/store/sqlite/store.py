@@ -512,7 +512,7 @@ class SQLiteStore:
             self._connection.execute("BEGIN")
             try:
                 rows = self._connection.execute(
-                    "SELECT id, kind, ticket_id, contact_id FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                    "SELECT id, kind, ticket_id, contact_id, scope FROM changes WHERE id > ? ORDER BY id LIMIT ?",
                     (after, limit),
                 ).fetchall()
                 latest, dropped = self._connection.execute(

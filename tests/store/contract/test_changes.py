@@ -11,7 +11,7 @@ from gateway.store.demo import seed_if_empty
 from gateway.store.lines import CompanyLine, ContactLine, Line, StateLine
 from gateway.store.models import Change
 from gateway.store.protocol import Store, open_store
-from tests.store.contract.test_mirror import reply, ticket, world
+from tests.store.contract.test_mirror import contact, reply, ticket, world
 from tests.store.contract.test_records import NOW, new_ticket
 
 
@@ -160,3 +160,32 @@ async def test_the_connectors_writes_record_what_changed_and_a_ticket_synced_aga
         [ticket("t1", "1", state="Open", parts=[reply("first, edited"), note, reply("x", public=False)])]
     )
     assert await after(store, start) == []  # SECURITY: a new note records nothing
+
+
+async def test_a_forgotten_ticket_records_its_removal_with_the_scope_and_creator_it_had(store: Store) -> None:
+    await world(
+        store,
+        contact("p2", "u-kim", name="Kim"),  # no company: her tickets' scope key is minus her
+        ticket("t1", "1"),
+        ticket("t2", "2", category="Tracker"),
+        ticket("t3", "3", category="Back-office", is_shared=False),
+        ticket("t4", "4", creator="u-kim"),
+        ticket("t5", "5", creator="u-kim", category="Back-office", is_shared=True),
+    )
+    ann, kim = await store.contact_by_user_id("u-ann"), await store.contact_by_user_id("u-kim")
+    assert ann is not None
+    assert kim is not None
+    start = await latest(store)
+    for remote_id in ("t1", "t2", "t3"):
+        assert await store.forget("ticket", remote_id) is True
+    assert await store.forget("contact", "p2") is True  # her tickets go with her, each recorded
+    changes = (await store.changes_after(start, 10)).changes
+    # SECURITY: the Tracker and the unshared Back-office ticket, which no visitor could see, record nothing.
+    assert [(change.kind, change.ticket_id, change.scope, change.contact_id) for change in changes] == [
+        ("removed", "1", ann.companies[0].id, ann.id),
+        ("removed", "4", -kim.id, kim.id),
+        ("removed", "5", -kim.id, kim.id),
+    ]
+    assert [change.id for change in changes] == sorted({change.id for change in changes})
+    assert await store.forget("ticket", "t1") is False
+    assert await latest(store) == changes[-1].id  # nothing left to forget: nothing recorded

@@ -32,3 +32,32 @@ async def test_a_database_from_before_the_scope_counts_has_them_filled_at_its_ne
     finally:
         await connection.close()
     assert [tuple(row) for row in counts] == COUNTED
+
+
+REMOVALS_MIGRATION = 8
+"""The PostgreSQL migration that let the feed record a removed ticket."""
+
+
+async def test_a_database_from_before_removals_keeps_its_feed_at_its_next_open(postgres: PostgresServer) -> None:
+    dsn = postgres.database()
+    connection = await asyncpg.connect(dsn)
+    try:
+        await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
+        for number, script in enumerate(MIGRATIONS[: REMOVALS_MIGRATION - 1], start=1):
+            await connection.execute(script)
+            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await connection.execute(BEFORE_THE_COUNTS)  # each ticket records its change
+        kept = [tuple(row) for row in await connection.fetch("SELECT id, kind, ticket_id, contact_id FROM changes")]
+        store = await PostgresStore.open(dsn)
+        try:
+            batch = await store.changes_after(0, 100)
+            await connection.execute(
+                "INSERT INTO changes (kind, ticket_id, scope, contact_id) VALUES ('removed', '2', 1, 1)"
+            )
+            newer = await store.changes_after(batch.latest, 100)
+        finally:
+            await store.close()
+    finally:
+        await connection.close()
+    assert [(c.id, c.kind, c.ticket_id, c.contact_id, c.scope) for c in batch.changes] == [(*row, None) for row in kept]
+    assert [(c.id, c.kind, c.ticket_id, c.scope) for c in newer.changes] == [(batch.latest + 1, "removed", "2", 1)]
