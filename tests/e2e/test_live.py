@@ -7,7 +7,8 @@ workers, and every worker's watcher learns of every commit through SQLite's ``da
 process made it), and with two nodes on PostgreSQL (two gateway processes on their own ports sharing one
 throwaway database: the page is open on node A, the admin API called on node B, and A's change hub learns of
 B's commits through ``LISTEN/NOTIFY``). The notice is a polite live region and axe-core finds nothing serious
-on the live pages.
+on the live pages. A ticket the Intercom sync forgets (deleted upstream) leaves the list, and its own page says
+it was removed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ import pytest
 from axe_playwright_python.async_playwright import Axe
 from playwright.async_api import Browser, Page, expect
 
+from gateway.config import StoreConfig
 from gateway.policy.identity import sign_token
+from gateway.store.lines import TicketLine
+from gateway.store.protocol import open_store
 from tests.conftest import SECRET, CertFiles, RecordingUpstream
 from tests.e2e.test_browser import CHROMIUM, DESKTOP, TIMEOUT_MS, browser
 from tests.e2e.test_pages import BLOCKING
@@ -149,3 +153,44 @@ async def test_the_list_updates_a_row_and_offers_to_refresh_for_the_rest(
     await notice.get_by_role("link", name="Refresh").click()
     await expect(page.get_by_role("link", name="A brand new one")).to_be_visible()
     await page.context.close()
+
+
+async def test_a_ticket_deleted_in_intercom_leaves_the_list_and_its_page_says_so(
+    serve: Serve, tmp_path: Path, browser: Browser
+) -> None:
+    served = await serve(1)
+    # The connector's writes, from another process on the same store (as `portal-gateway sync` makes them).
+    store = await open_store(StoreConfig(path=tmp_path / "portal.db"))
+    try:
+        now = int(time.time())
+        mirrored = TicketLine(
+            kind="ticket",
+            remote_id="intercom-9001",
+            ticket_id="9001",
+            type="Bug report",
+            state="New",
+            category="Customer",
+            creator=ANN,
+            title="Deleted in Intercom",
+            created_at=now,
+            updated_at=now,
+        )
+        await store.mirror([mirrored])
+        listed = await open_page(browser, served, "/tickets?sort=updated&order=desc")
+        row = listed.locator('tr[data-ticket="9001"]')
+        await expect(row).to_be_visible()
+        detail = await open_page(browser, served, "/tickets/9001")
+        assert await store.forget("ticket", "intercom-9001") is True  # what the sync does when Intercom deleted it
+        await expect(row).to_have_count(0, timeout=SHOWN_WITHIN_MS)
+        await expect(listed.locator("[data-events]")).to_have_text("Ticket #9001 was removed. Refresh")
+        notice = detail.locator("[data-events]")
+        await expect(notice).to_have_text(
+            "This ticket was removed. It is no longer in your tickets.", timeout=SHOWN_WITHIN_MS
+        )
+        assert await notice.get_attribute("aria-live") == "polite"
+        for page in (listed, detail):
+            assert await page.evaluate("window.__notReloaded") is True
+            await no_serious_axe_violation(page)
+            await page.context.close()
+    finally:
+        await store.close()
