@@ -28,7 +28,6 @@ from playwright.async_api import Browser, Page, expect
 
 from gateway.config import StoreConfig
 from gateway.policy.identity import sign_token
-from gateway.store.lines import TicketLine
 from gateway.store.protocol import open_store
 from tests.conftest import SECRET, CertFiles, RecordingUpstream
 from tests.e2e.test_browser import CHROMIUM, DESKTOP, TIMEOUT_MS, browser
@@ -36,6 +35,7 @@ from tests.e2e.test_pages import BLOCKING
 from tests.pgserver import PostgresServer
 from tests.routes.adminapi import AUTH, DEMO, customer_ticket_of
 from tests.run.conftest import GatewayProcess, Launch, launch, write_config
+from tests.store.contract.test_mirror import ticket
 
 __all__ = ["browser", "launch"]  # the fixtures
 
@@ -163,18 +163,7 @@ async def test_a_ticket_deleted_in_intercom_leaves_the_list_and_its_page_says_so
     store = await open_store(StoreConfig(path=tmp_path / "portal.db"))
     try:
         now = int(time.time())
-        mirrored = TicketLine(
-            kind="ticket",
-            remote_id="intercom-9001",
-            ticket_id="9001",
-            type="Bug report",
-            state="New",
-            category="Customer",
-            creator=ANN,
-            title="Deleted in Intercom",
-            created_at=now,
-            updated_at=now,
-        )
+        mirrored = ticket("intercom-9001", "9001", ANN, title="Deleted in Intercom", created_at=now, updated_at=now)
         await store.mirror([mirrored])
         listed = await open_page(browser, served, "/tickets?sort=updated&order=desc")
         row = listed.locator('tr[data-ticket="9001"]')

@@ -30,10 +30,10 @@ from gateway.edge.guard import STORE
 from gateway.run.server import start
 from gateway.run.tls import server_context
 from gateway.store.demo import PEOPLE, STATES
-from gateway.store.lines import TicketLine
 from tests.conftest import CANARY, Gateway, MakeConfig, deep_merge
 from tests.routes.adminapi import DEMO, TICKETS, ok
 from tests.routes.eventstream import Event, EventStream, open_stream
+from tests.store.contract.test_mirror import ticket
 
 # Tickets of each kind of visibility: Acme's Customer, shared and unshared Back-office and Tracker tickets,
 # Globex's Customer ticket, and one of no company that Kim raised.
@@ -81,19 +81,9 @@ async def forgotten(gateway: Gateway, like: dict[str, Any]) -> tuple[str, dict[s
     """A ticket like ``like`` (its creator, type, state, category and sharing) comes from Intercom, which then
     deletes it: its id, and the ticket as the admin API showed it just before the sync forgot it."""
     number = next(_titles)
-    line = TicketLine(
-        kind="ticket",
-        remote_id=f"gone-{number}",
-        ticket_id=f"G{number}",
-        type=like["ticket_type"],
-        state=like["state"]["internal_label"],
-        category=like["category"],
-        is_shared=like["is_shared"],
-        creator=like["creator"],
-        title="deleted in Intercom",
-        created_at=like["created_at"],
-        updated_at=like["updated_at"],
-    )
+    fields = {name: like[name] for name in ("category", "is_shared", "created_at", "updated_at")}
+    state, kind = like["state"]["internal_label"], like["ticket_type"]
+    line = ticket(f"gone-{number}", f"G{number}", like["creator"], type=kind, state=state, **fields)
     store = gateway.running.app[STORE]
     await store.mirror([line])
     shown = await ok(gateway, "GET", f"{TICKETS}/{line.ticket_id}")

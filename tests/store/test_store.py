@@ -643,14 +643,22 @@ BEFORE_THE_COUNTS = """
 """
 COUNTS_MIGRATION = 6
 """The SQLite migration that made ticket_scope_counts."""
+
+
+def migrated_before(path: Path, version: int) -> sqlite3.Connection:
+    """A connection to a new store at ``path`` with the migrations before ``version`` applied, as then."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[: version - 1], start=1):
+        connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return connection
+
+
 COUNTED = [(-2, 2, 1, 1), (1, 1, 1, 3)]
 
 
 async def test_a_store_from_before_the_scope_counts_has_them_filled_at_its_next_open(tmp_path: Path) -> None:
     path = tmp_path / "portal.db"
-    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
-        for number, script in enumerate(MIGRATIONS[: COUNTS_MIGRATION - 1], start=1):
-            connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    with closing(migrated_before(path, COUNTS_MIGRATION)) as connection:
         connection.executescript(BEFORE_THE_COUNTS)
     store = await SQLiteStore.open(path)
     try:
@@ -666,9 +674,7 @@ REMOVALS_MIGRATION = 7
 
 async def test_a_store_from_before_removals_keeps_its_feed_and_its_newest_id_at_its_next_open(tmp_path: Path) -> None:
     path = tmp_path / "portal.db"
-    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
-        for number, script in enumerate(MIGRATIONS[: REMOVALS_MIGRATION - 1], start=1):
-            connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    with closing(migrated_before(path, REMOVALS_MIGRATION)) as connection:
         connection.executescript(BEFORE_THE_COUNTS)  # each ticket records its change
         connection.execute("DELETE FROM changes WHERE id = (SELECT max(id) FROM changes)")  # the newest id is kept
         kept = connection.execute("SELECT id, kind, ticket_id, contact_id FROM changes ORDER BY id").fetchall()

@@ -13,16 +13,21 @@ COUNTS_MIGRATION = 7
 """The PostgreSQL migration that made ticket_scope_counts."""
 
 
+async def migrated_before(connection: asyncpg.Connection, version: int) -> None:
+    """Apply (and record) the migrations before ``version``, as a gateway of that time did."""
+    await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
+    for number, script in enumerate(MIGRATIONS[: version - 1], start=1):
+        await connection.execute(script)
+        await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+
+
 async def test_a_database_from_before_the_scope_counts_has_them_filled_at_its_next_open(
     postgres: PostgresServer,
 ) -> None:
     dsn = postgres.database()
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
-        for number, script in enumerate(MIGRATIONS[: COUNTS_MIGRATION - 1], start=1):
-            await connection.execute(script)
-            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await migrated_before(connection, COUNTS_MIGRATION)
         await connection.execute(BEFORE_THE_COUNTS)
         store = await PostgresStore.open(dsn)
         await store.close()
@@ -42,10 +47,7 @@ async def test_a_database_from_before_removals_keeps_its_feed_at_its_next_open(p
     dsn = postgres.database()
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
-        for number, script in enumerate(MIGRATIONS[: REMOVALS_MIGRATION - 1], start=1):
-            await connection.execute(script)
-            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await migrated_before(connection, REMOVALS_MIGRATION)
         await connection.execute(BEFORE_THE_COUNTS)  # each ticket records its change
         kept = [tuple(row) for row in await connection.fetch("SELECT id, kind, ticket_id, contact_id FROM changes")]
         store = await PostgresStore.open(dsn)
