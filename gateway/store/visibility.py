@@ -16,7 +16,8 @@ _SHOWN = "(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_share
 _SCOPE = "coalesce(t.company_id, -t.creator_id)"
 
 
-def _scope_keys(visible: TicketFilter) -> list[Any]:
+def scope_keys(visible: TicketFilter) -> list[Any]:
+    """The visitor's scope keys: their companies, and minus their contact id (their company-less tickets)."""
     # A ticket's scope key is its company, or minus its creator when it has no company (company ids are
     # positive, so the two never meet): the leading column of the tickets_by_scope_update index.
     keys: list[Any] = sorted(visible.company_ids)
@@ -39,7 +40,7 @@ def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
     Back-office tickets never match; a visitor with no company and no contact
     matches nothing (deny by default).
     """
-    keys = _scope_keys(visible)
+    keys = scope_keys(visible)
     in_scope = f"{_SCOPE} IN ({','.join('?' * len(keys))})" if keys else "FALSE"
     own, own_params = _own(visible, "t.creator_id")
     return f"{_SHOWN} AND {in_scope}{own}", [*keys, *own_params]
@@ -53,12 +54,12 @@ def visible_arms(visible: TicketFilter) -> list[tuple[str, list[Any]]]:
     No key: one arm that matches nothing (deny by default).
     """
     own, own_params = _own(visible, "t.creator_id")
-    return [(f"{_SHOWN} AND {_SCOPE} = ?{own}", [key, *own_params]) for key in _scope_keys(visible)] or [("FALSE", [])]
+    return [(f"{_SHOWN} AND {_SCOPE} = ?{own}", [key, *own_params]) for key in scope_keys(visible)] or [("FALSE", [])]
 
 
 def _counted(visible: TicketFilter, query: TicketQuery | None = None) -> tuple[str, list[Any]]:
     """The WHERE of the visitor's rows of ticket_scope_counts (narrowed to ``query``'s creator and type)."""
-    keys = _scope_keys(visible)
+    keys = scope_keys(visible)
     in_scope = f"scope IN ({','.join('?' * len(keys))})" if keys else "FALSE"
     conditions, params = _own(visible, "creator_id")
     for column, value in (("creator_id", query and query.creator_id), ("type_id", query and query.type_id)):
