@@ -26,6 +26,17 @@ def scope_keys(visible: TicketFilter) -> list[Any]:
     return keys
 
 
+def fts_scope(visible: TicketFilter) -> str | None:
+    """The FTS5 query of the visitor's scope keys in ticket_search's ``scope`` column; None without a key.
+
+    The tokens are SQLite's migration 7's: ``k1`` for company 1, ``kn7`` for contact 7's company-less tickets.
+    """
+    keys = scope_keys(visible)
+    if not keys:
+        return None
+    return "scope : (" + " OR ".join(f'"k{str(key).replace("-", "n")}"' for key in keys) + ")"
+
+
 def _own(visible: TicketFilter, column: str) -> tuple[str, list[Any]]:
     """`` AND column = ?`` for a visitor who sees only the tickets they created (nothing without a contact)."""
     if not visible.own_only:

@@ -163,3 +163,11 @@ async def test_a_visitor_of_two_companies_and_their_own_tickets_finds_every_scop
     assert (await import_lines(store, own, strict=True)).errors == []
     assert await found(store, people.cho_own, WORD) == ["3001", "1003"]  # their company-less ticket first (title)
     assert "3001" not in await found(store, both, WORD)  # another contact's company-less ticket
+
+
+async def test_a_visitors_words_never_match_a_scope_key(store: Store, people: People) -> None:
+    # SQLite's index holds each ticket's scope key as a token (k1, kn7) beside its words: never a match.
+    (acme,) = people.ann.company_ids
+    for word in (f"k{acme}", f"kn{people.ann.contact_id}", "k"):
+        assert await found(store, people.ann, word) == []
+        assert (await store.find_tickets(None, word, 1, 25)).total == 0
