@@ -3,7 +3,9 @@
 Each change of the store's feed (gateway/store/feed.py) becomes an event for this
 visitor only if the store, asked through the same visibility filter the pages use,
 shows them the ticket now; what the event carries is what the page would show
-(state, update time, the public replies), never more. The streams woken by one
+(state, update time, the public replies), never more. A ticket the Intercom sync
+removed is no longer there to ask about: its event (its id alone) goes to the
+visitors whose filter matched it, by the scope key and creator its change kept. The streams woken by one
 change share that read per filter (:class:`SharedReads`). ``Last-Event-ID`` resumes
 after the last event the page got; a page further behind than the feed's retention
 gets a ``reload`` event. The stream re-checks the visitor's access (the access rules
@@ -34,6 +36,7 @@ from gateway.run.periodic import periodic
 from gateway.store.feed import ChangeHub
 from gateway.store.models import Change, TicketDetail, TicketFilter
 from gateway.store.protocol import Store
+from gateway.store.visibility import shows_scope
 from routes.portal import initials
 from routes.timefmt import exact, iso, relative
 
@@ -213,7 +216,13 @@ class _Stream:
             return True
         if change.ticket_id is None:
             return True
-        frame = await self.app[READS].frame(change, change.ticket_id, self.visible)
+        if change.kind == "removed":
+            # SECURITY: the ticket is gone, so no read can ask the filter about it: the scope key and creator it had,
+            # kept in the change, are matched as the filter matched them; a visitor who could not see it learns nothing.
+            shown = shows_scope(self.visible, change.scope, change.contact_id)
+            frame = _frame("ticket", {"ticket": change.ticket_id, "kind": "removed"}, change.id) if shown else None
+        else:
+            frame = await self.app[READS].frame(change, change.ticket_id, self.visible)
         if frame is not None:
             await self.response.write(frame)
             self.sent += 1

@@ -11,8 +11,8 @@ answered with its result), and returns its answer. Each backend's ``mirror.py`` 
 its connection (SQLite's in its worker thread, PostgreSQL's awaiting each step) inside the store's transaction.
 """
 
-# ruff: noqa: S608 -- table and column names come from the constant TABLES (and WHERE clauses from this file),
-# never from input: every value is a bound parameter.
+# ruff: noqa: S608 -- table and column names come from the constant TABLES (WHERE clauses from this file and
+# visibility.py's constants), never from input: every value is a bound parameter.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from gateway.policy.associations import company_for_new_ticket
 from gateway.store.lines import CompanyLine, ContactLine, Line, LineError, TicketLine
 from gateway.store.protocol import RemoteKind
+from gateway.store.visibility import SCOPE, SHOWN
 
 TABLES: dict[RemoteKind, tuple[str, str]] = {
     "company": ("companies", "company_id"),
@@ -214,7 +215,8 @@ def _kept_parts(conversation: int, parts: list[PartRow]) -> Program[int]:
 
 
 def forget(kind: RemoteKind, remote_id: str) -> Program[bool]:
-    """Delete the record Intercom deleted, and what hangs on it; whether there was one."""
+    """Delete the record Intercom deleted, and what hangs on it (a ticket deleted records a change); whether there
+    was one."""
     table, _ = TABLES[kind]
     found = _one((yield Query(f"SELECT id FROM {table} WHERE remote_id = ?", (remote_id,))))
     if found is None:
@@ -232,6 +234,14 @@ def forget(kind: RemoteKind, remote_id: str) -> Program[bool]:
 
 
 def _delete_tickets(where: str, value: int) -> Program[None]:
+    # A live page may show these tickets, which no stream can read once they are gone: each records a "removed"
+    # change with the scope key and creator that decided who saw it (routes/events.py matches them as
+    # visible_clause() did). SECURITY: only the categories a visitor may see: a Tracker ticket tells nobody.
+    yield Query(
+        f"INSERT INTO changes (kind, ticket_id, scope, contact_id) SELECT 'removed', t.ticket_id, {SCOPE},"
+        f" t.creator_id FROM tickets t WHERE t.{where} AND {SHOWN} ORDER BY t.id",
+        (value,),
+    )
     conversations = f"SELECT conversation_id FROM tickets WHERE {where}"
     yield Query(f"DELETE FROM conversation_parts WHERE conversation_id IN ({conversations})", (value,))
     yield Query(f"DELETE FROM participants WHERE conversation_id IN ({conversations})", (value,))

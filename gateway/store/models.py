@@ -155,9 +155,10 @@ class TicketFilter:
     own_only: bool
 
 
-ChangeKind = Literal["created", "updated", "state", "reply", "access"]
-"""What a change did: raised a ticket, changed its fields, moved its state, added a public reply; or ("access")
-changed a contact's memberships or attributes, or a company's (then for everyone), which may change who sees what."""
+ChangeKind = Literal["created", "updated", "state", "reply", "removed", "access"]
+"""What a change did: raised a ticket, changed its fields, moved its state, added a public reply, removed it (the
+Intercom sync forgot it); or ("access") changed a contact's memberships or attributes, or a company's (then for
+everyone), which may change who sees what."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,10 @@ class Change:
     ticket_id: str | None = None
     """The customer-facing ticket id, for every kind but access."""
     contact_id: int | None = None
-    """For access: the contact whose access to check again; None means every contact's."""
+    """For access: the contact whose access to check again, None meaning every contact's; for removed: the ticket's
+    creator."""
+    scope: int | None = None
+    """For removed: the scope key the ticket had (its company, or minus its creator), since it is gone."""
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 The index (schema migration 2, table ``ticket_search``) holds one row per ticket:
 title, description, ticket id and ``replies``, the ticket's public replies joined
-by :data:`PART_SEPARATOR`. Internal notes are never in it. Snippets wrap each
-matched term in :data:`MARK_START` … :data:`MARK_END`, control characters no
-indexed text contains (the index blanks them), so a page can HTML-escape a
-snippet first and then turn the markers into ``<mark>`` and ``</mark>``.
+by :data:`PART_SEPARATOR`, and (migration 7) ``scope``, the ticket's scope key as a
+token. Internal notes are never in it. Snippets wrap each matched term in
+:data:`MARK_START` … :data:`MARK_END`, control characters no indexed text contains
+(the index blanks them), so a page can HTML-escape a snippet first and then turn
+the markers into ``<mark>`` and ``</mark>``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ CUT = "\x04"
 SNIPPET_CHARS = 140
 # Characters the index blanks in everything it stores; must match _clean() in schema migration 2.
 RESERVED = (MARK_START, MARK_END, CUT, PART_SEPARATOR)
+
+TEXT_COLUMNS = "{title description ticket_id replies}"
+"""The index's columns a visitor's words may match: all but ``scope``, the scope key tokens."""
 
 # SECURITY: bounds on the work one query can ask of the index (a 10 KB query is cut, not run).
 MAX_QUERY_CHARS = 1_000
@@ -66,7 +70,9 @@ def fts_query(text: str | None) -> str | None:
     terms = search_terms(text)
     if not terms:
         return None
-    return " AND ".join(f'"{term}"*' if len(term) >= MIN_PREFIX_CHARS else f'"{term}"' for term in terms)
+    words = " AND ".join(f'"{term}"*' if len(term) >= MIN_PREFIX_CHARS else f'"{term}"' for term in terms)
+    # SECURITY: the words match the text columns only, never the scope key tokens (schema migration 7).
+    return f"{TEXT_COLUMNS} : ({words})"
 
 
 def clean(text: str) -> str:

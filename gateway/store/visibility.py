@@ -11,18 +11,31 @@ from typing import Any
 
 from gateway.store.models import TicketFilter, TicketQuery
 
-# The categories a visitor may ever see. SECURITY: ticket_scope_counts (both schemas) counts exactly these.
-_SHOWN = "(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1))"
-_SCOPE = "coalesce(t.company_id, -t.creator_id)"
+SHOWN = "(t.category = 'Customer' OR (t.category = 'Back-office' AND t.is_shared = 1))"
+"""The categories a visitor may ever see. SECURITY: ticket_scope_counts (both schemas) counts exactly these."""
+SCOPE = "coalesce(t.company_id, -t.creator_id)"
+"""A ticket's scope key (see scope_keys)."""
 
 
-def _scope_keys(visible: TicketFilter) -> list[Any]:
+def scope_keys(visible: TicketFilter) -> list[Any]:
+    """The visitor's scope keys: their companies, and minus their contact id (their company-less tickets)."""
     # A ticket's scope key is its company, or minus its creator when it has no company (company ids are
     # positive, so the two never meet): the leading column of the tickets_by_scope_update index.
     keys: list[Any] = sorted(visible.company_ids)
     if visible.contact_id is not None:
         keys.append(-visible.contact_id)
     return keys
+
+
+def fts_scope(visible: TicketFilter) -> str | None:
+    """The FTS5 query of the visitor's scope keys in ticket_search's ``scope`` column; None without a key.
+
+    The tokens are SQLite's migration 7's: ``k1`` for company 1, ``kn7`` for contact 7's company-less tickets.
+    """
+    keys = scope_keys(visible)
+    if not keys:
+        return None
+    return "scope : (" + " OR ".join(f'"k{str(key).replace("-", "n")}"' for key in keys) + ")"
 
 
 def _own(visible: TicketFilter, column: str) -> tuple[str, list[Any]]:
@@ -39,10 +52,21 @@ def visible_clause(visible: TicketFilter) -> tuple[str, list[Any]]:
     Back-office tickets never match; a visitor with no company and no contact
     matches nothing (deny by default).
     """
-    keys = _scope_keys(visible)
-    in_scope = f"{_SCOPE} IN ({','.join('?' * len(keys))})" if keys else "FALSE"
+    keys = scope_keys(visible)
+    in_scope = f"{SCOPE} IN ({','.join('?' * len(keys))})" if keys else "FALSE"
     own, own_params = _own(visible, "t.creator_id")
-    return f"{_SHOWN} AND {in_scope}{own}", [*keys, *own_params]
+    return f"{SHOWN} AND {in_scope}{own}", [*keys, *own_params]
+
+
+def shows_scope(visible: TicketFilter, scope: int | None, creator_id: int | None) -> bool:
+    """Whether visible_clause() matched a shown ticket with this scope key and creator: for a ticket no longer there
+    to match it (a "removed" change). SECURITY: the same keys and the same own-only rule as the SQL; nothing known,
+    nothing shown."""
+    if scope is None or creator_id is None:
+        return False
+    if visible.own_only and creator_id != visible.contact_id:  # without a contact: no creator is theirs
+        return False
+    return scope in scope_keys(visible)
 
 
 def visible_arms(visible: TicketFilter) -> list[tuple[str, list[Any]]]:
@@ -53,12 +77,12 @@ def visible_arms(visible: TicketFilter) -> list[tuple[str, list[Any]]]:
     No key: one arm that matches nothing (deny by default).
     """
     own, own_params = _own(visible, "t.creator_id")
-    return [(f"{_SHOWN} AND {_SCOPE} = ?{own}", [key, *own_params]) for key in _scope_keys(visible)] or [("FALSE", [])]
+    return [(f"{SHOWN} AND {SCOPE} = ?{own}", [key, *own_params]) for key in scope_keys(visible)] or [("FALSE", [])]
 
 
 def _counted(visible: TicketFilter, query: TicketQuery | None = None) -> tuple[str, list[Any]]:
     """The WHERE of the visitor's rows of ticket_scope_counts (narrowed to ``query``'s creator and type)."""
-    keys = _scope_keys(visible)
+    keys = scope_keys(visible)
     in_scope = f"scope IN ({','.join('?' * len(keys))})" if keys else "FALSE"
     conditions, params = _own(visible, "creator_id")
     for column, value in (("creator_id", query and query.creator_id), ("type_id", query and query.type_id)):

@@ -4,7 +4,8 @@
    The page names its stream in the live region's data-events (routes/templates/live.html); routes/events.py
    sends only changes of tickets this visitor may see, with what the page would show. On the list a changed
    row takes its new state and time, and the region offers to refresh for the new or updated tickets; on a
-   ticket the state badge changes and new public replies join the thread. The region is aria-live="polite":
+   ticket the state badge changes and new public replies join the thread. A ticket removed (deleted in
+   Intercom) leaves the list, and its own page says it is gone. The region is aria-live="polite":
    screen readers hear each notice when they are idle. The browser resumes a dropped stream by itself,
    sending the last event's id (Last-Event-ID). Text goes in with textContent only, never as markup. */
 (function () {
@@ -55,6 +56,14 @@
 
   function onList(data) {
     var row = document.querySelector('tr[data-ticket="' + CSS.escape(data.ticket) + '"]');
+    if (data.kind === "removed") {
+      if (row) {
+        row.remove();
+      }
+      delete changed[data.ticket];
+      say("Ticket #" + data.ticket + " was removed.", true);
+      return;
+    }
     if (row) {
       setState(row.querySelector(".col-state .state"), data);
       var cell = row.querySelector(".col-updated");
@@ -85,6 +94,13 @@
 
   function onTicket(data) {
     if (data.ticket !== ticketId) {
+      return;
+    }
+    if (data.kind === "removed") {
+      // Nothing more can come for a ticket that is gone.
+      source.close();
+      region.setAttribute("data-stream", "closed");
+      say("This ticket was removed. It is no longer in your tickets.");
       return;
     }
     var badge = document.querySelector(".facts .state");

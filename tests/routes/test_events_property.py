@@ -2,10 +2,12 @@
 the writes carries exactly the changes of the tickets that visitor may see, in order, and never a note.
 
 Real store, real gateway, real stream: hypothesis picks a visitor and writes (state, title, category, sharing,
-public replies, internal notes) on tickets of every kind of visibility, which go through the admin API. The
-stream then resumes (``Last-Event-ID``) from before them: every event is decided by the visibility of now, so
-the oracle is the final state of each ticket, read through the admin API, and DESIGN.md's rules. A sentinel
-ticket of the visitor's own marks where each run's writes end.
+public replies, internal notes) on tickets of every kind of visibility, which go through the admin API, and
+tickets like them that the Intercom sync mirrors and then forgets (deleted upstream). The stream then resumes
+(``Last-Event-ID``) from before them: every event is decided by the visibility of now, so the oracle is the
+final state of each ticket, read through the admin API, and DESIGN.md's rules; for a forgotten ticket, which has
+no now, the state it had when it was forgotten. A sentinel ticket of the visitor's own marks where each run's
+writes end.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from typing import Any, TypeVar
 import aiohttp
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import example as always
 from hypothesis import strategies as st
 
+from gateway.edge.guard import STORE
 from gateway.run.server import start
 from gateway.run.tls import server_context
 from gateway.store.demo import PEOPLE, STATES
 from tests.conftest import CANARY, Gateway, MakeConfig, deep_merge
 from tests.routes.adminapi import DEMO, TICKETS, ok
 from tests.routes.eventstream import Event, EventStream, open_stream
+from tests.store.contract.test_mirror import ticket
 
 # Tickets of each kind of visibility: Acme's Customer, shared and unshared Back-office and Tracker tickets,
 # Globex's Customer ticket, and one of no company that Kim raised.
@@ -46,6 +51,7 @@ write = st.one_of(
     st.tuples(st.just("is_shared"), st.booleans()),
     st.tuples(st.just("reply"), st.none()),
     st.tuples(st.just("note"), st.none()),
+    st.tuples(st.just("forget"), st.none()),
 )
 
 
@@ -71,11 +77,25 @@ async def apply(gateway: Gateway, ticket_id: str, what: str, value: Any, before:
     return "updated" if after[what] != before[what] else None
 
 
-async def until_sentinel(stream: EventStream, sentinel: str) -> tuple[list[Event], Event]:
-    """The events before the sentinel's, and the sentinel's."""
+async def forgotten(gateway: Gateway, like: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A ticket like ``like`` (its creator, type, state, category and sharing) comes from Intercom, which then
+    deletes it: its id, and the ticket as the admin API showed it just before the sync forgot it."""
+    number = next(_titles)
+    fields = {name: like[name] for name in ("category", "is_shared", "created_at", "updated_at")}
+    state, kind = like["state"]["internal_label"], like["ticket_type"]
+    line = ticket(f"gone-{number}", f"G{number}", like["creator"], type=kind, state=state, **fields)
+    store = gateway.running.app[STORE]
+    await store.mirror([line])
+    shown = await ok(gateway, "GET", f"{TICKETS}/{line.ticket_id}")
+    assert await store.forget("ticket", f"gone-{number}") is True  # the sync's own call for a deleted ticket
+    return line.ticket_id, shown
+
+
+async def until_sentinel(stream: EventStream, sentinel: str, at_least: int = 0) -> tuple[list[Event], Event]:
+    """The events before the sentinel's (its first with an id of at least ``at_least``), and the sentinel's."""
     seen: list[Event] = []
     while (event := await stream.next()) is not None:
-        if event.data.get("ticket") == sentinel:
+        if event.data.get("ticket") == sentinel and int(event.id or 0) >= at_least:
             return seen, event
         seen.append(event)
     raise AssertionError(f"the stream ended before the sentinel; it sent {seen}")
@@ -129,20 +149,27 @@ async def example(here: Background, visitor: str, writes: list[tuple[str, tuple[
 
     async with open_stream(gateway, visitor) as stream:
         await bump()
-        _, start_event = await until_sentinel(stream, sentinel)
-    recorded = []
+        # The bump's own event: a stream opened before the hub's next pump starts before the sentinel was raised.
+        bumped = (await gateway.running.app[STORE].changes_after(0, 0)).latest
+        _, start_event = await until_sentinel(stream, sentinel, bumped)
+    recorded: list[tuple[str, str]] = []
+    gone: dict[str, dict[str, Any]] = {}  # the forgotten tickets, as they were
     for ticket_id, (what, value) in writes:
         before = await ok(gateway, "GET", f"{TICKETS}/{ticket_id}")
-        kind = await apply(gateway, ticket_id, what, value, before)
-        if kind is not None:
+        if what == "forget":  # its "created" change finds no ticket when the stream reads it: no event
+            removed, gone[removed] = await forgotten(gateway, before)
+            recorded.append(("removed", removed))
+        elif kind := await apply(gateway, ticket_id, what, value, before):
             recorded.append((kind, ticket_id))
     await bump()
-    final = {ticket_id: await ok(gateway, "GET", f"{TICKETS}/{ticket_id}") for ticket_id in POOL}
+    final = {ticket_id: await ok(gateway, "GET", f"{TICKETS}/{ticket_id}") for ticket_id in POOL} | gone
     async with open_stream(gateway, visitor, last_event_id=start_event.id) as resumed:
         events, _ = await until_sentinel(resumed, sentinel)
     assert [(event.data["kind"], event.data["ticket"]) for event in events] == [
         (kind, ticket_id) for kind, ticket_id in recorded if sees(visitor, final[ticket_id])
     ]
+    # SECURITY: a removed ticket's event says which ticket, nothing more.
+    assert all(event.data.keys() == {"kind", "ticket"} for event in events if event.data["kind"] == "removed")
     # SECURITY: whatever was written, no event ever carries a note's text.
     assert all(NOTE not in str(event.data) for event in events)
 
@@ -152,6 +179,8 @@ async def example(here: Background, visitor: str, writes: list[tuple[str, tuple[
     visitor=st.sampled_from(VISITORS),
     writes=st.lists(st.tuples(st.sampled_from(POOL), write), min_size=1, max_size=6),
 )
+# Always: Ann sees an Acme ticket's removal, never a Globex ticket's; a Tracker ticket's records nothing.
+@always(visitor="u-ann", writes=[(ticket_id, ("forget", None)) for ticket_id in ("1003", "1001", "1069")])
 def test_a_resumed_stream_carries_exactly_the_visible_changes(
     background: Background, visitor: str, writes: list[tuple[str, tuple[str, Any]]]
 ) -> None:

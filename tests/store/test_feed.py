@@ -1,5 +1,6 @@
 """gateway/store/feed.py: the worker's change hub on a real store: streams wait on it, a pump with news wakes them
-all, a wait ends by itself after its seconds or when the hub closes, and an idle stream costs the hub little."""
+all, a wait ends by itself after its seconds or when the hub closes, an idle stream costs the hub little, and a
+ticket another opener forgot reaches the hub as a removal on every backend."""
 
 from __future__ import annotations
 
@@ -13,9 +14,15 @@ from typing import Any
 
 import pytest
 
+from gateway.config import StoreConfig
 from gateway.store.demo import demo_lines
 from gateway.store.feed import ChangeHub
+from gateway.store.protocol import Store, open_store
 from gateway.store.sqlite import SQLiteStore
+from tests.store.contract.conftest import store_config
+from tests.store.contract.test_mirror import ticket, world
+
+__all__ = ["store_config"]  # the fixture: a fresh store of each backend
 
 GUARD = 10.0  # seconds a wait that must end may take before the test fails (never a measure of speed)
 FOREVER = 3600.0  # a wait's own seconds when only news or the close may end it
@@ -28,7 +35,7 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await opened.close()
 
 
-async def started(store: SQLiteStore) -> ChangeHub:
+async def started(store: Store) -> ChangeHub:
     hub = ChangeHub(store)
     await hub.start()
     return hub
@@ -108,3 +115,35 @@ async def test_an_idle_stream_costs_the_hub_little_memory(store: SQLiteStore) ->
     hub.close()
     news.set_result(None)
     assert 0 < hubs_part < 800  # a future, a timer and the wait's frame (an Event in a timeout(): 1,100)
+
+
+async def caught_up(hub: ChangeHub, store: Store) -> None:
+    """Pump until the hub knows of every change the store recorded (a notification takes a moment to arrive)."""
+    recorded = (await store.changes_after(0, 0)).latest
+    async with asyncio.timeout(GUARD):
+        while hub.latest < recorded:
+            await hub.pump()
+            await asyncio.sleep(0.01)
+
+
+async def test_a_ticket_another_opener_forgot_reaches_the_hub_as_a_removal_with_its_scope(
+    store_config: StoreConfig,
+) -> None:
+    # The writer is another worker or node (its own connections): the hub learns of the commit as of any other.
+    writer, watched = await open_store(store_config), await open_store(store_config)
+    try:
+        hub = await started(watched)
+        await world(writer, ticket("t1", "1"))
+        await caught_up(hub, writer)
+        cursor = hub.latest
+        assert await writer.forget("ticket", "t1") is True
+        await caught_up(hub, writer)
+        ann = await watched.contact_by_user_id("u-ann")
+        assert ann is not None
+        changes = (await hub.after(cursor)).changes
+        assert [(change.kind, change.ticket_id, change.scope, change.contact_id) for change in changes] == [
+            ("removed", "1", ann.companies[0].id, ann.id)
+        ]
+    finally:
+        await writer.close()
+        await watched.close()

@@ -28,6 +28,7 @@ from gateway.store.search import (
     PART_SEPARATOR,
     RESERVED,
     SNIPPET_CHARS,
+    TEXT_COLUMNS,
     clean,
     excerpt,
     fts_query,
@@ -49,6 +50,7 @@ from tests.store.contract.corpus import (
     people_of,
     search,
 )
+from tests.store.test_store import BEFORE_THE_COUNTS
 
 T = TypeVar("T")
 
@@ -297,12 +299,21 @@ def test_terms_are_capped_and_quoted() -> None:
     assert len(search_terms(" ".join(f"w{n}" for n in range(100)))) == MAX_TERMS
     assert search_terms("a" * 1_000 + " b") == ("a" * 64,)
     assert search_terms("x " * 5_000 + "tail") == ("x",)  # only the first 1,000 characters are read
-    assert fts_query('NEAR(a b) "x"*') == '"NEAR"* AND "a" AND "b" AND "x"'
+    assert fts_query('NEAR(a b) "x"*') == f'{TEXT_COLUMNS} : ("NEAR"* AND "a" AND "b" AND "x")'
     assert fts_query("  ") is None
     assert fts_query("😀 ^ * :") is None
 
 
-SAFE_QUERY = re.compile(r'"[^"\s]+"\*?( AND "[^"\s]+"\*?)*')
+def indexed(connection: sqlite3.Connection, title: str) -> None:
+    """An FTS5 table ``f`` with ticket_search's columns and tokenizer, holding one row of that title."""
+    connection.execute(
+        "CREATE VIRTUAL TABLE f USING fts5(title, description, ticket_id, replies, scope,"
+        " tokenize = 'unicode61 remove_diacritics 2')"
+    )
+    connection.execute("INSERT INTO f (title) VALUES (?)", (title,))
+
+
+SAFE_QUERY = re.compile(re.escape(TEXT_COLUMNS) + r' : \("[^"\s]+"\*?( AND "[^"\s]+"\*?)*\)')
 
 
 @settings(max_examples=300, deadline=None)
@@ -314,8 +325,7 @@ def test_any_text_makes_a_well_formed_query(text: str) -> None:
         return
     assert SAFE_QUERY.fullmatch(query), query
     with closing(sqlite3.connect(":memory:")) as connection:
-        connection.execute("CREATE VIRTUAL TABLE f USING fts5(a, tokenize = 'unicode61 remove_diacritics 2')")
-        connection.execute("INSERT INTO f (a) VALUES (?)", (text,))
+        indexed(connection, text)
         connection.execute("SELECT rowid, snippet(f, 0, '[', ']', '~', 8) FROM f WHERE f MATCH ?", (query,)).fetchall()
 
 
@@ -504,8 +514,7 @@ def fts_marked(text: str, term: str) -> str | None:
     if query is None:
         return None
     with closing(sqlite3.connect(":memory:")) as connection:
-        connection.execute("CREATE VIRTUAL TABLE f USING fts5(a, tokenize = 'unicode61 remove_diacritics 2')")
-        connection.execute("INSERT INTO f (a) VALUES (?)", (clean(text),))
+        indexed(connection, clean(text))
         row = connection.execute("SELECT highlight(f, 0, char(2), char(3)) FROM f WHERE f MATCH ?", (query,)).fetchone()
     return None if row is None else str(row[0])
 
@@ -622,3 +631,36 @@ async def test_the_demo_store_finds_its_public_word_and_hides_its_internal_one(t
         await index_matches_source(store)
     finally:
         await store.close()
+
+
+SCOPED_MIGRATION = 7
+"""The SQLite migration that gave ticket_search its scope column."""
+# Each ticket's scope token: its company (1), or minus its creator without one (-2); none where no visitor looks.
+SCOPED = [(1, "k1"), (2, "k1"), (3, "k1"), (4, "kn2"), (5, None), (6, None)]
+
+
+def scope_tokens(path: Path) -> list[tuple[int, str | None]]:
+    with closing(sqlite3.connect(path)) as connection:
+        return connection.execute("SELECT rowid, scope FROM ticket_search ORDER BY rowid").fetchall()
+
+
+async def test_a_store_from_before_the_scoped_search_has_it_filled_and_kept_by_every_write(tmp_path: Path) -> None:
+    path = tmp_path / "portal.db"
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        for number, script in enumerate(MIGRATIONS[: SCOPED_MIGRATION - 1], start=1):
+            connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+        connection.executescript(BEFORE_THE_COUNTS)
+    store = await SQLiteStore.open(path)
+    await store.close()
+    assert scope_tokens(path) == SCOPED
+    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+        connection.executescript(
+            """
+            UPDATE tickets SET company_id = NULL WHERE id = 3;
+            UPDATE tickets SET is_shared = 1 WHERE id = 6;
+            UPDATE tickets SET category = 'Tracker' WHERE id = 4;
+            UPDATE tickets SET title = 'renamed' WHERE id = 2;
+            """
+        )
+        assert connection.execute("SELECT title FROM ticket_search WHERE rowid = 2").fetchone() == ("renamed",)
+    assert scope_tokens(path) == [(1, "k1"), (2, "k1"), (3, "kn1"), (4, None), (5, None), (6, "k1")]

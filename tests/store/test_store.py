@@ -643,14 +643,22 @@ BEFORE_THE_COUNTS = """
 """
 COUNTS_MIGRATION = 6
 """The SQLite migration that made ticket_scope_counts."""
+
+
+def migrated_before(path: Path, version: int) -> sqlite3.Connection:
+    """A connection to a new store at ``path`` with the migrations before ``version`` applied, as then."""
+    connection = sqlite3.connect(path, isolation_level=None)
+    for number, script in enumerate(MIGRATIONS[: version - 1], start=1):
+        connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    return connection
+
+
 COUNTED = [(-2, 2, 1, 1), (1, 1, 1, 3)]
 
 
 async def test_a_store_from_before_the_scope_counts_has_them_filled_at_its_next_open(tmp_path: Path) -> None:
     path = tmp_path / "portal.db"
-    with closing(sqlite3.connect(path, isolation_level=None)) as connection:
-        for number, script in enumerate(MIGRATIONS[: COUNTS_MIGRATION - 1], start=1):
-            connection.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
+    with closing(migrated_before(path, COUNTS_MIGRATION)) as connection:
         connection.executescript(BEFORE_THE_COUNTS)
     store = await SQLiteStore.open(path)
     try:
@@ -658,3 +666,36 @@ async def test_a_store_from_before_the_scope_counts_has_them_filled_at_its_next_
     finally:
         await store.close()
     assert counts == COUNTED
+
+
+REMOVALS_MIGRATION = next(number for number, script in enumerate(MIGRATIONS, 1) if "'removed'" in script)
+"""The SQLite migration that let the feed record a removed ticket (the changes table made again); found by its text,
+since its number moves when branches merge."""
+
+
+async def test_a_store_from_before_removals_keeps_its_feed_and_its_newest_id_at_its_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "portal.db"
+    with closing(migrated_before(path, REMOVALS_MIGRATION)) as connection:
+        connection.executescript(BEFORE_THE_COUNTS)  # each ticket records its change
+        connection.execute("DELETE FROM changes WHERE id = (SELECT max(id) FROM changes)")  # the newest id is kept
+        kept = connection.execute("SELECT id, kind, ticket_id, contact_id FROM changes ORDER BY id").fetchall()
+    store = await SQLiteStore.open(path)
+    try:
+        batch = await store.changes_after(0, 100)
+        assert [(c.id, c.kind, c.ticket_id, c.contact_id, c.scope) for c in batch.changes] == [
+            (*row, None) for row in kept
+        ]
+        assert batch.latest == len(kept) + 1
+        await store.update_ticket("1", {"title": "after"}, 1)
+        await store.transaction(
+            lambda c: c.execute(
+                "INSERT INTO changes (kind, ticket_id, scope, contact_id) VALUES ('removed', '2', 1, 1)"
+            )
+        )
+        newer = await store.changes_after(batch.latest, 100)
+        assert [(c.id, c.kind, c.scope) for c in newer.changes] == [
+            (batch.latest + 1, "updated", None),
+            (batch.latest + 2, "removed", 1),
+        ]
+    finally:
+        await store.close()

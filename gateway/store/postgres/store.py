@@ -54,7 +54,7 @@ from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import ImportMode, RemoteKind
 from gateway.store.search import PART_SEPARATOR, best_reply, excerpt
-from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, visible_clause
+from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, scope_keys, visible_clause
 
 T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
@@ -98,7 +98,9 @@ _SUMMARY_JOINS = f"FROM tickets t {_SUMMARY_LOOKUPS}"
 _QUERIES = (
     "q AS (SELECT to_tsquery('portal_search', ?) AS query, to_tsquery('portal_search', ?) AS title_or_id,"
     " to_tsquery('portal_search', ?) AS title, to_tsquery('portal_search', ?) AS ticket_id,"
-    " to_tsquery('portal_search', ?) AS description)"
+    " to_tsquery('portal_search', ?) AS description,"
+    # The visitor's match in tickets.scoped (schema migration 8): their own keys' posting lists only.
+    " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS scoped)"
 )
 
 
@@ -333,7 +335,10 @@ class PostgresStore:
         extra, extra_params = query_clause(query)
         match = ts_match(query.q)
         if match is not None:
-            return await self._read(partial(self._search, match, f"{where}{extra}", [*params, *extra_params], query))
+            keys = scope_keys(visible)
+            return await self._read(
+                partial(self._search, match, keys, f"{where}{extra}", [*params, *extra_params], query)
+            )
         direction = "DESC" if query.descending else "ASC"
         order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
         count, count_params = count_sql(visible, query)
@@ -352,10 +357,13 @@ class PostgresStore:
 
         return await self._read(read)
 
-    async def _search(self, match: str, where: str, params: list[Any], query: TicketQuery, sql: Sql) -> TicketPage:
+    async def _search(
+        self, match: str, keys: list[Any], where: str, params: list[Any], query: TicketQuery, sql: Sql
+    ) -> TicketPage:
         """A page of the visible tickets matching ``match``, their total, and each one's snippet.
 
-        SECURITY: the full-text match is only ever checked against the visible set, never returned past it.
+        The hits are found in tickets.scoped under the visitor's scope ``keys``. SECURITY: the full-text match is
+        only ever checked against the visible set (``where``), never returned past it.
         """
         relevance = query.order == "relevance"
         exact = (query.q or "").strip().lstrip("#")
@@ -368,11 +376,17 @@ class PostgresStore:
             order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
             source = "hits"
             limit = " LIMIT ? OFFSET ?"
-        queries = [match, ts_any(query.q, "AB"), ts_any(query.q, "A"), ts_any(query.q, "B"), ts_any(query.q, "C")]
+        queries = [
+            *(match, ts_any(query.q, "AB"), ts_any(query.q, "A"), ts_any(query.q, "B"), ts_any(query.q, "C")),
+            *(match, keys),
+        ]
         hits = (
             f"WITH {_QUERIES}, hits AS MATERIALIZED ("  # noqa: S608 (placeholders only)
             f" SELECT t.id, t.ticket_id = ? AS exact, {_TIER if relevance else 0} AS tier,"
-            f" {_RANK if relevance else 0} AS score FROM tickets t, q WHERE t.search @@ q.query AND {where})"
+            f" {_RANK if relevance else 0} AS score FROM tickets t, q"
+            # Found through tickets.scoped's index alone: IS TRUE keeps the planner off the other indexes (a
+            # bitmap of the whole scope, or of every company's matches, only to AND it with the visitor's).
+            f" WHERE t.scoped @@ q.scoped AND (t.search @@ q.query AND {where}) IS TRUE)"
         )
         snippet_text = (
             f"CASE cut.snippet_column WHEN {_TITLE} THEN t.title WHEN {_TICKET_ID} THEN t.ticket_id"
@@ -528,12 +542,12 @@ class PostgresStore:
         async def read(sql: Sql) -> ChangeBatch:
             # One statement, one snapshot: the changes, the newest id and the horizon agree.
             rows = await sql.fetch(
-                "SELECT f.last_id, f.dropped_through, c.id, c.kind, c.ticket_id, c.contact_id FROM change_feed f"
-                " LEFT JOIN LATERAL (SELECT * FROM changes WHERE id > ? ORDER BY id LIMIT ?) c ON true",
+                "SELECT f.last_id, f.dropped_through, c.id, c.kind, c.ticket_id, c.contact_id, c.scope FROM change_feed"
+                " f LEFT JOIN LATERAL (SELECT * FROM changes WHERE id > ? ORDER BY id LIMIT ?) c ON true",
                 after,
                 limit,
             )
-            changes = tuple(Change(row[2], row[3], row[4], row[5]) for row in rows if row[2] is not None)
+            changes = tuple(Change(*row[2:]) for row in rows if row[2] is not None)
             return ChangeBatch(changes, int(rows[0][0]), int(rows[0][1]))
 
         return await self._read(read)

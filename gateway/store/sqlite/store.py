@@ -50,7 +50,7 @@ from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
 from gateway.store.sqlite.schema import migrate
 from gateway.store.sqlite.writes import add_participant
-from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, visible_clause
+from gateway.store.visibility import count_sql, counted_sql, fts_scope, page_sql, query_clause, visible_clause
 
 T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
@@ -67,21 +67,22 @@ _SORT_COLUMNS = {
     "created": "t.created_at {dir}",
     "updated": "t.updated_at {dir}",
 }
-# bm25() column weights (title, description, ticket_id, replies): within a tier, a word in the title or the
-# ticket id counts most, then one in the description, then one in a reply.
-_RANK = "bm25(ticket_search, 10.0, 4.0, 10.0, 1.0)"
+# bm25() column weights (title, description, ticket_id, replies, scope): within a tier, a word in the title or
+# the ticket id counts most, then one in the description, then one in a reply; the scope key never counts.
+_RANK = "bm25(ticket_search, 10.0, 4.0, 10.0, 1.0, 0.0)"
 # The best field a ticket matched in: 0 title or ticket id, 1 description, 2 replies. bm25() with only one
 # column weighted is below zero exactly when that column holds a match, and bm25 alone cannot promise the
 # order (it scores the row as one document, so a long reply thread dilutes a title match).
 _TIER = (
-    "CASE WHEN bm25(ticket_search, 1, 0, 1, 0) < 0 THEN 0 WHEN bm25(ticket_search, 0, 1, 0, 0) < 0 THEN 1 ELSE 2 END"
+    "CASE WHEN bm25(ticket_search, 1, 0, 1, 0, 0) < 0 THEN 0"
+    " WHEN bm25(ticket_search, 0, 1, 0, 0, 0) < 0 THEN 1 ELSE 2 END"
 )
 # The column a snippet is cut from: the title, else the ticket id, else the description, else the replies.
 _TITLE, _DESCRIPTION, _TICKET_ID, _REPLIES = range(4)
 _SNIPPET_COLUMN = (
-    f"CASE WHEN bm25(ticket_search, 1, 0, 0, 0) < 0 THEN {_TITLE}"
-    f" WHEN bm25(ticket_search, 0, 0, 1, 0) < 0 THEN {_TICKET_ID}"
-    f" WHEN bm25(ticket_search, 0, 1, 0, 0) < 0 THEN {_DESCRIPTION} ELSE {_REPLIES} END"
+    f"CASE WHEN bm25(ticket_search, 1, 0, 0, 0, 0) < 0 THEN {_TITLE}"
+    f" WHEN bm25(ticket_search, 0, 0, 1, 0, 0) < 0 THEN {_TICKET_ID}"
+    f" WHEN bm25(ticket_search, 0, 1, 0, 0, 0) < 0 THEN {_DESCRIPTION} ELSE {_REPLIES} END"
 )
 _SUMMARY_COLUMNS = """
     t.ticket_id, t.title, ty.name, s.external_label, s.category, c.name, p.name, t.created_at, t.updated_at
@@ -310,8 +311,11 @@ class SQLiteStore:
         """
         where, params = visible_clause(visible)
         extra, extra_params = query_clause(query)
-        match = fts_query(query.q)
-        if match is not None:
+        words, scope = fts_query(query.q), fts_scope(visible)
+        if words is not None:
+            if scope is None:  # deny by default: a visitor with no scope key finds nothing
+                return TicketPage((), 0, query.page, query.page_size)
+            match = f"{scope} AND {words}"
             return await self._run(lambda: self._search(match, f"{where}{extra}", [*params, *extra_params], query))
         direction = "DESC" if query.descending else "ASC"
         order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
@@ -334,9 +338,8 @@ class SQLiteStore:
     def _search(self, match: str, where: str, params: list[Any], query: TicketQuery) -> TicketPage:
         """A page of the visible tickets matching ``match``, their total, and each one's snippet.
 
-        The visible set is read first (from an index) and the full-text matches are
-        checked against it, so the cost is that of the two sets, however they overlap.
-        Total and ranks come from one pass over the matches.
+        ``match`` holds the visitor's scope keys: FTS5 intersects their doclists with the words' itself, so the
+        cost is that of the visitor's matches, not every company's. Total and ranks come from one pass over them.
         """
         relevance = query.order == "relevance"
         exact = (query.q or "").strip().lstrip("#")
@@ -349,14 +352,14 @@ class SQLiteStore:
             source = "hits"
             order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
             limit = " LIMIT ? OFFSET ?"
-        # SECURITY: the full-text match is only ever checked against the visible set, never returned past it.
-        # The unary + keeps FTS5 from taking the rowid test as a lookup, which re-runs the query per ticket.
+        # SECURITY: the full-text match is only ever checked against the visible set, never returned past it:
+        # each match's ticket (CROSS JOIN: FTS5 first, then the ticket by its id) must pass visible_clause().
         hits = (
             "WITH hits (id, exact, tier, score) AS MATERIALIZED ("  # noqa: S608 (placeholders only)
             " SELECT ticket_search.rowid, ticket_search.rowid IS (SELECT id FROM tickets WHERE ticket_id = ?),"
             f" {_TIER if relevance else 0}, {_RANK if relevance else 0}"
-            " FROM ticket_search WHERE ticket_search MATCH ?"
-            f" AND +ticket_search.rowid IN (SELECT t.id FROM tickets t WHERE {where}))"
+            " FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"
+            f" WHERE ticket_search MATCH ? AND {where})"
         )
         page = (
             f"{hits} SELECT {_SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits)"  # noqa: S608
@@ -517,7 +520,7 @@ class SQLiteStore:
             self._connection.execute("BEGIN")
             try:
                 rows = self._connection.execute(
-                    "SELECT id, kind, ticket_id, contact_id FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                    "SELECT id, kind, ticket_id, contact_id, scope FROM changes WHERE id > ? ORDER BY id LIMIT ?",
                     (after, limit),
                 ).fetchall()
                 latest, dropped = self._connection.execute(

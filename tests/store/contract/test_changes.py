@@ -3,6 +3,8 @@ monotonic ids; retention drops the oldest and says so; another worker learns of 
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gateway.config import StoreConfig
@@ -11,8 +13,10 @@ from gateway.store.demo import seed_if_empty
 from gateway.store.lines import CompanyLine, ContactLine, Line, StateLine
 from gateway.store.models import Change
 from gateway.store.protocol import Store, open_store
-from tests.store.contract.test_mirror import reply, ticket, world
+from tests.store.contract.test_mirror import contact, reply, ticket, world
 from tests.store.contract.test_records import NOW, new_ticket
+
+TOLD_WITHIN = 10.0  # seconds a notification may take before the test fails (never a measure of speed)
 
 
 @pytest.fixture
@@ -126,6 +130,16 @@ async def test_retention_keeps_the_newest_and_says_which_were_dropped(store_conf
         await store.close()
 
 
+async def told(watcher: Store) -> None:
+    """Return once ``changes_pending`` says a commit came: at once on SQLite (its counter moved), a moment after the
+    commit on PostgreSQL (the notification comes on the listening connection); fail after ``TOLD_WITHIN`` s."""
+    async with asyncio.timeout(TOLD_WITHIN):
+        while True:
+            if await watcher.changes_pending():
+                return
+            await asyncio.sleep(0.01)  # the listening connection's turn to read the notification
+
+
 async def test_another_opener_learns_of_a_commit_without_reading_the_changes(
     store_config: StoreConfig, demo: Store
 ) -> None:
@@ -134,7 +148,7 @@ async def test_another_opener_learns_of_a_commit_without_reading_the_changes(
         await watcher.changes_pending()  # the first answer may be True: from now on, only commits count
         assert await watcher.changes_pending() is False
         await demo.update_ticket("1001", {"state": "Fixed"}, NOW)
-        assert await watcher.changes_pending() is True
+        await told(watcher)
         assert await watcher.changes_pending() is False
         assert (await watcher.changes_after(0, 0)).latest == await latest(demo)
     finally:
@@ -160,3 +174,32 @@ async def test_the_connectors_writes_record_what_changed_and_a_ticket_synced_aga
         [ticket("t1", "1", state="Open", parts=[reply("first, edited"), note, reply("x", public=False)])]
     )
     assert await after(store, start) == []  # SECURITY: a new note records nothing
+
+
+async def test_a_forgotten_ticket_records_its_removal_with_the_scope_and_creator_it_had(store: Store) -> None:
+    await world(
+        store,
+        contact("p2", "u-kim", name="Kim"),  # no company: her tickets' scope key is minus her
+        ticket("t1", "1"),
+        ticket("t2", "2", category="Tracker"),
+        ticket("t3", "3", category="Back-office", is_shared=False),
+        ticket("t4", "4", creator="u-kim"),
+        ticket("t5", "5", creator="u-kim", category="Back-office", is_shared=True),
+    )
+    ann, kim = await store.contact_by_user_id("u-ann"), await store.contact_by_user_id("u-kim")
+    assert ann is not None
+    assert kim is not None
+    start = await latest(store)
+    for remote_id in ("t1", "t2", "t3"):
+        assert await store.forget("ticket", remote_id) is True
+    assert await store.forget("contact", "p2") is True  # her tickets go with her, each recorded
+    changes = (await store.changes_after(start, 10)).changes
+    # SECURITY: the Tracker and the unshared Back-office ticket, which no visitor could see, record nothing.
+    assert [(change.kind, change.ticket_id, change.scope, change.contact_id) for change in changes] == [
+        ("removed", "1", ann.companies[0].id, ann.id),
+        ("removed", "4", -kim.id, kim.id),
+        ("removed", "5", -kim.id, kim.id),
+    ]
+    assert [change.id for change in changes] == sorted({change.id for change in changes})
+    assert await store.forget("ticket", "t1") is False
+    assert await latest(store) == changes[-1].id  # nothing left to forget: nothing recorded

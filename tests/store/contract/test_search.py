@@ -5,10 +5,22 @@ from __future__ import annotations
 import pytest
 
 from gateway.store.importer import import_lines
-from gateway.store.models import SORT_KEYS
+from gateway.store.models import SORT_KEYS, TicketFilter
 from gateway.store.protocol import Store
 from gateway.store.search import MARK_END, MARK_START, search_terms
-from tests.store.contract.corpus import HOSTILE, LINES, NOTE_ONLY, SUPPORT, T0, WORD, People, found, people_of, search
+from tests.store.contract.corpus import (
+    HOSTILE,
+    LINES,
+    NOTE_ONLY,
+    SUPPORT,
+    T0,
+    WORD,
+    People,
+    found,
+    people_of,
+    search,
+    ticket,
+)
 
 
 @pytest.fixture
@@ -115,3 +127,47 @@ async def test_hostile_queries_give_results_or_nothing_never_an_error(store: Sto
     if not words:  # nothing to search for: the plain list
         assert listed == await found(store, people.ann, None)
         assert all(item.snippet is None for item in page.items)
+
+
+async def test_a_ticket_moved_hidden_or_retitled_is_found_by_its_new_scope_and_words_only(
+    store: Store, people: People
+) -> None:
+    # PostgreSQL narrows the match to the visitor's scope keys inside its index (tickets.scoped, kept by
+    # triggers): the index must follow every write that changes a ticket's scope, category or words.
+    await store.add_membership("u-ann", "globex")
+    await store.update_ticket("1001", {"company": "globex"}, T0 + 1)  # acme -> globex
+    await store.update_ticket("1002", {"category": "Tracker"}, T0 + 1)  # hidden from everyone
+    await store.update_ticket("2001", {"company": None}, T0 + 1)  # globex -> ben's own company-less tickets
+    await store.update_ticket("1004", {"title": "Webhooks and the heron"}, T0 + 1)
+    await store.add_part("1004", {"body": "a plover reply", "public": True}, T0 + 2)
+    await store.add_part("1004", {"body": "an ibis note", "public": False}, T0 + 3)
+    assert await found(store, people.ann, WORD) == ["1003"]
+    assert await found(store, people.ben, WORD) == ["2001", "1001"]
+    assert await found(store, people.ben, "export") == ["1001"]
+    assert await found(store, people.ann, "export") == []
+    assert (await search(store, people.ann, "login")).total == 0
+    assert await found(store, people.ann, "heron") == ["1004"]
+    assert await found(store, people.ann, "plover") == ["1004"]
+    assert await found(store, people.ann, "ibis") == []
+
+
+async def test_a_visitor_of_two_companies_and_their_own_tickets_finds_every_scope_never_a_note(
+    store: Store, people: People
+) -> None:
+    both = TicketFilter(people.ann.company_ids | people.ben.company_ids, people.ann.contact_id, own_only=False)
+    assert sorted(await found(store, both, WORD)) == ["1001", "1002", "1003", "2001"]  # never the Tracker 2002
+    assert (await search(store, both, WORD)).total == 4
+    assert await found(store, both, f"{WORD} globex") == ["2001"]
+    assert await found(store, both, NOTE_ONLY) == []
+    own = [ticket("3001", f"My own {WORD} question", company=None, creator="u-cho")]
+    assert (await import_lines(store, own, strict=True)).errors == []
+    assert await found(store, people.cho_own, WORD) == ["3001", "1003"]  # their company-less ticket first (title)
+    assert "3001" not in await found(store, both, WORD)  # another contact's company-less ticket
+
+
+async def test_a_visitors_words_never_match_a_scope_key(store: Store, people: People) -> None:
+    # SQLite's index holds each ticket's scope key as a token (k1, kn7) beside its words: never a match.
+    (acme,) = people.ann.company_ids
+    for word in (f"k{acme}", f"kn{people.ann.contact_id}", "k"):
+        assert await found(store, people.ann, word) == []
+        assert (await store.find_tickets(None, word, 1, 25)).total == 0
