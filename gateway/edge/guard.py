@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -263,9 +264,19 @@ def _wants_page(request: web.Request) -> bool:
 class Account:
     """The page header's account: who is signed in, and the links to sign in or out."""
 
-    request: web.Request
+    page: weakref.ref[web.Request]
+    """The request whose page shows the header, held weakly: the request's template context holds this account,
+    and a cycle between the two would leave every request to the cyclic garbage collector to free."""
     known: Visitor | None
     """The verified visitor as far as the identity stage knows them; None when nobody is signed in."""
+
+    @property
+    def request(self) -> web.Request:
+        """The request whose page is being rendered (templates read an account only while it is answered)."""
+        request = self.page()
+        if request is None:
+            raise RuntimeError("an account was read after its request was answered")
+        return request
 
     @cached_property
     def name(self) -> str | None:
@@ -298,7 +309,7 @@ async def account_context(request: web.Request) -> dict[str, Account]:
         # A bare user id: the store may know their name. A header is not worth failing the page for.
         with contextlib.suppress(StoreUnavailable):
             known = Visitor(known.identity, await visitor_contact(request, known.identity.user_id))
-    return {"account": Account(request, known)}
+    return {"account": Account(weakref.ref(request), known)}
 
 
 def access_stage(request: web.Request) -> Awaitable[None] | None:

@@ -226,7 +226,9 @@ class UpstreamResponse:
         self._host = host
         self._connection: _Connection | None = connection
         self._loop = connection.loop
-        self._parser = httptools.HttpResponseParser(self)
+        # The parser holds this object's bound methods, and this object the parser: a reference cycle, which
+        # _detach breaks, so that the answer is freed as soon as it is done with, not by the cyclic collector.
+        self._parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self._timeouts = timeouts
         self._head_request = head_request
         self._reason = b""
@@ -265,7 +267,7 @@ class UpstreamResponse:
         self.headers.add(name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
 
     def on_headers_complete(self) -> None:
-        status = self._parser.get_status_code()
+        status = self._parsing().get_status_code()
         if status < 200:  # 100 Continue, 103 Early Hints: interim, the answer follows (101 fails as an upgrade)
             self._reason, self.headers, self._header_count = b"", CIMultiDict(), 0
             return
@@ -302,7 +304,7 @@ class UpstreamResponse:
         self._received += len(data)
         self._last_read = self._loop.time()
         try:
-            self._parser.feed_data(data)
+            self._parsing().feed_data(data)
         except httptools.HttpParserError as exc:
             if self._complete:
                 self._keep_alive = False
@@ -405,8 +407,14 @@ class UpstreamResponse:
         self._resume()  # a connection goes back reading, whoever has it next
         connection, self._connection = self._connection, None
         if connection is not None:
-            connection.response = None
+            connection.response = None  # nothing feeds the parser from now on
+        self._parser = None
         return connection
+
+    def _parsing(self) -> httptools.HttpResponseParser:
+        """The parser, while the connection is attached (only its bytes, read before :meth:`_detach`, are parsed)."""
+        assert self._parser is not None  # fed only through the attached connection
+        return self._parser
 
     def _resume(self) -> None:
         if self._paused:
@@ -416,7 +424,7 @@ class UpstreamResponse:
 
     def _finish(self) -> None:
         self._complete = True
-        self._keep_alive = self._parser.should_keep_alive()
+        self._keep_alive = self._parsing().should_keep_alive()
 
     def _fail(self, error: UpstreamError, cause: BaseException | None) -> None:
         error.__cause__ = cause
