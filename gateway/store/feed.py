@@ -39,7 +39,8 @@ class ChangeHub:
         # The waiting streams by the tick their wait ends in, with that tick's one timer: a timer per stream was an
         # idle stream's largest item (530 bytes, times 5,000); a place in a list is 8.
         self._due: dict[int, tuple[list[asyncio.Future[None]], asyncio.TimerHandle]] = {}
-        self._answer: tuple[int, int, ChangeBatch] | None = None  # the last from memory: woken streams ask alike
+        # The last answer from memory, by cursor and limit: the streams a change woke ask alike.
+        self._answer: tuple[int, int, ChangeBatch] | None = None
         self.latest = 0
         """The newest change id this worker knows of: where a stream with nothing to resume from starts."""
         self.closed = False
@@ -54,7 +55,6 @@ class ChangeHub:
         """Read what was committed since the last pump, if anything may have been, and wake the streams."""
         if not await self._store.changes_pending():
             return
-        self._answer = None
         before = self.latest
         while True:
             batch = await self._store.changes_after(self.latest, READ_BATCH)
@@ -76,8 +76,12 @@ class ChangeHub:
     async def after(self, cursor: int, limit: int = READ_BATCH) -> ChangeBatch:
         """The changes after ``cursor``: from memory when it holds them all, else from the store."""
         if cursor >= self._covered_from:
-            if self._answer is not None and self._answer[:2] == (cursor, limit):
-                return self._answer[2]  # every stream a change woke is at the same cursor: one answer for all
+            known = self._answer
+            # Valid while the newest id is the same: memory grows only with it. A stream asking while the pump
+            # reads (a heartbeat's wake) must not get that answer again once the news is in: told nothing is new
+            # while it is behind, it would write heartbeats in a loop and never send the change.
+            if known is not None and known[:2] == (cursor, limit) and known[2].latest == self.latest:
+                return known[2]  # every stream a change woke is at the same cursor: one answer for all
             newer: list[Change] = []
             for change in reversed(self._recent):  # the newest are at the right: a live stream looks at few
                 if change.id <= cursor:
