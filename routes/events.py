@@ -19,8 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -60,30 +59,36 @@ class Streams:
         its next write (a heartbeat)."""
         return request.transport is None or request.transport.is_closing()
 
-    @contextmanager
-    def admitted(self, request: web.BaseRequest, user_id: str) -> Iterator[None]:
-        """Count the stream of ``request`` for ``user_id`` while the block runs; refuse it (429, 503) past a
-        limit. A visitor clicking through pages faster than the heartbeat is not refused for the pages they
-        left: at the limit, only the streams whose connection is still open count."""
-        retry = {"Retry-After": str(self._config.retry_after)}
+    def admit(self, request: web.BaseRequest, user_id: str) -> None:
+        """Count the stream of ``request`` for ``user_id`` until :meth:`release`; refuse it (429, 503) past a limit.
+        A visitor clicking through pages faster than the heartbeat is not refused for the pages they left: at the
+        limit, only the streams whose connection is still open count."""
+        # Two calls, not a context manager: a generator's frame and its manager are 400 bytes an idle stream would
+        # hold, times 5,000.
         mine = self._open.get(user_id, {})
         if len(mine) >= self._config.per_visitor:
             alive = sum(not self._gone(other) for other in mine.values())
             if alive >= self._config.per_visitor:
                 # SECURITY: one visitor (or one stolen token) cannot hold a worker's streams for everyone else.
-                raise TooManyRequests(f"You have {alive} live pages open; close one, or reload later.", headers=retry)
+                raise TooManyRequests(
+                    f"You have {alive} live pages open; close one, or reload later.", headers=self._retry()
+                )
         if self.total >= self._config.max_streams:
-            raise ServiceBusy("Too many live pages are open right now; reload later.", headers=retry)
+            raise ServiceBusy("Too many live pages are open right now; reload later.", headers=self._retry())
         self._open[user_id] = mine
         mine[id(request)] = request
         self.total += 1
-        try:
-            yield
-        finally:
-            self.total -= 1
-            del mine[id(request)]
-            if not mine:
-                del self._open[user_id]
+
+    def release(self, request: web.BaseRequest, user_id: str) -> None:
+        """Stop counting the stream :meth:`admit` counted."""
+        self.total -= 1
+        mine = self._open[user_id]
+        del mine[id(request)]
+        if not mine:
+            del self._open[user_id]
+
+    def _retry(self) -> dict[str, str]:
+        return {"Retry-After": str(self._config.retry_after)}
 
 
 STREAMS = web.AppKey("event_streams", Streams)
@@ -287,7 +292,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     if last is not None and not _EVENT_ID.match(last):
         raise BadRequest("Last-Event-ID must be the id of an event this stream sent.")
     scope: Literal["all", "mine"] = "mine" if request.query.get("scope") == "mine" else "all"
-    with request.app[STREAMS].admitted(request, visitor.identity.user_id):
+    streams, user_id = request.app[STREAMS], visitor.identity.user_id
+    streams.admit(request, user_id)
+    try:
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -307,6 +314,8 @@ async def events(request: web.Request) -> web.StreamResponse:
         result.ended = await stream.run(cursor, resumed=last is not None)
         result.events = stream.sent
         return response
+    finally:
+        streams.release(request, user_id)
 
 
 def add_routes(app: web.Application) -> None:

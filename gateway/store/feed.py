@@ -6,7 +6,7 @@ each worker process keeps one :class:`ChangeHub` that asks the store
 seconds (``periodic()``) and, when something may have been committed, reads the
 new changes once for all its streams. Streams wait on the hub, never on the
 store, so 5,000 idle streams cost no reads at all (and little memory: one
-future and one timer each); each then takes the changes
+future each; the waits that end in the same tick share one timer); each then takes the changes
 after its own cursor from the hub's memory (or, when it is further behind, from
 the store, which says whether retention dropped some of them).
 """
@@ -14,6 +14,7 @@ the store, which says whether retention dropped some of them).
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 
 from gateway.store.models import Change, ChangeBatch
@@ -23,6 +24,8 @@ READ_BATCH = 500
 """Changes read from the store at once."""
 KEPT = 2_000
 """Changes kept in memory: a stream less than this far behind reads nothing from the store."""
+TICK = 0.05
+"""Seconds a wait's end is rounded up to: the waits that end in the same tick share one timer."""
 
 
 class ChangeHub:
@@ -33,8 +36,11 @@ class ChangeHub:
         self._kept = kept
         self._recent: deque[Change] = deque()
         self._covered_from = 0  # every change after this id is in _recent (up to latest)
-        self._waiting: set[asyncio.Future[None]] = set()
-        self._answer: tuple[int, int, ChangeBatch] | None = None  # the last from memory: woken streams ask alike
+        # The waiting streams by the tick their wait ends in, with that tick's one timer: a timer per stream was an
+        # idle stream's largest item (530 bytes, times 5,000); a place in a list is 8.
+        self._due: dict[int, tuple[list[asyncio.Future[None]], asyncio.TimerHandle]] = {}
+        # The last answer from memory, by cursor and limit: the streams a change woke ask alike.
+        self._answer: tuple[int, int, ChangeBatch] | None = None
         self.latest = 0
         """The newest change id this worker knows of: where a stream with nothing to resume from starts."""
         self.closed = False
@@ -49,7 +55,6 @@ class ChangeHub:
         """Read what was committed since the last pump, if anything may have been, and wake the streams."""
         if not await self._store.changes_pending():
             return
-        self._answer = None
         before = self.latest
         while True:
             batch = await self._store.changes_after(self.latest, READ_BATCH)
@@ -71,8 +76,12 @@ class ChangeHub:
     async def after(self, cursor: int, limit: int = READ_BATCH) -> ChangeBatch:
         """The changes after ``cursor``: from memory when it holds them all, else from the store."""
         if cursor >= self._covered_from:
-            if self._answer is not None and self._answer[:2] == (cursor, limit):
-                return self._answer[2]  # every stream a change woke is at the same cursor: one answer for all
+            known = self._answer
+            # Valid while the newest id is the same: memory grows only with it. A stream asking while the pump
+            # reads (a heartbeat's wake) must not get that answer again once the news is in: told nothing is new
+            # while it is behind, it would write heartbeats in a loop and never send the change.
+            if known is not None and known[:2] == (cursor, limit) and known[2].latest == self.latest:
+                return known[2]  # every stream a change woke is at the same cursor: one answer for all
             newer: list[Change] = []
             for change in reversed(self._recent):  # the newest are at the right: a live stream looks at few
                 if change.id <= cursor:
@@ -85,30 +94,39 @@ class ChangeHub:
         return await self._store.changes_after(cursor, limit)
 
     async def wait(self, cursor: int, seconds: float) -> None:
-        """Return when there are changes after ``cursor``, the hub closes, or ``seconds`` pass."""
+        """Return when there are changes after ``cursor``, the hub closes, or ``seconds`` pass (at most a
+        :data:`TICK` more)."""
         if self.latest > cursor or self.closed:
             return
-        # A bare future and timer: what an idle stream holds here, times 5,000 (an asyncio.Event's wait inside an
-        # asyncio.timeout() holds three times as much, and costs more to enter and leave).
         loop = asyncio.get_running_loop()
+        # SECURITY: rounded up: a stream whose token expires ends at most a tick late (rounded down, it would wake
+        # early and wait again, once more per tick).
+        tick = math.ceil((loop.time() + seconds) / TICK)
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = ([], loop.call_at(tick * TICK, self._expire, tick))
+        # A bare future (an asyncio.Event's wait inside an asyncio.timeout() holds several times as much). A wait
+        # cancelled stays in its tick's list, done, until the tick or the next news: _release passes it by.
         waiter = loop.create_future()
-        timer = loop.call_later(seconds, _release, waiter)
-        self._waiting.add(waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiting.discard(waiter)
+        due[0].append(waiter)
+        await waiter
 
     def close(self) -> None:
         """End every stream (the worker is stopping: a stream must not hold the graceful stop)."""
         self.closed = True
         self._wake()
 
-    def _wake(self) -> None:
-        waiting, self._waiting = self._waiting, set()
-        for waiter in waiting:
+    def _expire(self, tick: int) -> None:
+        waiters, _ = self._due.pop(tick)
+        for waiter in waiters:
             _release(waiter)
+
+    def _wake(self) -> None:
+        due, self._due = self._due, {}
+        for waiters, timer in due.values():
+            timer.cancel()
+            for waiter in waiters:
+                _release(waiter)
 
 
 def _release(waiter: asyncio.Future[None]) -> None:
