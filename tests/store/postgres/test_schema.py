@@ -15,16 +15,21 @@ COUNTS_MIGRATION = 7
 """The PostgreSQL migration that made ticket_scope_counts."""
 
 
+async def migrated_before(connection: asyncpg.Connection, migration: int) -> None:
+    """Apply the migrations before ``migration`` as a gateway of that time would have left the database."""
+    await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
+    for number, script in enumerate(MIGRATIONS[: migration - 1], start=1):
+        await connection.execute(script)
+        await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+
+
 async def test_a_database_from_before_the_scope_counts_has_them_filled_at_its_next_open(
     postgres: PostgresServer,
 ) -> None:
     dsn = postgres.database()
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
-        for number, script in enumerate(MIGRATIONS[: COUNTS_MIGRATION - 1], start=1):
-            await connection.execute(script)
-            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await migrated_before(connection, COUNTS_MIGRATION)
         await connection.execute(BEFORE_THE_COUNTS)
         store = await PostgresStore.open(dsn)
         await store.close()
@@ -60,10 +65,7 @@ async def test_a_database_from_before_the_scoped_search_has_it_filled_at_its_nex
     dsn = postgres.database()
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
-        for number, script in enumerate(MIGRATIONS[: SCOPED_MIGRATION - 1], start=1):
-            await connection.execute(script)
-            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await migrated_before(connection, SCOPED_MIGRATION)
         await connection.execute(BEFORE_THE_COUNTS)
         store = await PostgresStore.open(dsn)
         await store.close()
@@ -106,10 +108,7 @@ async def test_a_migration_may_run_longer_than_the_statement_timeout(postgres: P
     dsn = postgres.database()
     connection = await asyncpg.connect(dsn)
     try:
-        await connection.execute("CREATE TABLE schema_migrations (version integer PRIMARY KEY, applied_at timestamptz)")
-        for number, script in enumerate(MIGRATIONS[: SCOPED_MIGRATION - 1], start=1):
-            await connection.execute(script)
-            await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
+        await migrated_before(connection, SCOPED_MIGRATION)
         holder = connection.transaction()
         await holder.start()
         await connection.execute("LOCK TABLE tickets IN SHARE MODE")
