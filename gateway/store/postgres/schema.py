@@ -297,11 +297,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tickets_by_scope_update ON tickets ((coalesce(company_id, -creator_id)), updated_at, id)
         INCLUDE (category, is_shared, creator_id, type_id, state_id);
     """,
-    # 8: search by scope. tickets.scoped holds the lexemes of tickets.search each behind the ticket's scope key
-    # ('1/invoice', '-7/invoice'), and none for a ticket no visitor may see (visible_clause()'s categories),
-    # under GIN: a visitor's match reads the posting lists of their own keys only, not every company's (a
-    # prefix match on tickets.search gathers the TIDs of all of them first). SECURITY: only ever a narrowing;
-    # every search still tests tickets.search and visible_clause() on each row it returns.
+    # 8: search by scope. tickets.scoped, a generated column, holds the lexemes of tickets.search each behind the
+    # ticket's scope key ('1/invoice', '-7/invoice'), and none for a ticket no visitor may see (visible_clause()'s
+    # categories), under GIN: a visitor's match reads the posting lists of their own keys only, not every
+    # company's (a prefix match on tickets.search gathers the TIDs of all of them first). SECURITY: only ever a
+    # narrowing; every search still tests tickets.search and visible_clause() on each row it returns.
     r"""
     CREATE FUNCTION portal_scoped(search tsvector, scope bigint, shown boolean) RETURNS tsvector
     IMMUTABLE STRICT PARALLEL SAFE LANGUAGE sql AS $$
@@ -316,23 +316,11 @@ MIGRATIONS: tuple[str, ...] = (
             SELECT string_agg('(' || regexp_replace(query::text, '''(([^'']|'''')+)''', '''' || key || '/\1''', 'g')
                 || ')', ' | ')::tsquery FROM unnest(keys) AS key) END
     $$;
-    CREATE FUNCTION portal_ticket_scoped() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        NEW.scoped := portal_scoped(NEW.search, coalesce(NEW.company_id, -NEW.creator_id),
-            NEW.category = 'Customer' OR (NEW.category = 'Back-office' AND NEW.is_shared = 1));
-        RETURN NEW;
-    END $$;
-    ALTER TABLE tickets ADD COLUMN scoped tsvector NOT NULL DEFAULT '';
-    UPDATE tickets SET scoped = portal_scoped(search, coalesce(company_id, -creator_id), true)
-    WHERE category = 'Customer' OR (category = 'Back-office' AND is_shared = 1);
-    -- BEFORE triggers run in name order: these come after ticket_search_on_ticket, which sets NEW.search; an
-    -- update's WHEN sees NEW as the earlier triggers left it, so a new title's lexemes are caught too.
-    CREATE TRIGGER ticket_search_scoped_on_insert BEFORE INSERT ON tickets
-        FOR EACH ROW EXECUTE FUNCTION portal_ticket_scoped();
-    CREATE TRIGGER ticket_search_scoped_on_update BEFORE UPDATE ON tickets FOR EACH ROW
-        WHEN ((OLD.search, OLD.company_id, OLD.creator_id, OLD.category, OLD.is_shared)
-            IS DISTINCT FROM (NEW.search, NEW.company_id, NEW.creator_id, NEW.category, NEW.is_shared))
-        EXECUTE FUNCTION portal_ticket_scoped();
+    -- Generated (computed after the BEFORE triggers, so from the search ticket_search_on_ticket just set): it
+    -- follows every write of any of its columns, whoever makes it; adding it rewrites the table once.
+    ALTER TABLE tickets ADD COLUMN scoped tsvector NOT NULL GENERATED ALWAYS AS (portal_scoped(search,
+        coalesce(company_id, -creator_id), category = 'Customer' OR (category = 'Back-office' AND is_shared = 1)))
+        STORED;
     CREATE INDEX tickets_scoped_search ON tickets USING gin (scoped);
     ANALYZE tickets;
     """,
