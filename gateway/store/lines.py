@@ -85,3 +85,11 @@ LINE: TypeAdapter[Line] = TypeAdapter(Annotated[Line, Field(discriminator="kind"
 
 class LineError(ValueError):
     """A line refers to something that is not in the store."""
+
+
+class TakenBack(Exception):
+    """Raised out of an all-or-nothing import to roll it back, with the lines refused."""
+
+    def __init__(self, refused: list[tuple[int, str]]) -> None:
+        super().__init__(refused)
+        self.refused = refused

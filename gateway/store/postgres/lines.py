@@ -10,21 +10,13 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from gateway.store.lines import CompanyLine, ContactLine, Line, LineError, StateLine, TicketLine
+from gateway.store.lines import CompanyLine, ContactLine, Line, LineError, StateLine, TakenBack, TicketLine
 from gateway.store.postgres import writes
 from gateway.store.postgres.db import Sql
 from gateway.store.protocol import ImportMode
 
 REFUSED = (ValueError, asyncpg.IntegrityConstraintViolationError, asyncpg.DataError)
 """What refuses one line (and only that line): a reference to nothing, a constraint, a value PostgreSQL cannot hold."""
-
-
-class TakenBack(Exception):
-    """Raised out of an all-or-nothing import to roll it back, with the lines refused."""
-
-    def __init__(self, refused: list[tuple[int, str]]) -> None:
-        super().__init__(refused)
-        self.refused = refused
 
 
 async def _id_of(sql: Sql, query: str, key: str, what: str) -> int:

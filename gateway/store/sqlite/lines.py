@@ -8,17 +8,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from gateway.store.lines import CompanyLine, ContactLine, Line, LineError, StateLine, TicketLine
+from gateway.store.lines import CompanyLine, ContactLine, Line, LineError, StateLine, TakenBack, TicketLine
 from gateway.store.protocol import ImportMode
 from gateway.store.sqlite import writes
 
-
-class TakenBack(Exception):
-    """Raised out of an all-or-nothing import to roll it back, with the lines refused."""
-
-    def __init__(self, refused: list[tuple[int, str]]) -> None:
-        super().__init__(refused)
-        self.refused = refused
+REFUSED = (ValueError, sqlite3.IntegrityError)
+"""What refuses one line (and only that line): a reference to nothing, a constraint."""
 
 
 def _id_of(connection: sqlite3.Connection, sql: str, key: str, what: str) -> int:
@@ -120,7 +115,7 @@ def write_all(connection: sqlite3.Connection, lines: Sequence[tuple[int, Line]],
         connection.execute("SAVEPOINT line")
         try:
             write_line(connection, line)
-        except (ValueError, sqlite3.IntegrityError) as exc:
+        except REFUSED as exc:
             connection.execute("ROLLBACK TO line")
             refused.append((number, reason(exc)))
         connection.execute("RELEASE line")

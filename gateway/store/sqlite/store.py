@@ -13,7 +13,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -25,12 +25,8 @@ from cachetools import LRUCache
 from gateway.errors import StoreUnavailable
 from gateway.store import mirror as programs
 from gateway.store.copy import Table
-from gateway.store.lines import Line
+from gateway.store.delegation import Delegating
 from gateway.store.models import (
-    AdminCompany,
-    AdminContact,
-    AdminTicketDetail,
-    AdminTicketPage,
     Change,
     ChangeBatch,
     Company,
@@ -44,7 +40,7 @@ from gateway.store.models import (
     TicketSummary,
     TicketType,
 )
-from gateway.store.protocol import ImportMode, RemoteKind
+from gateway.store.protocol import RemoteKind
 from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
 from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
@@ -115,8 +111,13 @@ SHARED_NAMES = {"leases": "sync_leases"}
 one in a migration would rewrite every store for a name alone)."""
 
 
-class SQLiteStore:
+class SQLiteStore(Delegating):
     """The async store over one SQLite connection owned by one worker thread."""
+
+    # The admin API, the importer's writes and the connector's: delegation.py, calling these modules.
+    _support = support
+    _imports = imports
+    _mirror = mirror
 
     def __init__(self, path: Path, busy_timeout: float, executor: ThreadPoolExecutor, change_retention: int) -> None:
         self._path = path
@@ -540,100 +541,7 @@ class SQLiteStore:
         self._changes_seen = seen
         return moved
 
-    # --- the admin API (support.py, each call one transaction) ------------------------------------------
-
-    async def company(self, company_id: str) -> AdminCompany:
-        """The company with this external id; Missing when there is none."""
-        return await self.transaction(partial(support.get_company, company_id=company_id))
-
-    async def create_company(self, fields: Mapping[str, Any]) -> AdminCompany:
-        """Add a company; Conflict when its ``company_id`` is taken."""
-        return await self.transaction(partial(support.COMPANIES.create, fields=fields))
-
-    async def update_company(self, company_id: str, fields: Mapping[str, Any]) -> AdminCompany:
-        """Write the fields given over the company's, custom attributes merged; Missing."""
-        return await self.transaction(partial(support.COMPANIES.update, key=company_id, fields=fields))
-
-    async def delete_company(self, company_id: str) -> None:
-        """Delete the company and its memberships; Missing, or Conflict while tickets belong to it."""
-        await self.transaction(partial(support.delete_company, company_id=company_id))
-
-    async def contact(self, user_id: str) -> AdminContact:
-        """The contact with this external id; Missing when there is none."""
-        return await self.transaction(partial(support.get_contact, user_id=user_id))
-
-    async def create_contact(self, fields: Mapping[str, Any]) -> AdminContact:
-        """Add a contact of no company; Conflict when its ``user_id`` is taken."""
-        return await self.transaction(partial(support.CONTACTS.create, fields=fields))
-
-    async def update_contact(self, user_id: str, fields: Mapping[str, Any]) -> AdminContact:
-        """Write the fields given over the contact's, custom attributes merged; Missing."""
-        return await self.transaction(partial(support.CONTACTS.update, key=user_id, fields=fields))
-
-    async def delete_contact(self, user_id: str) -> None:
-        """Delete the contact and their memberships; Missing, or Conflict while tickets or replies are theirs."""
-        await self.transaction(partial(support.delete_contact, user_id=user_id))
-
-    async def add_membership(self, user_id: str, company_id: str) -> AdminContact:
-        """Make the contact a member of the company (no change if they are); Missing."""
-        return await self.transaction(partial(support.add_membership, user_id=user_id, company_id=company_id))
-
-    async def remove_membership(self, user_id: str, company_id: str) -> AdminContact:
-        """End the contact's membership of the company; Missing."""
-        return await self.transaction(partial(support.remove_membership, user_id=user_id, company_id=company_id))
-
-    async def find_tickets(self, company_id: str | None, q: str | None, page: int, page_size: int) -> AdminTicketPage:
-        """Tickets of one company or all, matching ``q``, latest update first."""
-        find = partial(support.find_tickets, company_id=company_id, q=q, page=page, page_size=page_size)
-        return await self.transaction(find)
-
-    async def support_ticket(self, ticket_id: str) -> AdminTicketDetail:
-        """The ticket with its whole conversation, internal notes included; Missing."""
-        return await self.transaction(partial(support.get_ticket, ticket_id=ticket_id))
-
-    async def create_ticket(self, fields: Mapping[str, Any], now: int) -> AdminTicketDetail:
-        """Raise a ticket for a contact; Invalid, Conflict."""
-        return await self.transaction(partial(support.create_ticket, fields=fields, now=now))
-
-    async def update_ticket(self, ticket_id: str, fields: Mapping[str, Any], now: int) -> AdminTicketDetail:
-        """Change the fields given of a ticket; Missing, Invalid."""
-        return await self.transaction(partial(support.update_ticket, ticket_id=ticket_id, fields=fields, now=now))
-
-    async def add_part(self, ticket_id: str, fields: Mapping[str, Any], now: int) -> AdminTicketDetail:
-        """Append a reply or a note to the ticket's conversation; Missing, Invalid."""
-        return await self.transaction(partial(support.add_ticket_part, ticket_id=ticket_id, fields=fields, now=now))
-
-    # --- the importer and the demo (lines.py) -------------------------------------------------------------
-
-    async def import_lines(self, lines: Sequence[tuple[int, Line]], *, mode: ImportMode) -> list[tuple[int, str]]:
-        """Write the numbered lines: each in its own transaction, or all in one (taken back on a refusal)."""
-        if mode != "each":
-            try:
-                await self.transaction(partial(imports.write_all, lines=lines, mode=mode))
-            except imports.TakenBack as back:
-                return back.refused
-            return []
-        refused = []
-        for number, line in lines:
-            try:
-                await self.transaction(partial(imports.write_line, line=line))
-            except (ValueError, sqlite3.IntegrityError) as exc:
-                refused.append((number, imports.reason(exc)))
-        return refused
-
-    async def seed(self, lines: Sequence[Line]) -> bool:
-        """Write the lines in one transaction unless the store holds a contact; whether it did."""
-        return await self.transaction(partial(imports.seed, lines=lines))
-
     # --- the Intercom connector ------------------------------------------------------------------------------
-
-    async def mirror(self, lines: Sequence[Line]) -> None:
-        """Write the lines as Intercom holds them, in one transaction."""
-        await self.transaction(partial(mirror.mirror_lines, lines=lines))
-
-    async def forget(self, kind: RemoteKind, remote_id: str) -> bool:
-        """Delete what Intercom deleted; whether there was such a record."""
-        return await self.transaction(lambda connection: mirror.run(connection, programs.forget(kind, remote_id)))
 
     async def remote_ids(self, kind: RemoteKind) -> set[str]:
         """The Intercom ids of every mirrored record of that kind."""
