@@ -31,7 +31,6 @@ from gateway.store.delegation import Delegating
 from gateway.store.models import (
     Change,
     ChangeBatch,
-    Company,
     Contact,
     Part,
     TicketDetail,
@@ -39,7 +38,6 @@ from gateway.store.models import (
     TicketPage,
     TicketQuery,
     TicketState,
-    TicketSummary,
     TicketType,
 )
 from gateway.store.postgres import lines as imports
@@ -49,6 +47,7 @@ from gateway.store.postgres.schema import CHANGES_CHANNEL, FEED_CHANNEL, migrate
 from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import RemoteKind
+from gateway.store.rows import STATE_ORDER, SUMMARY_COLUMNS, SUMMARY_JOINS, SUMMARY_LOOKUPS, company, summary
 from gateway.store.search import PART_SEPARATOR, best_reply, excerpt
 from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, scope_keys, visible_clause
 
@@ -58,14 +57,11 @@ CONTACT_CACHE_SIZE = 10_000
 RELISTEN_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)
 log = logging.getLogger(__name__)
 
-_STATE_ORDER = (
-    "CASE {category} WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1 WHEN 'waiting_on_customer' THEN 2 ELSE 3 END"
-)
 # As SQLite sorts: ids by their leading number then as text, names without (ASCII) case, text by code point.
 _SORT_COLUMNS = {
     "id": "coalesce(substring(t.ticket_id from '^[0-9]{{1,18}}')::bigint, 0) {dir}, t.ticket_id COLLATE \"C\" {dir}",
     "type": 'lower(ty.name) COLLATE "C" {dir}',
-    "state": _STATE_ORDER.format(category="s.category") + ' {dir}, s.external_label COLLATE "C" {dir}',
+    "state": STATE_ORDER.format(category="s.category") + ' {dir}, s.external_label COLLATE "C" {dir}',
     "created": "t.created_at {dir}",
     "updated": "t.updated_at {dir}",
 }
@@ -80,16 +76,6 @@ _SNIPPET_COLUMN = (
     f"CASE WHEN t.search @@ q.title THEN {_TITLE} WHEN t.search @@ q.ticket_id THEN {_TICKET_ID}"
     f" WHEN t.search @@ q.description THEN {_DESCRIPTION} ELSE {_REPLIES} END"
 )
-_SUMMARY_COLUMNS = """
-    t.ticket_id, t.title, ty.name, s.external_label, s.category, c.name, p.name, t.created_at, t.updated_at
-"""
-_SUMMARY_LOOKUPS = """
-    JOIN ticket_types ty ON ty.id = t.type_id
-    JOIN ticket_states s ON s.id = t.state_id
-    LEFT JOIN companies c ON c.id = t.company_id
-    LEFT JOIN contacts p ON p.id = t.creator_id
-"""
-_SUMMARY_JOINS = f"FROM tickets t {_SUMMARY_LOOKUPS}"
 # The query's tsqueries, computed once per statement.
 _QUERIES = (
     "q AS (SELECT to_tsquery('portal_search', ?) AS query, to_tsquery('portal_search', ?) AS title_or_id,"
@@ -98,14 +84,6 @@ _QUERIES = (
     # The visitor's match in tickets.scoped (schema migration 8): their own keys' posting lists only.
     " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS scoped)"
 )
-
-
-def _summary(row: asyncpg.Record) -> TicketSummary:
-    return TicketSummary(*row[:9])
-
-
-def _company(row: asyncpg.Record) -> Company:
-    return Company(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
 
 
 def _relevance(descending: bool) -> str:
@@ -284,7 +262,7 @@ class PostgresStore(Delegating):
             ' ORDER BY c.name COLLATE "C"',
             row[0],
         )
-        return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(_company, companies)))
+        return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(company, companies)))
 
     async def contact_by_user_id(self, user_id: str) -> Contact | None:
         """The contact whose external ``user_id`` this is, with their companies.
@@ -322,7 +300,7 @@ class PostgresStore(Delegating):
 
     async def ticket_states(self) -> list[TicketState]:
         """All ticket states in workflow order."""
-        order = _STATE_ORDER.format(category="category")
+        order = STATE_ORDER.format(category="category")
         rows = await self._read(
             lambda sql: sql.fetch(
                 f"SELECT id, category, internal_label, external_label FROM ticket_states ORDER BY {order}, id"  # noqa: S608
@@ -348,13 +326,13 @@ class PostgresStore(Delegating):
         async def read(sql: Sql) -> TicketPage:
             total = await sql.value(count, *count_params)
             rows = await sql.fetch(
-                f"SELECT {_SUMMARY_COLUMNS} FROM ({ids}) AS page JOIN tickets t ON t.id = page.page_id"  # noqa: S608
-                f" {_SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?",
+                f"SELECT {SUMMARY_COLUMNS} FROM ({ids}) AS page JOIN tickets t ON t.id = page.page_id"  # noqa: S608
+                f" {SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?",
                 *ids_params,
                 query.page_size,
                 (query.page - 1) * query.page_size,
             )
-            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
+            return TicketPage(tuple(map(summary, rows)), int(total), query.page, query.page_size)
 
         return await self._read(read)
 
@@ -395,12 +373,12 @@ class PostgresStore(Delegating):
         )
         # The snippet's column is found for the page's rows only (each test reads the ticket's tsvector).
         page = (
-            f"{hits} SELECT {_SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits),"  # noqa: S608
+            f"{hits} SELECT {SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits),"  # noqa: S608
             " cut.snippet_column,"
             f" ts_headline('portal_search', portal_clean({snippet_text}), q.query, ?)"
             f" FROM {source} JOIN tickets t ON t.id = hits.id CROSS JOIN q"
             f" CROSS JOIN LATERAL (SELECT {_SNIPPET_COLUMN} AS snippet_column) AS cut"
-            f" {_SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
+            f" {SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
         )
         offset = (query.page - 1) * query.page_size
         rows = await sql.fetch(page, *queries, exact, *params, HEADLINE_OPTIONS, query.page_size, offset)
@@ -410,7 +388,7 @@ class PostgresStore(Delegating):
         replies = await self._replies(sql, match, [row[10] for row in rows if row[12] == _REPLIES])
         items = []
         for row in rows:
-            item = _summary(row)
+            item = summary(row)
             text: str | None = row[13]
             author: str | None = item.creator_name
             at: int | None = item.created_at
@@ -449,7 +427,7 @@ class PostgresStore(Delegating):
 
         async def read(sql: Sql) -> TicketDetail | None:
             row = await sql.row(
-                f"SELECT {_SUMMARY_COLUMNS}, t.description, t.conversation_id {_SUMMARY_JOINS}"
+                f"SELECT {SUMMARY_COLUMNS}, t.description, t.conversation_id {SUMMARY_JOINS}"
                 f" WHERE {where} AND t.ticket_id = ?",
                 *params,
                 ticket_id,
@@ -465,7 +443,7 @@ class PostgresStore(Delegating):
                 "SELECT 1 FROM participants WHERE conversation_id = ? AND contact_id = ?", row[10], visible.contact_id
             )
             return TicketDetail(
-                summary=_summary(row),
+                summary=summary(row),
                 description=row[9],
                 conversation_id=row[10],
                 parts=tuple(Part(name, body, at, bool(by_support)) for name, body, at, by_support in parts),
@@ -525,13 +503,13 @@ class PostgresStore(Delegating):
             arguments = [*params, visible.contact_id]
             total = await sql.value(f"SELECT count(*) FROM tickets t WHERE {where}{participating}", *arguments)  # noqa: S608
             rows = await sql.fetch(
-                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{participating}"
+                f"SELECT {SUMMARY_COLUMNS} {SUMMARY_JOINS} WHERE {where}{participating}"
                 " ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
                 *arguments,
                 query.page_size,
                 offset,
             )
-            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
+            return TicketPage(tuple(map(summary, rows)), int(total), query.page, query.page_size)
 
         return await self._read(read)
 

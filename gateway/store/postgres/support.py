@@ -23,26 +23,16 @@ from gateway.store.models import (
     AdminCompany,
     AdminContact,
     AdminPart,
-    AdminTicket,
     AdminTicketDetail,
     AdminTicketPage,
-    TicketState,
     merged_fields,
 )
 from gateway.store.postgres import writes
 from gateway.store.postgres.db import Sql
 from gateway.store.postgres.search import ts_match
+from gateway.store.rows import TICKET_SELECT, admin_ticket
 
 R = TypeVar("R", AdminCompany, AdminContact)
-_TICKET_SELECT = """
-    SELECT t.id, t.ticket_id, t.title, t.description, ty.name, s.internal_label, s.external_label, s.category,
-        t.category, t.is_shared, c.company_id, p.user_id, t.created_at, t.updated_at, t.conversation_id, s.id
-    FROM tickets t
-    JOIN ticket_types ty ON ty.id = t.type_id
-    JOIN ticket_states s ON s.id = t.state_id
-    LEFT JOIN companies c ON c.id = t.company_id
-    JOIN contacts p ON p.id = t.creator_id
-"""
 # Only plain numbers short enough to stay exact integers, as the SQLite store counts them.
 _NEXT_TICKET_ID = "SELECT coalesce(max(ticket_id::bigint), 0) + 1 FROM tickets WHERE ticket_id ~ '^[0-9]{1,18}$'"
 
@@ -169,31 +159,16 @@ async def remove_membership(sql: Sql, user_id: str, company_id: str) -> AdminCon
 # --- tickets ---------------------------------------------------------------------------------------------
 
 
-def _ticket(row: asyncpg.Record) -> AdminTicket:
-    return AdminTicket(
-        ticket_id=row[1],
-        title=row[2],
-        ticket_type=row[4],
-        state=TicketState(row[15], row[7], row[5], row[6]),
-        category=row[8],
-        is_shared=bool(row[9]),
-        company_id=row[10],
-        creator=row[11],
-        created_at=row[12],
-        updated_at=row[13],
-    )
-
-
 async def get_ticket(sql: Sql, ticket_id: str) -> AdminTicketDetail:
     """A ticket with its whole conversation: public replies and internal notes, oldest first."""
-    row = await _one(sql, f"{_TICKET_SELECT} WHERE t.ticket_id = ?", ticket_id, "ticket")
+    row = await _one(sql, f"{TICKET_SELECT} WHERE t.ticket_id = ?", ticket_id, "ticket")
     parts = await sql.fetch(
         "SELECT author_name, body, is_public, created_at FROM conversation_parts WHERE conversation_id = ?"
         " ORDER BY created_at, id",
         row[14],
     )
     return AdminTicketDetail(
-        _ticket(row), row[3], tuple(AdminPart(name, body, bool(public), at) for name, body, public, at in parts)
+        admin_ticket(row), row[3], tuple(AdminPart(name, body, bool(public), at) for name, body, public, at in parts)
     )
 
 
@@ -303,9 +278,9 @@ async def find_tickets(sql: Sql, company_id: str | None, q: str | None, page: in
         params.append(match)
     total = await sql.value(f"SELECT count(*) FROM tickets t WHERE {where}", *params)  # noqa: S608
     rows = await sql.fetch(
-        f"{_TICKET_SELECT} WHERE {where} ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
+        f"{TICKET_SELECT} WHERE {where} ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
         *params,
         page_size,
         (page - 1) * page_size,
     )
-    return AdminTicketPage(tuple(map(_ticket, rows)), int(total), page, page_size)
+    return AdminTicketPage(tuple(map(admin_ticket, rows)), int(total), page, page_size)

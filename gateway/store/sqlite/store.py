@@ -29,7 +29,6 @@ from gateway.store.delegation import Delegating
 from gateway.store.models import (
     Change,
     ChangeBatch,
-    Company,
     Contact,
     Part,
     TicketDetail,
@@ -41,6 +40,7 @@ from gateway.store.models import (
     TicketType,
 )
 from gateway.store.protocol import RemoteKind
+from gateway.store.rows import STATE_ORDER, SUMMARY_COLUMNS, SUMMARY_JOINS, SUMMARY_LOOKUPS, company, summary
 from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
 from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
@@ -52,14 +52,10 @@ T = TypeVar("T")
 CONTACT_CACHE_SIZE = 10_000
 log = logging.getLogger(__name__)
 
-# States in workflow order, for the list's sort and the state dropdown alike.
-_STATE_ORDER = (
-    "CASE {category} WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1 WHEN 'waiting_on_customer' THEN 2 ELSE 3 END"
-)
 _SORT_COLUMNS = {
     "id": "CAST(t.ticket_id AS INTEGER) {dir}, t.ticket_id {dir}",
     "type": "ty.name COLLATE NOCASE {dir}",
-    "state": _STATE_ORDER.format(category="s.category") + " {dir}, s.external_label {dir}",
+    "state": STATE_ORDER.format(category="s.category") + " {dir}, s.external_label {dir}",
     "created": "t.created_at {dir}",
     "updated": "t.updated_at {dir}",
 }
@@ -80,30 +76,12 @@ _SNIPPET_COLUMN = (
     f" WHEN bm25(ticket_search, 0, 0, 1, 0, 0) < 0 THEN {_TICKET_ID}"
     f" WHEN bm25(ticket_search, 0, 1, 0, 0, 0) < 0 THEN {_DESCRIPTION} ELSE {_REPLIES} END"
 )
-_SUMMARY_COLUMNS = """
-    t.ticket_id, t.title, ty.name, s.external_label, s.category, c.name, p.name, t.created_at, t.updated_at
-"""
-_SUMMARY_LOOKUPS = """
-    JOIN ticket_types ty ON ty.id = t.type_id
-    JOIN ticket_states s ON s.id = t.state_id
-    LEFT JOIN companies c ON c.id = t.company_id
-    LEFT JOIN contacts p ON p.id = t.creator_id
-"""
-_SUMMARY_JOINS = f"FROM tickets t {_SUMMARY_LOOKUPS}"
-
-
-def _summary(row: Sequence[Any]) -> TicketSummary:
-    return TicketSummary(*row[:9])
 
 
 def _relevance(descending: bool) -> str:
     """ORDER BY for relevance: the exact ticket id first, then by tier, then by weighted bm25 (lower is better)."""
     best, worst = ("DESC", "ASC") if descending else ("ASC", "DESC")
     return f"hits.exact {best}, hits.tier {worst}, hits.score {worst}, hits.id {best}"
-
-
-def _company(row: Sequence[Any]) -> Company:
-    return Company(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
 
 
 SHARED_NAMES = {"leases": "sync_leases"}
@@ -255,7 +233,7 @@ class SQLiteStore(Delegating):
             " FROM memberships m JOIN companies c ON c.id = m.company_id WHERE m.contact_id = ? ORDER BY c.name",
             (row[0],),
         ).fetchall()
-        return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(_company, companies)))
+        return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(company, companies)))
 
     async def contact_by_user_id(self, user_id: str) -> Contact | None:
         """The contact whose external ``user_id`` this is, with their companies.
@@ -299,7 +277,7 @@ class SQLiteStore(Delegating):
         rows = await self._run(
             lambda: self._connection.execute(
                 "SELECT id, category, internal_label, external_label FROM ticket_states"  # noqa: S608 (constants only)
-                f" ORDER BY {_STATE_ORDER.format(category='category')}, id"
+                f" ORDER BY {STATE_ORDER.format(category='category')}, id"
             ).fetchall()
         )
         return [TicketState(*row) for row in rows]
@@ -328,11 +306,11 @@ class SQLiteStore(Delegating):
             # The page is chosen from the tickets_by_scope_update index alone (the small type and state tables
             # give the sort keys); only its rows are then read and joined to companies and creators.
             rows = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS} FROM ({ids}) AS page JOIN tickets t ON t.id = page.page_id"  # noqa: S608
-                f" {_SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?",
+                f"SELECT {SUMMARY_COLUMNS} FROM ({ids}) AS page JOIN tickets t ON t.id = page.page_id"  # noqa: S608
+                f" {SUMMARY_LOOKUPS} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*ids_params, query.page_size, (query.page - 1) * query.page_size],
             ).fetchall()
-            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
+            return TicketPage(tuple(map(summary, rows)), int(total), query.page, query.page_size)
 
         return await self._run(read)
 
@@ -363,8 +341,8 @@ class SQLiteStore(Delegating):
             f" WHERE ticket_search MATCH ? AND {where})"
         )
         page = (
-            f"{hits} SELECT {_SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits)"  # noqa: S608
-            f" FROM {source} CROSS JOIN tickets t ON t.id = hits.id {_SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
+            f"{hits} SELECT {SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits)"  # noqa: S608
+            f" FROM {source} CROSS JOIN tickets t ON t.id = hits.id {SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
         )
         offset = (query.page - 1) * query.page_size
         rows = self._connection.execute(page, [exact, match, *params, query.page_size, offset]).fetchall()
@@ -372,7 +350,7 @@ class SQLiteStore(Delegating):
         if not rows and offset:  # past the last page: the total still counts
             count = f"{hits} SELECT count(*) FROM hits"  # noqa: S608 (placeholders only)
             total = int(self._connection.execute(count, [exact, match, *params]).fetchone()[0])
-        items = self._with_snippets(match, [_summary(row) for row in rows], {row[9]: row[10] for row in rows})
+        items = self._with_snippets(match, [summary(row) for row in rows], {row[9]: row[10] for row in rows})
         return TicketPage(tuple(items), total, query.page, query.page_size)
 
     def _with_snippets(
@@ -426,7 +404,7 @@ class SQLiteStore(Delegating):
 
         def read() -> TicketDetail | None:
             row = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS}, t.description, t.conversation_id {_SUMMARY_JOINS}"
+                f"SELECT {SUMMARY_COLUMNS}, t.description, t.conversation_id {SUMMARY_JOINS}"
                 f" WHERE {where} AND t.ticket_id = ?",
                 [*params, ticket_id],
             ).fetchone()
@@ -442,7 +420,7 @@ class SQLiteStore(Delegating):
                 (row[10], visible.contact_id),
             ).fetchone()
             return TicketDetail(
-                summary=_summary(row),
+                summary=summary(row),
                 description=row[9],
                 conversation_id=row[10],
                 parts=tuple(Part(name, body, at, bool(by_support)) for name, body, at, by_support in parts),
@@ -503,11 +481,11 @@ class SQLiteStore(Delegating):
                 arguments,
             ).fetchone()[0]
             rows = self._connection.execute(
-                f"SELECT {_SUMMARY_COLUMNS} {_SUMMARY_JOINS} WHERE {where}{participating}"
+                f"SELECT {SUMMARY_COLUMNS} {SUMMARY_JOINS} WHERE {where}{participating}"
                 " ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
                 [*arguments, query.page_size, offset],
             ).fetchall()
-            return TicketPage(tuple(map(_summary, rows)), int(total), query.page, query.page_size)
+            return TicketPage(tuple(map(summary, rows)), int(total), query.page, query.page_size)
 
         return await self._run(read)
 

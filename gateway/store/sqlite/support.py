@@ -24,25 +24,15 @@ from gateway.store.models import (
     AdminCompany,
     AdminContact,
     AdminPart,
-    AdminTicket,
     AdminTicketDetail,
     AdminTicketPage,
-    TicketState,
     merged_fields,
 )
+from gateway.store.rows import TICKET_SELECT, admin_ticket
 from gateway.store.search import fts_query
 from gateway.store.sqlite import writes
 
 R = TypeVar("R", AdminCompany, AdminContact)
-_TICKET_SELECT = """
-    SELECT t.id, t.ticket_id, t.title, t.description, ty.name, s.internal_label, s.external_label, s.category,
-        t.category, t.is_shared, c.company_id, p.user_id, t.created_at, t.updated_at, t.conversation_id, s.id
-    FROM tickets t
-    JOIN ticket_types ty ON ty.id = t.type_id
-    JOIN ticket_states s ON s.id = t.state_id
-    LEFT JOIN companies c ON c.id = t.company_id
-    JOIN contacts p ON p.id = t.creator_id
-"""
 
 # Only plain numbers short enough for CAST and + 1 to stay exact integers: a given id like "T-42" or
 # "9223372036854775807" must not make the next one "9.223372036854776e+18", and then the same again (409).
@@ -183,31 +173,16 @@ def remove_membership(connection: sqlite3.Connection, user_id: str, company_id: 
 # --- tickets ---------------------------------------------------------------------------------------------
 
 
-def _ticket(row: Sequence[Any]) -> AdminTicket:
-    return AdminTicket(
-        ticket_id=row[1],
-        title=row[2],
-        ticket_type=row[4],
-        state=TicketState(row[15], row[7], row[5], row[6]),
-        category=row[8],
-        is_shared=bool(row[9]),
-        company_id=row[10],
-        creator=row[11],
-        created_at=row[12],
-        updated_at=row[13],
-    )
-
-
 def get_ticket(connection: sqlite3.Connection, ticket_id: str) -> AdminTicketDetail:
     """A ticket with its whole conversation: public replies and internal notes, oldest first."""
-    row = _one(connection, f"{_TICKET_SELECT} WHERE t.ticket_id = ?", ticket_id, "ticket")
+    row = _one(connection, f"{TICKET_SELECT} WHERE t.ticket_id = ?", ticket_id, "ticket")
     parts = connection.execute(
         "SELECT author_name, body, is_public, created_at FROM conversation_parts WHERE conversation_id = ?"
         " ORDER BY created_at, id",
         (row[14],),
     ).fetchall()
     return AdminTicketDetail(
-        _ticket(row), row[3], tuple(AdminPart(name, body, bool(public), at) for name, body, public, at in parts)
+        admin_ticket(row), row[3], tuple(AdminPart(name, body, bool(public), at) for name, body, public, at in parts)
     )
 
 
@@ -317,10 +292,10 @@ def _ticket_page(
         params = [*params, match]
     total = connection.execute(f"SELECT count(*) FROM tickets t WHERE {where}", params).fetchone()[0]  # noqa: S608
     rows = connection.execute(
-        f"{_TICKET_SELECT} WHERE {where} ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
+        f"{TICKET_SELECT} WHERE {where} ORDER BY t.updated_at DESC, t.id DESC LIMIT ? OFFSET ?",
         [*params, page_size, (page - 1) * page_size],
     ).fetchall()
-    return AdminTicketPage(tuple(map(_ticket, rows)), int(total), page, page_size)
+    return AdminTicketPage(tuple(map(admin_ticket, rows)), int(total), page, page_size)
 
 
 def find_tickets(
