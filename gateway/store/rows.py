@@ -4,10 +4,10 @@ the models each of its rows becomes: one text, one reading, whichever driver han
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, overload
 
-from gateway.store.models import AdminTicket, Company, TicketState, TicketSummary
+from gateway.store.models import AdminTicket, Company, Part, TicketDetail, TicketState, TicketSummary
 
 STATE_ORDER = (
     "CASE {category} WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1 WHEN 'waiting_on_customer' THEN 2 ELSE 3 END"
@@ -26,6 +26,15 @@ SUMMARY_LOOKUPS = """
 """The joins :data:`SUMMARY_COLUMNS` reads through, from tickets ``t``."""
 SUMMARY_JOINS = f"FROM tickets t {SUMMARY_LOOKUPS}"
 """The FROM clause of a summary read."""
+DETAIL_SELECT = f"SELECT {SUMMARY_COLUMNS}, t.description, t.conversation_id {SUMMARY_JOINS}"
+"""A ticket's detail (see :func:`ticket_detail`); a WHERE clause follows."""
+PUBLIC_PARTS = (
+    "SELECT author_name, body, created_at, author_contact_id IS NULL FROM conversation_parts"
+    " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id"
+)
+"""The public parts of the conversation ``?``, oldest first (see :func:`ticket_detail`)."""
+PARTICIPANT = "SELECT 1 FROM participants WHERE conversation_id = ? AND contact_id = ?"
+"""A row when the contact takes part in the conversation."""
 TICKET_SELECT = """
     SELECT t.id, t.ticket_id, t.title, t.description, ty.name, s.internal_label, s.external_label, s.category,
         t.category, t.is_shared, c.company_id, p.user_id, t.created_at, t.updated_at, t.conversation_id, s.id
@@ -50,6 +59,17 @@ class Row(Protocol):
 def summary(row: Row) -> TicketSummary:
     """The summary from a row starting with :data:`SUMMARY_COLUMNS`."""
     return TicketSummary(*row[:9])
+
+
+def ticket_detail(row: Row, parts: Iterable[Row], participant: bool) -> TicketDetail:
+    """The detail from a row of :data:`DETAIL_SELECT` and the rows of its :data:`PUBLIC_PARTS`."""
+    return TicketDetail(
+        summary=summary(row),
+        description=row[9],
+        conversation_id=row[10],
+        parts=tuple(Part(part[0], part[1], part[2], bool(part[3])) for part in parts),
+        participant=participant,
+    )
 
 
 def company(row: Row) -> Company:

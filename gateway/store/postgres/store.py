@@ -32,7 +32,6 @@ from gateway.store.models import (
     Change,
     ChangeBatch,
     Contact,
-    Part,
     TicketDetail,
     TicketFilter,
     TicketPage,
@@ -47,7 +46,18 @@ from gateway.store.postgres.schema import CHANGES_CHANNEL, FEED_CHANNEL, migrate
 from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import RemoteKind
-from gateway.store.rows import STATE_ORDER, SUMMARY_COLUMNS, SUMMARY_JOINS, SUMMARY_LOOKUPS, company, summary
+from gateway.store.rows import (
+    DETAIL_SELECT,
+    PARTICIPANT,
+    PUBLIC_PARTS,
+    STATE_ORDER,
+    SUMMARY_COLUMNS,
+    SUMMARY_JOINS,
+    SUMMARY_LOOKUPS,
+    company,
+    summary,
+    ticket_detail,
+)
 from gateway.store.search import PART_SEPARATOR, best_reply, excerpt
 from gateway.store.visibility import count_sql, counted_sql, page_sql, query_clause, scope_keys, visible_clause
 
@@ -426,29 +436,12 @@ class PostgresStore(Delegating):
         where, params = visible_clause(visible)
 
         async def read(sql: Sql) -> TicketDetail | None:
-            row = await sql.row(
-                f"SELECT {SUMMARY_COLUMNS}, t.description, t.conversation_id {SUMMARY_JOINS}"
-                f" WHERE {where} AND t.ticket_id = ?",
-                *params,
-                ticket_id,
-            )
+            row = await sql.row(f"{DETAIL_SELECT} WHERE {where} AND t.ticket_id = ?", *params, ticket_id)
             if row is None:
                 return None
-            parts = await sql.fetch(
-                "SELECT author_name, body, created_at, author_contact_id IS NULL FROM conversation_parts"
-                " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id",
-                row[10],
-            )
-            participant = await sql.value(
-                "SELECT 1 FROM participants WHERE conversation_id = ? AND contact_id = ?", row[10], visible.contact_id
-            )
-            return TicketDetail(
-                summary=summary(row),
-                description=row[9],
-                conversation_id=row[10],
-                parts=tuple(Part(name, body, at, bool(by_support)) for name, body, at, by_support in parts),
-                participant=participant is not None,
-            )
+            parts = await sql.fetch(PUBLIC_PARTS, row[10])
+            participant = await sql.value(PARTICIPANT, row[10], visible.contact_id)
+            return ticket_detail(row, parts, participant is not None)
 
         return await self._read(read)
 

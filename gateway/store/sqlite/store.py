@@ -30,7 +30,6 @@ from gateway.store.models import (
     Change,
     ChangeBatch,
     Contact,
-    Part,
     TicketDetail,
     TicketFilter,
     TicketPage,
@@ -40,7 +39,18 @@ from gateway.store.models import (
     TicketType,
 )
 from gateway.store.protocol import RemoteKind
-from gateway.store.rows import STATE_ORDER, SUMMARY_COLUMNS, SUMMARY_JOINS, SUMMARY_LOOKUPS, company, summary
+from gateway.store.rows import (
+    DETAIL_SELECT,
+    PARTICIPANT,
+    PUBLIC_PARTS,
+    STATE_ORDER,
+    SUMMARY_COLUMNS,
+    SUMMARY_JOINS,
+    SUMMARY_LOOKUPS,
+    company,
+    summary,
+    ticket_detail,
+)
 from gateway.store.search import best_reply, clean, excerpt, fts_query, unmarked
 from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
@@ -404,28 +414,13 @@ class SQLiteStore(Delegating):
 
         def read() -> TicketDetail | None:
             row = self._connection.execute(
-                f"SELECT {SUMMARY_COLUMNS}, t.description, t.conversation_id {SUMMARY_JOINS}"
-                f" WHERE {where} AND t.ticket_id = ?",
-                [*params, ticket_id],
+                f"{DETAIL_SELECT} WHERE {where} AND t.ticket_id = ?", [*params, ticket_id]
             ).fetchone()
             if row is None:
                 return None
-            parts = self._connection.execute(
-                "SELECT author_name, body, created_at, author_contact_id IS NULL FROM conversation_parts"
-                " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id",
-                (row[10],),
-            ).fetchall()
-            participant = self._connection.execute(
-                "SELECT 1 FROM participants WHERE conversation_id = ? AND contact_id = ?",
-                (row[10], visible.contact_id),
-            ).fetchone()
-            return TicketDetail(
-                summary=summary(row),
-                description=row[9],
-                conversation_id=row[10],
-                parts=tuple(Part(name, body, at, bool(by_support)) for name, body, at, by_support in parts),
-                participant=participant is not None,
-            )
+            parts = self._connection.execute(PUBLIC_PARTS, (row[10],)).fetchall()
+            participant = self._connection.execute(PARTICIPANT, (row[10], visible.contact_id)).fetchone()
+            return ticket_detail(row, parts, participant is not None)
 
         return await self._run(read)
 
