@@ -23,16 +23,21 @@ async def migrated_before(connection: asyncpg.Connection, version: int) -> None:
         await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
 
 
+async def opened_on_old_tickets(connection: asyncpg.Connection, dsn: str, version: int) -> None:
+    """The test's tickets written by a gateway from before migration ``version``, then opened by this one."""
+    await migrated_before(connection, version)
+    await connection.execute(BEFORE_THE_COUNTS)
+    store = await PostgresStore.open(dsn)
+    await store.close()
+
+
 async def test_a_database_from_before_the_scope_counts_has_them_filled_at_its_next_open(
     postgres: PostgresServer,
 ) -> None:
     dsn = postgres.database()
     connection = await asyncpg.connect(dsn)
     try:
-        await migrated_before(connection, COUNTS_MIGRATION)
-        await connection.execute(BEFORE_THE_COUNTS)
-        store = await PostgresStore.open(dsn)
-        await store.close()
+        await opened_on_old_tickets(connection, dsn, COUNTS_MIGRATION)
         counts = await connection.fetch(
             "SELECT scope, creator_id, type_id, tickets FROM ticket_scope_counts ORDER BY 1"
         )
@@ -65,10 +70,7 @@ async def test_a_database_from_before_the_scoped_search_has_it_filled_at_its_nex
     dsn = postgres.database()
     connection = await asyncpg.connect(dsn)
     try:
-        await migrated_before(connection, SCOPED_MIGRATION)
-        await connection.execute(BEFORE_THE_COUNTS)
-        store = await PostgresStore.open(dsn)
-        await store.close()
+        await opened_on_old_tickets(connection, dsn, SCOPED_MIGRATION)
         assert await _scoped(connection) == SCOPED
     finally:
         await connection.close()
