@@ -767,6 +767,11 @@ filters = st.builds(
 )
 
 
+def shown_category(category: str, shared: bool) -> bool:
+    """Whether a visitor may ever see a ticket of this category: Customer, or Back-office shared with customers."""
+    return category == "Customer" or (category == "Back-office" and shared)
+
+
 def any_filter(fixed: Fixed, data: st.DataObject) -> TicketFilter:
     """A filter the policy makes for some visitor, config and scope, or any filter at all."""
     if data.draw(st.booleans(), label="through the policy"):
@@ -784,8 +789,7 @@ def test_no_filter_scope_state_or_page_ever_yields_a_tracker_unshared_ticket_or_
     query = data.draw(queries(fixed), label="query")
 
     def customer_shared(ticket_id: str) -> bool:
-        category, shared = fixed.category[ticket_id]
-        return category == "Customer" or (category == "Back-office" and shared)
+        return shown_category(*fixed.category[ticket_id])
 
     page = fixed.run(fixed.store.list_tickets(visible, query))
     assert all(customer_shared(item.ticket_id) for item in page.items)
@@ -810,6 +814,6 @@ def test_a_removed_tickets_scope_and_creator_show_it_to_exactly_whom_the_clause_
     visible = any_filter(fixed, data)
     shown = fixed.clause_ids(visible)
     for ticket_id, (category, shared) in fixed.category.items():
-        if category == "Customer" or (category == "Back-office" and shared):
+        if shown_category(category, shared):
             assert shows_scope(visible, fixed.scope[ticket_id], fixed.creator[ticket_id]) == (ticket_id in shown)
     assert not shows_scope(visible, None, None)
