@@ -1,6 +1,7 @@
 """The ticket list and a search through the gateway over TLS, on each store backend, at each size.
 
     .venv/bin/python -m bench.bench_store [--sizes 100000 1000000] [--requests 200] [--keep DIR]
+                                          [--backends sqlite postgres]
 
 For each size: builds a SQLite store of that many tickets over size/100 companies (one company holds a
 tenth of them, and the visitor is in it) with ``bench_portal.fill``, copies it into a throwaway
@@ -95,7 +96,7 @@ async def measure(folder: Path, ca: trustme.CA, store: dict[str, Any], count: in
         await running.stop()
 
 
-async def main(sizes: list[int], count: int, keep: Path | None) -> None:
+async def main(sizes: list[int], count: int, keep: Path | None, backends: list[str]) -> None:
     """Build (or reuse), measure and print one table: each size on each backend."""
     folder = Path(tempfile.mkdtemp(prefix="bench-store-")) if keep is None else keep
     folder.mkdir(mode=0o755, parents=True, exist_ok=True)  # the postgres user reaches its cluster inside
@@ -108,8 +109,8 @@ async def main(sizes: list[int], count: int, keep: Path | None) -> None:
     try:
         for size in sizes:
             stores = await build(folder, size, server)
-            for backend, store in stores.items():
-                listing, searching = await measure(folder, ca, store, count)
+            for backend in backends:
+                listing, searching = await measure(folder, ca, stores[backend], count)
                 rows.append((size, backend, *percentiles(listing), *percentiles(searching)))
     finally:
         if keep is None:
@@ -126,5 +127,8 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--keep", type=Path, metavar="DIR", help="build the stores in DIR once and reuse them")
+    parser.add_argument(
+        "--backends", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"], help="which to measure"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.sizes, args.requests, args.keep))
+    asyncio.run(main(args.sizes, args.requests, args.keep, args.backends))
