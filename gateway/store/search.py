@@ -12,6 +12,7 @@ the markers into ``<mark>`` and ``</mark>``.
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 
 MARK_START = "\x02"
 MARK_END = "\x03"
@@ -60,9 +61,11 @@ def search_terms(text: str | None) -> tuple[str, ...]:
     return tuple(terms.values())
 
 
-def fts_query(text: str | None) -> str | None:
+def fts_query(text: str | None, whole: Mapping[str, str] | None = None) -> str | None:
     """An FTS5 query matching tickets that hold every word of ``text`` (as a word prefix); None if it has none.
 
+    ``whole`` maps a term to the one indexed word it is a prefix of: that term is asked for as that word,
+    which matches the same instances (and so ranks and highlights the same) without expanding a prefix.
     SECURITY: every term is only letters and digits, quoted as an FTS5 string, so
     nothing a visitor types (quotes, AND/OR/NOT/NEAR, ``*``, ``^``, ``column:``,
     parentheses) is ever read as FTS5 syntax.
@@ -70,7 +73,11 @@ def fts_query(text: str | None) -> str | None:
     terms = search_terms(text)
     if not terms:
         return None
-    words = " AND ".join(f'"{term}"*' if len(term) >= MIN_PREFIX_CHARS else f'"{term}"' for term in terms)
+    whole = whole or {}
+    words = " AND ".join(
+        f'"{whole[term]}"' if term in whole else f'"{term}"*' if len(term) >= MIN_PREFIX_CHARS else f'"{term}"'
+        for term in terms
+    )
     # SECURITY: the words match the text columns only, never the scope key tokens (schema migration 7).
     return f"{TEXT_COLUMNS} : ({words})"
 

@@ -49,6 +49,7 @@ from tests.store.contract.corpus import (
     found,
     people_of,
     search,
+    ticket,
 )
 from tests.store.test_store import BEFORE_THE_COUNTS
 
@@ -144,6 +145,50 @@ async def test_a_ticket_id_finds_its_ticket_first(store: SQLiteStore, people: Pe
     )
     assert await found(store, people.ann, "1002") == ["1002", "10020"]
     assert sorted(await found(store, people.ann, "100")) == sorted(["1001", "1002", "1003", "1004", "10020"])
+
+
+# --- a prefix the index holds one word for, asked for as that word ---------------------------------------
+
+
+def ranked(connection: sqlite3.Connection, match: str) -> list[tuple[str, float]]:
+    """Each visible match's ticket id and weighted bm25, straight from FTS5."""
+    return connection.execute(
+        "SELECT ticket_id, bm25(ticket_search, 10.0, 4.0, 10.0, 1.0, 0.0) FROM ticket_search"
+        " WHERE ticket_search MATCH ? ORDER BY rowid",
+        (match,),
+    ).fetchall()
+
+
+async def test_a_prefix_of_one_indexed_word_ranks_as_that_word(store: SQLiteStore, people: People) -> None:
+    # The rewrite's premise: a phrase for the one word a prefix expands to has the prefix's instances, so bm25.
+    match = fts_query("FALC")
+    assert match is not None
+    prefix, whole = await store.transaction(
+        lambda connection: (ranked(connection, match), ranked(connection, f'{TEXT_COLUMNS} : ("falcon")'))
+    )
+    assert len(prefix) == 5
+    assert prefix == whole
+    # A prefix, a word, any case: the same tickets, order and snippets as the whole word.
+    pages = [await search(store, people.ann, q) for q in ("falc", "FALCON", "Falco")]
+    assert [item.ticket_id for item in pages[0].items] == ["1001", "1002", "1003"]
+    assert pages[1:] == [pages[0]] * 2
+    assert all(f"{MARK_START}{WORD}{MARK_END}" in (item.snippet or "") for item in pages[0].items)
+
+
+async def test_a_prefix_of_two_indexed_words_finds_both(store: SQLiteStore, people: People) -> None:
+    # Once "falconry" is indexed too, "falc" and even "falcon" are prefixes of two words: both must still find it.
+    assert (await import_lines(store, [ticket("1005", "Falconry club", updated_at=T0)], strict=True)).errors == []
+    for q in ("falc", "falcon"):
+        page = await search(store, people.ann, q)
+        assert [item.ticket_id for item in page.items] == ["1005", "1001", "1002", "1003"]
+        assert page.items[0].snippet == f"{MARK_START}Falconry{MARK_END} club"
+    assert await found(store, people.ann, "falconr") == ["1005"]  # its own one word again
+    assert await found(store, people.ann, "falconx") == []  # no word at all
+
+
+async def test_a_prefix_outside_ascii_is_left_to_fts5(store: SQLiteStore, people: People) -> None:
+    # unicode61 folds "Fälc" to "falc"; only FTS5 knows its folding, so the prefix is asked for as typed.
+    assert await found(store, people.ann, "Fälc") == ["1001", "1002", "1003"]
 
 
 # --- what is indexed -------------------------------------------------------------------------------
