@@ -350,9 +350,9 @@ class SQLiteStore(Delegating):
         """
         whole: dict[str, str] = {}
         for term in terms:
-            prefix = term.lower()
             if len(term) < MIN_PREFIX_CHARS or not term.isascii():
                 continue
+            prefix = term.lower()
             first = self._connection.execute(_NEXT_WORD, (prefix,)).fetchone()
             if first is None or not first[0].startswith(prefix):
                 continue  # no word: the prefix finds nothing, cheaply
