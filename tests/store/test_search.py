@@ -151,7 +151,7 @@ async def test_a_ticket_id_finds_its_ticket_first(store: SQLiteStore, people: Pe
 
 
 def ranked(connection: sqlite3.Connection, match: str) -> list[tuple[str, float]]:
-    """Each visible match's ticket id and weighted bm25, straight from FTS5."""
+    """Each match's ticket id and weighted bm25 (whoever may see it), straight from FTS5."""
     return connection.execute(
         "SELECT ticket_id, bm25(ticket_search, 10.0, 4.0, 10.0, 1.0, 0.0) FROM ticket_search"
         " WHERE ticket_search MATCH ? ORDER BY rowid",
