@@ -1,12 +1,13 @@
 """``GET <portal.path>/events``: the live pages' event stream (text/event-stream), one per open page.
 
 Each change of the store's feed (gateway/store/feed.py) becomes an event for this
-visitor only if the store, asked through the same visibility filter the pages use,
-shows them the ticket now; what the event carries is what the page would show
-(state, update time, the public replies), never more. A ticket the Intercom sync
-removed is no longer there to ask about: its event (its id alone) goes to the
-visitors whose filter matched it, by the scope key and creator its change kept. The streams woken by one
-change share that read per filter (:class:`SharedReads`). ``Last-Event-ID`` resumes
+visitor only if the pages' visibility filter shows them the ticket now (``shows_ticket``,
+visible_clause's rule on the ticket as the store has it now); what the event carries is
+what the page would show (state, update time, the public replies), never more. A ticket
+the Intercom sync removed is no longer there to ask about: its event (its id alone) goes
+to the visitors whose filter matched it, by the scope key and creator its change kept.
+A change's ticket is read once for every stream, whatever its filter
+(:class:`SharedReads`). ``Last-Event-ID`` resumes
 after the last event the page got; a page further behind than the feed's retention
 gets a ``reload`` event. The stream re-checks the visitor's access (the access rules
 on their current contact) at every change to their memberships or attributes and
@@ -33,9 +34,9 @@ from gateway.observe.audit import AUDIT_ENTRY, StreamResult
 from gateway.policy.visibility import Visitor
 from gateway.run.periodic import periodic
 from gateway.store.feed import ChangeHub
-from gateway.store.models import Change, TicketDetail, TicketFilter
+from gateway.store.models import Change, ChangedTicket, TicketDetail
 from gateway.store.protocol import Store
-from gateway.store.visibility import shows_scope
+from gateway.store.visibility import shows_scope, shows_ticket
 from routes.portal import initials
 from routes.timefmt import exact, iso, relative
 
@@ -95,40 +96,38 @@ STREAMS = web.AppKey("event_streams", Streams)
 
 
 class SharedReads:
-    """A change's event for one visibility filter, read once for every stream that waits on that filter.
+    """A change's ticket and event, read once for every stream the change wakes, whatever its filter.
 
-    A change wakes every stream at once; those with the same filter (the same
-    visitor's pages; visitors whose filters are equal) would each read the same
-    ticket through the same filter. The first starts the read, the others wait
-    for it; the read is forgotten the moment it ends, so a stream that comes
-    later reads again and never gets an answer older than its own request.
+    A change wakes every stream at once; the first to ask starts the read, the
+    others wait for it; the read is forgotten the moment it ends, so a stream
+    that comes later reads again and never gets an answer older than its own
+    request. Who may see the ticket each stream decides on its own, with
+    ``shows_ticket`` (visible_clause's rule in Python) on the read's facts.
     """
 
     def __init__(self, store: Store, clock: Clock) -> None:
         self._store = store
         self._clock = clock
-        self._reading: dict[tuple[int, TicketFilter], asyncio.Task[bytes | None]] = {}
+        self._reading: dict[int, asyncio.Task[tuple[ChangedTicket, bytes] | None]] = {}
 
-    async def frame(self, change: Change, ticket_id: str, visible: TicketFilter) -> bytes | None:
-        """The event of ``change`` (of the ticket ``ticket_id``) for a visitor with the filter ``visible``; None
-        when the filter does not show them the ticket now."""
-        key = (change.id, visible)  # SECURITY: the filter is in the key: a read is never shared across filters
-        reading = self._reading.get(key)
+    async def event(self, change: Change, ticket_id: str) -> tuple[ChangedTicket, bytes] | None:
+        """The ticket ``ticket_id`` that ``change`` changed and its event; None when it is no longer there."""
+        reading = self._reading.get(change.id)
         if reading is None:
-            reading = self._reading[key] = asyncio.create_task(self._read(key, change, ticket_id, visible))
+            reading = self._reading[change.id] = asyncio.create_task(self._read(change, ticket_id))
         # shield: a stream whose page leaves (its task cancelled) does not cancel the read the others wait on
         return await asyncio.shield(reading)
 
-    async def _read(
-        self, key: tuple[int, TicketFilter], change: Change, ticket_id: str, visible: TicketFilter
-    ) -> bytes | None:
+    async def _read(self, change: Change, ticket_id: str) -> tuple[ChangedTicket, bytes] | None:
         try:
-            # SECURITY: the pages' own filter and read: an event exists only for a ticket the visitor's detail page
-            # would show now, and carries only what that page shows.
-            detail = await self._store.get_ticket(visible, ticket_id)
+            ticket = await self._store.changed_ticket(ticket_id)
         finally:
-            del self._reading[key]
-        return None if detail is None else _frame("ticket", ticket_event(change, detail, self._clock()), change.id)
+            del self._reading[change.id]
+        if ticket is None:
+            return None
+        # SECURITY: the event carries what the detail page shows every visitor (public replies only; the detail
+        # depends on no visitor but for ``participant``, which no event carries); who gets it is shows_ticket's.
+        return ticket, _frame("ticket", ticket_event(change, ticket.detail, self._clock()), change.id)
 
 
 READS = web.AppKey("shared_reads", SharedReads)
@@ -227,7 +226,9 @@ class _Stream:
             shown = shows_scope(self.visible, change.scope, change.contact_id)
             frame = _frame("ticket", {"ticket": change.ticket_id, "kind": "removed"}, change.id) if shown else None
         else:
-            frame = await self.app[READS].frame(change, change.ticket_id, self.visible)
+            event = await self.app[READS].event(change, change.ticket_id)
+            # SECURITY: visible_clause's decision on the ticket as it is now, one pure function per stream.
+            frame = event[1] if event is not None and shows_ticket(self.visible, event[0]) else None
         if frame is not None:
             await self.response.write(frame)
             self.sent += 1
