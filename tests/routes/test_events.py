@@ -6,15 +6,9 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import AsyncExitStack
-from pathlib import Path
 from typing import Any
 
 from gateway.policy.identity import sign_token
-from gateway.store.demo import demo_lines
-from gateway.store.models import Change, ChangedTicket, TicketDetail, TicketFilter
-from gateway.store.sqlite import SQLiteStore
-from gateway.store.visibility import shows_ticket
-from routes.events import SharedReads
 from tests.conftest import CANARY, SECRET, Gateway, StartGateway, deep_merge
 from tests.routes.adminapi import DEMO, TICKETS, call, customer_ticket_of, demo_tickets, ok, portal_token
 from tests.routes.eventstream import EVENTS, EventStream, open_stream
@@ -235,46 +229,3 @@ async def test_one_change_reaches_streams_of_different_filters_each_as_their_own
         "ben": [BENS_ACME_TICKET, GLOBEX_TICKET],
         "cho": [],
     }
-
-
-class CountingStore(SQLiteStore):
-    """The real store, counting the ticket reads it is asked for."""
-
-    reads = 0
-
-    async def get_ticket(self, visible: TicketFilter, ticket_id: str) -> TicketDetail | None:
-        """Count, then read."""
-        self.reads += 1
-        return await super().get_ticket(visible, ticket_id)
-
-    async def changed_ticket(self, ticket_id: str) -> ChangedTicket | None:
-        """Count, then read."""
-        self.reads += 1
-        return await super().changed_ticket(ticket_id)
-
-
-async def test_streams_of_any_filter_share_one_read_of_a_change(tmp_path: Path) -> None:
-    store = await CountingStore.open(tmp_path / "portal.db")
-    assert isinstance(store, CountingStore)
-    try:
-        await store.seed(demo_lines(int(time.time())))
-        ann = await store.contact_by_user_id("u-ann")
-        assert ann is not None
-        acme = frozenset(company.id for company in ann.companies)
-        everything, own = (TicketFilter(acme, ann.id, own_only=own_only) for own_only in (False, True))
-        reads = SharedReads(store, time.time)
-        change = Change(id=(await store.changes_after(0, 0)).latest, kind="state", ticket_id=BENS_ACME_TICKET)
-        # A change wakes 100 streams at once, half of them of Ann's "all", half of her "Created by me" pages.
-        events = await asyncio.gather(*(reads.event(change, BENS_ACME_TICKET) for _ in range(100)))
-        assert store.reads == 1  # one for every stream, whatever its filter
-        assert events == [events[0]] * 100
-        assert events[0] is not None
-        ticket, frame = events[0]
-        assert f'"ticket":"{BENS_ACME_TICKET}"'.encode() in frame
-        assert shows_ticket(everything, ticket)
-        assert not shows_ticket(own, ticket)  # Ben's ticket is not one Ann created
-        # A stream that comes once the read is over reads again: no answer outlives its read.
-        assert await reads.event(change, BENS_ACME_TICKET) == events[0]
-        assert store.reads == 2
-    finally:
-        await store.close()
