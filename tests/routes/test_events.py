@@ -4,12 +4,14 @@ its one audit record. The writes go through the admin API, as support makes them
 from __future__ import annotations
 
 import asyncio
+import socket
+import ssl
 import time
 from contextlib import AsyncExitStack
 from typing import Any
 
 from gateway.policy.identity import sign_token
-from tests.conftest import CANARY, SECRET, Gateway, StartGateway, deep_merge
+from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, StartGateway, deep_merge, raw_exchange
 from tests.routes.adminapi import DEMO, TICKETS, call, customer_ticket_of, demo_tickets, ok, portal_token
 from tests.routes.eventstream import EVENTS, EventStream, open_stream
 
@@ -229,3 +231,49 @@ async def test_one_change_reaches_streams_of_different_filters_each_as_their_own
         "ben": [BENS_ACME_TICKET, GLOBEX_TICKET],
         "cho": [],
     }
+
+
+async def test_a_stream_over_http_1_0_is_refused_clearly(
+    start_gateway: StartGateway, client_ssl: ssl.SSLContext
+) -> None:
+    # The fan-out writes each event as a chunk of a chunked body, which HTTP/1.0 has not.
+    gateway = await live(start_gateway)
+    head = f"GET {EVENTS} HTTP/1.0\r\nHost: {DOMAIN}\r\nCookie: portal-jwt={portal_token('u-ann')}\r\n\r\n"
+    answer = await raw_exchange(gateway, head.encode(), client_ssl)
+    assert answer.statuses == [400]
+    assert b"needs HTTP/1.1" in answer.data
+
+
+def slow_ended(gateway: Gateway) -> bool:
+    return any(record["stream"]["ended"] == "slow" for record in gateway.audit_records() if record.get("stream"))
+
+
+async def test_a_page_that_stopped_reading_ends_its_stream_and_holds_up_no_other(
+    start_gateway: StartGateway, client_ssl: ssl.SSLContext
+) -> None:
+    gateway = await live(start_gateway, portal={"events": {"max_buffered": 1024}})
+    # A page that opens its stream and then reads nothing more (its socket's window kept small).
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", gateway.running.https_port))
+    reader, writer = await asyncio.open_connection(sock=sock, ssl=client_ssl, server_hostname=DOMAIN)
+    head = f"GET {EVENTS} HTTP/1.1\r\nHost: {DOMAIN}\r\nCookie: portal-jwt={portal_token('u-ben')}\r\n\r\n"
+    writer.write(head.encode())
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    acme = [line.ticket_id for line in demo_tickets() if line.company == "acme" and line.category == "Customer"]
+    try:
+        async with open_stream(gateway, "u-ann") as stream:
+            # Each reply's event carries the whole public thread: round the tickets, so that no event is too long
+            # for a line, until what the stuck page does not read fills its connection's buffers.
+            for number in range(15 * len(acme)):
+                await reply(gateway, acme[number % len(acme)], f"{number} " + "x" * 30_000)
+                event = await stream.next()  # the reading page gets every one, at once
+                assert event is not None
+                assert event.data["parts"][-1]["body"].startswith(f"{number} ")
+                if slow_ended(gateway):
+                    break
+        records = await stream_records(gateway, 2)
+    finally:
+        writer.close()
+    ended = {record["identity"]["user_id"]: record["stream"]["ended"] for record in records}
+    assert ended == {"u-ben": "slow", "u-ann": "client_gone"}
