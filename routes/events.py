@@ -115,7 +115,13 @@ class Fanout:
 
     def join(self, stream: _Stream) -> None:
         """Make ``stream`` live: from now on it gets the events of changes after its cursor from :meth:`publish`."""
-        self._live.setdefault(stream.visible, []).append(stream)
+        streams = self._live.get(stream.visible)
+        if streams is None:
+            self._live[stream.visible] = [stream]
+        else:
+            # Equal filters, one object: a visitor's five pages hold one filter (its companies' set), not five.
+            stream.visible = streams[0].visible
+            streams.append(stream)
 
     def leave(self, stream: _Stream) -> None:
         """Stop writing to ``stream`` (no change if it is not live)."""
