@@ -1,18 +1,16 @@
 """``GET <portal.path>/events``: the live pages' event stream (text/event-stream), one per open page.
 
-Each change of the store's feed (gateway/store/feed.py) becomes an event for this
-visitor only if the pages' visibility filter shows them the ticket now (``shows_ticket``,
-visible_clause's rule on the ticket as the store has it now); what the event carries is
-what the page would show (state, update time, the public replies), never more. A ticket
-the Intercom sync removed is no longer there to ask about: its event (its id alone) goes
-to the visitors whose filter matched it, by the scope key and creator its change kept.
-A change's ticket is read once for every stream, whatever its filter
-(:class:`SharedReads`). ``Last-Event-ID`` resumes
-after the last event the page got; a page further behind than the feed's retention
-gets a ``reload`` event. The stream re-checks the visitor's access (the access rules
-on their current contact) at every change to their memberships or attributes and
-every ``portal.events.recheck`` seconds, and ends when that fails, when the token
-expires, or when the worker stops. One audit record per stream, when it ends.
+Each change of the store's feed (gateway/store/feed.py) becomes an event for this visitor only if the pages'
+visibility filter shows them the ticket now (``shows_ticket``, visible_clause's rule on the ticket as the store has
+it now); what the event carries is what the page would show (state, update time, the public replies), never more. A
+ticket the Intercom sync removed is no longer there to ask about: its event (its id alone) goes to the visitors whose
+filter matched it, by the scope key and creator its change kept. A change's ticket is read once for every stream,
+whatever its filter, and its event written to every live stream that may see it from one loop (:class:`Fanout`); a
+page that stops reading ends its stream. ``Last-Event-ID`` resumes after the last event the page got; a page further
+behind than the feed's retention gets a ``reload`` event. The stream re-checks the visitor's access (the access rules
+on their current contact) at every change to their memberships or attributes and every ``portal.events.recheck``
+seconds, and ends when that fails, when the token expires, or when the worker stops. One audit record per stream,
+when it ends.
 """
 
 from __future__ import annotations
