@@ -8,9 +8,14 @@ import socket
 import ssl
 import time
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import Any
 
 from gateway.policy.identity import sign_token
+from gateway.store.demo import demo_lines
+from gateway.store.models import Change, ChangedTicket, TicketDetail, TicketFilter
+from gateway.store.sqlite import SQLiteStore
+from routes.events import Fanout
 from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, StartGateway, deep_merge, raw_exchange
 from tests.routes.adminapi import DEMO, TICKETS, call, customer_ticket_of, demo_tickets, ok, portal_token
 from tests.routes.eventstream import EVENTS, EventStream, open_stream
@@ -277,3 +282,44 @@ async def test_a_page_that_stopped_reading_ends_its_stream_and_holds_up_no_other
         writer.close()
     ended = {record["identity"]["user_id"]: record["stream"]["ended"] for record in records}
     assert ended == {"u-ben": "slow", "u-ann": "client_gone"}
+
+
+class CountingStore(SQLiteStore):
+    """The real store, counting the ticket reads it is asked for."""
+
+    reads = 0
+
+    async def get_ticket(self, visible: TicketFilter, ticket_id: str) -> TicketDetail | None:
+        """Count, then read."""
+        self.reads += 1
+        return await super().get_ticket(visible, ticket_id)
+
+    async def changed_ticket(self, ticket_id: str) -> ChangedTicket | None:
+        """Count, then read."""
+        self.reads += 1
+        return await super().changed_ticket(ticket_id)
+
+
+async def test_a_change_is_read_once_and_decided_per_filter_without_the_store(tmp_path: Path) -> None:
+    store = await CountingStore.open(tmp_path / "portal.db")
+    assert isinstance(store, CountingStore)
+    try:
+        await store.seed(demo_lines(int(time.time())))
+        ann = await store.contact_by_user_id("u-ann")
+        assert ann is not None
+        acme = frozenset(company.id for company in ann.companies)
+        everything, own = (TicketFilter(acme, ann.id, own_only=own_only) for own_only in (False, True))
+        nobody = TicketFilter(frozenset(), None, own_only=False)
+        fanout = Fanout(store, time.time, 1 << 18)
+        change = Change(id=(await store.changes_after(0, 0)).latest, kind="state", ticket_id=BENS_ACME_TICKET)
+        event = await fanout.event(change)
+        assert event is not None
+        shows, frame = event
+        assert f'"ticket":"{BENS_ACME_TICKET}"'.encode() in frame
+        # Ann's "All", her "Created by me" (Ben's ticket is not hers), someone of no company: no read more.
+        assert [shows(visible) for visible in (everything, own, nobody)] == [True, False, False]
+        assert store.reads == 1
+        assert await fanout.event(Change(id=change.id + 1, kind="access", contact_id=ann.id)) is None
+        assert store.reads == 1  # an access change is the streams' own check, not a ticket read
+    finally:
+        await store.close()
