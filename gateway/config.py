@@ -420,6 +420,9 @@ class EventsConfig(_Model):
     per_visitor: int = Field(default=8, ge=1, description="Open streams one visitor may hold in one worker (429).")
     max_streams: int = Field(default=10_000, ge=1, description="Open streams one worker serves in all (503).")
     retry_after: int = Field(default=10, ge=1, description="Seconds a refused stream is told to wait (Retry-After).")
+    max_buffered: int = Field(
+        default=262_144, ge=1_024, description="Bytes a stream's connection may hold unsent; past it the stream ends."
+    )
 
 
 class PortalConfig(_Model):

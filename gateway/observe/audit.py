@@ -215,7 +215,8 @@ class StreamResult:
     events: int = 0
     """Events sent (heartbeats not counted)."""
     ended: str = "client_gone"
-    """Why it ended: client_gone, expired (the token), revoked (access), shutdown, or error."""
+    """Why it ended: client_gone, slow (its page stopped reading), expired (the token), revoked (access), shutdown,
+    or error."""
 
 
 @dataclass

@@ -120,6 +120,20 @@ class TicketDetail:
     participant: bool
 
 
+@dataclass(frozen=True)
+class ChangedTicket:
+    """A changed ticket as every visitor's detail page shows it, with what visibility tests of it (the event streams
+    decide per visitor with ``visibility.shows_ticket``, never through a second read)."""
+
+    detail: TicketDetail
+    """No visitor's own: ``participant`` is False (the events do not carry it)."""
+    category: TicketCategory
+    is_shared: bool
+    scope: int
+    """Its scope key: its company, or minus its creator when it has none (``visibility.SCOPE``)."""
+    creator_id: int
+
+
 class _Paged:
     """A page of a list cut ``page_size`` at a time from ``total`` items."""
 

@@ -27,6 +27,7 @@ from gateway.store.models import (
     AdminTicketDetail,
     AdminTicketPage,
     ChangeBatch,
+    ChangedTicket,
     Contact,
     TicketDetail,
     TicketFilter,
@@ -86,6 +87,11 @@ class Store(Copyable, Protocol):
     async def changes_after(self, after: int, limit: int) -> ChangeBatch:
         """Up to ``limit`` changes with ids above ``after``, oldest first, the newest id and the newest dropped one
         (retention keeps ``store.change_retention`` changes); a change is never visible before its commit."""
+
+    async def changed_ticket(self, ticket_id: str) -> ChangedTicket | None:
+        """The ticket with this id as every visitor's detail page shows it, and what visibility tests of it; None when
+        there is none. SECURITY: no visibility applied: the event streams decide each visitor's with
+        ``visibility.shows_ticket``; the detail holds the public replies only, like get_ticket's."""
 
     async def changes_pending(self) -> bool:
         """Whether something may have been committed (by anyone) since the last call, without waiting: a cheap

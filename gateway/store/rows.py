@@ -7,7 +7,8 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, overload
 
-from gateway.store.models import AdminTicket, Company, Part, TicketDetail, TicketState, TicketSummary
+from gateway.store.models import AdminTicket, ChangedTicket, Company, Part, TicketDetail, TicketState, TicketSummary
+from gateway.store.visibility import SCOPE
 
 STATE_ORDER = (
     "CASE {category} WHEN 'submitted' THEN 0 WHEN 'in_progress' THEN 1 WHEN 'waiting_on_customer' THEN 2 ELSE 3 END"
@@ -28,6 +29,11 @@ SUMMARY_JOINS = f"FROM tickets t {SUMMARY_LOOKUPS}"
 """The FROM clause of a summary read."""
 DETAIL_SELECT = f"SELECT {SUMMARY_COLUMNS}, t.description, t.conversation_id {SUMMARY_JOINS}"
 """A ticket's detail (see :func:`ticket_detail`); a WHERE clause follows."""
+CHANGED_SELECT = (
+    f"SELECT {SUMMARY_COLUMNS}, t.description, t.conversation_id, t.category, t.is_shared, {SCOPE}, t.creator_id"
+    f" {SUMMARY_JOINS} WHERE t.ticket_id = ?"
+)
+"""A changed ticket by its customer-facing id, no visibility applied (see :func:`changed_ticket`)."""
 PUBLIC_PARTS = (
     "SELECT author_name, body, created_at, author_contact_id IS NULL FROM conversation_parts"
     " WHERE conversation_id = ? AND is_public = 1 ORDER BY created_at, id"
@@ -70,6 +76,11 @@ def ticket_detail(row: Row, parts: Iterable[Row], participant: bool) -> TicketDe
         parts=tuple(Part(part[0], part[1], part[2], bool(part[3])) for part in parts),
         participant=participant,
     )
+
+
+def changed_ticket(row: Row, parts: Iterable[Row]) -> ChangedTicket:
+    """The changed ticket from a row of :data:`CHANGED_SELECT` and the rows of its :data:`PUBLIC_PARTS`."""
+    return ChangedTicket(ticket_detail(row, parts, False), row[11], bool(row[12]), int(row[13]), int(row[14]))
 
 
 def company(row: Row) -> Company:

@@ -28,7 +28,7 @@ from gateway.store.importer import import_lines
 from gateway.store.models import SORT_KEYS, Contact, TicketFilter, TicketQuery
 from gateway.store.sqlite import SQLiteStore
 from gateway.store.sqlite.lines import write_line
-from gateway.store.visibility import shows_scope, visible_clause
+from gateway.store.visibility import shows_scope, shows_ticket, visible_clause
 from tests.conftest import SECRET, Gateway, RecordingUpstream, StartGateway
 
 NOTE = "WOMBATnote"  # planted in every internal note: must never leave the store
@@ -817,3 +817,16 @@ def test_a_removed_tickets_scope_and_creator_show_it_to_exactly_whom_the_clause_
         if shown_category(category, shared):
             assert shows_scope(visible, fixed.scope[ticket_id], fixed.creator[ticket_id]) == (ticket_id in shown)
     assert not shows_scope(visible, None, None)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_a_changed_tickets_facts_show_it_to_exactly_whom_the_clause_shows_it(fixed: Fixed, data: st.DataObject) -> None:
+    # The event streams read a changed ticket once, with no filter, and decide every visitor's with shows_ticket().
+    # SECURITY: for any ticket and any filter it agrees with visible_clause run in the store.
+    visible = any_filter(fixed, data)
+    shown = fixed.clause_ids(visible)
+    for ticket_id in fixed.category:
+        ticket = fixed.run(fixed.store.changed_ticket(ticket_id))
+        assert ticket is not None
+        assert shows_ticket(visible, ticket) == (ticket_id in shown)

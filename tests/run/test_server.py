@@ -9,7 +9,7 @@ import gc
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,11 @@ from gateway.run.server import YOUNG_COLLECTION, Running, serve, settle_collecto
 from gateway.run.tls import server_context
 from gateway.store.demo import demo_lines
 from gateway.store.feed import ChangeHub
+from gateway.store.models import Change
 from gateway.store.sqlite import SQLiteStore
 from tests.conftest import MakeConfig
 
 STREAMS = 5_000  # issue 17's benchmark: idle streams on one process
-FOREVER = 3600.0
 
 
 @pytest.fixture
@@ -37,14 +37,19 @@ def collector() -> Iterator[None]:
 
 async def full_collections_in_a_fan_out(store: SQLiteStore, state: str) -> int:
     """How many full collections start while one change (the ticket to ``state``) reaches ``STREAMS`` idle streams."""
-    hub = ChangeHub(store)
+    loop = asyncio.get_running_loop()
+    news, read = loop.create_future(), loop.create_future()  # the change; the one store read the streams wait for
+
+    async def publish(changes: Sequence[Change], missed: int | None) -> None:
+        news.set_result(None)
+
+    hub = ChangeHub(store, publish)
     await hub.start()
-    read = asyncio.get_running_loop().create_future()  # the one store read the woken streams wait for
     woken: list[dict[str, Any]] = []
     all_woken = asyncio.Event()
 
     async def stream() -> None:
-        await hub.wait(hub.latest, FOREVER)
+        await news
         woken.append({"ticket": "1001", "parts": [{"author": str(n), "at": [n, n]} for n in range(8)]})
         if len(woken) == STREAMS:
             all_woken.set()

@@ -1,6 +1,6 @@
-"""gateway/store/feed.py: the worker's change hub on a real store: streams wait on it, a pump with news wakes them
-all, a wait ends by itself after its seconds or when the hub closes, an idle stream costs the hub little, and a
-ticket another opener forgot reaches the hub as a removal on every backend."""
+"""gateway/store/feed.py: the worker's change hub on a real store: a pump with news hands it to the listener once, an
+alarm rings by itself after its seconds or when the hub closes, an idle stream costs the hub little, and a ticket
+another opener forgot reaches the hub as a removal on every backend."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import asyncio
 import gc
 import time
 import tracemalloc
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,8 @@ import pytest
 
 from gateway.config import StoreConfig
 from gateway.store.demo import demo_lines
-from gateway.store.feed import ChangeHub
+from gateway.store.feed import ChangeHub, ring
+from gateway.store.models import Change
 from gateway.store.protocol import Store, open_store
 from gateway.store.sqlite import SQLiteStore
 from tests.store.contract.conftest import store_config
@@ -35,32 +36,54 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     await opened.close()
 
 
-async def started(store: Store) -> ChangeHub:
-    hub = ChangeHub(store)
+Published = list[tuple[list[int], int | None]]
+
+
+async def started(store: Store, published: Published | None = None) -> ChangeHub:
+    """A started hub whose listener notes each call's change ids (and its missed id) in ``published``."""
+
+    async def publish(changes: Sequence[Change], missed: int | None) -> None:
+        if published is not None:
+            published.append(([change.id for change in changes], missed))
+
+    hub = ChangeHub(store, publish)
     await hub.start()
     return hub
 
 
-async def test_news_wakes_every_waiting_stream_and_a_wait_behind_returns_at_once(store: SQLiteStore) -> None:
-    hub = await started(store)
+async def test_a_pump_with_news_hands_each_change_once_and_in_order_to_the_listener(store: SQLiteStore) -> None:
+    published: Published = []
+    hub = await started(store, published)
     cursor = hub.latest
-    waits = [asyncio.create_task(hub.wait(cursor, FOREVER)) for _ in range(3)]
-    await asyncio.sleep(0)  # every stream is waiting
-    assert not any(wait.done() for wait in waits)
-    await hub.pump()  # nothing written: no one wakes
-    await asyncio.sleep(0)
-    assert not any(wait.done() for wait in waits)
+    await hub.pump()  # nothing written: nothing published
+    assert published == []
     await store.seed(demo_lines(int(time.time())))
     await hub.pump()
-    await asyncio.wait_for(asyncio.gather(*waits), GUARD)
     assert hub.latest > cursor
-    assert (await hub.after(cursor, limit=1_000)).changes[-1].id == hub.latest  # the news, from memory
+    ids = (await hub.after(cursor, limit=1_000)).changes  # the news, from memory
+    assert published == [([change.id for change in ids], None)]
+    assert ids[-1].id == hub.latest
     seeded = hub.latest
     assert (await hub.after(seeded)).changes == ()  # a stream caught up
     await store.update_ticket("1001", {"state": "Fixed"}, int(time.time()))
     await hub.pump()
-    assert [change.id for change in (await hub.after(seeded)).changes] == [hub.latest]  # and its next news
-    await asyncio.wait_for(hub.wait(cursor, FOREVER), GUARD)  # already behind: no wait at all
+    assert published[1:] == [([hub.latest], None)]  # only the next news
+    assert [change.id for change in (await hub.after(seeded)).changes] == [hub.latest]
+
+
+async def test_a_pump_further_behind_than_retention_tells_the_listener_where_to_go_on(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "portal.db", change_retention=2)
+    try:
+        published: Published = []
+        hub = await started(store, published)
+        await store.seed(demo_lines(int(time.time())))  # many more changes than two
+        await hub.pump()
+        assert len(published) == 1
+        ids, missed = published[0]
+        assert missed == hub.latest
+        assert len(ids) <= 2
+    finally:
+        await store.close()
 
 
 async def test_a_stream_asking_while_the_pump_reads_gets_the_news_once_it_is_read(store: SQLiteStore) -> None:
@@ -82,27 +105,18 @@ async def test_a_stream_asking_while_the_pump_reads_gets_the_news_once_it_is_rea
     assert [change.id for change in (await hub.after(cursor)).changes] == [hub.latest]
 
 
-async def test_a_wait_ends_after_its_seconds_and_on_close(store: SQLiteStore) -> None:
+async def test_an_alarm_rings_after_its_seconds_and_on_close(store: SQLiteStore) -> None:
     hub = await started(store)
-    await asyncio.wait_for(hub.wait(hub.latest, 0.01), GUARD)  # no news: its own timer ends it
-    waiting = asyncio.create_task(hub.wait(hub.latest, FOREVER))
-    await asyncio.sleep(0)
+    await asyncio.wait_for(hub.alarm(0.01), GUARD)  # its own tick's timer
+    waiting = hub.alarm(FOREVER)
+    gone = hub.alarm(FOREVER)
+    gone.cancel()  # its stream's task was cancelled (the worker stopping past its grace)
+    early = hub.alarm(FOREVER)
+    ring(early)  # its owner woke it (a stream's own news): the close passes it by
     hub.close()
     await asyncio.wait_for(waiting, GUARD)
     assert hub.closed
-    await asyncio.wait_for(hub.wait(hub.latest, FOREVER), GUARD)  # closed: returns at once
-
-
-async def test_a_stream_that_stops_waiting_leaves_nothing_behind(store: SQLiteStore) -> None:
-    hub = await started(store)
-    waiting = asyncio.create_task(hub.wait(hub.latest, FOREVER))
-    await asyncio.sleep(0)
-    waiting.cancel()  # the worker stopping past its grace
-    with pytest.raises(asyncio.CancelledError):
-        await waiting
-    await store.seed(demo_lines(int(time.time())))
-    await hub.pump()  # wakes no one, and raises nothing for the stream that left
-    await asyncio.wait_for(hub.wait(0, FOREVER), GUARD)
+    assert hub.alarm(FOREVER).done()  # closed: done at once
 
 
 async def held(count: int, waiting: Callable[[], Coroutine[Any, Any, None]]) -> float:
@@ -127,8 +141,8 @@ async def test_an_idle_stream_costs_the_hub_little_memory(store: SQLiteStore) ->
     async def bare() -> None:
         await news
 
-    def on_hub() -> Coroutine[Any, Any, None]:
-        return hub.wait(hub.latest, FOREVER)
+    async def on_hub() -> None:
+        await hub.alarm(FOREVER)
 
     hubs_part = await held(1_000, on_hub) - await held(1_000, bare)
     hub.close()

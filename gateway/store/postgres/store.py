@@ -31,6 +31,7 @@ from gateway.store.delegation import Delegating
 from gateway.store.models import (
     Change,
     ChangeBatch,
+    ChangedTicket,
     Contact,
     TicketDetail,
     TicketFilter,
@@ -47,6 +48,7 @@ from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import RemoteKind
 from gateway.store.rows import (
+    CHANGED_SELECT,
     DETAIL_SELECT,
     PARTICIPANT,
     PUBLIC_PARTS,
@@ -54,6 +56,7 @@ from gateway.store.rows import (
     SUMMARY_COLUMNS,
     SUMMARY_JOINS,
     SUMMARY_LOOKUPS,
+    changed_ticket,
     company,
     summary,
     ticket_detail,
@@ -521,6 +524,17 @@ class PostgresStore(Delegating):
             )
             changes = tuple(Change(*row[2:]) for row in rows if row[2] is not None)
             return ChangeBatch(changes, int(rows[0][0]), int(rows[0][1]))
+
+        return await self._read(read)
+
+    async def changed_ticket(self, ticket_id: str) -> ChangedTicket | None:
+        """The ticket as every visitor's detail page shows it, and what visibility tests of it (no visibility)."""
+
+        async def read(sql: Sql) -> ChangedTicket | None:
+            row = await sql.row(CHANGED_SELECT, ticket_id)
+            if row is None:
+                return None
+            return changed_ticket(row, await sql.fetch(PUBLIC_PARTS, row[10]))
 
         return await self._read(read)
 

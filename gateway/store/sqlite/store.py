@@ -29,6 +29,7 @@ from gateway.store.delegation import Delegating
 from gateway.store.models import (
     Change,
     ChangeBatch,
+    ChangedTicket,
     Contact,
     TicketDetail,
     TicketFilter,
@@ -40,6 +41,7 @@ from gateway.store.models import (
 )
 from gateway.store.protocol import RemoteKind
 from gateway.store.rows import (
+    CHANGED_SELECT,
     DETAIL_SELECT,
     PARTICIPANT,
     PUBLIC_PARTS,
@@ -47,6 +49,7 @@ from gateway.store.rows import (
     SUMMARY_COLUMNS,
     SUMMARY_JOINS,
     SUMMARY_LOOKUPS,
+    changed_ticket,
     company,
     summary,
     ticket_detail,
@@ -542,6 +545,17 @@ class SQLiteStore(Delegating):
             return ChangeBatch(tuple(Change(*row) for row in rows), int(latest), int(dropped))
 
         return await self._run(lambda: self._snapshot(read))
+
+    async def changed_ticket(self, ticket_id: str) -> ChangedTicket | None:
+        """The ticket as every visitor's detail page shows it, and what visibility tests of it (no visibility)."""
+
+        def read() -> ChangedTicket | None:
+            row = self._connection.execute(CHANGED_SELECT, (ticket_id,)).fetchone()
+            if row is None:
+                return None
+            return changed_ticket(row, self._connection.execute(PUBLIC_PARTS, (row[10],)).fetchall())
+
+        return await self._run(read)
 
     async def changes_pending(self) -> bool:
         """Whether the change counter moved since the last call (True when it cannot be read without waiting)."""
