@@ -7,7 +7,16 @@ text), so one visibility clause serves both backends and ``store copy`` moves ro
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+
+import asyncpg
+
+from gateway.errors import StoreUnavailable
 from gateway.store.postgres.db import Connection
+
+log = logging.getLogger(__name__)
 
 # pg_advisory_lock's key: "portal-g" as a 64-bit number, so it meets no other application's lock.
 MIGRATION_LOCK = 0x706F7274616C2D67
@@ -15,6 +24,10 @@ CHANGES_CHANNEL = "portal_store_changed"
 """Notified (at commit) by every write to contacts, companies and memberships: the contact caches' signal."""
 MIGRATION_TIMEOUT = 3600.0
 """Seconds one migration may run (the pool's statement timeout bounds requests, not these)."""
+MIGRATION_WAIT = 600.0
+"""Seconds a starting node waits, unless told (``store.migration_wait``), for another node's migration to end."""
+WAIT_REPORT = 30.0
+"""Seconds between a waiting node's log lines saying it still waits, and who for."""
 FEED_CHANNEL = "portal_feed"
 """Notified (at commit) by every transaction that recorded a change: the change hubs' wake-up."""
 
@@ -333,13 +346,76 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-async def migrate(connection: Connection) -> int:
+# Who holds the migration lock: a bigint advisory key shows in pg_locks as classid (high half), objid (low half).
+_HOLDER = (
+    "SELECT a.pid, a.application_name, host(a.client_addr) AS address,"
+    " a.state, extract(epoch FROM now() - a.state_change)::bigint AS seconds"
+    " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND (l.classid::bigint << 32 | l.objid::bigint) = $1"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+async def _holder(connection: Connection) -> str:
+    """Who holds the migration lock, as PostgreSQL can say (another role's sessions show only their pid)."""
+    row = await connection.fetchrow(_HOLDER, MIGRATION_LOCK)
+    if row is None:
+        return "its holder just let it go"
+    # SECURITY: never the holder's query text (another session's statement may carry values): who, and how long.
+    name = row["application_name"] or "no application name"
+    address = f" from {row['address']}" if row["address"] else ""
+    state = f", {row['state']} for {row['seconds']} s" if row["state"] else ""
+    return f"server pid {row['pid']}, {name}{address}{state}"
+
+
+async def _lock(connection: Connection, wait: float) -> None:
+    """Take the migration lock; while another node holds it (migrating), wait up to ``wait`` seconds, saying so
+    in the log; past that, StoreUnavailable naming ``store.migration_wait``."""
+    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK):
+        return
+    log.warning(
+        "another node is migrating the store: waiting for it up to %.0f s (store.migration_wait); holder: %s",
+        wait,
+        await _holder(connection),
+    )
+    started = time.monotonic()
+    while (left := wait - (time.monotonic() - started)) > 0:
+        step = min(left, WAIT_REPORT)
+        try:
+            # The pool's statement_timeout bounds a request, not this wait: lock_timeout bounds each step of it.
+            async with connection.transaction():
+                await connection.execute("SET LOCAL statement_timeout = 0")
+                await connection.execute("SELECT set_config('lock_timeout', $1, true)", f"{max(1, int(step * 1000))}ms")
+                await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=step + WAIT_REPORT)
+        except asyncpg.LockNotAvailableError:
+            log.warning(
+                "still waiting for another node's migration of the store, %.0f s so far; holder: %s",
+                time.monotonic() - started,
+                await _holder(connection),
+            )
+        else:
+            log.info("the other node's migration has ended: reading the schema version")
+            return
+    raise StoreUnavailable(
+        f"another node's migration of the store still runs after {wait:.0f} s ({await _holder(connection)}):"
+        " raise store.migration_wait to wait longer"
+    )
+
+
+async def migrate(connection: Connection, wait: float = MIGRATION_WAIT) -> int:
     """Apply the migrations not yet applied, each in its own transaction; return the schema version.
 
-    Under a session advisory lock: a node starting beside another waits for it, then finds the work done.
+    Under a session advisory lock: a node starting beside another waits for it (up to ``wait`` seconds, past the
+    statement timeout), then finds the work done.
     """
-    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    await _lock(connection, wait)
     try:
+        # Named while it migrates, so that a node waiting for it can say which node it waits for.
+        await connection.execute(
+            "SELECT set_config('application_name', $1, false)",
+            f"portal-gateway migrating on {os.uname().nodename} pid {os.getpid()}",
+        )
         await connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -354,5 +430,6 @@ async def migrate(connection: Connection) -> int:
                 await connection.execute(script, timeout=MIGRATION_TIMEOUT)
                 await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
     finally:
+        await connection.execute("RESET application_name")
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return len(MIGRATIONS)
