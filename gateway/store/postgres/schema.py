@@ -343,6 +343,126 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE changes ADD COLUMN scope bigint, DROP CONSTRAINT changes_kind_check,
         ADD CONSTRAINT changes_kind_check CHECK (kind IN ('created', 'updated', 'state', 'reply', 'removed', 'access'));
     """,
+    # 11 (10 is search-pg's): the change feed recorded once per statement, not per row, with migration 6's kinds,
+    # order and SECURITY rules. Per row, each change updated change_feed's one row: a statement writing n rows
+    # (store copy's COPY batches) left n versions of it, which every later update in that transaction scans, so
+    # a batch cost the square of its size. Now each statement's transition tables become its changes in one
+    # INSERT ... SELECT, their ids taken at once under the same row lock (so ids still commit in order), one
+    # prune and one notification. Rows a writer inserts into changes itself ("removed") are numbered as before.
+    f"""
+    DROP TRIGGER changes_ticket ON tickets;
+    DROP TRIGGER changes_reply ON conversation_parts;
+    DROP TRIGGER changes_membership ON memberships;
+    DROP TRIGGER changes_contact ON contacts;
+    DROP TRIGGER changes_company ON companies;
+    DROP FUNCTION portal_ticket_changed(), portal_reply_changed(), portal_access_changed();
+    DROP TRIGGER changes_numbered ON changes;
+    CREATE TRIGGER changes_numbered BEFORE INSERT ON changes FOR EACH ROW WHEN (NEW.id IS NULL)
+        EXECUTE FUNCTION portal_change_numbered();
+
+    -- The changes, in the arrays' order, numbered after the newest; those retention drops at once never written.
+    CREATE FUNCTION portal_changes_recorded(kinds text[], tickets text[], contacts bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        added bigint := coalesce(cardinality(kinds), 0);
+        newest bigint;
+        dropped bigint;
+    BEGIN
+        IF added = 0 THEN
+            RETURN;
+        END IF;
+        UPDATE change_feed SET last_id = last_id + added,
+            dropped_through = greatest(dropped_through, last_id + added - retained)
+        RETURNING last_id, dropped_through INTO newest, dropped;
+        DELETE FROM changes WHERE id <= dropped;
+        INSERT INTO changes (id, kind, ticket_id, contact_id)
+        SELECT newest - added + c.n, c.kind, c.ticket_id, c.contact_id
+        FROM unnest(kinds, tickets, contacts) WITH ORDINALITY AS c(kind, ticket_id, contact_id, n)
+        WHERE newest - added + c.n > dropped;
+        PERFORM pg_notify('{FEED_CHANNEL}', '');
+    END $$;
+
+    CREATE FUNCTION portal_tickets_created() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('created'::text ORDER BY id), array_agg(ticket_id ORDER BY id), NULL)
+        FROM new_rows;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_tickets_created AFTER INSERT ON tickets
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_tickets_created();
+
+    -- Per ticket, its state's change before its other fields'.
+    CREATE FUNCTION portal_tickets_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg(v.kind ORDER BY n.id, v.step),
+            array_agg(n.ticket_id ORDER BY n.id, v.step), NULL)
+        FROM old_rows o JOIN new_rows n ON n.id = o.id, LATERAL (VALUES
+            (1, 'state'::text, o.state_id IS DISTINCT FROM n.state_id),
+            (2, 'updated', (o.ticket_id, o.title, o.description, o.type_id, o.category, o.is_shared, o.company_id,
+                o.creator_id) IS DISTINCT FROM (n.ticket_id, n.title, n.description, n.type_id, n.category,
+                n.is_shared, n.company_id, n.creator_id))) AS v(step, kind, changed)
+        WHERE v.changed;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_tickets_updated AFTER UPDATE ON tickets REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_tickets_updated();
+
+    -- A public reply, or a note made public (never a note: it records nothing).
+    CREATE FUNCTION portal_replies_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('reply'::text ORDER BY p.id), array_agg(t.ticket_id ORDER BY p.id),
+            NULL)
+        FROM new_rows p JOIN tickets t ON t.conversation_id = p.conversation_id WHERE p.is_public = 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_replies_added AFTER INSERT ON conversation_parts
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_replies_added();
+    CREATE FUNCTION portal_replies_made_public() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('reply'::text ORDER BY p.id), array_agg(t.ticket_id ORDER BY p.id),
+            NULL)
+        FROM old_rows o JOIN new_rows p ON p.id = o.id JOIN tickets t ON t.conversation_id = p.conversation_id
+        WHERE p.is_public = 1 AND o.is_public = 0;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_replies_made_public AFTER UPDATE ON conversation_parts REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_replies_made_public();
+
+    CREATE FUNCTION portal_memberships_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('access'::text ORDER BY contact_id, company_id), NULL,
+            array_agg(contact_id ORDER BY contact_id, company_id))
+        FROM moved;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_memberships_added AFTER INSERT ON memberships
+        REFERENCING NEW TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_memberships_changed();
+    CREATE TRIGGER changes_memberships_removed AFTER DELETE ON memberships
+        REFERENCING OLD TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_memberships_changed();
+
+    CREATE FUNCTION portal_contacts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('access'::text ORDER BY n.id), NULL, array_agg(n.id ORDER BY n.id))
+        FROM old_rows o JOIN new_rows n ON n.id = o.id
+        WHERE (o.user_id, o.email, o.name, o.custom_attributes)
+            IS DISTINCT FROM (n.user_id, n.email, n.name, n.custom_attributes);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_contacts_updated AFTER UPDATE ON contacts REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_contacts_changed();
+
+    -- A company's attributes feed the access rules of all its members: every stream checks again.
+    CREATE FUNCTION portal_companies_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('access'::text ORDER BY n.id), NULL, NULL)
+        FROM old_rows o JOIN new_rows n ON n.id = o.id
+        WHERE (o.name, o.plan, o.size, o.monthly_spend, o.custom_attributes)
+            IS DISTINCT FROM (n.name, n.plan, n.size, n.monthly_spend, n.custom_attributes);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_companies_updated AFTER UPDATE ON companies REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_companies_changed();
+    """,  # noqa: S608 (FEED_CHANNEL is a constant of this file, no input)
 )
 
 
