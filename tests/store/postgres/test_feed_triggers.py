@@ -132,7 +132,9 @@ async def test_a_statement_past_the_retention_keeps_the_newest_and_says_how_far_
     await connection.copy_records_to_table(
         "tickets", records=[ticket(n) for n in range(1, TICKETS + 1)], columns=TICKET_COLUMNS
     )
-    newest, dropped = await connection.fetchrow("SELECT last_id, dropped_through FROM change_feed")
+    feed = await connection.fetchrow("SELECT last_id, dropped_through FROM change_feed")
+    assert feed is not None
+    newest, dropped = feed
     assert dropped == newest - 100
     kept = await connection.fetch("SELECT id, ticket_id FROM changes ORDER BY id")
     assert [tuple(row) for row in kept] == [(dropped + n, str(TICKETS - 100 + n)) for n in range(1, 101)]

@@ -71,7 +71,7 @@ async def test_a_node_started_during_a_migration_waits_past_the_statement_timeou
     upstream: RecordingUpstream,
 ) -> None:
     path = config(cert_files, tmp_path, upstream, dsn)
-    starting = asyncio.create_task(launch(["serve", "-c", path], cwd=tmp_path))
+    starting = asyncio.ensure_future(launch(["serve", "-c", path], cwd=tmp_path))
     # Blocked on the lock for four statement timeouts (the server's own clock says so), and not gone.
     while (await holder.fetchval(WAITING) or 0) <= 4 * STATEMENT_TIMEOUT:
         if starting.done():  # it gave up (or came up through a lock it does not hold): its stderr says which
