@@ -4,7 +4,8 @@ per row (each of those left a version of the row that every later update in the 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
 
 import asyncpg
 import pytest
@@ -57,13 +58,28 @@ TICKET_COLUMNS = (
 )
 
 
-async def test_a_copy_of_many_tickets_records_each_at_one_update_of_the_feed(connection: asyncpg.Connection) -> None:
-    newest = await connection.fetchval("SELECT last_id FROM change_feed")
+async def tickets_copied(connection: asyncpg.Connection, numbers: Sequence[int]) -> int:
+    """Copy in the tickets ``numbers``; the feed's newest id after."""
+    await connection.copy_records_to_table("tickets", records=[ticket(n) for n in numbers], columns=TICKET_COLUMNS)
+    return int(await connection.fetchval("SELECT last_id FROM change_feed"))
+
+
+async def feed_updates(connection: asyncpg.Connection, write: Callable[[], Awaitable[object]]) -> int:
+    """Run ``write`` in one transaction; how many times it updated change_feed's row."""
     async with connection.transaction():
-        updated = await connection.fetchval(FEED_UPDATES)
-        rows = [ticket(number) for number in range(1, TICKETS + 1)]
-        await connection.copy_records_to_table("tickets", records=rows, columns=TICKET_COLUMNS)
-        assert await connection.fetchval(FEED_UPDATES) - updated == 1
+        before = int(await connection.fetchval(FEED_UPDATES))
+        await write()
+        return int(await connection.fetchval(FEED_UPDATES)) - before
+
+
+def statements(connection: asyncpg.Connection, *sql: str) -> Callable[[], Awaitable[object]]:
+    """A write of these statements, one after the other."""
+    return partial(connection.execute, "; ".join(sql))
+
+
+async def test_a_copy_of_many_tickets_records_each_at_one_update_of_the_feed(connection: asyncpg.Connection) -> None:
+    newest = await tickets_copied(connection, ())
+    assert await feed_updates(connection, partial(tickets_copied, connection, range(1, TICKETS + 1))) == 1
     expected = [(newest + n, "created", str(n), None) for n in range(1, TICKETS + 1)]
     assert [tuple(row) for row in await connection.fetch(CHANGES_AFTER, newest)] == expected
     assert await connection.fetchval("SELECT last_id FROM change_feed") == newest + TICKETS
@@ -72,16 +88,17 @@ async def test_a_copy_of_many_tickets_records_each_at_one_update_of_the_feed(con
 async def test_a_multi_row_update_records_each_tickets_state_before_its_other_fields(
     connection: asyncpg.Connection,
 ) -> None:
-    await connection.copy_records_to_table("tickets", records=[ticket(n) for n in (1, 2, 3)], columns=TICKET_COLUMNS)
-    newest = await connection.fetchval("SELECT last_id FROM change_feed")
-    async with connection.transaction():
-        updated = await connection.fetchval(FEED_UPDATES)
-        await connection.execute(
+    newest = await tickets_copied(connection, (1, 2, 3))
+    updates = await feed_updates(
+        connection,
+        statements(
+            connection,
             "UPDATE tickets SET state_id = CASE WHEN id = 2 THEN 1 ELSE 2 END, title = CASE WHEN id = 3 THEN title"
-            " ELSE 'renamed' END, updated_at = 9"
-        )
-        await connection.execute("UPDATE tickets SET updated_at = 10")  # nothing a stream shows: no change
-        assert await connection.fetchval(FEED_UPDATES) - updated == 1
+            " ELSE 'renamed' END, updated_at = 9",
+            "UPDATE tickets SET updated_at = 10",  # nothing a stream shows: no change
+        ),
+    )
+    assert updates == 1
     changes = [tuple(row) for row in await connection.fetch(CHANGES_AFTER, newest)]
     assert changes == [
         (newest + 1, "state", "1", None),
@@ -94,22 +111,23 @@ async def test_a_multi_row_update_records_each_tickets_state_before_its_other_fi
 async def test_replies_notes_and_memberships_of_one_statement_record_at_one_update_each(
     connection: asyncpg.Connection,
 ) -> None:
-    await connection.copy_records_to_table("tickets", records=[ticket(n) for n in (1, 2)], columns=TICKET_COLUMNS)
-    newest = await connection.fetchval("SELECT last_id FROM change_feed")
-    async with connection.transaction():
-        updated = await connection.fetchval(FEED_UPDATES)
-        await connection.execute(
+    newest = await tickets_copied(connection, (1, 2))
+    updates = await feed_updates(
+        connection,
+        statements(
+            connection,
             "INSERT INTO conversation_parts (id, conversation_id, author_name, body, is_public, created_at) VALUES"
             " (1, 2, 'x', 'reply', 1, 0), (2, 1, 'x', 'note', 0, 0), (3, 1, 'x', 'reply', 1, 0),"
-            " (4, 99, 'x', 'no ticket', 1, 0)"
-        )
-        await connection.execute("UPDATE conversation_parts SET is_public = 1")  # the note made public
-        await connection.execute("INSERT INTO memberships (contact_id, company_id) VALUES (2, 1), (1, 1)")
-        await connection.execute("DELETE FROM memberships")
-        await connection.execute("UPDATE contacts SET email = 'new@example.com'")
-        await connection.execute("UPDATE companies SET name = 'Acme'")  # as it was: no change
-        await connection.execute("UPDATE companies SET plan = 'pro'")
-        assert await connection.fetchval(FEED_UPDATES) - updated == 6
+            " (4, 99, 'x', 'no ticket', 1, 0)",
+            "UPDATE conversation_parts SET is_public = 1",  # the note made public
+            "INSERT INTO memberships (contact_id, company_id) VALUES (2, 1), (1, 1)",
+            "DELETE FROM memberships",
+            "UPDATE contacts SET email = 'new@example.com'",
+            "UPDATE companies SET name = 'Acme'",  # as it was: no change
+            "UPDATE companies SET plan = 'pro'",
+        ),
+    )
+    assert updates == 6
     changes = [tuple(row)[1:] for row in await connection.fetch(CHANGES_AFTER, newest)]
     assert changes == [
         ("reply", "2", None),
@@ -129,9 +147,7 @@ async def test_a_statement_past_the_retention_keeps_the_newest_and_says_how_far_
     connection: asyncpg.Connection,
 ) -> None:
     await connection.execute("UPDATE change_feed SET retained = 100")
-    await connection.copy_records_to_table(
-        "tickets", records=[ticket(n) for n in range(1, TICKETS + 1)], columns=TICKET_COLUMNS
-    )
+    await tickets_copied(connection, range(1, TICKETS + 1))
     feed = await connection.fetchrow("SELECT last_id, dropped_through FROM change_feed")
     assert feed is not None
     newest, dropped = feed
