@@ -147,6 +147,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             asyncio.run(_prepare_store(config))
             return workers.run(config, context, _reloader(args))
         server.run(config, context, _reloader(args))
+    except StoreUnavailable as exc:  # the store is opened before the listeners: nothing was served
+        log.error("cannot start: %s", exc)
+        return EXIT_FAILED
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         return EXIT_FAILED

@@ -584,6 +584,11 @@ class StoreConfig(_Model):
     statement_timeout: float = Field(
         default=5.0, gt=0, description="postgres: seconds one statement (or a wait for a connection) may take."
     )
+    migration_wait: float = Field(
+        default=600.0,
+        gt=0,
+        description="postgres: seconds a starting node waits for another node's migration before it gives up.",
+    )
 
     @model_validator(mode="after")
     def _dsn_for_postgres(self) -> StoreConfig:

@@ -352,6 +352,7 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
             id="brand-favicon-not-an-image",
         ),
         pytest.param({"portal": {"page_size": 0}}, "portal.page_size", "greater than or equal to 1", id="page-size-0"),
+        pytest.param({"store": {"migration_wait": 0}}, "store.migration_wait", "greater than 0", id="migration-wait-0"),
         pytest.param(
             {"listen": {"trusted_proxies": ["not-an-ip"]}},
             "listen.trusted_proxies[0]",

@@ -44,7 +44,11 @@ def _factory(runner: web.AppRunner, limits: RequestsConfig | None) -> ProtocolFa
 
 
 async def _set_up(runner: web.AppRunner) -> web.AppRunner:
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BaseException:
+        await runner.cleanup()  # the contexts entered before the one that failed (sessions, the audit log)
+        raise
     return runner
 
 

@@ -214,6 +214,7 @@ async def open_store(config: StoreConfig) -> Store:
                 pool_size=config.pool_size,
                 statement_timeout=config.statement_timeout,
                 change_retention=config.change_retention,
+                migration_wait=config.migration_wait,
             )
         case unknown:
             assert_never(unknown)

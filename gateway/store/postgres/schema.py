@@ -7,7 +7,16 @@ text), so one visibility clause serves both backends and ``store copy`` moves ro
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+
+import asyncpg
+
+from gateway.errors import StoreUnavailable
 from gateway.store.postgres.db import Connection
+
+log = logging.getLogger(__name__)
 
 # pg_advisory_lock's key: "portal-g" as a 64-bit number, so it meets no other application's lock.
 MIGRATION_LOCK = 0x706F7274616C2D67
@@ -15,6 +24,10 @@ CHANGES_CHANNEL = "portal_store_changed"
 """Notified (at commit) by every write to contacts, companies and memberships: the contact caches' signal."""
 MIGRATION_TIMEOUT = 3600.0
 """Seconds one migration may run (the pool's statement timeout bounds requests, not these)."""
+MIGRATION_WAIT = 600.0
+"""Seconds a starting node waits, unless told (``store.migration_wait``), for another node's migration to end."""
+WAIT_REPORT = 30.0
+"""Seconds between a waiting node's log lines saying it still waits, and who for."""
 FEED_CHANNEL = "portal_feed"
 """Notified (at commit) by every transaction that recorded a change: the change hubs' wake-up."""
 
@@ -330,16 +343,199 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE changes ADD COLUMN scope bigint, DROP CONSTRAINT changes_kind_check,
         ADD CONSTRAINT changes_kind_check CHECK (kind IN ('created', 'updated', 'state', 'reply', 'removed', 'access'));
     """,
+    # 11 (10 is search-pg's): the change feed recorded once per statement, not per row, with migration 6's kinds,
+    # order and SECURITY rules. Per row, each change updated change_feed's one row: a statement writing n rows
+    # (store copy's COPY batches) left n versions of it, which every later update in that transaction scans, so
+    # a batch cost the square of its size. Now each statement's transition tables become its changes in one
+    # INSERT ... SELECT, their ids taken at once under the same row lock (so ids still commit in order), one
+    # prune and one notification. Rows a writer inserts into changes itself ("removed") are numbered as before.
+    f"""
+    DROP TRIGGER changes_ticket ON tickets;
+    DROP TRIGGER changes_reply ON conversation_parts;
+    DROP TRIGGER changes_membership ON memberships;
+    DROP TRIGGER changes_contact ON contacts;
+    DROP TRIGGER changes_company ON companies;
+    DROP FUNCTION portal_ticket_changed(), portal_reply_changed(), portal_access_changed();
+    DROP TRIGGER changes_numbered ON changes;
+    CREATE TRIGGER changes_numbered BEFORE INSERT ON changes FOR EACH ROW WHEN (NEW.id IS NULL)
+        EXECUTE FUNCTION portal_change_numbered();
+
+    -- The changes, in the arrays' order, numbered after the newest; those retention drops at once never written.
+    CREATE FUNCTION portal_changes_recorded(kinds text[], tickets text[], contacts bigint[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+    DECLARE
+        added bigint := coalesce(cardinality(kinds), 0);
+        newest bigint;
+        dropped bigint;
+    BEGIN
+        IF added = 0 THEN
+            RETURN;
+        END IF;
+        UPDATE change_feed SET last_id = last_id + added,
+            dropped_through = greatest(dropped_through, last_id + added - retained)
+        RETURNING last_id, dropped_through INTO newest, dropped;
+        DELETE FROM changes WHERE id <= dropped;
+        INSERT INTO changes (id, kind, ticket_id, contact_id)
+        SELECT newest - added + c.n, c.kind, c.ticket_id, c.contact_id
+        FROM unnest(kinds, tickets, contacts) WITH ORDINALITY AS c(kind, ticket_id, contact_id, n)
+        WHERE newest - added + c.n > dropped;
+        PERFORM pg_notify('{FEED_CHANNEL}', '');
+    END $$;
+
+    CREATE FUNCTION portal_tickets_created() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('created'::text ORDER BY id), array_agg(ticket_id ORDER BY id), NULL)
+        FROM new_rows;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_tickets_created AFTER INSERT ON tickets
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_tickets_created();
+
+    -- Per ticket, its state's change before its other fields'.
+    CREATE FUNCTION portal_tickets_updated() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg(v.kind ORDER BY n.id, v.step),
+            array_agg(n.ticket_id ORDER BY n.id, v.step), NULL)
+        FROM old_rows o JOIN new_rows n ON n.id = o.id, LATERAL (VALUES
+            (1, 'state'::text, o.state_id IS DISTINCT FROM n.state_id),
+            (2, 'updated', (o.ticket_id, o.title, o.description, o.type_id, o.category, o.is_shared, o.company_id,
+                o.creator_id) IS DISTINCT FROM (n.ticket_id, n.title, n.description, n.type_id, n.category,
+                n.is_shared, n.company_id, n.creator_id))) AS v(step, kind, changed)
+        WHERE v.changed;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_tickets_updated AFTER UPDATE ON tickets REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_tickets_updated();
+
+    -- A public reply, or a note made public (never a note: it records nothing).
+    CREATE FUNCTION portal_replies_added() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('reply'::text ORDER BY p.id), array_agg(t.ticket_id ORDER BY p.id),
+            NULL)
+        FROM new_rows p JOIN tickets t ON t.conversation_id = p.conversation_id WHERE p.is_public = 1;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_replies_added AFTER INSERT ON conversation_parts
+        REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_replies_added();
+    CREATE FUNCTION portal_replies_made_public() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('reply'::text ORDER BY p.id), array_agg(t.ticket_id ORDER BY p.id),
+            NULL)
+        FROM old_rows o JOIN new_rows p ON p.id = o.id JOIN tickets t ON t.conversation_id = p.conversation_id
+        WHERE p.is_public = 1 AND o.is_public = 0;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_replies_made_public AFTER UPDATE ON conversation_parts REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_replies_made_public();
+
+    CREATE FUNCTION portal_memberships_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('access'::text ORDER BY contact_id, company_id), NULL,
+            array_agg(contact_id ORDER BY contact_id, company_id))
+        FROM moved;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_memberships_added AFTER INSERT ON memberships
+        REFERENCING NEW TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_memberships_changed();
+    CREATE TRIGGER changes_memberships_removed AFTER DELETE ON memberships
+        REFERENCING OLD TABLE AS moved FOR EACH STATEMENT EXECUTE FUNCTION portal_memberships_changed();
+
+    CREATE FUNCTION portal_contacts_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('access'::text ORDER BY n.id), NULL, array_agg(n.id ORDER BY n.id))
+        FROM old_rows o JOIN new_rows n ON n.id = o.id
+        WHERE (o.user_id, o.email, o.name, o.custom_attributes)
+            IS DISTINCT FROM (n.user_id, n.email, n.name, n.custom_attributes);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_contacts_updated AFTER UPDATE ON contacts REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_contacts_changed();
+
+    -- A company's attributes feed the access rules of all its members: every stream checks again.
+    CREATE FUNCTION portal_companies_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM portal_changes_recorded(array_agg('access'::text ORDER BY n.id), NULL, NULL)
+        FROM old_rows o JOIN new_rows n ON n.id = o.id
+        WHERE (o.name, o.plan, o.size, o.monthly_spend, o.custom_attributes)
+            IS DISTINCT FROM (n.name, n.plan, n.size, n.monthly_spend, n.custom_attributes);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER changes_companies_updated AFTER UPDATE ON companies REFERENCING OLD TABLE AS old_rows
+        NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION portal_companies_changed();
+    """,  # noqa: S608 (FEED_CHANNEL is a constant of this file, no input)
 )
 
 
-async def migrate(connection: Connection) -> int:
+# Who holds the migration lock: a bigint advisory key shows in pg_locks as classid (high half), objid (low half).
+_HOLDER = (
+    "SELECT a.pid, a.application_name, host(a.client_addr) AS address,"
+    " a.state, extract(epoch FROM now() - a.state_change)::bigint AS seconds"
+    " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+    " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND (l.classid::bigint << 32 | l.objid::bigint) = $1"
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+
+
+async def _holder(connection: Connection) -> str:
+    """Who holds the migration lock, as PostgreSQL can say (another role's sessions show only their pid)."""
+    row = await connection.fetchrow(_HOLDER, MIGRATION_LOCK)
+    if row is None:
+        return "its holder just let it go"
+    # SECURITY: never the holder's query text (another session's statement may carry values): who, and how long.
+    name = row["application_name"] or "no application name"
+    address = f" from {row['address']}" if row["address"] else ""
+    state = f", {row['state']} for {row['seconds']} s" if row["state"] else ""
+    return f"server pid {row['pid']}, {name}{address}{state}"
+
+
+async def _lock(connection: Connection, wait: float) -> None:
+    """Take the migration lock; while another node holds it (migrating), wait up to ``wait`` seconds, saying so
+    in the log; past that, StoreUnavailable naming ``store.migration_wait``."""
+    if await connection.fetchval("SELECT pg_try_advisory_lock($1)", MIGRATION_LOCK):
+        return
+    log.warning(
+        "another node is migrating the store: waiting for it up to %.0f s (store.migration_wait); holder: %s",
+        wait,
+        await _holder(connection),
+    )
+    started = time.monotonic()
+    while (left := wait - (time.monotonic() - started)) > 0:
+        step = min(left, WAIT_REPORT)
+        try:
+            # The pool's statement_timeout bounds a request, not this wait: lock_timeout bounds each step of it.
+            async with connection.transaction():
+                await connection.execute("SET LOCAL statement_timeout = 0")
+                await connection.execute("SELECT set_config('lock_timeout', $1, true)", f"{max(1, int(step * 1000))}ms")
+                await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK, timeout=step + WAIT_REPORT)
+        except asyncpg.LockNotAvailableError:
+            log.warning(
+                "still waiting for another node's migration of the store, %.0f s so far; holder: %s",
+                time.monotonic() - started,
+                await _holder(connection),
+            )
+        else:
+            log.info("the other node's migration has ended: reading the schema version")
+            return
+    raise StoreUnavailable(
+        f"another node's migration of the store still runs after {wait:.0f} s ({await _holder(connection)}):"
+        " raise store.migration_wait to wait longer"
+    )
+
+
+async def migrate(connection: Connection, wait: float = MIGRATION_WAIT) -> int:
     """Apply the migrations not yet applied, each in its own transaction; return the schema version.
 
-    Under a session advisory lock: a node starting beside another waits for it, then finds the work done.
+    Under a session advisory lock: a node starting beside another waits for it (up to ``wait`` seconds, past the
+    statement timeout), then finds the work done.
     """
-    await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    await _lock(connection, wait)
     try:
+        # Named while it migrates, so that a node waiting for it can say which node it waits for.
+        await connection.execute(
+            "SELECT set_config('application_name', $1, false)",
+            f"portal-gateway migrating on {os.uname().nodename} pid {os.getpid()}",
+        )
         await connection.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations"
             " (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -354,5 +550,6 @@ async def migrate(connection: Connection) -> int:
                 await connection.execute(script, timeout=MIGRATION_TIMEOUT)
                 await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
     finally:
+        await connection.execute("RESET application_name")
         await connection.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
     return len(MIGRATIONS)

@@ -43,7 +43,7 @@ from gateway.store.models import (
 from gateway.store.postgres import lines as imports
 from gateway.store.postgres import mirror, support
 from gateway.store.postgres.db import AWAY, LOST, Sql, create_pool, reachable
-from gateway.store.postgres.schema import CHANGES_CHANNEL, FEED_CHANNEL, migrate
+from gateway.store.postgres.schema import CHANGES_CHANNEL, FEED_CHANNEL, MIGRATION_WAIT, migrate
 from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import RemoteKind
@@ -129,14 +129,21 @@ class PostgresStore(Delegating):
 
     @classmethod
     async def open(
-        cls, dsn: str, *, pool_size: int = 10, statement_timeout: float = 5.0, change_retention: int = 10_000
+        cls,
+        dsn: str,
+        *,
+        pool_size: int = 10,
+        statement_timeout: float = 5.0,
+        change_retention: int = 10_000,
+        migration_wait: float = MIGRATION_WAIT,
     ) -> PostgresStore:
-        """Connect to ``dsn`` and migrate it (once, whoever else starts at the same time), keeping the newest
-        ``change_retention`` changes; StoreUnavailable."""
+        """Connect to ``dsn`` and migrate it (once, whoever else starts at the same time: waiting up to
+        ``migration_wait`` seconds for another node's migration), keeping the newest ``change_retention``
+        changes; StoreUnavailable."""
         pool = await create_pool(dsn, size=pool_size, statement_timeout=statement_timeout)
         try:
             async with reachable(), pool.acquire() as connection:
-                await migrate(connection)
+                await migrate(connection, migration_wait)
                 # The trigger that prunes the feed reads the retention from the database: every opener sets it.
                 await connection.execute("UPDATE change_feed SET retained = $1 WHERE retained <> $1", change_retention)
             store = cls(pool, dsn, statement_timeout)
