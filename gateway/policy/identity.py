@@ -23,7 +23,6 @@ from typing import Any, Literal
 
 import aiohttp
 import jwt
-from cachetools import TTLCache
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm, RSAAlgorithm
 from yarl import URL
@@ -99,7 +98,36 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value.strip() and not _CONTROL.search(value) else None
 
 
-_Entry = tuple[Identity, float, float]  # a verified identity and the [start, deadline) window it holds in
+_Entry = tuple[Identity, float, float]  # a verified identity and the [start, until) window it is served in
+
+
+class TokenCache(dict[bytes, _Entry]):
+    """Verified tokens by ``sha256(token)``: a plain dict, at most ``maxsize`` entries, oldest dropped first.
+
+    A hit costs a dict look-up and a comparison with the entry's own window (cachetools' TTLCache cost more than
+    the rest of the cached path: its timer, its links and its expiry walk on every read). The window is the
+    token's own [nbf/iat, exp) with the leeway, cut at ``_CACHE_TTL`` after it was verified.
+    """
+
+    def __init__(self, maxsize: int) -> None:
+        super().__init__()
+        self.maxsize = maxsize
+
+    def served(self, key: bytes, now: float) -> Identity | None:
+        """The identity cached under ``key`` when ``now`` is inside its window; None otherwise."""
+        entry = self.get(key)
+        # SECURITY: an entry outside its window (expired, not yet valid, or due to be verified again) is never served.
+        return entry[0] if entry is not None and entry[1] <= now < entry[2] else None
+
+    def keep(self, key: bytes, entry: _Entry, now: float) -> None:
+        """Cache a verified ``entry`` until its deadline or ``_CACHE_TTL`` from ``now``, whichever comes first."""
+        if self.maxsize <= 0:
+            return
+        self.pop(key, None)  # a renewed entry goes to the end: the oldest first out
+        while len(self) >= self.maxsize:
+            del self[next(iter(self))]
+        identity, start, deadline = entry
+        self[key] = (identity, start, min(deadline, now + _CACHE_TTL))
 
 
 class JWTVerifier:
@@ -128,9 +156,8 @@ class JWTVerifier:
         # SECURITY: with none configured, PyJWT refuses any token that names an audience (RFC 7519 §4.1.3);
         # with some, a token must name one of them, so a token minted for another service is no key here.
         self._audience = sorted(audience) or None
-        self._now = 0.0
-        # SECURITY: keyed by sha256(token), never the token; timed by the injected `now`; each hit re-checked below.
-        self.cache: TTLCache[bytes, _Entry] = TTLCache(cache_size, _CACHE_TTL, timer=lambda: self._now)
+        # SECURITY: keyed by sha256(token), never the token; timed by the injected `now`, each hit in its window.
+        self.cache = TokenCache(cache_size)
         self.hits = self.misses = 0
 
     @classmethod
@@ -149,21 +176,19 @@ class JWTVerifier:
 
     def verify(self, token: str, now: float) -> Identity | Rejection:
         """The identity a token proves at ``now``, or why it proves none."""
-        if len(token) > _MAX_TOKEN or not token.isascii() or not _SHAPE.fullmatch(token):
+        if len(token) > _MAX_TOKEN or not token.isascii():
             return Rejection("jwt", "malformed")
         key = hashlib.sha256(token.encode()).digest()
-        self._now = now
-        entry = self.cache.get(key)
-        if entry is not None and entry[1] <= now < entry[2]:
+        cached = self.cache.served(key, now)
+        if cached is not None:  # a cached token passed the shape check below when it was verified
             self.hits += 1
-            return entry[0]
+            return cached
         self.misses += 1  # a miss, or a cached token outside its window: verify afresh, for the exact reason
-        result = self._verify(token, now)
+        result = self._verify(token, now) if _SHAPE.fullmatch(token) else Rejection("jwt", "malformed")
         if isinstance(result, Rejection):  # not cached: junk would evict good entries; not_yet_valid may pass later
             self.cache.pop(key, None)
             return result
-        if self.cache.maxsize > 0:
-            self.cache[key] = result
+        self.cache.keep(key, result, now)
         return result[0]
 
     def _verify(self, token: str, now: float) -> _Entry | Rejection:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import gc
 import json
+import os
 import time
 import typing
 from datetime import UTC, datetime
@@ -25,9 +26,12 @@ from gateway.observe.audit import (
     CompanyPolicyResult,
     CookieNames,
     IdentityResult,
+    RequestIds,
+    StreamResult,
     UpstreamResult,
     WebhookResult,
-    encode_record,
+    encode_entry,
+    new_request_id,
     timestamp,
 )
 from gateway.observe.auditchain import verify
@@ -55,12 +59,12 @@ DESIGN_FIELDS = {
 def test_reopen_after_rotation_writes_to_a_new_file(tmp_path: Path) -> None:
     path = tmp_path / "logs" / "audit.jsonl"
     log = AuditLog(path)
-    log.write(AuditEntry("before", "127.0.0.1", "GET", "h", "/a").to_record(0))
+    log.write(AuditEntry("before", "127.0.0.1", "GET", "h", "/a"), 0)
     rotated = path.with_suffix(".jsonl.1")
     path.rename(rotated)  # logrotate moves the file; the writer's open file goes with it
-    log.write(AuditEntry("moved", "127.0.0.1", "GET", "h", "/b").to_record(0))
+    log.write(AuditEntry("moved", "127.0.0.1", "GET", "h", "/b"), 0)
     log.reopen()  # what SIGHUP does
-    log.write(AuditEntry("after", "127.0.0.1", "GET", "h", "/c").to_record(0))
+    log.write(AuditEntry("after", "127.0.0.1", "GET", "h", "/c"), 0)
     log.close()
     assert [json.loads(line)["request_id"] for line in rotated.read_text().splitlines()] == ["before", "moved"]
     assert [json.loads(line)["request_id"] for line in path.read_text().splitlines()] == ["after"]
@@ -121,15 +125,17 @@ _entries = st.builds(
     admin_change=st.none()
     | st.builds(AdminChange, _text, _text, _text, st.lists(_text), st.sampled_from(["made", "refused"])),
     webhook=st.none() | st.builds(WebhookResult, st.sampled_from(["accepted", "busy"]), st.none() | _text),
+    stream=st.none() | st.builds(StreamResult, _text, _text, st.booleans(), st.integers(0, 10**6), _text),
 )
 
 
 @given(_entries, st.floats(0, 4e9))
-def test_a_record_encodes_to_the_same_json_as_the_standard_librarys(entry: AuditEntry, ts: float) -> None:
-    """orjson's bytes are json.dumps's (UTF-8, compact) whenever it can write the record, and the same JSON value
-    (what the encoder before it, escaped to ASCII, wrote) always: a lone surrogate costs no record."""
+def test_an_entry_encodes_to_the_same_json_as_the_standard_librarys_record(entry: AuditEntry, ts: float) -> None:
+    """orjson's bytes, written straight from the entry's dataclasses, are json.dumps's of ``to_record`` (UTF-8,
+    compact, the same keys in the same order) whenever it can write them, and the same JSON value (what the
+    encoder before it, escaped to ASCII, wrote) always: a lone surrogate costs no record."""
     record = entry.to_record(ts)
-    encoded = encode_record(record)
+    encoded = encode_entry(entry, ts)
     before = json.dumps(record, separators=(",", ":"))
     assert json.loads(encoded) == json.loads(before)
     try:
@@ -138,6 +144,33 @@ def test_a_record_encodes_to_the_same_json_as_the_standard_librarys(entry: Audit
         assert encoded == before.encode()
     else:
         assert encoded == utf8
+
+
+def test_request_ids_are_128_bits_in_hex_and_never_repeat_across_batches() -> None:
+    ids = RequestIds()
+    drawn = [ids() for _ in range(RequestIds.BATCH * 3 + 1)]
+    assert all(len(request_id) == 32 and int(request_id, 16) >= 0 for request_id in drawn)
+    assert len(set(drawn)) == len(drawn)
+
+
+def test_a_forked_worker_never_hands_out_the_parents_request_ids() -> None:
+    """The batch drawn before a fork stays the parent's: the child draws its own (the workers fork)."""
+    new_request_id()  # a batch drawn in the parent, most of it still unused
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child's coverage is not collected)
+        os.close(reader)
+        os.write(writer, "".join(new_request_id() for _ in range(8)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(child, 0)
+    ours = "".join(new_request_id() for _ in range(8))
+    assert len(theirs) == len(ours) == 8 * 32
+    assert {theirs[at : at + 32] for at in range(0, len(theirs), 32)}.isdisjoint(
+        {ours[at : at + 32] for at in range(0, len(ours), 32)}
+    )
 
 
 @given(st.floats(0, 4e9) | st.integers(0, 4_000_000_000).map(lambda second: second - 5e-7))
@@ -153,8 +186,8 @@ def test_a_record_with_a_lone_surrogate_is_written_and_chained(tmp_path: Path) -
     entry = AuditEntry("lone", "127.0.0.1", "GET", "h", "/a")
     # A token whose claims say "u\\ud800": JSON can spell a lone surrogate, and PyJWT decodes it as one.
     entry.identity = IdentityResult(method="jwt", user_id="u\ud800", result="verified")
-    log.write(entry.to_record(0))
-    log.write(AuditEntry("next", "127.0.0.1", "GET", "h", "/b").to_record(0))
+    log.write(entry, 0)
+    log.write(AuditEntry("next", "127.0.0.1", "GET", "h", "/b"), 0)
     log.close()
     lines = path.read_bytes().splitlines()
     assert lines[0].isascii()
@@ -173,7 +206,7 @@ async def test_records_written_on_a_loop_reach_the_file_together_after_the_linge
     log = AuditLog(path)
     ids = [f"r{number}" for number in range(100)]
     for request_id in ids:
-        log.write(AuditEntry(request_id, "127.0.0.1", "GET", "h", "/a").to_record(0))
+        log.write(AuditEntry(request_id, "127.0.0.1", "GET", "h", "/a"), 0)
     assert path.read_text() == ""  # held in the batch: nothing was handed to the writer yet
     await asyncio.sleep(LINGER)
     deadline = time.monotonic() + 5

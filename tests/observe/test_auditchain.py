@@ -9,6 +9,7 @@ import json
 from itertools import accumulate
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,14 +23,14 @@ KEY = "audit-chain-key-held-by-security-0123456789"
 Files = list[tuple[str, list[bytes]]]
 
 
-def record(request_id: str) -> dict[str, object]:
-    return AuditEntry(request_id, "127.0.0.1", "GET", "h", f"/{request_id}").to_record(0)
+def record(request_id: str) -> AuditEntry:
+    return AuditEntry(request_id, "127.0.0.1", "GET", "h", f"/{request_id}")
 
 
 def written(path: Path, count: int, key: bytes | None = None) -> list[bytes]:
     log = AuditLog(path, key)
     for number in range(count):
-        log.write(record(f"r{number}"))
+        log.write(record(f"r{number}"), 0)
     log.close()
     return path.read_bytes().splitlines(keepends=True)
 
@@ -85,10 +86,10 @@ def test_with_a_key_every_line_carries_the_hmac_of_what_precedes_it(tmp_path: Pa
 def test_a_reopen_carries_the_chain_into_the_new_file_marked(tmp_path: Path) -> None:
     path, rotated = tmp_path / "audit.jsonl", tmp_path / "audit.jsonl.1"
     log = AuditLog(path)
-    log.write(record("before"))
+    log.write(record("before"), 0)
     path.rename(rotated)
     log.reopen()
-    log.write(record("after"))
+    log.write(record("after"), 0)
     log.close()
     old, new = rotated.read_bytes().splitlines(keepends=True), path.read_bytes().splitlines(keepends=True)
     link = json.loads(new[0])["chain"]
@@ -101,6 +102,18 @@ def test_a_reopen_carries_the_chain_into_the_new_file_marked(tmp_path: Path) -> 
 
 def test_chain_link_of_an_empty_object() -> None:
     assert json.loads(Chain(GENESIS).link(b"{}"))["chain"]["seq"] == 1
+
+
+@given(st.binary(max_size=40).map(lambda raw: orjson.dumps({"r": raw.hex()})), st.lists(st.booleans(), max_size=4))
+def test_a_link_is_written_as_orjson_writes_the_chain_object(body: bytes, reopens: list[bool]) -> None:
+    """The link is spelled out, not encoded: it must still be the bytes orjson would write for it."""
+    chain, prev = Chain(GENESIS), GENESIS
+    for seq, reopened in enumerate(reopens, 1):
+        chain.reopened = reopened
+        line = chain.link(body)
+        link = {"id": chain.id, "seq": seq, "prev": prev, **({"reopened": True} if reopened else {})}
+        assert line == body[:-1] + b',"chain":' + orjson.dumps(link) + b"}\n"
+        prev = line_hash(line[:-1])
 
 
 # --- audit verify on a real gateway's log ---------------------------------------------------------------------

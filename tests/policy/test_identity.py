@@ -31,6 +31,7 @@ from gateway.policy.identity import (
     JWKSKeys,
     JWTVerifier,
     Rejection,
+    TokenCache,
     parse_ttl,
     sign_token,
     verify_hmac,
@@ -401,6 +402,41 @@ def test_cache_never_holds_more_than_cache_size() -> None:
         assert isinstance(checker.verify(token(user_id=f"u-{number}"), NOW), Identity)
         assert len(checker.cache) <= 3
     assert checker.cache.maxsize == 3
+
+
+def test_a_full_cache_lets_its_oldest_entry_go_first_and_a_renewed_one_goes_last() -> None:
+    cache = TokenCache(3)
+    ann = Identity("ann", "jwt")
+    for key in (b"a", b"b", b"c"):
+        cache.keep(key, (ann, NOW, NOW + 60), NOW)
+    cache.keep(b"a", (ann, NOW, NOW + 60), NOW + 1)  # verified again: now the newest
+    cache.keep(b"d", (ann, NOW, NOW + 60), NOW + 2)
+    assert list(cache) == [b"c", b"a", b"d"]
+    assert cache.served(b"b", NOW + 2) is None
+
+
+def test_a_cached_identity_is_served_only_inside_its_window_cut_at_the_cache_ttl() -> None:
+    cache = TokenCache(10)
+    ann, bob = Identity("ann", "jwt"), Identity("bob", "jwt")
+    cache.keep(b"ann", (ann, NOW - 10, NOW + 60), NOW)  # expires (with its leeway) before the cache TTL
+    cache.keep(b"bob", (bob, NOW - 10, NOW + 86_400), NOW)  # valid for a day: verified again after five minutes
+    assert [cache.served(b"ann", at) for at in (NOW - 10.001, NOW - 10, NOW + 59.999, NOW + 60)] == [
+        None,
+        ann,
+        ann,
+        None,
+    ]
+    assert [cache.served(b"bob", at) for at in (NOW + 299.999, NOW + 300)] == [bob, None]
+    assert cache.served(b"nobody", NOW) is None
+
+
+def test_a_malformed_token_is_refused_before_and_after_a_good_one_is_cached() -> None:
+    """The shape check runs on a miss only: a cached token passed it; any other spelling still meets it."""
+    checker = verifier()
+    assert isinstance(checker.verify(VALID, NOW), Identity)
+    for bad in (VALID + "=", VALID.replace(".", "..", 1), " " + VALID, VALID + "é"):
+        assert reason(checker.verify(bad, NOW)) == "malformed"
+    assert (checker.hits, len(checker.cache)) == (0, 1)
 
 
 def test_cache_size_zero_turns_caching_off() -> None:
