@@ -8,6 +8,7 @@ import asyncpg
 
 from gateway.store.postgres import PostgresStore
 from gateway.store.postgres.schema import MIGRATIONS
+from gateway.store.postgres.search import FIRST_TIER
 from tests.pgserver import PostgresServer
 from tests.store.test_store import BEFORE_THE_COUNTS, COUNTED
 
@@ -149,3 +150,34 @@ async def test_a_database_from_before_removals_keeps_its_feed_at_its_next_open(p
         await connection.close()
     assert [(c.id, c.kind, c.ticket_id, c.contact_id, c.scope) for c in batch.changes] == [(*row, None) for row in kept]
     assert [(c.id, c.kind, c.ticket_id, c.scope) for c in newer.changes] == [(batch.latest + 1, "removed", "2", 1)]
+
+
+FIRST_TIER_MIGRATION = next(number for number, script in enumerate(MIGRATIONS, 1) if "tickets_scoped_first" in script)
+"""The PostgreSQL migration that indexed the first tier behind the scope keys; found by its text (numbers move)."""
+
+
+async def test_a_database_from_before_the_first_tier_index_has_it_built_at_its_next_open(
+    postgres: PostgresServer,
+) -> None:
+    dsn = postgres.database()
+    connection = await asyncpg.connect(dsn)
+    try:
+        await opened_on_old_tickets(connection, dsn, FIRST_TIER_MIGRATION)
+        await connection.execute("UPDATE tickets SET description = 'zebra' WHERE ticket_id = '1'")
+        await connection.execute("SET enable_seqscan = off")
+        through_index = f"SELECT t.ticket_id FROM tickets t WHERE {FIRST_TIER} @@ $1::tsquery"  # noqa: S608
+        plan = "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN {through_index}", "'1/a'"))
+        assert "tickets_scoped_first" in plan
+        found = {query: sorted(row[0] for row in await connection.fetch(through_index, query)) for query in QUERIES}
+    finally:
+        await connection.close()
+    assert found == {
+        "'1/a'": ["1"],  # its title
+        "'1/2'": ["2"],  # its ticket id
+        "'1/zebra'": [],  # a description is no first-tier match
+        "'-2/4' | '-2/d'": ["4"],  # a company-less ticket behind minus its creator
+        "'1/e' | '1/f'": [],  # Tracker and unshared Back-office tickets: nothing
+    }
+
+
+QUERIES = ("'1/a'", "'1/2'", "'1/zebra'", "'-2/4' | '-2/d'", "'1/e' | '1/f'")
