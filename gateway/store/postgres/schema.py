@@ -334,8 +334,18 @@ MIGRATIONS: tuple[str, ...] = (
     # own, each lexeme behind the ticket's scope key as in tickets.scoped: a search whose page the first tier fills
     # finds and ranks those hits alone (search.py's FIRST_TIER is the same expression). An index over an expression, so
     # no table rewrite; empty for a ticket no visitor may see. SECURITY: only ever a narrowing, as migration 8's.
+    # PL/pgSQL, whose plan lasts the session: a SQL function's (as portal_scoped) is made again by every statement
+    # that writes a ticket.
     """
-    CREATE INDEX tickets_scoped_first ON tickets USING gin (portal_scoped(ts_filter(search, '{a,b}'),
+    CREATE FUNCTION portal_first_scoped(search tsvector, scope bigint, shown boolean) RETURNS tsvector
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NOT shown THEN
+            RETURN ''::tsvector;
+        END IF;
+        RETURN array_to_tsvector(array(SELECT scope || '/' || lexeme FROM unnest(ts_filter(search, '{a,b}'))));
+    END $$;
+    CREATE INDEX tickets_scoped_first ON tickets USING gin (portal_first_scoped(search,
         coalesce(company_id, -creator_id), category = 'Customer' OR (category = 'Back-office' AND is_shared = 1)));
     ANALYZE tickets;
     """,

@@ -14,7 +14,7 @@ from gateway.store.visibility import SCOPE, SHOWN
 
 HEADLINE_OPTIONS = f"HighlightAll=true, StartSel={MARK_START}, StopSel={MARK_END}"
 """ts_headline marks every match of the whole text; ``excerpt()`` then cuts the snippet, as for SQLite."""
-FIRST_TIER = f"portal_scoped(ts_filter(t.search, '{{a,b}}'), {SCOPE}, {SHOWN})"
+FIRST_TIER = f"portal_first_scoped(t.search, {SCOPE}, {SHOWN})"
 """A ticket ``t``'s title and ticket id lexemes (the first tier of relevance) behind its scope key, none where no
 visitor may see it: the expression schema migration 10 indexes (tickets_scoped_first), so the planner reads it."""
 
