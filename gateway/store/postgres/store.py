@@ -86,6 +86,9 @@ _SNIPPET_COLUMN = (
     f"CASE WHEN t.search @@ q.title THEN {_TITLE} WHEN t.search @@ q.ticket_id THEN {_TICKET_ID}"
     f" WHEN t.search @@ q.description THEN {_DESCRIPTION} ELSE {_REPLIES} END"
 )
+# The deepest page end (in rows) a search best first looks for in its head (see _hits): a head that falls short of
+# its page has ranked every first-tier hit for nothing, which this bounds; a page past it ranks all hits at once.
+_HEAD_ROWS = 500
 # The query's tsqueries, computed once per statement.
 _QUERIES = (
     "q AS (SELECT to_tsquery('portal_search', ?) AS query, to_tsquery('portal_search', ?) AS title_or_id,"
@@ -121,7 +124,8 @@ def _hits(where: str, params: list[Any], query: TicketQuery, exact: str) -> tupl
         return f"{hits}, {total}", params, "hits"
     hits = f"hits AS MATERIALIZED (SELECT t.id, t.ticket_id = ? AS exact, {_TIER} AS tier, {_RANK} AS score"
     hits += f" FROM tickets t, q WHERE {found}"
-    if not query.descending:
+    end = query.page * query.page_size
+    if not query.descending or end > _HEAD_ROWS:
         return f"{hits}), {total}", [exact, *params], "hits"
     # Best first, the exact id and the first tier (a title or ticket id match) most often fill the page: the head
     # finds them alone, in tickets_scoped_first (schema migration 10), and ranks only those. Only when they do not
@@ -130,7 +134,6 @@ def _hits(where: str, params: list[Any], query: TicketQuery, exact: str) -> tupl
     # scoped match implies the search match (tickets.scoped holds tickets.search's lexemes without positions, and a
     # phrase, all ts_match makes beside lexemes and &, never matches without them). SECURITY: visible_clause() is
     # still tested on every ticket counted.
-    end = query.page * query.page_size
     head = (
         f"head AS MATERIALIZED ((SELECT t.id, true AS exact, {_TIER} AS tier, {_RANK} AS score FROM tickets t, q"  # noqa: S608
         f" WHERE t.ticket_id = ? AND {found}) UNION ALL (SELECT t.id, false, 0, {_RANK} FROM tickets t, q"

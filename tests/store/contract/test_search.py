@@ -194,7 +194,8 @@ async def test_the_order_holds_across_tiers_and_pages(store: Store, people: Peop
         assert page.total == len(expected)
         seen += [item.ticket_id for item in page.items]
     assert seen == expected
-    assert (await search(store, people.ann, bird, page=5, page_size=2)).total == len(expected)
+    for page_number, size in ((5, 2), (9, 100)):  # past the end, near and far
+        assert (await search(store, people.ann, bird, page=page_number, page_size=size)).total == len(expected)
     assert await found(store, people.ann, bird, page_size=5) == expected[:5]  # the first tier exactly fills it
     for size in (1, 25):  # the exact id first, alone on its page or not
         assert await found(store, people.ann, "4007", page_size=size) == ["4007", "4009"][:size]
