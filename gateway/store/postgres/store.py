@@ -91,13 +91,16 @@ _SNIPPET_COLUMN = (
 _HEAD_ROWS = 500
 # The query's tsqueries, computed once per statement.
 _QUERIES = (
-    "q AS (SELECT to_tsquery('portal_search', ?) AS query, to_tsquery('portal_search', ?) AS title_or_id,"
+    # plain: the query holds no phrase (the parser splits a term like 'ab²c' into one), so a match in tickets.scoped,
+    # which has no positions, is exactly a match in tickets.search for a ticket visible_clause() lets through.
+    "q AS (SELECT *, strpos(query::text, '<') = 0 AS plain FROM (SELECT to_tsquery('portal_search', ?) AS query,"
+    " to_tsquery('portal_search', ?) AS title_or_id,"
     " to_tsquery('portal_search', ?) AS title, to_tsquery('portal_search', ?) AS ticket_id,"
     " to_tsquery('portal_search', ?) AS description,"
     # The visitor's match in tickets.scoped (schema migration 8): their own keys' posting lists only.
     " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS scoped,"
     # Any of the words in the first tier's lexemes (FIRST_TIER), behind the same keys.
-    " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS first)"
+    " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS first) AS parsed)"
 )
 
 
@@ -132,12 +135,14 @@ def _hits(where: str, params: list[Any], query: TicketQuery, exact: str) -> tupl
     # fill the page are all the hits given a tier and a rank (a one-time filter: else that scan never runs); the
     # total is then their count, else a count of the scoped matches that never reads a ticket's tsvectors: a
     # scoped match implies the search match (tickets.scoped holds tickets.search's lexemes without positions, and a
-    # phrase, all ts_match makes beside lexemes and &, never matches without them). SECURITY: visible_clause() is
-    # still tested on every ticket counted.
+    # phrase, all ts_match makes beside lexemes and &, never matches without them). The head's first tier is
+    # exactly the hits' for a plain query (q.plain), and empty for any other, which the full pass then serves.
+    # SECURITY: visible_clause() is still tested on every ticket counted or shown.
     head = (
         f"head AS MATERIALIZED ((SELECT t.id, true AS exact, {_TIER} AS tier, {_RANK} AS score FROM tickets t, q"  # noqa: S608
         f" WHERE t.ticket_id = ? AND {found}) UNION ALL (SELECT t.id, false, 0, {_RANK} FROM tickets t, q"
-        f" WHERE {FIRST_TIER} @@ q.first AND (t.ticket_id <> ? AND t.search @@ q.query AND t.search @@ q.title_or_id"
+        f" WHERE q.plain AND {FIRST_TIER} @@ q.first AND (t.ticket_id <> ?"
+        " AND t.search @@ q.query AND t.search @@ q.title_or_id"
         f" AND {where}) IS TRUE ORDER BY 4 DESC, 1 DESC LIMIT ?)), enough AS (SELECT count(*) >= ? AS head FROM head)"
     )
     total = (
