@@ -343,7 +343,26 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE changes ADD COLUMN scope bigint, DROP CONSTRAINT changes_kind_check,
         ADD CONSTRAINT changes_kind_check CHECK (kind IN ('created', 'updated', 'state', 'reply', 'removed', 'access'));
     """,
-    # 11 (10 is search-pg's): the change feed recorded once per statement, not per row, with migration 6's kinds,
+    # 10: the first tier of relevance (a match in the title or the ticket id: weights A and B) as posting lists of its
+    # own, each lexeme behind the ticket's scope key as in tickets.scoped: a search whose page the first tier fills
+    # finds and ranks those hits alone (search.py's FIRST_TIER is the same expression). An index over an expression, so
+    # no table rewrite; empty for a ticket no visitor may see. SECURITY: only ever a narrowing, as migration 8's.
+    # PL/pgSQL, whose plan lasts the session: a SQL function's (as portal_scoped) is made again by every statement
+    # that writes a ticket.
+    """
+    CREATE FUNCTION portal_first_scoped(search tsvector, scope bigint, shown boolean) RETURNS tsvector
+    IMMUTABLE STRICT PARALLEL SAFE LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NOT shown THEN
+            RETURN ''::tsvector;
+        END IF;
+        RETURN array_to_tsvector(array(SELECT scope || '/' || lexeme FROM unnest(ts_filter(search, '{a,b}'))));
+    END $$;
+    CREATE INDEX tickets_scoped_first ON tickets USING gin (portal_first_scoped(search,
+        coalesce(company_id, -creator_id), category = 'Customer' OR (category = 'Back-office' AND is_shared = 1)));
+    ANALYZE tickets;
+    """,
+    # 11: the change feed recorded once per statement, not per row, with migration 6's kinds,
     # order and SECURITY rules. Per row, each change updated change_feed's one row: a statement writing n rows
     # (store copy's COPY batches) left n versions of it, which every later update in that transaction scans, so
     # a batch cost the square of its size. Now each statement's transition tables become its changes in one

@@ -10,9 +10,13 @@ parentheses) is read as tsquery syntax.
 from __future__ import annotations
 
 from gateway.store.search import MARK_END, MARK_START, MIN_PREFIX_CHARS, search_terms
+from gateway.store.visibility import SCOPE, SHOWN
 
 HEADLINE_OPTIONS = f"HighlightAll=true, StartSel={MARK_START}, StopSel={MARK_END}"
 """ts_headline marks every match of the whole text; ``excerpt()`` then cuts the snippet, as for SQLite."""
+FIRST_TIER = f"portal_first_scoped(t.search, {SCOPE}, {SHOWN})"
+"""A ticket ``t``'s title and ticket id lexemes (the first tier of relevance) behind its scope key, none where no
+visitor may see it: the expression schema migration 10 indexes (tickets_scoped_first), so the planner reads it."""
 
 
 def _term(term: str, weights: str = "") -> str:

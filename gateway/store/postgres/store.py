@@ -44,7 +44,7 @@ from gateway.store.postgres import lines as imports
 from gateway.store.postgres import mirror, support
 from gateway.store.postgres.db import AWAY, LOST, Sql, create_pool, reachable
 from gateway.store.postgres.schema import CHANGES_CHANNEL, FEED_CHANNEL, MIGRATION_WAIT, migrate
-from gateway.store.postgres.search import HEADLINE_OPTIONS, ts_any, ts_match
+from gateway.store.postgres.search import FIRST_TIER, HEADLINE_OPTIONS, ts_any, ts_match
 from gateway.store.postgres.writes import add_participant
 from gateway.store.protocol import RemoteKind
 from gateway.store.rows import (
@@ -89,13 +89,21 @@ _SNIPPET_COLUMN = (
     f"CASE WHEN t.search @@ q.title THEN {_TITLE} WHEN t.search @@ q.ticket_id THEN {_TICKET_ID}"
     f" WHEN t.search @@ q.description THEN {_DESCRIPTION} ELSE {_REPLIES} END"
 )
+# The deepest page end (in rows) a search best first looks for in its head (see _hits): a head that falls short of
+# its page has ranked every first-tier hit for nothing, which this bounds; a page past it ranks all hits at once.
+_HEAD_ROWS = 500
 # The query's tsqueries, computed once per statement.
 _QUERIES = (
-    "q AS (SELECT to_tsquery('portal_search', ?) AS query, to_tsquery('portal_search', ?) AS title_or_id,"
+    # plain: the query holds no phrase (the parser splits a term like 'ab²c' into one), so a match in tickets.scoped,
+    # which has no positions, is exactly a match in tickets.search for a ticket visible_clause() lets through.
+    "q AS (SELECT *, strpos(query::text, '<') = 0 AS plain FROM (SELECT to_tsquery('portal_search', ?) AS query,"
+    " to_tsquery('portal_search', ?) AS title_or_id,"
     " to_tsquery('portal_search', ?) AS title, to_tsquery('portal_search', ?) AS ticket_id,"
     " to_tsquery('portal_search', ?) AS description,"
     # The visitor's match in tickets.scoped (schema migration 8): their own keys' posting lists only.
-    " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS scoped)"
+    " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS scoped,"
+    # Any of the words in the first tier's lexemes (FIRST_TIER), behind the same keys.
+    " portal_scoped_query(to_tsquery('portal_search', ?), ?::bigint[]) AS first) AS parsed)"
 )
 
 
@@ -103,6 +111,52 @@ def _relevance(descending: bool) -> str:
     """ORDER BY for relevance: the exact ticket id first, then by tier, then by weighted rank (higher is better)."""
     best, worst = ("DESC", "ASC") if descending else ("ASC", "DESC")
     return f"hits.exact {best}, hits.tier {worst}, hits.score {best}, hits.id {best}"
+
+
+def _hits(where: str, params: list[Any], query: TicketQuery, exact: str) -> tuple[str, list[Any], str]:
+    """The CTEs ``hits`` (the matches the page is cut from: id, exact, tier, score) and ``total`` (their number) over
+    ``where``, their parameters, and the page's source.
+
+    Found in tickets.scoped's index alone: IS TRUE keeps the planner off the other indexes (a bitmap of the whole
+    scope, or of every company's matches, only to AND it with the visitor's).
+    """
+    found = f"t.scoped @@ q.scoped AND (t.search @@ q.query AND {where}) IS TRUE"
+    total = "total AS (SELECT count(*) AS n FROM hits)"
+    if query.order != "relevance":
+        hits = (
+            "hits AS MATERIALIZED (SELECT t.id, false AS exact, 0 AS tier, 0 AS score"  # noqa: S608 (placeholders only)
+            f" FROM tickets t, q WHERE {found})"
+        )
+        return f"{hits}, {total}", params, "hits"
+    hits = f"hits AS MATERIALIZED (SELECT t.id, t.ticket_id = ? AS exact, {_TIER} AS tier, {_RANK} AS score"
+    hits += f" FROM tickets t, q WHERE {found}"
+    end = query.page * query.page_size
+    if not query.descending or end > _HEAD_ROWS:
+        return f"{hits}), {total}", [exact, *params], "hits"
+    # Best first, the exact id and the first tier (a title or ticket id match) most often fill the page: the head
+    # finds them alone, in tickets_scoped_first (schema migration 10), and ranks only those. Only when they do not
+    # fill the page are all the hits given a tier and a rank (a one-time filter: else that scan never runs); the
+    # total is then their count, else a count of the scoped matches that never reads a ticket's tsvectors: a
+    # scoped match implies the search match (tickets.scoped holds tickets.search's lexemes without positions, and a
+    # phrase, all ts_match makes beside lexemes and &, never matches without them). The head's first tier is
+    # exactly the hits' for a plain query (q.plain), and empty for any other, which the full pass then serves.
+    # SECURITY: visible_clause() is still tested on every ticket counted or shown.
+    head = (
+        f"head AS MATERIALIZED ((SELECT t.id, true AS exact, {_TIER} AS tier, {_RANK} AS score FROM tickets t, q"  # noqa: S608
+        f" WHERE t.ticket_id = ? AND {found}) UNION ALL (SELECT t.id, false, 0, {_RANK} FROM tickets t, q"
+        f" WHERE q.plain AND {FIRST_TIER} @@ q.first AND (t.ticket_id <> ?"
+        " AND t.search @@ q.query AND t.search @@ q.title_or_id"
+        f" AND {where}) IS TRUE ORDER BY 4 DESC, 1 DESC LIMIT ?)), enough AS (SELECT count(*) >= ? AS head FROM head)"
+    )
+    total = (
+        "total AS (SELECT CASE WHEN (SELECT head FROM enough) THEN (SELECT count(*) FROM tickets t, q"  # noqa: S608
+        f" WHERE t.scoped @@ q.scoped AND ({where}) IS TRUE) ELSE (SELECT count(*) FROM hits) END AS n)"
+    )
+    return (
+        f"{head}, {hits} AND NOT (SELECT head FROM enough)), {total}",  # noqa: S608
+        [exact, *params, exact, *params, end, end, exact, *params, *params],
+        "(SELECT * FROM head WHERE (SELECT head FROM enough) UNION ALL SELECT * FROM hits) AS hits",
+    )
 
 
 class PostgresStore(Delegating):
@@ -366,45 +420,39 @@ class PostgresStore(Delegating):
         """
         relevance = query.order == "relevance"
         exact = (query.q or "").strip().lstrip("#")
+        offset = (query.page - 1) * query.page_size
+        queries = [
+            *(match, ts_any(query.q, "AB"), ts_any(query.q, "A"), ts_any(query.q, "B"), ts_any(query.q, "C")),
+            *(match, keys, ts_any(query.q, ""), keys),
+        ]
+        hits, hits_params, source = _hits(where, params, query, exact)
+        ctes = f"{_QUERIES}, {hits}"
+        arguments = [*queries, *hits_params]
         if relevance:  # cut the page from the hits alone, then read only the page's tickets
             order = _relevance(query.descending)
-            source = f"(SELECT * FROM hits ORDER BY {order} LIMIT ? OFFSET ?) AS hits"  # noqa: S608
+            source = f"(SELECT * FROM {source} ORDER BY {order} LIMIT ? OFFSET ?) AS hits"  # noqa: S608
             limit = ""
         else:
             direction = "DESC" if query.descending else "ASC"
             order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
-            source = "hits"
             limit = " LIMIT ? OFFSET ?"
-        queries = [
-            *(match, ts_any(query.q, "AB"), ts_any(query.q, "A"), ts_any(query.q, "B"), ts_any(query.q, "C")),
-            *(match, keys),
-        ]
-        hits = (
-            f"WITH {_QUERIES}, hits AS MATERIALIZED ("  # noqa: S608 (placeholders only)
-            f" SELECT t.id, t.ticket_id = ? AS exact, {_TIER if relevance else 0} AS tier,"
-            f" {_RANK if relevance else 0} AS score FROM tickets t, q"
-            # Found through tickets.scoped's index alone: IS TRUE keeps the planner off the other indexes (a
-            # bitmap of the whole scope, or of every company's matches, only to AND it with the visitor's).
-            f" WHERE t.scoped @@ q.scoped AND (t.search @@ q.query AND {where}) IS TRUE)"
-        )
         snippet_text = (
             f"CASE cut.snippet_column WHEN {_TITLE} THEN t.title WHEN {_TICKET_ID} THEN t.ticket_id"
             f" WHEN {_DESCRIPTION} THEN t.description END"
         )
         # The snippet's column is found for the page's rows only (each test reads the ticket's tsvector).
         page = (
-            f"{hits} SELECT {SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits),"  # noqa: S608
+            f"WITH {ctes} SELECT {SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT n FROM total),"  # noqa: S608
             " cut.snippet_column,"
             f" ts_headline('portal_search', portal_clean({snippet_text}), q.query, ?)"
             f" FROM {source} JOIN tickets t ON t.id = hits.id CROSS JOIN q"
             f" CROSS JOIN LATERAL (SELECT {_SNIPPET_COLUMN} AS snippet_column) AS cut"
             f" {SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
         )
-        offset = (query.page - 1) * query.page_size
-        rows = await sql.fetch(page, *queries, exact, *params, HEADLINE_OPTIONS, query.page_size, offset)
+        rows = await sql.fetch(page, *arguments, HEADLINE_OPTIONS, query.page_size, offset)
         total = int(rows[0][11]) if rows else 0
         if not rows and offset:  # past the last page: the total still counts
-            total = int(await sql.value(f"{hits} SELECT count(*) FROM hits", *queries, exact, *params))  # noqa: S608
+            total = int(await sql.value(f"WITH {ctes} SELECT n FROM total", *arguments))  # noqa: S608
         replies = await self._replies(sql, match, [row[10] for row in rows if row[12] == _REPLIES])
         items = []
         for row in rows:

@@ -17,6 +17,7 @@ from tests.store.contract.corpus import (
     WORD,
     People,
     found,
+    part,
     people_of,
     search,
     ticket,
@@ -171,3 +172,40 @@ async def test_a_visitors_words_never_match_a_scope_key(store: Store, people: Pe
     for word in (f"k{acme}", f"kn{people.ann.contact_id}", "k"):
         assert await found(store, people.ann, word) == []
         assert (await store.find_tickets(None, word, 1, 25)).total == 0
+
+
+async def test_the_order_holds_across_tiers_and_pages(store: Store, people: People) -> None:
+    # Five title matches ranked by how often the word comes, no description match (an empty tier), two matches
+    # only in a reply, and an exact ticket id ahead of a better-ranked title: the order of one long page must
+    # be the order of every short page, whichever way the store finds a page's rows.
+    bird = "osprey"
+    titled = [ticket(f"400{n}", " ".join([bird] * n) + " nest") for n in range(1, 6)]
+    replied = [
+        ticket("4006", "Quiet nest", parts=[part(f"{bird} {bird} again")]),
+        ticket("4007", "Another nest", parts=[part(f"an {bird}")]),
+        ticket("4009", "Ref 40070 and 40070"),
+    ]
+    assert (await import_lines(store, [*titled, *replied], strict=True)).errors == []
+    expected = ["4005", "4004", "4003", "4002", "4001", "4006", "4007"]
+    assert await found(store, people.ann, bird) == expected
+    seen: list[str] = []
+    for page_number in (1, 2, 3, 4):
+        page = await search(store, people.ann, bird, page=page_number, page_size=2)
+        assert page.total == len(expected)
+        seen += [item.ticket_id for item in page.items]
+    assert seen == expected
+    for page_number, size in ((5, 2), (9, 100)):  # past the end, near and far
+        assert (await search(store, people.ann, bird, page=page_number, page_size=size)).total == len(expected)
+    assert await found(store, people.ann, bird, page_size=5) == expected[:5]  # the first tier exactly fills it
+    for size in (1, 25):  # the exact id first, alone on its page or not
+        assert await found(store, people.ann, "4007", page_size=size) == ["4007", "4009"][:size]
+    assert await found(store, people.ann, bird, descending=False) == expected[::-1]
+
+
+async def test_a_term_the_parser_splits_is_counted_as_it_is_listed(store: Store, people: People) -> None:
+    # PostgreSQL's parser splits 'ab²c' into the phrase 'ab' <-> 'c', which its scope-keyed index (no positions)
+    # cannot match: whatever a backend finds for it, its total counts exactly the rows it lists.
+    assert (await import_lines(store, [ticket("5001", "Heron ab²c nest")], strict=True)).errors == []
+    for size in (1, 25):
+        page = await search(store, people.ann, "heron ab²c", page_size=size)
+        assert page.total == len(page.items) == len(await found(store, people.ann, "heron ab²c"))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import asyncpg
 
 from gateway.store.postgres import PostgresStore
 from gateway.store.postgres.schema import MIGRATIONS
+from gateway.store.postgres.search import FIRST_TIER
 from tests.pgserver import PostgresServer
 from tests.store.test_store import BEFORE_THE_COUNTS, COUNTED
 
@@ -23,26 +26,29 @@ async def migrated_before(connection: asyncpg.Connection, version: int) -> None:
         await connection.execute("INSERT INTO schema_migrations (version) VALUES ($1)", number)
 
 
-async def opened_on_old_tickets(connection: asyncpg.Connection, dsn: str, version: int) -> None:
-    """The test's tickets written by a gateway from before migration ``version``, then opened by this one."""
-    await migrated_before(connection, version)
-    await connection.execute(BEFORE_THE_COUNTS)
-    store = await PostgresStore.open(dsn)
-    await store.close()
+@asynccontextmanager
+async def opened_on_old_tickets(postgres: PostgresServer, version: int) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a new database holding the test's tickets written by a gateway from before migration
+    ``version``, then opened by this one."""
+    dsn = postgres.database()
+    connection = await asyncpg.connect(dsn)
+    try:
+        await migrated_before(connection, version)
+        await connection.execute(BEFORE_THE_COUNTS)
+        store = await PostgresStore.open(dsn)
+        await store.close()
+        yield connection
+    finally:
+        await connection.close()
 
 
 async def test_a_database_from_before_the_scope_counts_has_them_filled_at_its_next_open(
     postgres: PostgresServer,
 ) -> None:
-    dsn = postgres.database()
-    connection = await asyncpg.connect(dsn)
-    try:
-        await opened_on_old_tickets(connection, dsn, COUNTS_MIGRATION)
+    async with opened_on_old_tickets(postgres, COUNTS_MIGRATION) as connection:
         counts = await connection.fetch(
             "SELECT scope, creator_id, type_id, tickets FROM ticket_scope_counts ORDER BY 1"
         )
-    finally:
-        await connection.close()
     assert [tuple(row) for row in counts] == COUNTED
 
 
@@ -67,13 +73,8 @@ async def _scoped(connection: asyncpg.Connection) -> list[tuple[str, list[str]]]
 async def test_a_database_from_before_the_scoped_search_has_it_filled_at_its_next_open(
     postgres: PostgresServer,
 ) -> None:
-    dsn = postgres.database()
-    connection = await asyncpg.connect(dsn)
-    try:
-        await opened_on_old_tickets(connection, dsn, SCOPED_MIGRATION)
+    async with opened_on_old_tickets(postgres, SCOPED_MIGRATION) as connection:
         assert await _scoped(connection) == SCOPED
-    finally:
-        await connection.close()
 
 
 async def test_every_write_keeps_each_tickets_lexemes_behind_its_scope_key(postgres: PostgresServer) -> None:
@@ -149,3 +150,32 @@ async def test_a_database_from_before_removals_keeps_its_feed_at_its_next_open(p
         await connection.close()
     assert [(c.id, c.kind, c.ticket_id, c.contact_id, c.scope) for c in batch.changes] == [(*row, None) for row in kept]
     assert [(c.id, c.kind, c.ticket_id, c.scope) for c in newer.changes] == [(batch.latest + 1, "removed", "2", 1)]
+
+
+FIRST_TIER_MIGRATION = next(number for number, script in enumerate(MIGRATIONS, 1) if "tickets_scoped_first" in script)
+"""The PostgreSQL migration that indexed the first tier behind the scope keys; found by its text (numbers move)."""
+
+
+# Lexemes behind scope keys, and the first-tier tickets each finds.
+FIRST_TIER_FOUND = {
+    "'1/a'": ["1"],  # its title
+    "'1/2'": ["2"],  # its ticket id
+    "'1/zebra'": [],  # a description is no first-tier match
+    "'-2/4' | '-2/d'": ["4"],  # a company-less ticket behind minus its creator
+    "'1/e' | '1/f'": [],  # Tracker and unshared Back-office tickets: nothing
+}
+
+
+async def test_a_database_from_before_the_first_tier_index_has_it_built_at_its_next_open(
+    postgres: PostgresServer,
+) -> None:
+    async with opened_on_old_tickets(postgres, FIRST_TIER_MIGRATION) as connection:
+        await connection.execute("UPDATE tickets SET description = 'zebra' WHERE ticket_id = '1'")
+        await connection.execute("SET enable_seqscan = off")
+        through_index = f"SELECT t.ticket_id FROM tickets t WHERE {FIRST_TIER} @@ $1::tsquery"  # noqa: S608
+        plan = "\n".join(row[0] for row in await connection.fetch(f"EXPLAIN {through_index}", "'1/a'"))
+        assert "tickets_scoped_first" in plan
+        found = {
+            query: sorted(row[0] for row in await connection.fetch(through_index, query)) for query in FIRST_TIER_FOUND
+        }
+    assert found == FIRST_TIER_FOUND
