@@ -43,10 +43,10 @@ ENV_PREFIX = "PORTAL_GATEWAY__"
 ADMIN_TOKEN_MIN = 16
 BUNDLED_CONFIG = "gateway.yaml"
 
-_ATTRIBUTE = re.compile(r"^(person|company)\.[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_ATTRIBUTE = re.compile(r"(person|company)\.[A-Za-z0-9_][A-Za-z0-9_.-]*")
 # RFC 9110 token characters without "_" (which some upstreams read as "-": requests.underscore_headers).
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^`|~0-9a-z-]+")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$")
+_HOSTNAME = re.compile(r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
 def _resolve_secret(value: Any, info: ValidationInfo) -> Any:
@@ -377,7 +377,7 @@ class Condition(_Model):
     @field_validator("attribute")
     @classmethod
     def _qualified(cls, value: str) -> str:
-        if not _ATTRIBUTE.match(value):
+        if not _ATTRIBUTE.fullmatch(value):
             raise ValueError(f"must be person.<field> or company.<field>, got {value!r}")
         return value
 
@@ -455,7 +455,7 @@ Section = Literal["tickets_portal", "articles"]
 SECTIONS: tuple[Section, ...] = ("tickets_portal", "articles")
 
 
-_HEX_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+_HEX_COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 MIN_CONTRAST = 4.5  # WCAG 2 AA for body-size text
 IMAGE_TYPES = {
     ".svg": "image/svg+xml",
@@ -521,8 +521,8 @@ class BrandConfig(_Model):
     @field_validator("primary_color")
     @classmethod
     def _readable(cls, value: str) -> str:
-        if not _HEX_COLOUR.match(value):
-            raise ValueError(f"{value}: must be a colour written #rrggbb")
+        if not _HEX_COLOUR.fullmatch(value):
+            raise ValueError(f"{value!r}: must be a colour written #rrggbb")
         ratio = contrast_with_white(value)
         if ratio < MIN_CONTRAST:
             # Floored, not rounded: 4.46 must not read as the 4.5 it fails.
@@ -687,7 +687,7 @@ class GatewayConfig(_Model):
     @field_validator("domain")
     @classmethod
     def _hostname(cls, value: str) -> str:
-        if not _HOSTNAME.match(value):
+        if not _HOSTNAME.fullmatch(value):
             raise ValueError(f"must be a lower-case host name without scheme or port, got {value!r}")
         return value
 

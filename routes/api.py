@@ -25,7 +25,7 @@ _TICKET_ID = re.compile(TICKET_ID_PATTERN)
 def _ticket_id(request: web.Request) -> str:
     """The path's ticket id; one no ticket can have is a 404 without asking the store."""
     ticket_id = request.match_info["ticket_id"]
-    if not _TICKET_ID.match(ticket_id):
+    if not _TICKET_ID.fullmatch(ticket_id):
         raise web.HTTPNotFound()
     return ticket_id
 

@@ -39,7 +39,7 @@ from routes.portal import initials
 from routes.timefmt import exact, iso, relative
 
 HUB = web.AppKey("change_hub", ChangeHub)
-_EVENT_ID = re.compile(r"^[0-9]{1,18}$")
+_EVENT_ID = re.compile(r"[0-9]{1,18}")
 RETRY_MS = 3000  # how long an EventSource waits before it reconnects (a stop, a network blip)
 Ended = Literal["client_gone", "slow", "expired", "revoked", "shutdown", "error"]
 
@@ -417,7 +417,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     """The visitor's event stream; ``scope=mine`` for the "Created by me" list, ``Last-Event-ID`` to resume."""
     visitor = request[VISITOR]
     last = request.headers.get("Last-Event-ID")
-    if last is not None and not _EVENT_ID.match(last):
+    if last is not None and not _EVENT_ID.fullmatch(last):
         raise BadRequest("Last-Event-ID must be the id of an event this stream sent.")
     if request.version < HttpVersion11:  # the fan-out writes each event as a chunk of a chunked body
         raise BadRequest("The event stream needs HTTP/1.1.")

@@ -33,7 +33,7 @@ async def probe(request: web.Request) -> web.Response:
         raise web.HTTPNotFound()
     if request.method != "GET":
         raise web.HTTPMethodNotAllowed(request.method, ["GET"])
-    if not NONCE.match(nonce):
+    if not NONCE.fullmatch(nonce):
         raise BadRequest("nonce: 32 lower-case hex digits, fresh for each probe")
     cookies = request.headers.getall("Cookie", ())
     result = answer(cookies, nonce, request.app[HELP_CENTER], workspace_id=request.app[CONFIG].workspace_id)

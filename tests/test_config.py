@@ -241,6 +241,7 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
         pytest.param({"domain": "https://help.example.com"}, "domain", "without scheme or port", id="domain-scheme"),
         pytest.param({"domain": "help.example.com:443"}, "domain", "without scheme or port", id="domain-port"),
         pytest.param({"domain": "Help.Example.com"}, "domain", "lower-case", id="domain-upper-case"),
+        pytest.param({"domain": "help.example.com\n"}, "domain", "lower-case host name", id="domain-then-newline"),
         pytest.param(
             {"identity": {"jwt": {"secrets": []}}},
             "identity.jwt.secrets",
@@ -297,6 +298,12 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
             id="rule-attribute",
         ),
         pytest.param(
+            {"portal": {"access": {"rules": [{"attribute": "person.email\n", "op": "equals", "value": "x"}]}}},
+            "portal.access.rules[0].attribute",
+            "person.<field> or company.<field>",
+            id="rule-attribute-then-newline",
+        ),
+        pytest.param(
             {"portal": {"access": {"rules": [{"match": "any", "rules": [{"attribute": "company.x", "op": "nope"}]}]}}},
             "portal.access.rules[0].rules[0].op",
             "'equals'",
@@ -330,7 +337,7 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
         pytest.param(
             {"help_center": {"brand": {"primary_color": "blue"}}},
             "help_center.brand.primary_color",
-            "blue: must be a colour written #rrggbb",
+            "'blue': must be a colour written #rrggbb",
             id="brand-colour-name",
         ),
         pytest.param(
@@ -350,6 +357,12 @@ def test_the_bundled_gateway_yaml_leaves_demo_mode_off() -> None:
             "help_center.brand.favicon",
             "gateway.yaml: must be one of .ico, .jpeg, .jpg, .png, .svg, .webp",
             id="brand-favicon-not-an-image",
+        ),
+        pytest.param(
+            {"help_center": {"brand": {"primary_color": "#1f2937\n"}}},
+            "help_center.brand.primary_color",
+            "must be a colour written #rrggbb",
+            id="brand-colour-then-newline",
         ),
         pytest.param({"portal": {"page_size": 0}}, "portal.page_size", "greater than or equal to 1", id="page-size-0"),
         pytest.param({"store": {"migration_wait": 0}}, "store.migration_wait", "greater than 0", id="migration-wait-0"),

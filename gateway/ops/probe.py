@@ -43,7 +43,7 @@ SIGNATURE_HEADER = "X-Probe-Signature"
 PROOF_SCHEME = "Probe"
 PROOF_WINDOW = 300  # seconds a probe's proof is good for, either way (clocks of the CLI's host and the gateway's)
 _PROOF = re.compile(r"t=(?P<t>[0-9]{1,12}),proof=(?P<proof>[0-9a-f]{64})")
-NONCE = re.compile(r"^[0-9a-f]{32}$")
+NONCE = re.compile(r"[0-9a-f]{32}")
 _MAX_AGE = re.compile(r"(?:^|;)\s*max-age\s*=\s*\"?(\d+)\"?", re.IGNORECASE)
 TIMEOUT = 10.0
 

@@ -16,16 +16,14 @@ NAMELESS = "<nameless>"
 INVALID_NAME = "<invalid-name>"
 
 # RFC 7230 token: what a cookie name may be.
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")
 # Tokens joined by ";": every name of a request checked in one match.
 _TOKENS = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}(?:;[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256})*")
 # RFC 6265 cookie-value: cookie-octets, optionally inside one pair of double quotes.
 # SECURITY: no space, comma, semicolon, backslash or control character may reach
 # upstream inside an allowed cookie, so no lenient parser upstream can split a
 # forwarded value into a second, stripped cookie.
-_COOKIE_VALUE = re.compile(
-    r'^(?:"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"|[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*)$'
-)
+_COOKIE_VALUE = re.compile(r'"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*"|[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*')
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ def audit_name(name: str) -> str:
     """The name as it may appear in the audit log: a valid token, or a placeholder."""
     if not name:
         return NAMELESS
-    return name if _TOKEN.match(name) else INVALID_NAME
+    return name if _TOKEN.fullmatch(name) else INVALID_NAME
 
 
 def _unique(names: Iterable[str]) -> tuple[str, ...]:
@@ -92,7 +90,7 @@ def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> Coo
             name, sep, value = pair.partition("=")
             name = name.strip(" \t") if sep else ""
             value = value.strip(" \t")
-            if name in allowed and _COOKIE_VALUE.match(value):
+            if name in allowed and _COOKIE_VALUE.fullmatch(value):
                 forwarded_pairs.append(f"{name}={value}")
                 forwarded.append(name)  # an allowed name comes from the config, not from the client
             else:
@@ -146,7 +144,7 @@ def rewrite_set_cookie(
     name, sep, value = first.partition("=")
     name, value = name.strip(" \t"), value.strip(" \t")
     shown = audit_name(name if sep else "")
-    if not sep or name not in allowed or not _COOKIE_VALUE.match(value):
+    if not sep or name not in allowed or not _COOKIE_VALUE.fullmatch(value):
         return SetCookieDecision(shown, None)
     kept = [f"{name}={value}"]
     for attribute in attributes:

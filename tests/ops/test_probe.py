@@ -563,6 +563,14 @@ async def test_the_probe_endpoint_refuses_a_missing_nonce_to_the_token_holder(pr
         assert "nonce" in await response.text()
 
 
+async def test_the_probe_endpoint_refuses_a_nonce_followed_by_a_newline(probed: Gateway) -> None:
+    nonce = "0" * 32 + "\n"  # a regex's "$" matches before a final newline: the whole nonce must be hex
+    headers = {"Authorization": probe_authorization(ADMIN_TOKEN.encode(), nonce, time.time())}
+    async with probed.client.get(probed.url.with_path(PROBE).with_query(nonce=nonce), headers=headers) as response:
+        assert response.status == 400
+        assert "nonce" in await response.text()
+
+
 # --- the checks on their own: what each one says about a hop gone wrong -------------------------------------
 
 

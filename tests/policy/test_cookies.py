@@ -206,6 +206,10 @@ def assert_only_allowed(decision: CookieDecision) -> None:
         pytest.param([f"{SESSION}=a portal-jwt=stolen"], None, (), (SESSION,), id="space-in-value"),
         pytest.param([f"{SESSION}=a\\b"], None, (), (SESSION,), id="backslash-in-value"),
         pytest.param([f"{SESSION}=a\x00b"], None, (), (SESSION,), id="control-char-in-value"),
+        # SECURITY: a regex's "$" also matches before a final newline; the whole value must match, not a prefix.
+        pytest.param([f"{SESSION}=\n"], None, (), (SESSION,), id="value-of-a-newline"),
+        pytest.param([f"{SESSION}=a\n; {DEVICE}=d"], f"{DEVICE}=d", (DEVICE,), (SESSION,), id="newline-after-value"),
+        pytest.param(["_ga\n=1"], None, (), (INVALID_NAME,), id="newline-after-stripped-name"),
         pytest.param([f"=value; {SESSION}=a"], f"{SESSION}=a", (SESSION,), (NAMELESS,), id="nameless-pair"),
         pytest.param([f"={SESSION}=a"], None, (), (NAMELESS,), id="nameless-pair-with-allowed-name-in-value"),
     ],
