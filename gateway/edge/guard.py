@@ -41,6 +41,7 @@ from gateway.policy.rules import Policy, compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.proxy.forward import UPSTREAM_SESSION
 from gateway.run.periodic import periodic
+from gateway.run.protocol import arrived_ns
 from gateway.store.models import Contact
 from gateway.store.protocol import Store
 
@@ -58,7 +59,8 @@ async def visitor_contact(request: web.Request, user_id: str) -> Contact | None:
     decision and the upstream headers all ask for it."""
     if CONTACT in request:
         return request[CONTACT]
-    contact = await request.app[STORE].contact_by_user_id(user_id)
+    # Requests read together share the store's check that nothing was committed since (gateway/run/protocol.py).
+    contact = await request.app[STORE].contact_by_user_id(user_id, arrived_ns(request))
     request[CONTACT] = contact  # type: ignore[misc]  # mypy cannot infer the value type of a union-typed key
     return contact
 
