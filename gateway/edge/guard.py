@@ -23,6 +23,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.config import GatewayConfig
+from gateway.edge.headers import request_cookies
 from gateway.errors import Forbidden, Link, StoreUnavailable, Unauthorized
 from gateway.namespace import DEV_LOGIN_PATH, NAMESPACES, SIGN_IN_PATH, SIGN_OUT_PATH, request_namespace
 from gateway.observe.audit import AUDIT_ENTRY, AccessResult, IdentityResult
@@ -151,7 +152,7 @@ GUARD = web.AppKey("guard", Guard)
 
 def presented(request: web.Request, user_data: dict[str, Any] | None = None) -> Presented:
     """What ``request`` presents to the credential sources, as plain data (plus a Messenger call's user_data)."""
-    return Presented(request.headers.get("Authorization", ""), tuple(request.headers.getall("Cookie", ())), user_data)
+    return Presented(request.headers.get("Authorization", ""), request_cookies(request), user_data)
 
 
 JWKS_REFRESH_SECONDS = 600.0

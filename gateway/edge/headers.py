@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.observe.audit import AUDIT_ENTRY
+from gateway.policy.cookies import RequestCookies
 
 if TYPE_CHECKING:
     from gateway.edge.pipeline import Stage
@@ -199,6 +200,15 @@ def upstream_request_headers(
 
 
 FORWARDING = web.RequestKey("forwarding", Forwarding)
+COOKIES = web.RequestKey("cookies", RequestCookies)
+
+
+def request_cookies(request: web.Request) -> RequestCookies:
+    """The request's Cookie headers, split once for every stage that reads them (identity, the allow-list)."""
+    cookies = request.get(COOKIES)
+    if cookies is None:
+        cookies = request[COOKIES] = RequestCookies(request.headers.getall("Cookie", ()))
+    return cookies
 
 
 def forwarded_stage(trusted: frozenset[Network]) -> Stage:
