@@ -9,8 +9,9 @@ Everything is decided on names; values are never returned for auditing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 NAMELESS = "<nameless>"
 INVALID_NAME = "<invalid-name>"
@@ -64,21 +65,23 @@ def _audit_names(names: list[str]) -> tuple[str, ...]:
     return _unique(map(audit_name, names))
 
 
-class RequestCookies(tuple[str, ...]):
+class RequestCookies(Sequence[str]):
     """A request's Cookie header values as sent, split once into the cookie-pairs that every reader shares
     (the identity stage's credentials, the allow-list): a value of the request, never changed."""
 
+    headers: tuple[str, ...]
+    """The header values as sent, in order (what the sequence holds)."""
     pairs: tuple[tuple[str, str], ...]
     """Every non-blank pair in the order sent, as (name, value) with blanks trimmed; "" names a pair without "="."""
     named: dict[str, str]
     """The value of each name that was set with "=", the last one sent winning (a cookie's value as read)."""
 
-    def __new__(cls, header_values: Iterable[str]) -> RequestCookies:
+    def __init__(self, header_values: Iterable[str]) -> None:
         """Split ``header_values`` once."""
-        cookies = super().__new__(cls, header_values)
+        self.headers = tuple(header_values)
         pairs: list[tuple[str, str]] = []
         named: dict[str, str] = {}
-        for header in cookies:
+        for header in self.headers:
             for piece in header.split(";"):
                 name, sep, value = piece.partition("=")
                 if sep:
@@ -87,8 +90,25 @@ class RequestCookies(tuple[str, ...]):
                     pairs.append((name, value))
                 elif piece.strip(" \t"):
                     pairs.append(("", ""))  # a pair without "=": nameless, and never a cookie's value
-        cookies.pairs, cookies.named = tuple(pairs), named
-        return cookies
+        self.pairs, self.named = tuple(pairs), named
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        """One header value as sent (or a slice of them)."""
+        return self.headers[index]
+
+    def __len__(self) -> int:
+        """How many Cookie headers were sent."""
+        return len(self.headers)
+
+    def __iter__(self) -> Iterator[str]:
+        """The header values as sent, in order."""
+        return iter(self.headers)
 
 
 def cookie_names(header_values: Iterable[str]) -> tuple[str, ...]:

@@ -296,7 +296,9 @@ def test_headers_split_once_read_as_the_headers_themselves(headers: list[str]) -
     """A request's Cookie headers are split once (RequestCookies) for identity and the allow-list: every reader
     answers from that split exactly what it answers from the header values as sent."""
     split = RequestCookies(headers)
-    assert split == tuple(headers)  # the values as sent, for any reader that takes them as they are
+    assert (
+        tuple(split) == tuple(headers) == split.headers
+    )  # the values as sent, for any reader that takes them as they are
     assert cookie_names(split) == cookie_names(headers)
     assert filter_cookies(split, ALLOWED) == filter_cookies(headers, ALLOWED)
     for name in {*(piece.partition("=")[0].strip(" \t") for header in headers for piece in header.split(";")), SESSION}:
