@@ -11,6 +11,7 @@ pipeline through their own keys (``STORE``, ``VISIBILITY``, ``CLOCK``), not thro
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -48,6 +49,7 @@ from gateway.store.protocol import Store
 
 CHALLENGE = 'Bearer realm="portal"'
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+_HEADER_SAFE_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")  # _HEADER_SAFE's characters only
 
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
 VISITOR = web.RequestKey("visitor", Visitor)
@@ -249,8 +251,12 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     }
     if visitor.email:
         headers["X-Portal-Email"] = visitor.email
-    # SECURITY: signed claims still must not split headers; anything outside printable ASCII is percent-encoded.
-    return {name: quote(value, safe=_HEADER_SAFE) for name, value in headers.items()}
+    # SECURITY: signed claims still must not split headers; anything outside printable ASCII is percent-encoded
+    # (a value of printable ASCII but "%" alone is what quote() would give back: it is kept without the call).
+    return {
+        name: value if _HEADER_SAFE_VALUE.fullmatch(value) else quote(value, safe=_HEADER_SAFE)
+        for name, value in headers.items()
+    }
 
 
 def _back_here(request: web.Request) -> str | None:

@@ -101,8 +101,15 @@ def _hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[
 
 def without_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """A copy without hop-by-hop headers, including any the Connection header names."""
-    drop = _hop_by_hop(headers)
-    return CIMultiDict([(key, value) for key, value in headers.items() if key.lower() not in drop])
+    # A copy, then a removal by name in multidict's C code: a dozen look-ups, not a lower() per header (the
+    # names a parser lets through are tokens: ASCII, where the multidict's case-folding is lower()'s).
+    kept = CIMultiDict(headers)
+    for name in HOP_BY_HOP:
+        kept.popall(name, None)
+    for value in headers.getall("Connection", ()):
+        for token in value.split(","):
+            kept.popall(token.strip(), None)
+    return kept
 
 
 def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
@@ -179,7 +186,9 @@ def upstream_request_headers(
     """The headers to send upstream: the client's that :func:`passes` admits (no hop-by-hop), the filtered
     Cookie, the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*; and what was dropped."""
     hop = _hop_by_hop(headers)
-    out: CIMultiDict[str] = CIMultiDict()
+    # One list, made into the multidict at once: none of the names added after the client's can be among
+    # them (X-Portal-*, Cookie and X-Forwarded-* never pass), so appending is what setting them would do.
+    out: list[tuple[str, str]] = []
     dropped: dict[str, None] = {}  # an ordered set
     for key, value in headers.items():
         lower = key.lower()
@@ -187,16 +196,15 @@ def upstream_request_headers(
             continue
         # A name the client's Connection lists is hop-by-hop: never forwarded, but audited when unusual.
         if lower not in hop and passes(lower, extra):
-            out.add(key, value)
+            out.append((key, value))
         else:
             dropped[lower] = None
-    out.update(identity or {})
+    if identity:
+        out += identity.items()
     if cookie:
-        out["Cookie"] = cookie
-    out["X-Forwarded-For"] = fwd.forwarded_for
-    out["X-Forwarded-Proto"] = fwd.proto
-    out["X-Forwarded-Host"] = fwd.host
-    return UpstreamHeaders(out, tuple(dropped))
+        out.append(("Cookie", cookie))
+    out += (("X-Forwarded-For", fwd.forwarded_for), ("X-Forwarded-Proto", fwd.proto), ("X-Forwarded-Host", fwd.host))
+    return UpstreamHeaders(CIMultiDict(out), tuple(dropped))
 
 
 FORWARDING = web.RequestKey("forwarding", Forwarding)

@@ -18,6 +18,7 @@ as one.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import unicodedata
@@ -111,7 +112,12 @@ def reserved(raw_path: str) -> bool:
     """Whether ``raw_path`` names a reserved namespace (gateway/namespace.py: /messenger/web under the
     company-update policy, /admin/api behind the admin token) as the most lenient server would read it:
     percent-decoded again and again, backslashes as slashes, dot segments resolved, then ``decision_path``."""
-    path = raw_path.partition("?")[0]
+    return _reserved_path(raw_path.partition("?")[0])  # never the query: it may hold a token, and is not kept
+
+
+@functools.lru_cache(maxsize=4096)
+def _reserved_path(path: str) -> bool:
+    """:func:`reserved` of a path without its query, remembered: the same paths come again and again."""
     for _ in range(_DECODE_ROUNDS):
         decoded = unquote(path)
         if decoded == path:

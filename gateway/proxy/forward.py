@@ -164,7 +164,9 @@ async def forward(
     headers, entry.headers.dropped = outgoing.headers, outgoing.dropped
     _count_dropped(request, outgoing.dropped)
     url = upstream.url_for(request.raw_path if query is None else request.rel_url.raw_path + _query(query))
-    entry.upstream.url = str(url.with_query(None).with_fragment(None))
+    # SECURITY: the audit's URL never holds the query (it may hold a token). Cut from the URL's text: what
+    # yarl's with_query(None).with_fragment(None) gives, without building two more URLs a request.
+    entry.upstream.url = str(url).partition("?")[0].partition("#")[0]
     if _is_websocket(request):
         return await _relay_websocket(request, request.app[UPSTREAM_SESSION], url, headers, upstream)
     data: Body = body
