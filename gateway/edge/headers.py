@@ -186,9 +186,7 @@ def upstream_request_headers(
     """The headers to send upstream: the client's that :func:`passes` admits (no hop-by-hop), the filtered
     Cookie, the gateway's own X-Forwarded-* and, for a verified visitor, X-Portal-*; and what was dropped."""
     hop = _hop_by_hop(headers)
-    # One list, made into the multidict at once: none of the names added after the client's can be among
-    # them (X-Portal-*, Cookie and X-Forwarded-* never pass), so appending is what setting them would do.
-    out: list[tuple[str, str]] = []
+    out: CIMultiDict[str] = CIMultiDict()
     dropped: dict[str, None] = {}  # an ordered set
     for key, value in headers.items():
         lower = key.lower()
@@ -196,15 +194,16 @@ def upstream_request_headers(
             continue
         # A name the client's Connection lists is hop-by-hop: never forwarded, but audited when unusual.
         if lower not in hop and passes(lower, extra):
-            out.append((key, value))
+            out.add(key, value)
         else:
             dropped[lower] = None
-    if identity:
-        out += identity.items()
+    out.update(identity or {})
     if cookie:
-        out.append(("Cookie", cookie))
-    out += (("X-Forwarded-For", fwd.forwarded_for), ("X-Forwarded-Proto", fwd.proto), ("X-Forwarded-Host", fwd.host))
-    return UpstreamHeaders(CIMultiDict(out), tuple(dropped))
+        out["Cookie"] = cookie
+    out["X-Forwarded-For"] = fwd.forwarded_for
+    out["X-Forwarded-Proto"] = fwd.proto
+    out["X-Forwarded-Host"] = fwd.host
+    return UpstreamHeaders(out, tuple(dropped))
 
 
 FORWARDING = web.RequestKey("forwarding", Forwarding)
