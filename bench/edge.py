@@ -43,7 +43,7 @@ import yaml
 
 from bench import nginx
 from bench.load import PeakRSS, WrkResult, rss_with_idle_connections, tree_cpu, tree_rss, wrk
-from bench.profile import profile_gateway
+from bench.profile import Profile, difference, report, sample
 from gateway.policy.identity import sign_token
 
 REPO = Path(__file__).resolve().parents[1]
@@ -323,7 +323,8 @@ def run(seconds: float, *, portal: bool, profile: bool) -> None:
     env = {**os.environ, "BENCH_JWT_SECRET": SECRET, "PYTHONPATH": str(REPO)}
     python = sys.executable
     processes = Processes(folder)
-    profiled = ""
+    profiled: Profile | str = ""
+    minimal: Profile | str = ""
     try:
         (folder / "upstream.conf").write_text(nginx.upstream_conf(folder, ports["upstream"]))
         (folder / "edge.conf").write_text(
@@ -377,18 +378,26 @@ def run(seconds: float, *, portal: bool, profile: bool) -> None:
             row(Target(f"d{workers}", label, url, [gateway.pid], auth=True))
             if profile and workers == 1:
                 print("profiling d1 ...", flush=True)
-                profiled = profile_gateway(gateway.pid, url, headers, seconds, folder)
+                profiled = sample(gateway.pid, url, headers, seconds, folder / "profile-d1.txt")
             processes.stop(gateway)
 
         url = f"https://{HOST}:{ports['e']}{PATH}"
         proxy_args = [str(ports["e"]), upstream_url, str(folder / "cert.pem"), str(folder / "key.pem"), WORKSPACE]
         proxy = serve("minimal-proxy", [python, "-m", "bench.minimal_proxy", *proxy_args], url)
         row(Target("e", "minimal aiohttp proxy, cookie filter only", url, [proxy.pid], auth=False))
+        if profile:
+            print("profiling e ...", flush=True)
+            minimal = sample(proxy.pid, url, headers, seconds, folder / "profile-e.txt")
     finally:
         processes.stop_all()
     print_table(rows, seconds, load_before)
-    if profiled:
-        print(profiled)
+    for found in (profiled, minimal):
+        if isinstance(found, str) and found:
+            print(found)
+    if isinstance(profiled, Profile):
+        print(report(profiled))
+        if isinstance(minimal, Profile):
+            print(difference(profiled, minimal))
     print("\nthe gateway's own stages, in-process (bench/bench_pipeline.py):", flush=True)
     subprocess.run([python, "-m", "bench.bench_pipeline"], check=True, env=env, cwd=REPO)
     if portal:
@@ -402,6 +411,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured wrk run (default 10)")
     parser.add_argument("--no-portal", action="store_true", help="skip the portal list/search figures")
-    parser.add_argument("--profile", action="store_true", help="also profile the one-process gateway with py-spy")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also profile the one-process gateway and row e with py-spy, and print what d1 runs beyond e",
+    )
     args = parser.parse_args(argv)
     run(args.seconds, portal=not args.no_portal, profile=args.profile)

@@ -11,10 +11,11 @@ pipeline through their own keys (``STORE``, ``VISIBILITY``, ``CLOCK``), not thro
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -23,6 +24,7 @@ from aiohttp import web
 from yarl import URL
 
 from gateway.config import GatewayConfig
+from gateway.edge.headers import request_cookies
 from gateway.errors import Forbidden, Link, StoreUnavailable, Unauthorized
 from gateway.namespace import DEV_LOGIN_PATH, NAMESPACES, SIGN_IN_PATH, SIGN_OUT_PATH, request_namespace
 from gateway.observe.audit import AUDIT_ENTRY, AccessResult, IdentityResult
@@ -37,15 +39,18 @@ from gateway.policy.credentials import (
 )
 from gateway.policy.identity import Identity, JWTVerifier, Rejection
 from gateway.policy.redirects import safe_return_to
-from gateway.policy.rules import Policy, compile_rules
+from gateway.policy.rules import Decision, Policy, compile_rules
 from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.proxy.forward import UPSTREAM_SESSION
 from gateway.run.periodic import periodic
+from gateway.run.protocol import arrived_ns
 from gateway.store.models import Contact
 from gateway.store.protocol import Store
 
 CHALLENGE = 'Bearer realm="portal"'
+DECISIONS_KEPT = 10_000  # access decisions remembered, as many as the store's contact cache holds
 _HEADER_SAFE = "".join(chr(code) for code in range(0x21, 0x7F) if chr(code) != "%")
+_HEADER_SAFE_VALUE = re.compile(r"[\x21-\x24\x26-\x7e]*")  # _HEADER_SAFE's characters only
 
 CREDENTIALS = web.RequestKey("credentials", Identity | Rejection | None)  # type: ignore[arg-type]
 VISITOR = web.RequestKey("visitor", Visitor)
@@ -58,7 +63,8 @@ async def visitor_contact(request: web.Request, user_id: str) -> Contact | None:
     decision and the upstream headers all ask for it."""
     if CONTACT in request:
         return request[CONTACT]
-    contact = await request.app[STORE].contact_by_user_id(user_id)
+    # Requests read together share the store's check that nothing was committed since (gateway/run/protocol.py).
+    contact = await request.app[STORE].contact_by_user_id(user_id, arrived_ns(request))
     request[CONTACT] = contact  # type: ignore[misc]  # mypy cannot infer the value type of a union-typed key
     return contact
 
@@ -86,6 +92,10 @@ class Guard:
     login_url: URL | None
     dev_login: bool
     clock: Clock = time.time
+    _decided: dict[tuple[int, int], tuple[Identity, Contact | None, Decision]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    """Access decisions by the visitor's identity and contact objects (held, so their ids stay theirs)."""
 
     @classmethod
     def from_config(cls, config: GatewayConfig, verifier: JWTVerifier, clock: Clock = time.time) -> Guard:
@@ -115,6 +125,25 @@ class Guard:
     def identify(self, sources: tuple[CredentialSource, ...], what: Presented) -> Identity | Rejection | None:
         """The first credential ``sources`` find in ``what``, verified now; None when none finds one."""
         return identify(sources, what, self.verifiers, self.clock())
+
+    def admits(self, visitor: Visitor) -> Decision:
+        """The access rules' decision on ``visitor``, made once per identity and contact.
+
+        Both are immutable, and the same objects come back while nothing changes: the identity from the
+        verifier's cache for the same token, the contact from the store's cache until any commit (which
+        gives a new contact object, and so a new decision). SECURITY: a decision is reused only for the
+        very objects it was made on (``is``), so a changed membership or claim is always decided afresh.
+        """
+        identity, contact = visitor.identity, visitor.contact
+        key = (id(identity), id(contact))
+        known = self._decided.get(key)
+        if known is not None and known[0] is identity and known[1] is contact:
+            return known[2]
+        decision = self.access(visitor.facts())
+        if len(self._decided) >= DECISIONS_KEPT:
+            self._decided.clear()  # bounded; a few µs to decide again
+        self._decided[key] = (identity, contact, decision)
+        return decision
 
     def landing(self, return_to: str | None) -> str:
         """``return_to`` when it is a same-origin path, else the portal: where a sign-in or sign-out lands."""
@@ -149,7 +178,7 @@ GUARD = web.AppKey("guard", Guard)
 
 def presented(request: web.Request, user_data: dict[str, Any] | None = None) -> Presented:
     """What ``request`` presents to the credential sources, as plain data (plus a Messenger call's user_data)."""
-    return Presented(request.headers.get("Authorization", ""), tuple(request.headers.getall("Cookie", ())), user_data)
+    return Presented(request.headers.get("Authorization", ""), request_cookies(request), user_data)
 
 
 JWKS_REFRESH_SECONDS = 600.0
@@ -246,8 +275,12 @@ async def upstream_identity(request: web.Request) -> dict[str, str]:
     }
     if visitor.email:
         headers["X-Portal-Email"] = visitor.email
-    # SECURITY: signed claims still must not split headers; anything outside printable ASCII is percent-encoded.
-    return {name: quote(value, safe=_HEADER_SAFE) for name, value in headers.items()}
+    # SECURITY: signed claims still must not split headers; anything outside printable ASCII is percent-encoded
+    # (a value of printable ASCII but "%" alone is what quote() would give back: it is kept without the call).
+    return {
+        name: value if _HEADER_SAFE_VALUE.fullmatch(value) else quote(value, safe=_HEADER_SAFE)
+        for name, value in headers.items()
+    }
 
 
 def _back_here(request: web.Request) -> str | None:
@@ -352,7 +385,7 @@ async def _admitted(request: web.Request) -> None:
     # API removes (or a company's attributes it changes) is out of the very next request's access decision,
     # visibility and headers.
     visitor = Visitor(identity=result, contact=await visitor_contact(request, result.user_id))
-    decision = guard.access(visitor.facts())
+    decision = guard.admits(visitor)
     entry.access = AccessResult(decision="allow" if decision.allowed else "deny", rule=decision.rule)
     if not decision.allowed:
         # SECURITY: a signed-in visitor outside the audience gets a 403, never a sign-in loop.

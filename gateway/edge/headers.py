@@ -12,6 +12,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.observe.audit import AUDIT_ENTRY
+from gateway.policy.cookies import RequestCookies
 
 if TYPE_CHECKING:
     from gateway.edge.pipeline import Stage
@@ -100,8 +101,15 @@ def _hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[
 
 def without_hop_by_hop(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """A copy without hop-by-hop headers, including any the Connection header names."""
-    drop = _hop_by_hop(headers)
-    return CIMultiDict([(key, value) for key, value in headers.items() if key.lower() not in drop])
+    # A copy, then a removal by name in multidict's C code: a dozen look-ups, not a lower() per header (the
+    # names a parser lets through are tokens: ASCII, where the multidict's case-folding is lower()'s).
+    kept = CIMultiDict(headers)
+    for name in HOP_BY_HOP:
+        kept.popall(name, None)
+    for value in headers.getall("Connection", ()):
+        for token in value.split(","):
+            kept.popall(token.strip(), None)
+    return kept
 
 
 def _parse_ip(text: str) -> IPv4Address | IPv6Address | None:
@@ -199,6 +207,15 @@ def upstream_request_headers(
 
 
 FORWARDING = web.RequestKey("forwarding", Forwarding)
+COOKIES = web.RequestKey("cookies", RequestCookies)
+
+
+def request_cookies(request: web.Request) -> RequestCookies:
+    """The request's Cookie headers, split once for every stage that reads them (identity, the allow-list)."""
+    cookies = request.get(COOKIES)
+    if cookies is None:
+        cookies = request[COOKIES] = RequestCookies(request.headers.getall("Cookie", ()))
+    return cookies
 
 
 def forwarded_stage(trusted: frozenset[Network]) -> Stage:

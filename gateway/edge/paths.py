@@ -18,6 +18,7 @@ as one.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import unicodedata
@@ -105,13 +106,21 @@ def target_problem(raw_target: str, *, allow_encoded_slashes: bool, guarded: Cal
 
 
 _DECODE_ROUNDS = 4
+_REMEMBERED_LENGTH = 256  # characters of a path :func:`reserved` remembers the answer for, at most
 
 
 def reserved(raw_path: str) -> bool:
     """Whether ``raw_path`` names a reserved namespace (gateway/namespace.py: /messenger/web under the
     company-update policy, /admin/api behind the admin token) as the most lenient server would read it:
     percent-decoded again and again, backslashes as slashes, dot segments resolved, then ``decision_path``."""
-    path = raw_path.partition("?")[0]
+    path = raw_path.partition("?")[0]  # never the query: it may hold a token, and is not remembered
+    # The same paths come again and again; only short ones are remembered, so that a client sending long
+    # paths (up to the 32 KB request line) cannot make the memory hold 4,096 of them.
+    return _remembered(path) if len(path) <= _REMEMBERED_LENGTH else _reserved_path(path)
+
+
+def _reserved_path(path: str) -> bool:
+    """:func:`reserved` of a path without its query."""
     for _ in range(_DECODE_ROUNDS):
         decoded = unquote(path)
         if decoded == path:
@@ -119,6 +128,9 @@ def reserved(raw_path: str) -> bool:
         path = decoded
     path = decision_path(posixpath.normpath("/" + path.replace("\\", "/").lstrip("/")))
     return any(path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES)
+
+
+_remembered = functools.lru_cache(maxsize=4096)(_reserved_path)
 
 
 def path_stage(allow_encoded_slashes: bool) -> Stage:

@@ -9,8 +9,9 @@ Everything is decided on names; values are never returned for auditing.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 NAMELESS = "<nameless>"
 INVALID_NAME = "<invalid-name>"
@@ -54,12 +55,68 @@ def _unique(names: Iterable[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _audit_names(names: list[str]) -> tuple[str, ...]:
+    """``names`` as the audit records them, each once: checked together in one match, one by one only when
+    some name is not a valid token (no name holds ";", so the joined match checks each exactly)."""
+    if not names or _TOKENS.fullmatch(";".join(names)):
+        return _unique(names)
+    return _unique(map(audit_name, names))
+
+
+class RequestCookies(Sequence[str]):
+    """A request's Cookie header values as sent, split once into the cookie-pairs that every reader shares
+    (the identity stage's credentials, the allow-list): a value of the request, never changed."""
+
+    headers: tuple[str, ...]
+    """The header values as sent, in order (what the sequence holds)."""
+    pairs: tuple[tuple[str, str], ...]
+    """Every non-blank pair in the order sent, as (name, value) with blanks trimmed; "" names a pair without "="."""
+    named: dict[str, str]
+    """The value of each name that was set with "=", the last one sent winning (a cookie's value as read)."""
+
+    def __init__(self, header_values: Iterable[str]) -> None:
+        """Split ``header_values`` once."""
+        self.headers = tuple(header_values)
+        pairs: list[tuple[str, str]] = []
+        named: dict[str, str] = {}
+        for header in self.headers:
+            for piece in header.split(";"):
+                name, sep, value = piece.partition("=")
+                if sep:
+                    name, value = name.strip(" \t"), value.strip(" \t")
+                    named[name] = value
+                    pairs.append((name, value))
+                elif piece.strip(" \t"):
+                    pairs.append(("", ""))  # a pair without "=": nameless, and never a cookie's value
+        self.pairs, self.named = tuple(pairs), named
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | Sequence[str]:
+        """One header value as sent (or a slice of them)."""
+        return self.headers[index]
+
+    def __len__(self) -> int:
+        """How many Cookie headers were sent."""
+        return len(self.headers)
+
+    def __iter__(self) -> Iterator[str]:
+        """The header values as sent, in order."""
+        return iter(self.headers)
+
+
 def cookie_names(header_values: Iterable[str]) -> tuple[str, ...]:
     """The names of the cookies in a request's Cookie headers, as the audit records them: in order, once each.
 
-    Every request's audit entry gets these, so only each name is sliced out (no value is built), and the
-    names are checked together in one match, one by one only when some name is not a valid token.
+    Every request's audit entry gets these, so only each name is sliced out (no value is built), unless
+    the headers come split already (:class:`RequestCookies`).
     """
+    if isinstance(header_values, RequestCookies):
+        return _audit_names([name for name, _ in header_values.pairs])
     names: list[str] = []
     for header in header_values:
         for piece in header.split(";"):
@@ -68,9 +125,7 @@ def cookie_names(header_values: Iterable[str]) -> tuple[str, ...]:
                 names.append(piece[:equals].strip(" \t"))
             elif piece.strip(" \t"):
                 names.append("")  # a pair without "=": what filter_cookies strips as nameless
-    if not names or _TOKENS.fullmatch(";".join(names)):  # no name holds ";": the match checks each exactly
-        return _unique(names)
-    return _unique(map(audit_name, names))
+    return _audit_names(names)
 
 
 def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> CookieDecision:
@@ -79,26 +134,20 @@ def filter_cookies(header_values: Iterable[str], allowed: frozenset[str]) -> Coo
     Denies by default: a pair is forwarded only when its name is exactly an
     allowed name and its value is a well-formed cookie value.
     """
+    cookies = header_values if isinstance(header_values, RequestCookies) else RequestCookies(header_values)
     forwarded_pairs: list[str] = []
     forwarded: list[str] = []
     stripped: list[str] = []
-    for header in header_values:
-        for piece in header.split(";"):
-            pair = piece.strip(" \t")
-            if not pair:
-                continue
-            name, sep, value = pair.partition("=")
-            name = name.strip(" \t") if sep else ""
-            value = value.strip(" \t")
-            if name in allowed and _COOKIE_VALUE.fullmatch(value):
-                forwarded_pairs.append(f"{name}={value}")
-                forwarded.append(name)  # an allowed name comes from the config, not from the client
-            else:
-                stripped.append(audit_name(name))
+    for name, value in cookies.pairs:
+        if name in allowed and _COOKIE_VALUE.fullmatch(value):
+            forwarded_pairs.append(f"{name}={value}")
+            forwarded.append(name)  # an allowed name comes from the config, not from the client
+        else:
+            stripped.append(name)
     return CookieDecision(
         header="; ".join(forwarded_pairs) or None,
         forwarded=_unique(forwarded),
-        stripped=_unique(stripped),
+        stripped=_audit_names(stripped),
     )
 
 
@@ -108,14 +157,17 @@ def cookie_value(header_values: Iterable[str], name: str) -> str | None:
     The gateway's own credentials are read here, with the same splitting as :func:`filter_cookies`,
     instead of parsing every cookie of the request into morsels to read one.
     """
-    found = None
-    for header in header_values:
-        if name not in header:
-            continue
-        for piece in header.split(";"):
-            key, sep, value = piece.partition("=")
-            if sep and key.strip(" \t") == name:
-                found = value.strip(" \t")
+    if isinstance(header_values, RequestCookies):
+        found = header_values.named.get(name)
+    else:
+        found = None
+        for header in header_values:
+            if name not in header:
+                continue
+            for piece in header.split(";"):
+                key, sep, value = piece.partition("=")
+                if sep and key.strip(" \t") == name:
+                    found = value.strip(" \t")
     if found is not None and len(found) >= 2 and found[0] == found[-1] == '"':
         return found[1:-1]
     return found

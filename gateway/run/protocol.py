@@ -19,6 +19,7 @@ import asyncio
 import functools
 import logging
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -154,9 +155,13 @@ class PipelineRequestHandler(QuietRequestHandler):
 
     refusal: Refusal | None = None
     """The head refused on this connection, once there was one (the connection then closes)."""
+    read_ns = 0
+    """``time.monotonic_ns()`` as the last bytes of this connection reached the parser: every request it has
+    delivered had arrived by then (:func:`arrived_ns`)."""
 
     def data_received(self, data: bytes) -> None:
         """Parse as aiohttp does; a parse error it queued becomes the stand-in request of :func:`refused_head`."""
+        self.read_ns = time.monotonic_ns()  # before the parser: the requests in ``data`` arrived before this
         super().data_received(data)
         # aiohttp queues a parse error as an _ErrInfo, which it would answer itself with handle_error.
         if self.refusal is None and self._messages and isinstance(error := self._messages[-1][0], _ErrInfo):
@@ -175,6 +180,12 @@ def refused_status(request: web.BaseRequest) -> int | None:
     refusal = protocol.refusal if isinstance(protocol, PipelineRequestHandler) else None
     # Requests queued before the refused one on the same connection are answered as usual.
     return refusal.status if refusal is not None and refusal.message.headers is request.headers else None
+
+
+def arrived_ns(request: web.BaseRequest) -> int | None:
+    """An instant (``time.monotonic_ns()``) by which ``request`` had arrived whole; None when not known."""
+    protocol = request.protocol
+    return protocol.read_ns if isinstance(protocol, PipelineRequestHandler) else None
 
 
 def connection_factory(server: web.Server, limits: RequestsConfig | None) -> ProtocolFactory:

@@ -54,8 +54,9 @@ class Store(Copyable, Protocol):
 
     # --- visitors ----------------------------------------------------------------------------------------
 
-    async def contact_by_user_id(self, user_id: str) -> Contact | None:
-        """The contact with this external id and their companies by name; never an answer older than a commit."""
+    async def contact_by_user_id(self, user_id: str, arrived_ns: int | None = None) -> Contact | None:
+        """The contact with this external id and their companies by name; never older than a commit made before
+        ``arrived_ns`` (``time.monotonic_ns()`` by which the asking request had arrived; None: this call)."""
 
     async def contacts(self) -> list[Contact]:
         """Every contact with their companies, by name then id (previews and the dev login)."""

@@ -17,7 +17,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from http.cookies import Morsel, SimpleCookie
@@ -32,9 +32,10 @@ from yarl import URL
 
 from gateway.app import create_app
 from gateway.edge.guard import CLOCK, GUARD, STORE, VISIBILITY
-from gateway.policy.identity import sign_token
-from gateway.policy.visibility import VisibilityPolicy
+from gateway.policy.identity import Identity, sign_token
+from gateway.policy.visibility import VisibilityPolicy, Visitor
 from gateway.store.demo import PEOPLE
+from gateway.store.models import Company, Contact
 from tests.conftest import CANARY, DOMAIN, SECRET, Gateway, MakeConfig, RecordingUpstream, StartGateway
 from tests.routes.portalkit import parse_html
 
@@ -812,3 +813,33 @@ def test_routes_get_visibility_and_the_clock_through_their_own_keys_and_the_guar
     assert [source.name for source in guard.sources] == ["bearer", "jwt_cookie", "hmac_cookies"]
     assert [source.name for source in guard.messenger_sources] == ["user_data_jwt", "user_data_hmac"]
     assert {field.name for field in fields(guard)}.isdisjoint({"visibility", "hmac_secrets", "hmac_cookies"})
+
+
+class ReadClaims(dict[str, Any]):
+    """Signed claims that count how often the access rules' facts were built from them."""
+
+    reads = 0
+
+    def items(self) -> Any:
+        self.reads += 1
+        return super().items()
+
+
+def test_an_access_decision_is_made_once_per_identity_and_contact_and_afresh_for_new_ones(
+    make_config: MakeConfig,
+) -> None:
+    """SECURITY: the decision is reused only for the very identity and contact objects it was made on; the
+    store gives a new contact object after any commit, so a membership removed is decided afresh."""
+    rules = {"rules": [{"attribute": "company.plan", "op": "equals", "value": "pro"}]}
+    guard = create_app(make_config(portal={"access": rules}))[GUARD]
+    claims = ReadClaims(user_id="u-ann")
+    identity = Identity("u-ann", "jwt", "ann@acme.example.com", "Ann", claims)
+    member = Contact(1, "u-ann", "ann@acme.example.com", "Ann", {}, (Company(7, "acme", "Acme", plan="pro"),))
+    assert guard.admits(Visitor(identity, member)).allowed
+    assert guard.admits(Visitor(identity, member)).allowed
+    assert claims.reads == 1  # decided once for these two objects
+    removed = replace(member, companies=())  # what the store reads after the membership's removal
+    assert not guard.admits(Visitor(identity, removed)).allowed
+    assert claims.reads == 2
+    assert not guard.admits(Visitor(replace(identity), removed)).allowed  # an equal identity, another object
+    assert claims.reads == 3

@@ -469,3 +469,22 @@ def test_a_name_the_connection_header_lists_is_dropped_and_named() -> None:
     )
     assert "Accept-Language" not in out.headers
     assert out.dropped == ("accept-language",)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([*sorted(HOP_BY_HOP), "Keep-Alive", "CONNECTION", "Connection"]) | ANY_NAME,
+            VALUE | st.just("X-A, keep-Alive"),
+        ),
+        max_size=10,
+    )
+)
+def test_a_copy_without_hop_by_hop_keeps_every_other_header_in_order(sent: list[tuple[str, str]]) -> None:
+    """What is left is exactly the headers whose name is neither hop-by-hop nor listed by a Connection header."""
+    given_headers = CIMultiDict(sent)
+    named = {
+        token.strip().lower() for name, value in sent if name.lower() == "connection" for token in value.split(",")
+    }
+    expected = [(name, value) for name, value in sent if name.lower() not in HOP_BY_HOP | named]
+    assert list(without_hop_by_hop(given_headers).items()) == expected

@@ -9,6 +9,7 @@ read as a portal path by any upstream, however lenient.
 from __future__ import annotations
 
 import ssl
+import uuid
 from urllib.parse import unquote
 
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from yarl import URL
 
+from gateway.edge import paths
 from gateway.edge.paths import canonical, decision_path, target_problem
 from gateway.namespace import NamespaceTable
 from tests.conftest import DOMAIN, RecordingUpstream, StartGateway, raw_exchange
@@ -284,3 +286,15 @@ async def test_raw_bytes_in_the_request_line_get_the_same_rules(
     answer = await raw_exchange(gateway, head, client_ssl, seconds=2.0)
     assert answer.statuses == [400], answer.data[:400]
     assert upstream.requests == []
+
+
+@pytest.mark.parametrize("long", [False, True])
+def test_reserved_is_answered_the_same_whether_remembered_or_not(long: bool) -> None:
+    """The catch-all asks on every proxied request: short paths' answers are remembered, long ones never (a
+    client sending 32 KB paths cannot fill the memory), and the query is never part of what is kept."""
+    padding = uuid.uuid4().hex + "a" * (300 if long else 0)  # a path no other test asked about
+    before = paths._remembered.cache_info().currsize
+    assert paths.reserved(f"/admin/%61pi/{padding}?token=secret")  # %61 is "a": /admin/api, as leniently read
+    assert not paths.reserved(f"/help/{padding}?token=secret")
+    assert paths.reserved(f"/admin/%61pi/{padding}?other")  # the same path, another query: one entry
+    assert paths._remembered.cache_info().currsize == before + (0 if long else 2)

@@ -18,6 +18,7 @@ from gateway.policy.cookies import (
     INVALID_NAME,
     NAMELESS,
     CookieDecision,
+    RequestCookies,
     cookie_names,
     cookie_value,
     filter_cookies,
@@ -293,6 +294,21 @@ def test_the_audit_receives_each_name_the_filter_forwards_or_strips(headers: lis
     assert len(received) == len(set(received))
 
 
+@settings(max_examples=300)
+@given(headers=cookie_headers | structured_headers())
+def test_headers_split_once_read_as_the_headers_themselves(headers: list[str]) -> None:
+    """A request's Cookie headers are split once (RequestCookies) for identity and the allow-list: every reader
+    answers from that split exactly what it answers from the header values as sent."""
+    split = RequestCookies(headers)
+    assert (
+        tuple(split) == tuple(headers) == split.headers
+    )  # the values as sent, for any reader that takes them as they are
+    assert cookie_names(split) == cookie_names(headers)
+    assert filter_cookies(split, ALLOWED) == filter_cookies(headers, ALLOWED)
+    for name in {*(piece.partition("=")[0].strip(" \t") for header in headers for piece in header.split(";")), SESSION}:
+        assert cookie_value(split, name) == cookie_value(headers, name), name
+
+
 @st.composite
 def pairs_with_expectation(draw: st.DrawFn) -> tuple[list[str], list[str]]:
     """Cookie headers, and the pairs that must arrive upstream byte for byte, in order."""
@@ -543,3 +559,4 @@ def test_set_cookie_output_is_always_allowed_secure_and_scoped(name: str, value:
 )
 def test_cookie_value_reads_one_cookie_by_exact_name(headers: list[str], expected: str | None) -> None:
     assert cookie_value(headers, "portal-jwt") == expected
+    assert cookie_value(RequestCookies(headers), "portal-jwt") == expected

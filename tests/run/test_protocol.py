@@ -11,15 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import generate_latest
 
+from gateway.config import RequestsConfig
 from gateway.observe.metrics import METRICS
-from gateway.run.protocol import KEPT_PATH, MAX_LINE
+from gateway.run.protocol import KEPT_PATH, MAX_LINE, arrived_ns, connection_factory
 from tests.conftest import CANARY, DOMAIN, Gateway, RecordingUpstream, planted, raw_exchange
 from tests.e2e.test_secrets import MALFORMED
 from tests.routes.test_health import samples
@@ -238,3 +241,30 @@ async def test_a_kept_alive_connection_is_served_until_a_refused_head(
     paths = [(await gateway.audit_for(answer.request_id))["path"] for answer in (first, second)]
     assert paths == ["/articles/1", "/articles/2"]
     assert request_count(gateway, "proxy", 431) == 1
+
+
+async def test_requests_read_together_have_arrived_by_that_read() -> None:
+    """``arrived_ns``: pipelined requests sent in one write share one instant, after they were sent and before
+    their handler runs (the store's freshness check is shared on this: gateway/store/sqlite/store.py)."""
+    stamps: list[tuple[int | None, int]] = []
+
+    async def handler(request: web.BaseRequest) -> web.Response:
+        stamps.append((arrived_ns(request), time.monotonic_ns()))
+        return web.Response(text="ok")
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(connection_factory(web.Server(handler), RequestsConfig()), "127.0.0.1", 0)
+    try:
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        sent = time.monotonic_ns()
+        writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        await writer.drain()
+        for _ in range(2):
+            await reader.readuntil(b"ok")
+        writer.close()
+    finally:
+        server.close()
+    [(first, handled_first), (second, handled_second)] = stamps
+    assert first is not None
+    assert second == first
+    assert sent < first < handled_first < handled_second

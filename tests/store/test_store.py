@@ -522,6 +522,24 @@ async def test_a_commit_from_another_process_empties_the_contact_cache(store: SQ
     assert companies_of(await store.contact_by_user_id("u-new")) == []
 
 
+async def test_requests_that_arrived_before_a_check_share_it_and_later_ones_check_again(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    """The freshness check is made once for all the requests that had arrived before it (those one read of
+    the loop brings in): a request arriving after a commit never shares a check older than its arrival."""
+    await seed_if_empty(store, int(time.time()))
+    assert companies_of(await store.contact_by_user_id("u-ben")) == ["acme", "globex"]  # now in memory
+    arrived = time.monotonic_ns()
+    assert companies_of(await store.contact_by_user_id("u-ann", arrived)) == ["acme"]  # checks: after its arrival
+    with closing(sqlite3.connect(tmp_path / "portal.db", isolation_level=None)) as other:
+        other.execute("DELETE FROM memberships WHERE contact_id = (SELECT id FROM contacts WHERE user_id = 'u-ben')")
+    # Arrived before that check (with u-ann's request), so the check serves it: as of before the commit.
+    assert companies_of(await store.contact_by_user_id("u-ben", arrived)) == ["acme", "globex"]
+    # SECURITY: arrived after the commit, so it checks again and the membership is gone.
+    assert companies_of(await store.contact_by_user_id("u-ben", time.monotonic_ns())) == []
+    assert companies_of(await store.contact_by_user_id("u-ben")) == []
+
+
 async def test_a_store_file_put_in_the_place_of_the_old_one_is_read_not_the_cache(
     store: SQLiteStore, tmp_path: Path
 ) -> None:

@@ -338,12 +338,13 @@ class PostgresStore(Delegating):
         )
         return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(company, companies)))
 
-    async def contact_by_user_id(self, user_id: str) -> Contact | None:
+    async def contact_by_user_id(self, user_id: str, arrived_ns: int | None = None) -> Contact | None:
         """The contact whose external ``user_id`` this is, with their companies.
 
         SECURITY: answered from memory only while this node listens for changes and none has been
         announced since it was read, checked by :meth:`_caught_up` first: a membership the admin API removes
         on any node is gone from here on the very next request. While the listener is down, the database is asked.
+        ``arrived_ns`` is not needed: the barrier is begun after this call, so after the request arrived.
         """
         if await self._caught_up() and user_id in self._contacts:
             return self._contacts[user_id]

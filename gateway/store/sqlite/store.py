@@ -1,7 +1,8 @@
 """The embedded store: SQLite in WAL mode, used from one worker thread so the event loop never waits on disk.
 
-The one exception is the contact cache's check, made on every verified request: a read of SQLite's
-change counter (``PRAGMA data_version``) from the loop's own connection, which never waits for a lock.
+The one exception is the contact cache's check, made for verified requests: a read of SQLite's change
+counter (``PRAGMA data_version``) from the loop's own connection, which never waits for a lock; requests
+that had arrived before the last check share it (:meth:`SQLiteStore.contact_by_user_id`).
 
 Every read of tickets takes a :class:`~gateway.store.models.TicketFilter` and goes
 through :func:`visible_clause`; there is no way to list or fetch a ticket without one.
@@ -13,6 +14,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -128,6 +130,8 @@ class SQLiteStore(Delegating):
         self._watched = self._file
         self._contacts: LRUCache[str, Contact | None] = LRUCache(CONTACT_CACHE_SIZE)
         self._contacts_seen: tuple[tuple[int, int], int] | None = None
+        self._checked_at = -1  # time.monotonic_ns() when the last check began (-1: none yet), and what it read
+        self._checked: tuple[tuple[int, int], int] | None = None
         self._changes_seen: tuple[tuple[int, int], int] | None = None
 
     @classmethod
@@ -256,15 +260,31 @@ class SQLiteStore(Delegating):
         ).fetchall()
         return Contact(row[0], row[1], row[2], row[3], json.loads(row[4]), tuple(map(company, companies)))
 
-    async def contact_by_user_id(self, user_id: str) -> Contact | None:
+    def _generation_since(self, arrived_ns: int | None) -> tuple[tuple[int, int], int] | None:
+        """:meth:`_generation` as read at or after ``arrived_ns`` (``time.monotonic_ns()``; None: now).
+
+        A check that began after the request arrived serves it: nothing the request could have been sent
+        in answer to was committed after that check began. So the requests a read of the loop brings in
+        together share the first one's check (a ``stat`` and ``PRAGMA data_version``, two ``fcntl``).
+        """
+        if arrived_ns is not None and arrived_ns < self._checked_at:
+            return self._checked
+        began = time.monotonic_ns()  # before the stat and the counter: what they read is at least this new
+        self._checked = self._generation()
+        self._checked_at = began
+        return self._checked
+
+    async def contact_by_user_id(self, user_id: str, arrived_ns: int | None = None) -> Contact | None:
         """The contact whose external ``user_id`` this is, with their companies.
 
-        SECURITY: answered from memory only while nothing at all has been committed to the database
-        since it was read; any commit by anyone empties the cache before the next answer, so a membership
-        the admin API removes is gone from the very next request in every worker. When the counter cannot
-        be read at once (a lock, a missing file), the store is asked, as without a cache.
+        SECURITY: answered from memory only while nothing at all had been committed to the database
+        since it was read, as checked at or after ``arrived_ns`` (the instant the asking request had
+        arrived by, ``time.monotonic_ns()``; None: this call); any commit by anyone empties the cache
+        before the next answer, so a membership the admin API removes is gone from the very next request
+        (which arrives after the removal's commit) in every worker. When the counter cannot be read at
+        once (a lock, a missing file), the store is asked, as without a cache.
         """
-        seen = self._generation()
+        seen = self._generation_since(arrived_ns)
         if seen is not None and seen == self._contacts_seen and user_id in self._contacts:
             return self._contacts[user_id]
 

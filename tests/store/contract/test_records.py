@@ -8,12 +8,13 @@ from typing import Any
 
 import pytest
 
+from gateway.config import StoreConfig
 from gateway.errors import Conflict, Invalid, Missing
 from gateway.store.demo import demo_lines, seed_if_empty
 from gateway.store.importer import import_lines
 from gateway.store.lines import CompanyLine, ContactLine, LineError
 from gateway.store.models import AdminCompany, AdminContact, TicketFilter
-from gateway.store.protocol import Store
+from gateway.store.protocol import Store, open_store
 
 NOW = 1_767_225_600
 ACME = {"company_id": "acme", "name": "Acme", "plan": "pro", "size": 40, "monthly_spend": None}
@@ -74,6 +75,26 @@ async def test_memberships_change_only_through_their_own_calls(store: Store) -> 
         await store.add_membership("u-zed", "nope")
     await store.delete_contact("u-zed")
     assert await store.contact_by_user_id("u-zed") is None
+
+
+async def test_a_membership_another_worker_removes_is_gone_for_a_request_arriving_after_it(
+    demo: Store, store_config: StoreConfig
+) -> None:
+    """SECURITY: whatever this worker checked for the requests before it, one that arrives after the removal's
+    commit (the visitor's next request) is decided without the membership."""
+    worker = await open_store(store_config)
+    try:
+        before = time.monotonic_ns()
+        member = await worker.contact_by_user_id("u-ben", before)
+        assert member is not None
+        assert "globex" in [company.company_id for company in member.companies]
+        assert await worker.contact_by_user_id("u-ben", before) == member  # answered again, as of its arrival
+        await demo.remove_membership("u-ben", "globex")  # the admin API, on another worker or node
+        after = await worker.contact_by_user_id("u-ben", time.monotonic_ns())
+        assert after is not None
+        assert "globex" not in [company.company_id for company in after.companies]
+    finally:
+        await worker.close()
 
 
 async def test_a_ticket_is_raised_changed_and_answered_and_its_notes_stay_internal(demo: Store) -> None:
