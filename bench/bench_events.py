@@ -1,27 +1,28 @@
 """5,000 idle live-page streams on one gateway process: memory per stream, fan-out time, CPU per event.
 
-    .venv/bin/python -m bench.bench_events [--streams 5000] [--changes 5] [--same-connections] [--memory]
+    .venv/bin/python -m bench.bench_events [--streams 5000] [--changes 5] [--fresh-connections] [--memory]
 
 Starts ``portal-gateway serve --workers 1`` (a process of its own, so the
-client's work is not counted; the client runs on uvloop too) on a store of the demo data plus 1,000 Acme
-visitors, each holding five streams (``portal.events.per_visitor`` is 8). It
-measures the gateway process's RSS idle, with ``--streams`` kept-alive TLS
-connections after one ``/healthz`` each (then closed), and with as many
-``GET /tickets/events`` streams open and idle: per stream is the difference
-of the last two, so what a stream holds beyond its connection. Then
-``--changes`` times one state change of an Acme ticket through the admin
-API: the time from just before the admin call until each stream has the
-event (p50, p99, max over every stream), and the gateway's CPU time (user +
-system) per delivered event. Targets (issue 17): ≤ 20 KB per idle stream
-beyond the connection, p99 ≤ 1 s.
+client's work is not counted; the client runs on uvloop too) on a store of
+the demo data plus 1,000 Acme visitors, each holding five streams
+(``portal.events.per_visitor`` is 8). It measures the gateway process's RSS
+idle, with ``--streams`` kept-alive TLS connections after one ``/healthz``
+each, and once a ``GET /tickets/events`` stream is open and idle on each of
+those same connections: per stream is the difference of the last two, what
+a stream holds beyond its connection. Then ``--changes`` times one state
+change of an Acme ticket through the admin API: the time from just before
+the admin call until each stream has the event (p50, p99, max over every
+stream), and the gateway's CPU time (user + system) per delivered event.
+Targets (issue 17): ≤ 20 KB per idle stream beyond the connection, p99 ≤ 1 s.
 
-``--same-connections`` opens each stream on one of the idle connections
-measured instead (nothing closed in between: the allocator's free memory
-left by closed connections is not in the difference). ``--memory`` starts
-the gateway through :func:`probed_gateway`, which reports at each step what
-its memory is made of (``/proc/self/smaps_rollup``, glibc's ``mallinfo2()``,
-pymalloc's arenas, RSS again after ``malloc_trim(0)``); with
-``PYTHONTRACEMALLOC=N`` set, also tracemalloc's bytes per stream by call site.
+``--fresh-connections`` closes the idle connections first and opens the
+streams on new ones, the method of the rounds before five: its difference
+also holds what glibc keeps resident of the closed connections' freed heap
+(bench/README.md, round five). ``--memory`` starts the gateway through
+:func:`probed_gateway`, which reports at each step what its memory is made
+of (``/proc/self/smaps_rollup``, glibc's ``mallinfo2()``, pymalloc's
+arenas, RSS again after ``malloc_trim(0)``); with ``PYTHONTRACEMALLOC=N``
+set, also tracemalloc's bytes per stream by call site.
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ def config(folder: Path, port: int, streams: int) -> Path:
             "events": {"max_streams": streams + 100},
         },
         admin={"token": "env:BENCH_ADMIN_TOKEN"},
+        # The idle connections measured wait for the last of 5,000 handshakes and then for their stream: longer
+        # than the 10 s a kept-alive connection is given by default.
+        requests={"header_timeout": 600},
     )
 
 
@@ -175,9 +179,9 @@ async def gathered(count: int, make: Callable[[int], Awaitable[T]]) -> list[T]:
     return await asyncio.gather(*(one(number) for number in range(count)))
 
 
-async def idle_phases(port: int, context: ssl.SSLContext, streams: int, same: bool, probe: Probe) -> list[Stream]:
+async def idle_phases(port: int, context: ssl.SSLContext, streams: int, fresh: bool, probe: Probe) -> list[Stream]:
     """``streams`` kept-alive connections after one ``/healthz`` each, measured; then as many open event streams,
-    on the same connections (``same``) or, once those closed, on new ones."""
+    on the same connections or (``fresh``), once those closed, on new ones."""
     tokens = [
         sign_token(SECRET, user_id=f"b-{n}", email=f"b{n}@acme.example.com", now=time.time(), ttl=4 * 3600)
         for n in range(VISITORS)
@@ -185,17 +189,17 @@ async def idle_phases(port: int, context: ssl.SSLContext, streams: int, same: bo
     connections = await gathered(streams, lambda _: open_idle(HOST, port, context, HEALTHZ))
     await asyncio.sleep(1.0)  # settle: handshake buffers freed, audit written
     await probe("connections")
-    if not same:
+    if fresh:
         for _, writer in connections:
             writer.close()
         await asyncio.gather(*(writer.wait_closed() for _, writer in connections), return_exceptions=True)
         await asyncio.sleep(1.0)
         await probe("closed")
 
-        async def fresh(_: int) -> Connection:
+        async def new(_: int) -> Connection:
             return await asyncio.open_connection(HOST, port, ssl=context, server_hostname="localhost")
 
-        connections = await gathered(streams, fresh)
+        connections = await gathered(streams, new)
     opened = await gathered(streams, lambda number: open_stream(connections[number], tokens[number % VISITORS]))
     await asyncio.sleep(2.0)
     await probe("streams")
@@ -357,7 +361,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=5_000)
     parser.add_argument("--changes", type=int, default=5)
-    parser.add_argument("--same-connections", action="store_true", help="each stream on an idle connection measured")
+    parser.add_argument(
+        "--fresh-connections", action="store_true", help="close the idle connections, open the streams on new ones"
+    )
     parser.add_argument("--memory", action="store_true", help="what the gateway's memory is made of, at each step")
     args = parser.parse_args(argv)
     load = _load()  # before the bench adds its own: what the other users of the cores were doing
@@ -386,7 +392,7 @@ def main(argv: list[str] | None = None) -> None:
 
         async def run() -> dict[str, Any]:
             await probes("idle")
-            opened = await idle_phases(port, context, args.streams, args.same_connections, probes)
+            opened = await idle_phases(port, context, args.streams, args.fresh_connections, probes)
             return await measure(port, process.pid, context, opened, args.changes)
 
         figures = uvloop.run(run())
@@ -398,7 +404,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} cores, {platform_line()}")
     print(f"load average (1, 5, 15 min) before the run {load}, after it {_load()}: the cores are shared")
     print(f"{args.streams:,} streams on one worker, {args.changes} changes, each reaching every stream")
-    where = "on the same connections" if args.same_connections else "instead (those closed, new ones)"
+    where = "instead (those closed, new ones)" if args.fresh_connections else "on the same connections"
     rows = [
         ("gateway RSS idle", f"{rss['idle'] / 1e6:.1f} MB"),
         (f"+ {args.streams:,} idle kept-alive connections", f"{rss['connections'] / 1e6:.1f} MB"),
