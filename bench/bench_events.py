@@ -275,9 +275,10 @@ def _memory(libc: ctypes.CDLL) -> dict[str, int]:
             os.close(saved)
         out.seek(0)
         stats = {name: int(value.replace(",", "")) for name, value in _PYMALLOC.findall(out.read())}
-    figures["pymalloc_arenas"] = stats["arenas allocated current"] << 20  # 1 MiB each
-    figures["pymalloc_used"] = stats["bytes in allocated blocks"]
-    figures["pymalloc_free"] = stats["bytes in available blocks"]
+    if stats:  # none while tracemalloc hooks the allocator: pymalloc's are then not told
+        figures["pymalloc_arenas"] = stats["arenas allocated current"] << 20  # 1 MiB each
+        figures["pymalloc_used"] = stats["bytes in allocated blocks"]
+        figures["pymalloc_free"] = stats["bytes in available blocks"]
     return figures
 
 
