@@ -101,7 +101,7 @@ class PeakRSS:
         self._thread.join()
 
 
-async def _open_one(
+async def open_idle(
     host: str, port: int, context: ssl.SSLContext | None, request: bytes
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A connection that has made one request and read its whole answer, so the server keeps it alive, idle."""
@@ -122,7 +122,7 @@ async def _hold_idle(
 
     async def one() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         async with gate:
-            return await _open_one(host, port, context, request)
+            return await open_idle(host, port, context, request)
 
     connections = await asyncio.gather(*(one() for _ in range(count)))
     await asyncio.sleep(1.0)  # let the servers settle (freed handshake buffers, finished audit writes)
