@@ -189,7 +189,7 @@ FANOUT = web.AppKey("fanout", Fanout)
 
 async def feed_context(app: web.Application) -> AsyncIterator[None]:
     """Cleanup context: this worker's change hub, watching the store every ``store.change_poll`` seconds, and the
-    reads its streams share."""
+    fan-out it hands each change to."""
     config = app[CONFIG]
     fanout = app[FANOUT] = Fanout(app[STORE], app[CLOCK], config.portal.events.max_buffered)
     hub = app[HUB] = ChangeHub(app[STORE], fanout.publish)
