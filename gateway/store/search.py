@@ -61,11 +61,19 @@ def search_terms(text: str | None) -> tuple[str, ...]:
     return tuple(terms.values())
 
 
+def _phrases(terms: tuple[str, ...], whole: Mapping[str, str]) -> list[str]:
+    """Each term as an FTS5 phrase: the one indexed word it is a prefix of, else a prefix (a whole word if short)."""
+    return [
+        f'"{whole[term]}"' if term in whole else f'"{term}"*' if len(term) >= MIN_PREFIX_CHARS else f'"{term}"'
+        for term in terms
+    ]
+
+
 def fts_query(text: str | None, whole: Mapping[str, str] | None = None) -> str | None:
     """An FTS5 query matching tickets that hold every word of ``text`` (as a word prefix); None if it has none.
 
     ``whole`` maps a term to the one indexed word it is a prefix of: that term is asked for as that word,
-    which matches the same instances (and so ranks and highlights the same) without expanding a prefix.
+    which matches the same instances (and so highlights the same) without expanding a prefix.
     SECURITY: every term is only letters and digits, quoted as an FTS5 string, so
     nothing a visitor types (quotes, AND/OR/NOT/NEAR, ``*``, ``^``, ``column:``,
     parentheses) is ever read as FTS5 syntax.
@@ -73,13 +81,17 @@ def fts_query(text: str | None, whole: Mapping[str, str] | None = None) -> str |
     terms = search_terms(text)
     if not terms:
         return None
-    whole = whole or {}
-    words = " AND ".join(
-        f'"{whole[term]}"' if term in whole else f'"{term}"*' if len(term) >= MIN_PREFIX_CHARS else f'"{term}"'
-        for term in terms
-    )
     # SECURITY: the words match the text columns only, never the scope key tokens (schema migration 7).
-    return f"{TEXT_COLUMNS} : ({words})"
+    return f"{TEXT_COLUMNS} : ({' AND '.join(_phrases(terms, whole or {}))})"
+
+
+def fts_any(text: str | None, columns: str, whole: Mapping[str, str] | None = None) -> str | None:
+    """An FTS5 query matching tickets that hold any word of ``text`` in ``columns`` (a column filter such as
+    ``{title ticket_id}``): a relevance tier. None if ``text`` has no word. Quoted as in :func:`fts_query`."""
+    terms = search_terms(text)
+    if not terms:
+        return None
+    return f"{columns} : ({' OR '.join(_phrases(terms, whole or {}))})"
 
 
 def clean(text: str) -> str:

@@ -39,6 +39,7 @@ from gateway.store.sqlite import SQLiteStore, writes
 from gateway.store.sqlite.schema import MIGRATIONS
 from routes.highlight import highlight
 from tests.store.contract.corpus import (
+    DAY,
     LINES,
     LONG,
     NOTE_ONLY,
@@ -98,17 +99,18 @@ async def test_title_ranks_before_description_before_reply(store: SQLiteStore, p
     page = await search(store, people.ann, WORD)
     assert [item.ticket_id for item in page.items] == ["1001", "1002", "1003"]
     assert page.total == 3
+    # Within a tier the most recently updated come first, but a tier beats recency: the reply match updated last
+    # still comes after the title's and the description's.
+    await execute(store, "UPDATE tickets SET updated_at = ? WHERE ticket_id = '1003'", T0 + 9 * DAY)
+    assert await found(store, people.ann, WORD, sort="updated") == ["1003", "1002", "1001"]
+    assert await found(store, people.ann, WORD) == ["1001", "1002", "1003"]
 
-    # bm25 alone scores the row as one document: the diluted title match would come last. The tiers matter.
-    def plain_bm25(connection: sqlite3.Connection) -> list[str]:
-        rows = connection.execute(
-            "SELECT ticket_id FROM ticket_search WHERE ticket_search MATCH ?"
-            " AND ticket_id IN ('1001', '1002', '1003') ORDER BY bm25(ticket_search, 10.0, 4.0, 10.0, 1.0)",
-            (fts_query(WORD),),
-        ).fetchall()
-        return [row[0] for row in rows]
 
-    assert (await store.transaction(plain_bm25))[-1] == "1001"
+async def test_within_a_tier_the_most_recently_updated_come_first(store: SQLiteStore, people: People) -> None:
+    titled = [ticket(f"600{n}", f"Kestrel {n}", updated_at=T0 + at * DAY) for n, at in ((1, 3), (2, 1), (3, 2))]
+    assert (await import_lines(store, titled, strict=True)).errors == []
+    assert await found(store, people.ann, "kestrel") == ["6001", "6003", "6002"]
+    assert await found(store, people.ann, "kestrel", descending=False) == ["6002", "6003", "6001"]
 
 
 def test_the_effective_order() -> None:
@@ -150,21 +152,21 @@ async def test_a_ticket_id_finds_its_ticket_first(store: SQLiteStore, people: Pe
 # --- a prefix the index holds one word for, asked for as that word ---------------------------------------
 
 
-def ranked(connection: sqlite3.Connection, match: str) -> list[tuple[str, float]]:
-    """Each match's ticket id and weighted bm25 (whoever may see it), straight from FTS5."""
+def marked(connection: sqlite3.Connection, match: str) -> list[tuple[str, ...]]:
+    """Each match's ticket id and its four text columns highlighted (whoever may see it), straight from FTS5."""
+    columns = ", ".join(f"highlight(ticket_search, {n}, '[', ']')" for n in range(4))
     return connection.execute(
-        "SELECT ticket_id, bm25(ticket_search, 10.0, 4.0, 10.0, 1.0, 0.0) FROM ticket_search"
-        " WHERE ticket_search MATCH ? ORDER BY rowid",
+        f"SELECT ticket_id, {columns} FROM ticket_search WHERE ticket_search MATCH ? ORDER BY rowid",  # noqa: S608
         (match,),
     ).fetchall()
 
 
-async def test_a_prefix_of_one_indexed_word_ranks_as_that_word(store: SQLiteStore, people: People) -> None:
-    # The rewrite's premise: a phrase for the one word a prefix expands to has the prefix's instances, so bm25.
+async def test_a_prefix_of_one_indexed_word_matches_as_that_word(store: SQLiteStore, people: People) -> None:
+    # The rewrite's premise: a phrase for the one word a prefix expands to has the prefix's instances.
     match = fts_query("FALC")
     assert match is not None
     prefix, whole = await store.transaction(
-        lambda connection: (ranked(connection, match), ranked(connection, f'{TEXT_COLUMNS} : ("falcon")'))
+        lambda connection: (marked(connection, match), marked(connection, f'{TEXT_COLUMNS} : ("falcon")'))
     )
     assert len(prefix) == 5
     assert prefix == whole
@@ -177,7 +179,8 @@ async def test_a_prefix_of_one_indexed_word_ranks_as_that_word(store: SQLiteStor
 
 async def test_a_prefix_of_two_indexed_words_finds_both(store: SQLiteStore, people: People) -> None:
     # Once "falconry" is indexed too, "falc" and even "falcon" are prefixes of two words: both must still find it.
-    assert (await import_lines(store, [ticket("1005", "Falconry club", updated_at=T0)], strict=True)).errors == []
+    newest = ticket("1005", "Falconry club", updated_at=T0 + 2 * DAY)
+    assert (await import_lines(store, [newest], strict=True)).errors == []
     for q in ("falc", "falcon"):
         page = await search(store, people.ann, q)
         assert [item.ticket_id for item in page.items] == ["1005", "1001", "1002", "1003"]

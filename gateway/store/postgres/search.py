@@ -1,5 +1,5 @@
-"""Ticket search for PostgreSQL: a visitor's words as safe ``to_tsquery`` text, and the weights they are
-ranked and snippeted by.
+"""Ticket search for PostgreSQL: a visitor's words as safe ``to_tsquery`` text, and the weights that tell
+a match's relevance tier and its snippet's field.
 
 ``tickets.search`` (schema migration 2) weighs the title A, the ticket id B, the description C and the
 public replies D. SECURITY: every term comes from :func:`gateway.store.search.search_terms` (letters and

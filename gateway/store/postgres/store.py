@@ -78,10 +78,8 @@ _SORT_COLUMNS = {
     "created": "t.created_at {dir}",
     "updated": "t.updated_at {dir}",
 }
-# ts_rank's weights for D (replies), C (description), B (ticket id), A (title): as SQLite's bm25 weights.
-_RANK = "ts_rank('{0.1, 0.4, 1.0, 1.0}', t.search, q.query)"
-# The best field a ticket matched in: 0 title or ticket id, 1 description, 2 replies (rank alone cannot
-# promise that order: a long reply thread can outweigh a title match).
+# The best field a ticket matched in: 0 title or ticket id, 1 description, 2 replies; within a tier the most
+# recently updated come first, as on SQLite (no ts_rank: it reads every hit's tsvector, bench/README.md).
 _TIER = "CASE WHEN t.search @@ q.title_or_id THEN 0 WHEN t.search @@ q.description THEN 1 ELSE 2 END"
 # The column a snippet is cut from: the title, else the ticket id, else the description, else the replies.
 _TITLE, _DESCRIPTION, _TICKET_ID, _REPLIES = range(4)
@@ -90,7 +88,7 @@ _SNIPPET_COLUMN = (
     f" WHEN t.search @@ q.description THEN {_DESCRIPTION} ELSE {_REPLIES} END"
 )
 # The deepest page end (in rows) a search best first looks for in its head (see _hits): a head that falls short of
-# its page has ranked every first-tier hit for nothing, which this bounds; a page past it ranks all hits at once.
+# its page has ordered every first-tier hit for nothing, which this bounds; a page past it orders all hits at once.
 _HEAD_ROWS = 500
 # The query's tsqueries, computed once per statement.
 _QUERIES = (
@@ -108,13 +106,13 @@ _QUERIES = (
 
 
 def _relevance(descending: bool) -> str:
-    """ORDER BY for relevance: the exact ticket id first, then by tier, then by weighted rank (higher is better)."""
+    """ORDER BY for relevance: the exact ticket id first, then by tier, then the most recently updated."""
     best, worst = ("DESC", "ASC") if descending else ("ASC", "DESC")
-    return f"hits.exact {best}, hits.tier {worst}, hits.score {best}, hits.id {best}"
+    return f"hits.exact {best}, hits.tier {worst}, hits.updated {best}, hits.id {best}"
 
 
 def _hits(where: str, params: list[Any], query: TicketQuery, exact: str) -> tuple[str, list[Any], str]:
-    """The CTEs ``hits`` (the matches the page is cut from: id, exact, tier, score) and ``total`` (their number) over
+    """The CTEs ``hits`` (the matches the page is cut from: id, exact, tier, updated) and ``total`` (their number) over
     ``where``, their parameters, and the page's source.
 
     Found in tickets.scoped's index alone: IS TRUE keeps the planner off the other indexes (a bitmap of the whole
@@ -124,26 +122,26 @@ def _hits(where: str, params: list[Any], query: TicketQuery, exact: str) -> tupl
     total = "total AS (SELECT count(*) AS n FROM hits)"
     if query.order != "relevance":
         hits = (
-            "hits AS MATERIALIZED (SELECT t.id, false AS exact, 0 AS tier, 0 AS score"  # noqa: S608 (placeholders only)
+            "hits AS MATERIALIZED (SELECT t.id, false AS exact, 0 AS tier, 0 AS updated"  # noqa: S608 (placeholders only)
             f" FROM tickets t, q WHERE {found})"
         )
         return f"{hits}, {total}", params, "hits"
-    hits = f"hits AS MATERIALIZED (SELECT t.id, t.ticket_id = ? AS exact, {_TIER} AS tier, {_RANK} AS score"
+    hits = f"hits AS MATERIALIZED (SELECT t.id, t.ticket_id = ? AS exact, {_TIER} AS tier, t.updated_at AS updated"
     hits += f" FROM tickets t, q WHERE {found}"
     end = query.page * query.page_size
     if not query.descending or end > _HEAD_ROWS:
         return f"{hits}), {total}", [exact, *params], "hits"
     # Best first, the exact id and the first tier (a title or ticket id match) most often fill the page: the head
-    # finds them alone, in tickets_scoped_first (schema migration 10), and ranks only those. Only when they do not
-    # fill the page are all the hits given a tier and a rank (a one-time filter: else that scan never runs); the
+    # finds them alone, in tickets_scoped_first (schema migration 10), and orders only those. Only when they do not
+    # fill the page are all the hits given a tier (a one-time filter: else that scan never runs); the
     # total is then their count, else a count of the scoped matches that never reads a ticket's tsvectors: a
     # scoped match implies the search match (tickets.scoped holds tickets.search's lexemes without positions, and a
     # phrase, all ts_match makes beside lexemes and &, never matches without them). The head's first tier is
     # exactly the hits' for a plain query (q.plain), and empty for any other, which the full pass then serves.
     # SECURITY: visible_clause() is still tested on every ticket counted or shown.
     head = (
-        f"head AS MATERIALIZED ((SELECT t.id, true AS exact, {_TIER} AS tier, {_RANK} AS score FROM tickets t, q"  # noqa: S608
-        f" WHERE t.ticket_id = ? AND {found}) UNION ALL (SELECT t.id, false, 0, {_RANK} FROM tickets t, q"
+        f"head AS MATERIALIZED ((SELECT t.id, true AS exact, {_TIER} AS tier, t.updated_at AS updated FROM tickets t, q"  # noqa: S608
+        f" WHERE t.ticket_id = ? AND {found}) UNION ALL (SELECT t.id, false, 0, t.updated_at FROM tickets t, q"
         f" WHERE q.plain AND {FIRST_TIER} @@ q.first AND (t.ticket_id <> ?"
         " AND t.search @@ q.query AND t.search @@ q.title_or_id"
         f" AND {where}) IS TRUE ORDER BY 4 DESC, 1 DESC LIMIT ?)), enough AS (SELECT count(*) >= ? AS head FROM head)"

@@ -56,7 +56,17 @@ from gateway.store.rows import (
     summary,
     ticket_detail,
 )
-from gateway.store.search import MIN_PREFIX_CHARS, best_reply, clean, excerpt, fts_query, search_terms, unmarked
+from gateway.store.search import (
+    MARK_START,
+    MIN_PREFIX_CHARS,
+    best_reply,
+    clean,
+    excerpt,
+    fts_any,
+    fts_query,
+    search_terms,
+    unmarked,
+)
 from gateway.store.sqlite import lines as imports
 from gateway.store.sqlite import mirror, support
 from gateway.store.sqlite.schema import migrate
@@ -74,24 +84,14 @@ _SORT_COLUMNS = {
     "created": "t.created_at {dir}",
     "updated": "t.updated_at {dir}",
 }
-# bm25() column weights (title, description, ticket_id, replies, scope): within a tier, a word in the title or
-# the ticket id counts most, then one in the description, then one in a reply; the scope key never counts.
-_RANK = "bm25(ticket_search, 10.0, 4.0, 10.0, 1.0, 0.0)"
-# The best field a ticket matched in: 0 title or ticket id, 1 description, 2 replies. bm25() with only one
-# column weighted is below zero exactly when that column holds a match, and bm25 alone cannot promise the
-# order (it scores the row as one document, so a long reply thread dilutes a title match).
-_TIER = (
-    "CASE WHEN bm25(ticket_search, 1, 0, 1, 0, 0) < 0 THEN 0"
-    " WHEN bm25(ticket_search, 0, 1, 0, 0, 0) < 0 THEN 1 ELSE 2 END"
-)
-# The column a snippet is cut from: the title, else the ticket id, else the description, else the replies.
+# The relevance tiers: a ticket is in the first if any of the words is in its title or ticket id, else in the
+# second if one is in its description, else in the last (the words are in its public replies). Within a tier the
+# most recently updated come first. (No bm25: its idf is a scan of each word's whole doclist per statement, and
+# scoring every hit cost more than the 50 ms a search has at a million tickets; see bench/README.md.)
+_TIERS = ("{title ticket_id}", "{description}")
+# The columns a snippet is cut from, in the order it is chosen by: the first that holds a match, else the replies.
 _TITLE, _DESCRIPTION, _TICKET_ID, _REPLIES = range(4)
-_SNIPPET_COLUMN = (
-    f"CASE WHEN bm25(ticket_search, 1, 0, 0, 0, 0) < 0 THEN {_TITLE}"
-    f" WHEN bm25(ticket_search, 0, 0, 1, 0, 0) < 0 THEN {_TICKET_ID}"
-    f" WHEN bm25(ticket_search, 0, 1, 0, 0, 0) < 0 THEN {_DESCRIPTION} ELSE {_REPLIES} END"
-)
-
+_SNIPPET_COLUMNS = (_TITLE, _TICKET_ID, _DESCRIPTION)
 
 # ticket_search's vocabulary, one row per instance, on this connection alone (the temp schema: nothing is written to
 # the file). Its scan starts at a bound and yields lazily, so the first indexed word at or after a bound is a seek
@@ -101,9 +101,9 @@ _NEXT_WORD = "SELECT term FROM temp.ticket_words WHERE term >= ? LIMIT 1"
 
 
 def _relevance(descending: bool) -> str:
-    """ORDER BY for relevance: the exact ticket id first, then by tier, then by weighted bm25 (lower is better)."""
+    """ORDER BY for relevance: the exact ticket id first, then by tier, then the most recently updated."""
     best, worst = ("DESC", "ASC") if descending else ("ASC", "DESC")
-    return f"hits.exact {best}, hits.tier {worst}, hits.score {worst}, hits.id {best}"
+    return f"hits.exact {best}, hits.tier {worst}, hits.updated {best}, hits.id {best}"
 
 
 SHARED_NAMES = {"leases": "sync_leases"}
@@ -390,16 +390,30 @@ class SQLiteStore(Delegating):
         """A page of the visible tickets matching the query's words in ``scope``, their total, and each one's snippet.
 
         ``scope`` is the visitor's scope keys: FTS5 intersects their doclists with the words' itself, so the
-        cost is that of the visitor's matches, not every company's. Total and ranks come from one pass over them.
+        cost is that of the visitor's matches, not every company's. Total and order come from one pass over them.
         """
-        match = f"{scope} AND {fts_query(query.q, self._whole_words(search_terms(query.q)))}"
+        whole = self._whole_words(search_terms(query.q))
+        match = f"{scope} AND {fts_query(query.q, whole)}"
         relevance = query.order == "relevance"
         exact = (query.q or "").strip().lstrip("#")
+        tiers, tier_params = "", []
         if relevance:  # cut the page from the hits alone, then read the page's tickets
+            # Each tier's tickets in the visitor's scope, found by FTS5 alone (a column-filtered match), once.
+            tiers = "".join(
+                f" tier{n} (id) AS MATERIALIZED (SELECT rowid FROM ticket_search WHERE ticket_search MATCH ?),"  # noqa: S608 (placeholders only)
+                for n in range(len(_TIERS))
+            )
+            tier_params = [f"{scope} AND {fts_any(query.q, columns, whole)}" for columns in _TIERS]
+            tier = (
+                "CASE"
+                + "".join(f" WHEN ticket_search.rowid IN tier{n} THEN {n}" for n in range(len(_TIERS)))
+                + f" ELSE {len(_TIERS)} END"
+            )
             order = _relevance(query.descending)
             source = f"(SELECT * FROM hits ORDER BY {order} LIMIT ? OFFSET ?) AS hits"  # noqa: S608
             limit = ""
         else:
+            tier = "0"
             direction = "DESC" if query.descending else "ASC"
             source = "hits"
             order = f"{_SORT_COLUMNS[query.order].format(dir=direction)}, t.id {direction}"
@@ -407,22 +421,22 @@ class SQLiteStore(Delegating):
         # SECURITY: the full-text match is only ever checked against the visible set, never returned past it:
         # each match's ticket (CROSS JOIN: FTS5 first, then the ticket by its id) must pass visible_clause().
         hits = (
-            "WITH hits (id, exact, tier, score) AS MATERIALIZED ("  # noqa: S608 (placeholders only)
+            f"WITH{tiers} hits (id, exact, tier, updated) AS MATERIALIZED ("  # noqa: S608 (placeholders only)
             " SELECT ticket_search.rowid, ticket_search.rowid IS (SELECT id FROM tickets WHERE ticket_id = ?),"
-            f" {_TIER if relevance else 0}, {_RANK if relevance else 0}"
-            " FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"
+            f" {tier}, t.updated_at FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"
             f" WHERE ticket_search MATCH ? AND {where})"
         )
+        hits_params = [*tier_params, exact, match, *params]
         page = (
             f"{hits} SELECT {SUMMARY_COLUMNS}, t.id, t.conversation_id, (SELECT count(*) FROM hits)"  # noqa: S608
             f" FROM {source} CROSS JOIN tickets t ON t.id = hits.id {SUMMARY_LOOKUPS} ORDER BY {order}{limit}"
         )
         offset = (query.page - 1) * query.page_size
-        rows = self._connection.execute(page, [exact, match, *params, query.page_size, offset]).fetchall()
+        rows = self._connection.execute(page, [*hits_params, query.page_size, offset]).fetchall()
         total = int(rows[0][11]) if rows else 0
         if not rows and offset:  # past the last page: the total still counts
             count = f"{hits} SELECT count(*) FROM hits"  # noqa: S608 (placeholders only)
-            total = int(self._connection.execute(count, [exact, match, *params]).fetchone()[0])
+            total = int(self._connection.execute(count, hits_params).fetchone()[0])
         items = self._with_snippets(match, [summary(row) for row in rows], {row[9]: row[10] for row in rows})
         return TicketPage(tuple(items), total, query.page, query.page_size)
 
@@ -434,12 +448,15 @@ class SQLiteStore(Delegating):
             return items
         ids = list(conversations)
         # highlight() marks every match in the whole column with the index's own tokenizer; excerpt() then
-        # cuts one snippet out of it (of one reply, for the replies column) between words.
-        marked = f"highlight(ticket_search, {_SNIPPET_COLUMN}, char(2), char(3))"
+        # cuts one snippet out of it (of one reply, for the replies column) between words. The replies, the
+        # longest column, are highlighted only for a ticket that matched in no other.
+        marked = [f"highlight(ticket_search, {column}, char(2), char(3))" for column in _SNIPPET_COLUMNS]
+        replies = f"highlight(ticket_search, {_REPLIES}, char(2), char(3))"
         # The unary + keeps the rowid test out of FTS5's hands: one pass over the matches, instead of
         # re-running the query (and its prefix expansions) once for every ticket of the page.
         sql = (
-            f"SELECT ticket_search.rowid, {_SNIPPET_COLUMN}, {marked}"  # noqa: S608
+            f"SELECT ticket_search.rowid, {', '.join(marked)},"  # noqa: S608
+            f" CASE WHEN instr({' || '.join(marked)}, char(2)) THEN NULL ELSE {replies} END"
             " FROM ticket_search WHERE ticket_search MATCH ? AND ticket_search.rowid BETWEEN ? AND ?"
             f" AND +ticket_search.rowid IN ({','.join('?' * len(ids))})"
         )
@@ -449,11 +466,12 @@ class SQLiteStore(Delegating):
             if ticket not in found:  # cannot happen within one connection; keep the row, without a snippet
                 result.append(item)
                 continue
-            column, text = found[ticket]
+            *fields, marked_replies = found[ticket]
+            text = next((field for field in fields if MARK_START in (field or "")), None)
             author: str | None = item.creator_name
             at: int | None = item.created_at
-            if column == _REPLIES:
-                text, author, at = self._reply(text or "", conversations[ticket])
+            if text is None:
+                text, author, at = self._reply(marked_replies or "", conversations[ticket])
             result.append(replace(item, snippet=excerpt(text), snippet_author=author, snippet_at=at))
         return result
 

@@ -9,6 +9,7 @@ from gateway.store.models import SORT_KEYS, TicketFilter
 from gateway.store.protocol import Store
 from gateway.store.search import MARK_END, MARK_START, search_terms
 from tests.store.contract.corpus import (
+    DAY,
     HOSTILE,
     LINES,
     NOTE_ONLY,
@@ -175,18 +176,22 @@ async def test_a_visitors_words_never_match_a_scope_key(store: Store, people: Pe
 
 
 async def test_the_order_holds_across_tiers_and_pages(store: Store, people: People) -> None:
-    # Five title matches ranked by how often the word comes, no description match (an empty tier), two matches
-    # only in a reply, and an exact ticket id ahead of a better-ranked title: the order of one long page must
-    # be the order of every short page, whichever way the store finds a page's rows.
+    # Five title matches, most recently updated first (two updated at once: the later ticket first), no
+    # description match (an empty tier), two matches only in a reply (the newest of all last: a tier beats
+    # recency), and an exact ticket id ahead of a title: the order of one long page must be the order of every
+    # short page, whichever way the store finds a page's rows.
     bird = "osprey"
-    titled = [ticket(f"400{n}", " ".join([bird] * n) + " nest") for n in range(1, 6)]
+    titled = [
+        ticket(f"400{n}", " ".join([bird] * n) + " nest", updated_at=T0 + days * DAY)
+        for n, days in zip(range(1, 6), (3, 5, 2, 4, 2), strict=True)
+    ]
     replied = [
-        ticket("4006", "Quiet nest", parts=[part(f"{bird} {bird} again")]),
-        ticket("4007", "Another nest", parts=[part(f"an {bird}")]),
+        ticket("4006", "Quiet nest", parts=[part(f"{bird} {bird} again")], updated_at=T0 + DAY),
+        ticket("4007", "Another nest", parts=[part(f"an {bird}")], updated_at=T0 + 6 * DAY),
         ticket("4009", "Ref 40070 and 40070"),
     ]
     assert (await import_lines(store, [*titled, *replied], strict=True)).errors == []
-    expected = ["4005", "4004", "4003", "4002", "4001", "4006", "4007"]
+    expected = ["4002", "4004", "4001", "4005", "4003", "4007", "4006"]
     assert await found(store, people.ann, bird) == expected
     seen: list[str] = []
     for page_number in (1, 2, 3, 4):
