@@ -48,6 +48,7 @@ from tests.store.contract.corpus import (
     WORD,
     People,
     found,
+    part,
     people_of,
     search,
     ticket,
@@ -121,6 +122,27 @@ def test_the_effective_order() -> None:
     assert TicketQuery(q=' "()" ', sort="relevance").order == "updated"
     assert TicketQuery(q="  ").searching is False
     assert TicketQuery(q="x").searching is True
+
+
+async def test_a_page_the_first_tier_fills_never_gives_every_hit_a_tier(store: SQLiteStore, people: People) -> None:
+    titled = [ticket(f"700{n}", f"Plover {n}", updated_at=T0 + n * DAY) for n in range(1, 4)]
+    replied = [ticket("7004", "Quiet", parts=[part("a plover here")], updated_at=T0 + 9 * DAY)]
+    assert (await import_lines(store, [*titled, *replied], strict=True)).errors == []
+    statements: list[str] = []
+    await store.transaction(lambda connection: connection.set_trace_callback(statements.append))
+    try:
+        # Three title matches fill a page of two (or three): cut from the first tier alone, the total still all.
+        for size in (2, 3):
+            statements.clear()
+            page = await search(store, people.ann, "plover", page_size=size)
+            assert ([item.ticket_id for item in page.items], page.total) == (["7003", "7002", "7001"][:size], 4)
+            assert not [sql for sql in statements if "tier1" in sql]
+        # A page reaching past the first tier is cut from all the hits, each given its tier.
+        statements.clear()
+        assert await found(store, people.ann, "plover", page_size=4) == ["7003", "7002", "7001", "7004"]
+        assert [sql for sql in statements if "tier1" in sql]
+    finally:
+        await store.transaction(lambda connection: connection.set_trace_callback(None))
 
 
 async def test_a_ticket_id_finds_its_ticket_first(store: SQLiteStore, people: People) -> None:

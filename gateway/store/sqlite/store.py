@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from functools import partial
@@ -92,6 +92,9 @@ _TIERS = ("{title ticket_id}", "{description}")
 # The columns a snippet is cut from, in the order it is chosen by: the first that holds a match, else the replies.
 _TITLE, _DESCRIPTION, _TICKET_ID, _REPLIES = range(4)
 _SNIPPET_COLUMNS = (_TITLE, _TICKET_ID, _DESCRIPTION)
+# The deepest page end (in rows) a search best first looks for in the first tier alone (see _head): a first tier
+# that falls short of its page has been ordered for nothing, which this bounds.
+_HEAD_ROWS = 500
 
 # ticket_search's vocabulary, one row per instance, on this connection alone (the temp schema: nothing is written to
 # the file). Its scan starts at a bound and yields lazily, so the first indexed word at or after a bound is a seek
@@ -366,8 +369,9 @@ class SQLiteStore(Delegating):
 
     def _whole_words(self, terms: Sequence[str]) -> dict[str, str]:
         """Each term that exactly one indexed word starts with, mapped to that word: asked for as that word,
-        it matches the same instances (so the same rank and marks) without FTS5 gathering a prefix's doclists
-        (about 10 ms for each use of a word in 286,000 tickets of a million, and a search uses it three times).
+        it matches the same instances (so the same tickets and marks) without FTS5 gathering a prefix's doclists
+        (about 10 ms for each use of a word in 286,000 tickets of a million, and a search uses it four times:
+        the hits, the two tiers, the snippets).
 
         Only ASCII terms: unicode61 folds them by lower-casing alone, so the index's word is known exactly.
         """
@@ -396,6 +400,10 @@ class SQLiteStore(Delegating):
         match = f"{scope} AND {fts_query(query.q, whole)}"
         relevance = query.order == "relevance"
         exact = (query.q or "").strip().lstrip("#")
+        if relevance and query.descending and query.page * query.page_size <= _HEAD_ROWS:
+            head = self._head(scope, match, where, params, query, whole, exact)
+            if head is not None:
+                return head
         tiers, tier_params = "", []
         if relevance:  # cut the page from the hits alone, then read the page's tickets
             # Each tier's tickets in the visitor's scope, found by FTS5 alone (a column-filtered match), once.
@@ -437,6 +445,45 @@ class SQLiteStore(Delegating):
         if not rows and offset:  # past the last page: the total still counts
             count = f"{hits} SELECT count(*) FROM hits"  # noqa: S608 (placeholders only)
             total = int(self._connection.execute(count, hits_params).fetchone()[0])
+        items = self._with_snippets(match, [summary(row) for row in rows], {row[9]: row[10] for row in rows})
+        return TicketPage(tuple(items), total, query.page, query.page_size)
+
+    def _head(
+        self,
+        scope: str,
+        match: str,
+        where: str,
+        params: list[Any],
+        query: TicketQuery,
+        whole: Mapping[str, str],
+        exact: str,
+    ) -> TicketPage | None:
+        """The page best first when the first tier fills it, and the total; None when it does not.
+
+        The exact ticket id is in the first tier (its ticket id holds every word), so the first tier's visible
+        tickets, the exact one first and then the most recently updated, begin the whole order: the page is cut
+        from them alone, never giving every hit a tier, and the total counts the hits without ordering them.
+        """
+        first = f"{scope} AND {fts_any(query.q, _TIERS[0], whole)} AND {fts_query(query.q, whole)}"
+        # SECURITY: as in _search, every ticket shown or counted passes visible_clause().
+        ids = (
+            "SELECT t.id, t.ticket_id = ? AS exact, 0 AS tier, t.updated_at AS updated"  # noqa: S608 (placeholders only)
+            " FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"
+            f" WHERE ticket_search MATCH ? AND {where} ORDER BY exact DESC, updated DESC, t.id DESC LIMIT ? OFFSET ?"
+        )
+        page = (
+            f"SELECT {SUMMARY_COLUMNS}, t.id, t.conversation_id FROM ({ids}) AS hits"  # noqa: S608
+            f" CROSS JOIN tickets t ON t.id = hits.id {SUMMARY_LOOKUPS} ORDER BY {_relevance(descending=True)}"
+        )
+        offset = (query.page - 1) * query.page_size
+        rows = self._connection.execute(page, [exact, first, *params, query.page_size, offset]).fetchall()
+        if len(rows) < query.page_size:
+            return None
+        count = (
+            "SELECT count(*) FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"  # noqa: S608
+            f" WHERE ticket_search MATCH ? AND {where}"
+        )
+        total = int(self._connection.execute(count, [match, *params]).fetchone()[0])
         items = self._with_snippets(match, [summary(row) for row in rows], {row[9]: row[10] for row in rows})
         return TicketPage(tuple(items), total, query.page, query.page_size)
 
