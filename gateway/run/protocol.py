@@ -173,6 +173,24 @@ class PipelineRequestHandler(QuietRequestHandler):
                 self._messages[-1] = (self.refusal.message, EMPTY_PAYLOAD)
             self.close()  # read nothing more: the requests queued before it are answered, then the connection ends
 
+    async def finish_response(
+        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
+    ) -> tuple[web.StreamResponse, bool]:
+        """Write the answer as aiohttp does, then drop what the request and its answer carried.
+
+        aiohttp's ``start()`` keeps the last request and response in its frame until the connection's next
+        request, so an idle kept-alive connection would hold what the pipeline recorded on its last request
+        (its cookies, forwarding, identity and access results) and the answer's headers: some 3-4 KB a
+        connection, 5,000 idle connections' 20 MB (bench/README.md, "Round six: idle connections"). Nothing
+        reads them once the answer is written: the audit record and the metrics were taken by then.
+        """
+        answered = await super().finish_response(request, resp, start_time)
+        request.clear()  # the pipeline's stages' results, under their request keys
+        if resp.prepared:
+            resp.clear()
+            resp.headers.clear()  # sent; aiohttp reads only the response's keep-alive flag after this
+        return answered
+
 
 def refused_status(request: web.BaseRequest) -> int | None:
     """The status to answer when ``request`` stands in for a head the parser refused, else None."""

@@ -9,11 +9,13 @@ metrics, and never a byte of what was refused.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import web
@@ -22,6 +24,7 @@ from prometheus_client import generate_latest
 
 from gateway.config import RequestsConfig
 from gateway.observe.metrics import METRICS
+from gateway.policy.cookies import RequestCookies
 from gateway.run.protocol import KEPT_PATH, MAX_LINE, arrived_ns, connection_factory
 from tests.conftest import CANARY, DOMAIN, Gateway, RecordingUpstream, planted, raw_exchange
 from tests.e2e.test_secrets import MALFORMED
@@ -29,6 +32,7 @@ from tests.routes.test_health import samples
 
 HOST = f"Host: {DOMAIN}\r\n".encode()
 KB = 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -268,3 +272,31 @@ async def test_requests_read_together_have_arrived_by_that_read() -> None:
     assert first is not None
     assert second == first
     assert sent < first < handled_first < handled_second
+
+
+def _live(kind: type[T], holds: Callable[[T], bool]) -> list[T]:
+    """The objects of ``kind`` still reachable after a full collection that ``holds`` picks."""
+    gc.collect()
+    return [thing for thing in gc.get_objects() if isinstance(thing, kind) and holds(thing)]
+
+
+async def test_an_idle_kept_alive_connection_holds_nothing_of_its_last_request(
+    gateway: Gateway, client_ssl: ssl.SSLContext
+) -> None:
+    """Once the answer is written, the request's recorded state (its split cookies) and the answer's headers are
+    unreachable, though aiohttp keeps the request and response objects until the connection's next request."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", gateway.running.https_port, ssl=client_ssl, server_hostname=DOMAIN
+    )
+    try:
+        writer.write(b"GET /articles/1 HTTP/1.1\r\n" + HOST + b"Cookie: idle-marker=kept-alive\r\n\r\n")
+        answer = await next_answer(reader)
+        await asyncio.sleep(0.1)  # the handler's task has finished; the connection waits for its next head
+        assert answer.status == 200
+        assert not reader.at_eof()  # still kept alive
+        assert _live(RequestCookies, lambda cookies: "idle-marker=kept-alive" in cookies.headers) == []
+        # The answer's headers as the gateway sent them (not the test's own parse of them).
+        sent = _live(CIMultiDict, lambda headers: headers is not answer.headers and answer.request_id in repr(headers))
+        assert sent == []
+    finally:
+        writer.close()
