@@ -95,6 +95,11 @@ _SNIPPET_COLUMNS = (_TITLE, _TICKET_ID, _DESCRIPTION)
 # The deepest page end (in rows) a search best first looks for in the first tier alone (see _head): a first tier
 # that falls short of its page has been ordered for nothing, which this bounds.
 _HEAD_ROWS = 500
+# The visible tickets a full-text match finds, FTS5 first, then each ticket by its id (CROSS JOIN keeps that order).
+# SECURITY: every search reads its hits through this, so each one passes visible_clause() (``where``).
+_MATCHED = (
+    "FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid WHERE ticket_search MATCH ? AND {where}"
+)
 
 # ticket_search's vocabulary, one row per instance, on this connection alone (the temp schema: nothing is written to
 # the file). Its scan starts at a bound and yields lazily, so the first indexed word at or after a bound is a seek
@@ -431,8 +436,7 @@ class SQLiteStore(Delegating):
         hits = (
             f"WITH{tiers} hits (id, exact, tier, updated) AS MATERIALIZED ("  # noqa: S608 (placeholders only)
             " SELECT ticket_search.rowid, ticket_search.rowid IS (SELECT id FROM tickets WHERE ticket_id = ?),"
-            f" {tier}, t.updated_at FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"
-            f" WHERE ticket_search MATCH ? AND {where})"
+            f" {tier}, t.updated_at {_MATCHED.format(where=where)})"
         )
         hits_params = [*tier_params, exact, match, *params]
         page = (
@@ -467,9 +471,8 @@ class SQLiteStore(Delegating):
         first = f"{scope} AND {fts_any(query.q, _TIERS[0], whole)} AND {fts_query(query.q, whole)}"
         # SECURITY: as in _search, every ticket shown or counted passes visible_clause().
         ids = (
-            "SELECT t.id, t.ticket_id = ? AS exact, 0 AS tier, t.updated_at AS updated"  # noqa: S608 (placeholders only)
-            " FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"
-            f" WHERE ticket_search MATCH ? AND {where} ORDER BY exact DESC, updated DESC, t.id DESC LIMIT ? OFFSET ?"
+            "SELECT t.id, t.ticket_id = ? AS exact, 0 AS tier, t.updated_at AS updated"
+            f" {_MATCHED.format(where=where)} ORDER BY exact DESC, updated DESC, t.id DESC LIMIT ? OFFSET ?"
         )
         page = (
             f"SELECT {SUMMARY_COLUMNS}, t.id, t.conversation_id FROM ({ids}) AS hits"  # noqa: S608
@@ -479,10 +482,7 @@ class SQLiteStore(Delegating):
         rows = self._connection.execute(page, [exact, first, *params, query.page_size, offset]).fetchall()
         if len(rows) < query.page_size:
             return None
-        count = (
-            "SELECT count(*) FROM ticket_search CROSS JOIN tickets t ON t.id = ticket_search.rowid"  # noqa: S608
-            f" WHERE ticket_search MATCH ? AND {where}"
-        )
+        count = f"SELECT count(*) {_MATCHED.format(where=where)}"
         total = int(self._connection.execute(count, [match, *params]).fetchone()[0])
         items = self._with_snippets(match, [summary(row) for row in rows], {row[9]: row[10] for row in rows})
         return TicketPage(tuple(items), total, query.page, query.page_size)
